@@ -1,0 +1,22 @@
+# The two commands a new user needs (both install what they need into .venv first):
+#   make demo   runs the pipeline end to end on the bundled real sample scenes
+#   make test   runs the test suite (what CI runs)
+.PHONY: demo test lint venv bench clean
+
+venv:
+	@bash scripts/bootstrap.sh
+
+demo: venv
+	@.venv/bin/a2mae demo
+
+test: venv
+	@bash scripts/test.sh
+
+lint: venv
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+bench: venv
+	@for b in benchmarks/*.py; do .venv/bin/python $$b || exit 1; done
+
+clean:
+	rm -rf .a2mae demo-output .pytest_cache

@@ -1,0 +1,312 @@
+"""Typed, validated parameters: ``params.yaml`` -> pydantic models.
+
+``params.yaml`` at the repository root is the single source of defaults (it is also shipped inside
+the wheel as ``a2mae/params.default.yaml``). The models below hold the types, bounds and
+descriptions, never the default values, so the two cannot drift apart. :func:`load_params` layers,
+in order: the defaults, an optional user file holding only the keys it changes, and ``key=value``
+overrides; any bad value raises :class:`ConfigError` with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from a2mae.errors import A2maeError
+
+_REPO_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
+_PACKAGED_PARAMS = Path(__file__).resolve().parent / "params.default.yaml"
+
+
+class ConfigError(A2maeError, ValueError):
+    """A parameter file or override is invalid; the message is one line naming the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- data
+class S3Config(_Section):
+    """Where S3 objects live (s3fs for listing and objects, GDAL for rasters)."""
+
+    endpoint_url: str | None = Field(description="S3-compatible endpoint URL; env AWS_ENDPOINT_URL wins.")
+    region: str = Field(description="Region name sent with signed requests.")
+    anonymous: bool = Field(description="Send unsigned requests (public buckets).")
+
+
+class GrowthPeriodConfig(_Section):
+    """Rule labelling a scene as growth (g) or non-growth (ng) period."""
+
+    rule: Literal["hemisphere_months"] = Field(description="Labelling rule.")
+    growth_months: list[int] = Field(description="Growth-season months in the northern hemisphere.")
+    tropics_lat: float = Field(ge=0, le=90, description="|lat| below this gets period 'na'.")
+
+
+class DataConfig(_Section):
+    """Ingest: scene discovery and the scene catalog."""
+
+    catalog: str = Field(description="Scene catalog (Parquet) written by `a2mae ingest`.")
+    sensor_files: list[str] = Field(description="Extra sensor registry YAML files.")
+    workers: int = Field(ge=1, description="Parallel metadata readers.")
+    s3: S3Config
+    growth_period: GrowthPeriodConfig
+
+
+# --------------------------------------------------------------------------------------------- tile
+class SplitConfig(_Section):
+    """Deterministic train/val/test split by ground location."""
+
+    val_fraction: float = Field(ge=0, lt=1)
+    test_fraction: float = Field(ge=0, lt=1)
+    block_m: float = Field(gt=0, description="Ground block size; a block goes wholly to one split.")
+    seed: int
+
+
+class TileConfig(_Section):
+    """Tiling of co-located scenes into STSSD image sets."""
+
+    chip_size: int = Field(gt=0, multiple_of=8, description="Chip side in pixels (every sensor).")
+    grid_m: float = Field(gt=0, description="Spacing of candidate set centres, metres.")
+    max_nodata_fraction: float = Field(ge=0, le=1)
+    max_cloud_fraction: float = Field(ge=0, le=1)
+    drop_bands: dict[str, list[str]] = Field(description="Per sensor, bands never written.")
+    gf_s2_max_days: int = Field(ge=0, description="GF-S2 pairing window, days.")
+    max_images_per_set: int = Field(ge=1, le=4)
+    shard_max_mb: float = Field(gt=0, le=2048, description="Shard size bound, MB.")
+    split: SplitConfig
+    executor: Literal["local", "ray"] = Field(description="Run per-scene work in local processes or Ray.")
+    workers: int = Field(ge=1, description="Local worker processes.")
+    ray_address: str | None = Field(description="Ray address when executor=ray.")
+
+
+# -------------------------------------------------------------------------------------------- model
+class ModelConfig(_Section):
+    """A²-MAE variant and its pre-training objective."""
+
+    name: str = Field(description="Registered model variant (`a2mae models`).")
+    mask_ratio: float = Field(gt=0, lt=1, description="Mask ratio on the anchor image.")
+    anchor_policy: Literal["random", "finest_gsd", "coarsest_gsd"]
+    masking: Literal["aligned", "complementary", "independent"]
+    metadata_dropout: float = Field(ge=0, le=1)
+    geo_encoding: bool
+
+
+class PretrainConfig(_Section):
+    """Ray-distributed pre-training."""
+
+    run_name: str
+    experiment: str
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    accum_steps: int = Field(ge=1)
+    blr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    warmup_fraction: float = Field(ge=0, lt=1)
+    grad_clip: float = Field(ge=0)
+    seed: int
+    num_workers: int = Field(ge=0)
+    use_gpu: bool
+    cpus_per_worker: float = Field(gt=0)
+    storage_path: str
+    checkpoint_every_steps: int = Field(ge=1)
+    checkpoints_to_keep: int = Field(ge=1)
+    max_failures: int = Field(ge=-1)
+    log_images_every_steps: int = Field(ge=1)
+
+
+class FinetuneConfig(_Section):
+    """Downstream fine-tuning."""
+
+    task: Literal["classification", "segmentation", "change_detection"]
+    protocol: Literal["linear_probe", "full"]
+    encoder: str
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    layer_decay: float = Field(gt=0, le=1)
+    seed: int
+
+
+class EvaluateConfig(_Section):
+    """Challenger vs champion evaluation."""
+
+    promotion_margin: float = Field(ge=0)
+
+
+class RegistryConfig(_Section):
+    """MLflow tracking and model registry."""
+
+    tracking_uri: str
+    encoder_model: str
+    champion_alias: str
+
+
+class InfraConfig(_Section):
+    """Local services started by infra/."""
+
+    home: str
+    host: str
+    prefect_port: int = Field(ge=1, le=65535)
+    mlflow_port: int = Field(ge=1, le=65535)
+    s3_port: int = Field(ge=1, le=65535)
+    ray_port: int = Field(ge=1, le=65535)
+    retrain_cron: str
+
+
+class Params(_Section):
+    """All parameters, one section per pipeline stage."""
+
+    data: DataConfig
+    tile: TileConfig
+    model: ModelConfig
+    pretrain: PretrainConfig
+    finetune: FinetuneConfig
+    evaluate: EvaluateConfig
+    registry: RegistryConfig
+    infra: InfraConfig
+
+
+# ------------------------------------------------------------------------------------------ loading
+def default_params_path() -> Path:
+    """The defaults file: the repository's params.yaml, or the copy shipped in the wheel."""
+    return _REPO_PARAMS if _REPO_PARAMS.is_file() else _PACKAGED_PARAMS
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: parameter file not found") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, tile, model, ...)")
+    return doc
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value, f"{prefix}{key}.")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``section.key=value`` into a key path and a YAML-parsed value.
+
+    Raises:
+        ConfigError: The item has no ``=`` or an empty key.
+    """
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(doc: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return ``doc`` with ``key=value`` overrides applied (keys must exist in the defaults)."""
+    out = copy.deepcopy(doc)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override {item!r}: unknown key {'.'.join(path[: i + 1])}")
+            node = node[part]
+        if path[-1] not in node:
+            raise ConfigError(f"override {item!r}: unknown key {'.'.join(path)}")
+        node[path[-1]] = value
+    return out
+
+
+def _format_error(err: ValidationError, source: str, doc: Mapping[str, Any]) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling against params.yaml)"
+    elif first["type"] == "missing":
+        msg = "missing key"
+    else:
+        got = first.get("input")
+        if not isinstance(got, dict | list):
+            msg = f"{msg} (got {got!r})"
+    return f"{source}: {loc}: {msg}"
+
+
+def validate_params(doc: Mapping[str, Any], source: str = "params") -> Params:
+    """Validate a parameter mapping.
+
+    Raises:
+        ConfigError: One line naming the first bad key.
+    """
+    try:
+        return Params.model_validate(doc)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source, doc)) from None
+
+
+def load_params(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+) -> Params:
+    """Load and validate parameters.
+
+    Args:
+        path: Optional user parameter file; it may hold only the keys it changes. When it is a full
+            file (e.g. the repository's params.yaml) it simply replaces the defaults.
+        overrides: ``section.key=value`` items applied last (values parsed as YAML).
+
+    Returns:
+        The validated parameters.
+
+    Raises:
+        ConfigError: A file is missing or malformed, or a value is invalid.
+    """
+    default_path = default_params_path()
+    doc = _read_yaml(default_path)
+    source = str(default_path.name)
+    if path is not None:
+        user = _read_yaml(Path(path))
+        unknown = [k for k in user if k not in doc]
+        if unknown:
+            raise ConfigError(f"{path}: {unknown[0]}: unknown section (known: {', '.join(doc)})")
+        doc = _deep_merge(doc, user)
+        source = str(path)
+    doc = apply_overrides(doc, overrides)
+    if overrides:
+        source = f"{source} + --set"
+    return validate_params(doc, source)
+
+
+def params_to_flat(params: BaseModel, prefix: str = "") -> dict[str, Any]:
+    """Flatten to ``{"section.key": value}`` (e.g. for MLflow params)."""
+    out: dict[str, Any] = {}
+    for key, value in params.model_dump(mode="json").items():
+        _flatten(f"{prefix}{key}", value, out)
+    return out
+
+
+def _flatten(key: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _flatten(f"{key}.{k}", v, out)
+    else:
+        out[key] = value

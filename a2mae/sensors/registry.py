@@ -1,0 +1,212 @@
+"""Typed view of the sensor registry YAML files."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from a2mae.errors import A2maeError
+
+BUILTIN_PATH = Path(__file__).with_name("builtin.yaml")
+ENV_VAR = "A2MAE_SENSOR_FILES"
+
+
+class SensorRegistryError(A2maeError, ValueError):
+    """A sensor file is unreadable or invalid, or a sensor, product or band is unknown."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Band(_Strict):
+    """One spectral band of a sensor."""
+
+    center_nm: float = Field(gt=0, description="Centre wavelength in nanometres.")
+    bandwidth_nm: float = Field(gt=0, description="Full width at half maximum in nanometres.")
+    gsd_m: float = Field(gt=0, description="Native ground sample distance in metres.")
+    group: str = Field(description="Spectral group: VNIR, RedEdge, SWIR, Coastal, Cirrus, TIR, Pan, ...")
+    aliases: tuple[str, ...] = Field(default=(), description="Other names of the band in file names/tags.")
+
+
+class QASpec(_Strict):
+    """Quality layer of a product: which values or bits mean no data or cloud."""
+
+    band: str
+    nodata_values: tuple[int, ...] = ()
+    cloud_values: tuple[int, ...] = ()
+    nodata_bits: tuple[int, ...] = ()
+    cloud_bits: tuple[int, ...] = ()
+
+
+class Product(_Strict):
+    """A processing level of a sensor (radiometry and detection rules)."""
+
+    scale: float = Field(description="reflectance = DN * scale + offset")
+    offset: float = 0.0
+    nodata: float | None = 0
+    qa: QASpec | None = None
+    detect: dict[str, Any] = Field(default_factory=dict, description="Rules to recognise a scene.")
+
+
+class Sensor(_Strict):
+    """A sensor (instrument family) with its bands, token groups and products."""
+
+    id: str
+    name: str
+    platforms: tuple[str, ...] = ()
+    token_groups: dict[str, tuple[str, ...]]
+    bands: dict[str, Band]
+    products: dict[str, Product]
+
+    @model_validator(mode="after")
+    def _check_groups(self) -> Sensor:
+        for group, names in self.token_groups.items():
+            for name in names:
+                if name not in self.bands:
+                    raise ValueError(f"token group {group!r} names unknown band {name!r}")
+        if not self.products:
+            raise ValueError("needs at least one product")
+        return self
+
+    @property
+    def pretrain_bands(self) -> tuple[str, ...]:
+        """Bands used for pre-training, in token-group order (others are dropped)."""
+        return tuple(b for names in self.token_groups.values() for b in names)
+
+    def band_id(self, name: str) -> str | None:
+        """Canonical band id for a name or alias (case-insensitive), or None."""
+        low = name.lower()
+        for band_id, band in self.bands.items():
+            if band_id.lower() == low or low in (a.lower() for a in band.aliases):
+                return band_id
+        return None
+
+    def product(self, level: str) -> Product:
+        """The product of this sensor at ``level``.
+
+        Raises:
+            SensorRegistryError: The level is unknown for this sensor.
+        """
+        try:
+            return self.products[level]
+        except KeyError:
+            raise SensorRegistryError(
+                f"sensor {self.id} has no product {level!r} (known: {', '.join(self.products)})"
+            ) from None
+
+    def group_of(self, band: str) -> str | None:
+        """Token group containing ``band``, or None when the band is not tokenised."""
+        for group, names in self.token_groups.items():
+            if band in names:
+                return group
+        return None
+
+
+class SensorRegistry:
+    """All sensors known to this process, keyed by id."""
+
+    def __init__(self, sensors: Iterable[Sensor], sources: Sequence[str] = ()) -> None:
+        self._sensors = {s.id: s for s in sensors}
+        self.sources = tuple(sources)
+
+    def __contains__(self, sensor_id: object) -> bool:
+        return sensor_id in self._sensors
+
+    def __iter__(self):
+        return iter(self._sensors.values())
+
+    def __len__(self) -> int:
+        return len(self._sensors)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Sensor ids in registry order."""
+        return tuple(self._sensors)
+
+    def get(self, sensor_id: str) -> Sensor:
+        """The sensor with this id.
+
+        Raises:
+            SensorRegistryError: Unknown id; the message lists the known ones.
+        """
+        try:
+            return self._sensors[sensor_id]
+        except KeyError:
+            raise SensorRegistryError(
+                f"unknown sensor {sensor_id!r} (known: {', '.join(self._sensors)}); "
+                "add it in a sensor YAML file (docs/sensors.md)"
+            ) from None
+
+    def to_dict(self, ids: Iterable[str] | None = None) -> dict[str, Any]:
+        """Plain-data form of (some of) the registry, e.g. to store in a checkpoint."""
+        chosen = self._sensors if ids is None else {i: self.get(i) for i in ids}
+        return {i: s.model_dump(mode="json", exclude={"id"}) for i, s in chosen.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> SensorRegistry:
+        """Build a registry from the plain-data form written by :meth:`to_dict`."""
+        return cls(_parse_sensors(data, source), [source])
+
+
+def _parse_sensors(data: Any, source: str) -> list[Sensor]:
+    if not isinstance(data, dict):
+        raise SensorRegistryError(f"{source}: expected a mapping of sensor ids")
+    sensors = []
+    for sensor_id, body in data.items():
+        if not isinstance(body, dict):
+            raise SensorRegistryError(f"{source}: sensors.{sensor_id}: expected a mapping")
+        try:
+            sensors.append(Sensor(id=str(sensor_id), **body))
+        except ValidationError as err:
+            first = err.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise SensorRegistryError(f"{source}: sensors.{sensor_id}.{loc}: {first['msg']}") from None
+    return sensors
+
+
+def _read_file(path: Path) -> list[Sensor]:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise SensorRegistryError(f"{path}: cannot read sensor file ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise SensorRegistryError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(doc, dict) or "sensors" not in doc:
+        raise SensorRegistryError(f"{path}: a sensor file needs a top-level 'sensors:' mapping")
+    return _parse_sensors(doc["sensors"], str(path))
+
+
+def load_registry(extra_files: Sequence[str | os.PathLike[str]] = ()) -> SensorRegistry:
+    """Load the built-in registry plus user sensor files (later files replace earlier sensors).
+
+    Args:
+        extra_files: User sensor YAML files; ``$A2MAE_SENSOR_FILES`` entries are appended.
+
+    Returns:
+        The merged registry.
+    """
+    files = [BUILTIN_PATH, *(Path(f) for f in extra_files)]
+    env = os.environ.get(ENV_VAR, "")
+    files += [Path(f) for f in env.split(os.pathsep) if f]
+    merged: dict[str, Sensor] = {}
+    for f in files:
+        for s in _read_file(f):
+            merged[s.id] = s
+    return SensorRegistry(merged.values(), [str(f) for f in files])
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(extra: tuple[str, ...], env: str) -> SensorRegistry:
+    return load_registry(extra)
+
+
+def get_registry(extra_files: Sequence[str | os.PathLike[str]] = ()) -> SensorRegistry:
+    """Cached :func:`load_registry` (keyed on the files and ``$A2MAE_SENSOR_FILES``)."""
+    return _cached(tuple(str(f) for f in extra_files), os.environ.get(ENV_VAR, ""))
