@@ -78,11 +78,18 @@ class TileConfig(_Section):
     drop_bands: dict[str, list[str]] = Field(description="Per sensor, bands never written.")
     gf_s2_max_days: int = Field(ge=0, description="GF-S2 pairing window, days.")
     max_images_per_set: int = Field(ge=1, le=4)
+    min_images_per_set: int = Field(ge=1, le=4, description="Sets with fewer surviving chips are dropped.")
+    sets_per_location: int = Field(ge=1, description="S2-L8 sets per grid point (rounds of next-best scenes).")
+    temporal_sensors: list[str] = Field(description="Sensors of S2-L8 sets (one g and one ng image each).")
+    hires_sensors: list[str] = Field(description="Sensors whose images each form a GF-S2 set.")
+    hires_partner: str = Field(description="Sensor paired with hires images within gf_s2_max_days.")
     shard_max_mb: float = Field(gt=0, le=2048, description="Shard size bound, MB.")
     split: SplitConfig
     executor: Literal["local", "ray"] = Field(description="Run per-scene work in local processes or Ray.")
     workers: int = Field(ge=1, description="Local worker processes.")
     ray_address: str | None = Field(description="Ray address when executor=ray.")
+    chips_per_task: int = Field(ge=1, description="Chips read by one task (bounds worker memory).")
+    snapshot: str = Field(description="Default output folder of `a2mae tile`.")
 
 
 # -------------------------------------------------------------------------------------------- model
