@@ -127,23 +127,74 @@ class PretrainConfig(_Section):
     log_images_every_steps: int = Field(ge=1)
 
 
+class FinetuneDatasets(_Section):
+    """Default dataset folder per task (``--data`` wins)."""
+
+    classification: str | None = Field(description="Folder of chips + labels CSV.")
+    segmentation: str | None = Field(description="Folder of image/mask GeoTIFF pairs.")
+    change_detection: str | None = Field(description="OSCD/LEVIR-style before/after/label folders.")
+
+
+class AblationVariant(_Section):
+    """One pre-training variant of the ablation."""
+
+    name: str = Field(min_length=1, description="Row name in the ablation table.")
+    masking: Literal["aligned", "complementary", "independent"]
+    geo_encoding: bool
+
+
+class AblationConfig(_Section):
+    """Pre-training variants run through the same fine-tuning (`a2mae ablate`)."""
+
+    pretrain_steps: int = Field(ge=1, description="Pre-training steps per variant.")
+    variants: list[AblationVariant] = Field(min_length=1)
+
+
 class FinetuneConfig(_Section):
     """Downstream fine-tuning."""
 
     task: Literal["classification", "segmentation", "change_detection"]
     protocol: Literal["linear_probe", "full"]
-    encoder: str
+    encoder: str = Field(description="models:/NAME@ALIAS, models:/NAME/VERSION, a checkpoint, or scratch.")
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0)
     layer_decay: float = Field(gt=0, le=1)
     seed: int
+    datasets: FinetuneDatasets
+    label_mode: Literal["auto", "single", "multi"]
+    sensor: str = Field(description="Sensor id of the chips when the GeoTIFFs do not say.")
+    bands: list[str] | None = Field(description="Band ids in file order; None: GeoTIFF band descriptions.")
+    max_steps: int | None = Field(ge=1, description="Cap on optimizer steps (None: epochs only).")
+    weight_decay: float = Field(ge=0)
+    warmup_fraction: float = Field(ge=0, lt=1)
+    decoder_channels: int = Field(ge=8, description="Width of the FPN/UPerNet-style decoder.")
+    ignore_index: int = Field(ge=0, le=255, description="Mask value excluded from loss and metrics.")
+    experiment: str
+    model_prefix: str = Field(description="Registered model name is <prefix><task>.")
+    serialization: Literal["pickle", "pt2"]
+    output: str = Field(description="Folder of reports and confusion matrices.")
+    compare_protocols: list[Literal["linear_probe", "full"]] = Field(min_length=1)
+    ablation: AblationConfig
+
+
+class PrimaryMetrics(_Section):
+    """Metric deciding promotion, per kind of task."""
+
+    single_label: Literal["oa", "macro_f1"]
+    multi_label: Literal["map", "macro_f1"]
+    segmentation: Literal["miou", "oa", "macro_f1"]
+    change_detection: Literal["change_f1", "change_iou"]
 
 
 class EvaluateConfig(_Section):
     """Challenger vs champion evaluation."""
 
     promotion_margin: float = Field(ge=0)
+    split: str = Field(min_length=1, description="Frozen evaluation split of the version's dataset.")
+    batch_size: int = Field(ge=1)
+    challenger_alias: str = Field(min_length=1)
+    primary_metric: PrimaryMetrics
 
 
 class RegistryConfig(_Section):
