@@ -68,6 +68,11 @@ class SceneRecord(BaseModel):
     scale: float
     offset: float
     content_hash: str = Field(description="sha256 over the scene's files (bytes, or S3 ETags).")
+    fingerprint: str | None = Field(
+        default=None,
+        description="sha256 of the source's listing (URIs, sizes, mtimes/ETags): lets ingest skip "
+        "unchanged inputs without reading them.",
+    )
 
 
 _JSON_COLUMNS = ("transform", "bounds", "corners", "bands", "band_files", "qa_file")
@@ -107,6 +112,7 @@ def records_to_table(records: Sequence[SceneRecord]):  # -> pyarrow.Table
             ("scale", pa.float64()),
             ("offset", pa.float64()),
             ("content_hash", pa.string()),
+            ("fingerprint", pa.string()),
         ],
         metadata={b"a2mae_catalog_version": str(CATALOG_VERSION).encode()},
     )
