@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+import datetime as dt
 from pathlib import Path
 from typing import Literal
 
@@ -50,7 +50,7 @@ class SceneRecord(BaseModel):
     sensor: str
     product: str
     source: str = Field(description="The scene as given: a file, or the folder of per-band files.")
-    datetime: datetime | None = Field(description="Acquisition time, UTC (None when unknown).")
+    datetime: dt.datetime | None = Field(description="Acquisition time, UTC (None when unknown).")
     datetime_source: Literal["tags", "filename", "stac", "mtl", "none"] = "none"
     period: Literal["g", "ng", "na"]
     crs: str = Field(description="CRS as EPSG:nnnn when it has one, else WKT.")
