@@ -8,9 +8,9 @@ says where each band lives. All geometry is given both in the scene's CRS (``crs
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Sequence
-import datetime as dt
 from pathlib import Path
 from typing import Literal
 
