@@ -1,0 +1,137 @@
+"""One code path for parallel work: local processes by default, Ray tasks when configured.
+
+:func:`run_tasks` maps a top-level function over items and yields ``(index, result)`` as results
+arrive (completion order); callers that need a deterministic output order sort by index or key
+(tiling does: shard packing never depends on completion order). At most ``2 * workers`` items are
+in flight, so memory stays bounded however many items there are.
+
+* ``executor="local"``, ``workers=1``: in this process (no pool; easiest to debug and profile).
+* ``executor="local"``, ``workers>1``: a ``ProcessPoolExecutor`` with the ``spawn`` start method
+  (safe next to threads that torch, Ray or GDAL may have started in the parent).
+* ``executor="ray"``: Ray remote tasks on the cluster at ``ray_address`` (else ``$RAY_ADDRESS``, else
+  a local Ray started for this call with ``include_dashboard=False`` and shut down afterwards). The
+  function and its module must be importable on the workers (install the package there).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal, TypeVar
+
+from a2mae.errors import A2maeError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class ExecutorError(A2maeError, RuntimeError):
+    """The configured executor cannot be started (e.g. an unreachable Ray address)."""
+
+
+def run_tasks(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    executor: Literal["local", "ray"] = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
+) -> Iterator[tuple[int, R]]:
+    """Apply ``fn`` to every item in parallel; yield ``(item index, result)`` in completion order.
+
+    Args:
+        fn: A module-level function (picklable by reference).
+        items: Picklable work items.
+        executor: ``local`` (processes) or ``ray``.
+        workers: Local worker processes (``1`` runs in this process); for Ray, the number of CPUs of
+            a locally started Ray and the in-flight bound.
+        ray_address: Ray cluster address (``auto``, ``ray://host:10001``, ...) when ``executor="ray"``.
+
+    Yields:
+        ``(index, fn(items[index]))`` for every item.
+
+    Raises:
+        ExecutorError: Ray cannot be started or reached.
+    """
+    items = list(items)
+    if executor == "ray":
+        yield from _run_ray(fn, items, workers, ray_address)
+    elif workers <= 1 or len(items) <= 1:
+        for i, item in enumerate(items):
+            yield i, fn(item)
+    else:
+        yield from _run_pool(fn, items, workers)
+
+
+def _run_pool(fn: Callable[[Any], Any], items: list[Any], workers: int) -> Iterator[tuple[int, Any]]:
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx) as pool:
+        pending: dict[Any, int] = {}
+        it = iter(enumerate(items))
+        try:
+            while True:
+                while len(pending) < 2 * workers:
+                    nxt = next(it, None)
+                    if nxt is None:
+                        break
+                    pending[pool.submit(fn, nxt[1])] = nxt[0]
+                if not pending:
+                    return
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=lambda f: pending[f]):
+                    yield pending.pop(fut), fut.result()
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+
+
+def _run_ray(
+    fn: Callable[[Any], Any], items: list[Any], workers: int, address: str | None
+) -> Iterator[tuple[int, Any]]:
+    import ray
+    from ray.exceptions import RayTaskError
+
+    started = False
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR"}
+        if address is None:
+            kwargs["num_cpus"] = workers
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise ExecutorError(
+                f"cannot start or reach Ray at {address or 'a new local instance'} ({err}); "
+                "check tile.ray_address / RAY_ADDRESS or use tile.executor=local"
+            ) from None
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1)(fn)
+        limit = max(2, 2 * workers)
+        pending: dict[Any, int] = {}
+        it = iter(enumerate(items))
+        while True:
+            while len(pending) < limit:
+                nxt = next(it, None)
+                if nxt is None:
+                    break
+                pending[remote.remote(nxt[1])] = nxt[0]
+            if not pending:
+                return
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                try:
+                    result = ray.get(ref)
+                except RayTaskError as err:
+                    cause = getattr(err, "cause", None)
+                    if isinstance(cause, BaseException):
+                        raise cause from None
+                    raise
+                yield pending.pop(ref), result
+    finally:
+        if started:
+            ray.shutdown()

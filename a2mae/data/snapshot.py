@@ -1,0 +1,480 @@
+"""The STSSD snapshot on disk (or S3): layout, deterministic writer, and reader.
+
+Layout (``docs/stssd.md`` has the full column list)::
+
+    SNAPSHOT/
+      snapshot.json        format, version, snapshot id, fingerprint of inputs + params, counts, shard hashes
+      manifest.parquet     one row per image of every set (set-major, in snapshot order)
+      stats.json           per sensor and band: count, mean, std, min, max (reflectance, train split)
+      shards/shard-00000.bin  chips as int16 [C, H, W] (C order, little-endian), concatenated
+
+Chips of a set are written next to each other (a reader fetches a whole set with one range read),
+a chip shared by two sets of the same place is stored once, and a shard is closed before a set
+would push it past ``shard_max_mb``. Everything is written in plan order from exact integers, so
+the same inputs and parameters give the same bytes whatever the worker count or completion order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from a2mae.data.chips import NODATA, REFLECTANCE_SCALE, ChipData
+from a2mae.data.grouping import ChipWindow, Plan, chip_transform, transformer
+from a2mae.errors import A2maeError
+
+FORMAT = "a2mae-stssd"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.parquet"
+STATS = "stats.json"
+INFO = "snapshot.json"
+SHARD_DIR = "shards"
+
+
+class SnapshotError(A2maeError):
+    """A snapshot is missing, incomplete or of an unknown format; the message names it."""
+
+
+# ----------------------------------------------------------------------------------------- chip store
+class ChipStore:
+    """Temporary append-only store of chips as they arrive from workers (any order).
+
+    Chips are keyed by their window; :meth:`read` returns the bytes for the packing pass.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._f = open(path, "wb+")  # noqa: SIM115  (closed in close())
+        self._size = 0
+        self.index: dict[ChipWindow, tuple[int, int, ChipData]] = {}
+
+    def add(self, window: ChipWindow, chip: ChipData) -> None:
+        """Append one chip (its pixel bytes go to disk, the rest stays in memory)."""
+        self._f.write(chip.data)
+        self.index[window] = (self._size, len(chip.data), chip)
+        self._size += len(chip.data)
+        chip.data = b""
+
+    def read(self, window: ChipWindow) -> bytes:
+        """The pixel bytes of a chip."""
+        off, n, _ = self.index[window]
+        self._f.flush()
+        return os.pread(self._f.fileno(), n, off)
+
+    def close(self) -> None:
+        """Close and delete the store."""
+        self._f.close()
+        self.path.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------- writer
+@dataclass
+class _BandAcc:
+    count: int = 0
+    total: int = 0
+    squares: int = 0
+    lo: int = 32767
+    hi: int = -32767
+
+    def add(self, n: int, s: int, ss: int, lo: int, hi: int) -> None:
+        if n == 0:
+            return
+        self.count += n
+        self.total += s
+        self.squares += ss
+        self.lo = min(self.lo, lo)
+        self.hi = max(self.hi, hi)
+
+    def summary(self) -> dict[str, float | int]:
+        n = self.count
+        mean = self.total / n
+        var = max(0, n * self.squares - self.total * self.total) / (
+            n * n
+        )  # exact integers, then one division
+        return {
+            "count": n,
+            "mean": round(mean / REFLECTANCE_SCALE, 8),
+            "std": round(math.sqrt(var) / REFLECTANCE_SCALE, 8),
+            "min": self.lo / REFLECTANCE_SCALE,
+            "max": self.hi / REFLECTANCE_SCALE,
+        }
+
+
+@dataclass
+class SnapshotCounts:
+    """What a tiling run produced (deterministic; stored in ``snapshot.json``)."""
+
+    sets_planned: int = 0
+    sets: int = 0
+    images: int = 0
+    chips: int = 0
+    chips_read: int = 0
+    shards: int = 0
+    bytes: int = 0
+    chips_dropped: dict[str, int] = field(default_factory=dict)
+    sets_dropped: dict[str, int] = field(default_factory=dict)
+    images_per_sensor: dict[str, int] = field(default_factory=dict)
+    sets_per_kind: dict[str, int] = field(default_factory=dict)
+    sets_per_split: dict[str, int] = field(default_factory=dict)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _ShardWriter:
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = root / SHARD_DIR
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.shards: list[dict[str, Any]] = []
+        self._f = None
+        self._h = None
+        self._size = 0
+
+    def _open_next(self) -> None:
+        self.close()
+        name = f"{SHARD_DIR}/shard-{len(self.shards):05d}.bin"
+        self._f = open(self.root.parent / name, "wb")  # noqa: SIM115
+        self._h = hashlib.sha256()
+        self._size = 0
+        self.shards.append({"path": name, "bytes": 0, "sha256": ""})
+
+    def reserve(self, nbytes: int) -> None:
+        """Start a new shard if ``nbytes`` more would overflow the current one."""
+        if self._f is None or (self._size > 0 and self._size + nbytes > self.max_bytes):
+            self._open_next()
+
+    def write(self, data: bytes) -> tuple[str, int]:
+        assert self._f is not None and self._h is not None
+        off = self._size
+        self._f.write(data)
+        self._h.update(data)
+        self._size += len(data)
+        return self.shards[-1]["path"], off
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self.shards[-1]["bytes"] = self._size
+            self.shards[-1]["sha256"] = self._h.hexdigest()  # type: ignore[union-attr]
+            self._f = None
+
+
+def _manifest_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("set_id", pa.string()),
+            ("set_index", pa.int64()),
+            ("set_kind", pa.string()),
+            ("split", pa.string()),
+            ("image_index", pa.int16()),
+            ("role", pa.string()),
+            ("image_id", pa.string()),
+            ("scene_id", pa.string()),
+            ("source", pa.string()),
+            ("sensor", pa.string()),
+            ("product", pa.string()),
+            ("bands", pa.list_(pa.string())),
+            ("gsd_m", pa.float64()),
+            ("datetime", pa.timestamp("us", tz="UTC")),
+            ("year", pa.int16()),
+            ("doy", pa.int16()),
+            ("period", pa.string()),
+            ("corners", pa.list_(pa.float64(), 8)),
+            ("crs", pa.string()),
+            ("transform", pa.list_(pa.float64(), 6)),
+            ("channels", pa.int16()),
+            ("height", pa.int32()),
+            ("width", pa.int32()),
+            ("centre_lat", pa.float64()),
+            ("centre_lon", pa.float64()),
+            ("grid_crs", pa.string()),
+            ("centre_x", pa.float64()),
+            ("centre_y", pa.float64()),
+            ("cloud_fraction", pa.float32()),
+            ("nodata_fraction", pa.float32()),
+            ("shard", pa.string()),
+            ("offset", pa.int64()),
+            ("nbytes", pa.int64()),
+            ("dtype", pa.string()),
+        ],
+        metadata={b"a2mae_format": FORMAT.encode(), b"a2mae_format_version": str(FORMAT_VERSION).encode()},
+    )
+
+
+def _corners(rec, tr, chip: int) -> list[float]:
+    a, b, c, d, e, f = tr
+    px = [(0, 0), (chip, 0), (chip, chip), (0, chip)]  # UL, UR, LR, LL (col, row)
+    xs = [a * i + b * j + c for i, j in px]
+    ys = [d * i + e * j + f for i, j in px]
+    lons, lats = transformer(rec.crs, "EPSG:4326").transform(xs, ys)
+    out: list[float] = []
+    for la, lo in zip(lats, lons, strict=True):
+        out += [float(la), float(lo)]
+    return out
+
+
+def write_snapshot(
+    root: Path,
+    plan: Plan,
+    store: ChipStore,
+    bands: dict[int, tuple[str, ...]],
+    *,
+    chip: int,
+    max_nodata: float,
+    max_cloud: float,
+    min_images: int,
+    hires_sensors: Iterable[str],
+    shard_max_mb: float,
+    info: dict[str, Any],
+    on_set: Callable[[], None] | None = None,
+) -> SnapshotCounts:
+    """Pack the chips of the surviving sets into shards and write manifest, stats and info.
+
+    Args:
+        root: The (temporary) snapshot folder; must exist.
+        plan: The plan the chips were read for.
+        store: All chips of the plan.
+        bands: Band ids written per scene index.
+        chip: Chip side, pixels.
+        max_nodata: Drop chips with a larger nodata fraction.
+        max_cloud: Drop chips with a larger cloud fraction.
+        min_images: Drop sets with fewer surviving chips.
+        hires_sensors: Sensors whose chip defines a GF-S2 set (the set is dropped without it).
+        shard_max_mb: Shard size bound.
+        info: Extra entries for ``snapshot.json`` (fingerprint, params, catalog hash).
+        on_set: Called after each planned set (progress).
+
+    Returns:
+        The counts (also stored in ``snapshot.json``).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    recs = plan.records
+    hires = set(hires_sensors)
+    counts = SnapshotCounts(sets_planned=len(plan.sets), chips_read=len(store.index))
+    chip_drop: dict[ChipWindow, str | None] = {}
+    for win, (_, _, cd) in store.index.items():
+        if cd.nodata_fraction > max_nodata:
+            chip_drop[win] = "nodata"
+        elif cd.cloud_fraction > max_cloud:
+            chip_drop[win] = "cloud"
+        else:
+            chip_drop[win] = None
+    counts.chips_dropped = dict(sorted(Counter(r for r in chip_drop.values() if r).items()))
+
+    shards = _ShardWriter(root, int(shard_max_mb * 1024 * 1024))
+    written: dict[ChipWindow, tuple[str, int]] = {}
+    accs: dict[str, dict[str, dict[str, _BandAcc]]] = {"train": {}, "all": {}}
+    counted: set[ChipWindow] = set()
+    rows: list[dict[str, Any]] = []
+    sets_dropped: Counter[str] = Counter()
+    per_sensor: Counter[str] = Counter()
+    per_kind: Counter[str] = Counter()
+    per_split: Counter[str] = Counter()
+    set_index = 0
+    for s in plan.sets:
+        if on_set is not None:
+            on_set()
+        kept = [im for im in s.images if chip_drop[im.window] is None]
+        if s.kind == "GF-S2" and not any(recs[im.window.scene].sensor in hires for im in kept):
+            sets_dropped["hires chip dropped"] += 1
+            continue
+        if len(kept) < min_images or not kept:
+            sets_dropped["too few chips"] += 1
+            continue
+        new = [im.window for im in kept if im.window not in written]
+        new = list(dict.fromkeys(new))
+        shards.reserve(sum(store.index[w][1] for w in new))
+        for w in new:
+            written[w] = shards.write(store.read(w))
+        for k, im in enumerate(kept):
+            w = im.window
+            rec = recs[w.scene]
+            _, nbytes, cd = store.index[w]
+            tr = chip_transform(rec, w)
+            dt = rec.datetime.astimezone(UTC) if rec.datetime is not None else None
+            shard, off = written[w]
+            b = bands[w.scene]
+            rows.append(
+                {
+                    "set_id": s.set_id,
+                    "set_index": set_index,
+                    "set_kind": s.kind,
+                    "split": s.split,
+                    "image_index": k,
+                    "role": im.role,
+                    "image_id": f"{rec.scene_id}@r{w.row0}c{w.col0}",
+                    "scene_id": rec.scene_id,
+                    "source": rec.source,
+                    "sensor": rec.sensor,
+                    "product": rec.product,
+                    "bands": list(b),
+                    "gsd_m": float(rec.gsd_m),
+                    "datetime": dt,
+                    "year": dt.year if dt else None,
+                    "doy": dt.timetuple().tm_yday if dt else None,
+                    "period": rec.period,
+                    "corners": _corners(rec, tr, chip),
+                    "crs": rec.crs,
+                    "transform": [float(v) for v in tr],
+                    "channels": len(b),
+                    "height": chip,
+                    "width": chip,
+                    "centre_lat": s.centre_latlon[0],
+                    "centre_lon": s.centre_latlon[1],
+                    "grid_crs": s.point.crs,
+                    "centre_x": s.centre_xy[0],
+                    "centre_y": s.centre_xy[1],
+                    "cloud_fraction": cd.cloud_fraction,
+                    "nodata_fraction": cd.nodata_fraction,
+                    "shard": shard,
+                    "offset": off,
+                    "nbytes": nbytes,
+                    "dtype": "int16",
+                }
+            )
+            per_sensor[rec.sensor] += 1
+            if w not in counted:
+                counted.add(w)
+                for split in ("all", "train") if s.split == "train" else ("all",):
+                    sensor_acc = accs[split].setdefault(rec.sensor, {})
+                    for band, st in zip(b, cd.band_stats, strict=True):
+                        sensor_acc.setdefault(band, _BandAcc()).add(*st)
+        per_kind[s.kind] += 1
+        per_split[s.split] += 1
+        set_index += 1
+    shards.close()
+
+    table = pa.Table.from_pylist(rows, schema=_manifest_schema())
+    pq.write_table(table, root / MANIFEST, compression="zstd", row_group_size=65536, write_statistics=True)
+    stats = _stats_doc(accs)
+    (root / STATS).write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
+
+    counts.sets = set_index
+    counts.images = len(rows)
+    counts.chips = len(written)
+    counts.shards = len(shards.shards)
+    counts.bytes = sum(sh["bytes"] for sh in shards.shards)
+    counts.sets_dropped = dict(sorted(sets_dropped.items()))
+    counts.images_per_sensor = dict(sorted(per_sensor.items()))
+    counts.sets_per_kind = dict(sorted(per_kind.items()))
+    counts.sets_per_split = {k: per_split.get(k, 0) for k in ("train", "val", "test")}
+    files = {MANIFEST: _sha256_file(root / MANIFEST), STATS: _sha256_file(root / STATS)}
+    digest = hashlib.sha256(
+        json.dumps({"files": files, "shards": shards.shards}, sort_keys=True).encode()
+    ).hexdigest()
+    doc = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "snapshot_id": digest[:16],
+        **info,
+        "counts": counts.__dict__,
+        "files": files,
+        "shards": shards.shards,
+        "chip": {
+            "size": chip,
+            "dtype": "int16",
+            "order": "C,H,W",
+            "scale": REFLECTANCE_SCALE,
+            "nodata": NODATA,
+        },
+    }
+    (root / INFO).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    return counts
+
+
+def _stats_doc(accs: dict[str, dict[str, dict[str, _BandAcc]]]) -> dict[str, Any]:
+    sensors: dict[str, Any] = {}
+    for sensor in sorted(accs["all"]):
+        out = {}
+        for band in sorted(accs["all"][sensor]):
+            acc = accs["train"].get(sensor, {}).get(band)
+            source = "train"
+            if acc is None or acc.count == 0:
+                acc, source = accs["all"][sensor][band], "all"
+            if acc.count == 0:
+                continue
+            out[band] = {**acc.summary(), "computed_on": source}
+        sensors[sensor] = out
+    return {
+        "version": FORMAT_VERSION,
+        "units": "reflectance",
+        "stored": {"dtype": "int16", "scale": REFLECTANCE_SCALE, "nodata": NODATA},
+        "sensors": sensors,
+    }
+
+
+# ------------------------------------------------------------------------------------------- reader
+def join_uri(root: str, name: str) -> str:
+    """``root`` + ``/`` + ``name`` for local paths and URIs."""
+    return root.rstrip("/") + "/" + name
+
+
+def read_info(root: str | Path, fs=None) -> dict[str, Any]:
+    """Read and check ``snapshot.json``.
+
+    Raises:
+        SnapshotError: Missing, not JSON, or not an a2mae snapshot.
+    """
+    uri = join_uri(str(root), INFO)
+    try:
+        if fs is None:
+            text = Path(uri).read_text()
+        else:
+            with fs.open(uri, "rb") as f:
+                text = f.read().decode()
+    except (FileNotFoundError, NotADirectoryError):
+        raise SnapshotError(f"{root}: not a snapshot (no {INFO}); run `a2mae tile` to build one") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        raise SnapshotError(f"{uri}: not valid JSON; rebuild the snapshot with `a2mae tile`") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise SnapshotError(f"{uri}: not an {FORMAT} snapshot")
+    if doc.get("version") != FORMAT_VERSION:
+        raise SnapshotError(
+            f"{uri}: snapshot format version {doc.get('version')} "
+            f"(this a2mae reads {FORMAT_VERSION}); re-tile"
+        )
+    return doc
+
+
+def is_complete(root: Path, doc: dict[str, Any]) -> bool:
+    """Whether every file a local snapshot lists exists with its recorded size."""
+    for sh in doc.get("shards", []):
+        p = root / sh["path"]
+        if not p.is_file() or p.stat().st_size != sh["bytes"]:
+            return False
+    return all((root / name).is_file() for name in doc.get("files", {}))
+
+
+def decode_chip(buf: bytes | memoryview | np.ndarray, channels: int, height: int, width: int) -> np.ndarray:
+    """Stored bytes -> ``[C, H, W]`` int16 array."""
+    return np.frombuffer(buf, dtype="<i2").reshape(channels, height, width)
+
+
+def group_rows(rows: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """Manifest rows grouped by ``set_index`` (image order kept)."""
+    out: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        out[r["set_index"]].append(r)
+    return dict(out)
