@@ -11,6 +11,8 @@ import sys
 
 # Verb modules register themselves on `app` when imported. Add a line here for a new verb.
 from a2mae.cli import info as _info  # noqa: F401
+from a2mae.cli import ingest as _ingest  # noqa: F401
+from a2mae.cli import models as _models  # noqa: F401
 from a2mae.cli import tile as _tile  # noqa: F401
 from a2mae.cli.app import app
 from a2mae.errors import A2maeError

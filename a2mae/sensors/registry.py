@@ -73,6 +73,9 @@ class Sensor(_Strict):
                     raise ValueError(f"token group {group!r} names unknown band {name!r}")
         if not self.products:
             raise ValueError("needs at least one product")
+        from a2mae.sensors.detect import check_rules  # detect imports this module
+
+        check_rules(self)
         return self
 
     @property

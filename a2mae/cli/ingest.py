@@ -1,0 +1,83 @@
+"""``a2mae ingest SRC... --catalog PATH``: scene metadata from files, folders or s3:// prefixes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from a2mae.cli.app import ParamsOpt, SetOpt, app, resolve_params
+from a2mae.data.catalog import SceneRecord
+from a2mae.errors import A2maeError
+
+
+class IngestFailed(A2maeError):
+    """Every source of a ``--skip-bad`` run failed."""
+
+
+def _fmt_gsds(record: SceneRecord) -> str:
+    gsds = sorted({b.gsd_m for b in record.band_files})
+    return "/".join(f"{g:g}" for g in gsds)
+
+
+def format_rows(rows: list[tuple[str, SceneRecord]]) -> list[str]:
+    """Plain-text table lines: status, scene id, sensor, product, datetime, bands, GSDs, cloud."""
+    header = ("", "scene_id", "sensor", "product", "datetime (UTC)", "bands", "GSD m", "cloud")
+    body = [
+        (
+            status,
+            r.scene_id,
+            r.sensor,
+            r.product,
+            r.datetime.strftime("%Y-%m-%d %H:%M") if r.datetime else f"- ({r.datetime_source})",
+            ",".join(r.bands),
+            _fmt_gsds(r),
+            f"{r.cloud_fraction:.3f}" if r.cloud_fraction is not None else "-",
+        )
+        for status, r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in (header, *body)) for i in range(len(header))]
+    return [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *body)
+    ]
+
+
+@app.command("ingest")
+def ingest_cmd(
+    sources: Annotated[
+        list[str], typer.Argument(help="GeoTIFF files, folders of per-band files or s3:// prefixes.")
+    ],
+    catalog: Annotated[
+        Path | None, typer.Option("--catalog", help="Scene catalog (Parquet); default: params data.catalog.")
+    ] = None,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Go on past bad scenes and list them at the end.")
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bar on a terminal.")
+    ] = True,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Read scene metadata (sensor, bands, GSDs, date, corners, cloud) into the scene catalog.
+
+    Metadata only; unchanged inputs are skipped; new scenes are appended; atomic writes.
+    """
+    from a2mae.data.ingest import ingest
+
+    p = resolve_params(params, set_)
+    target = catalog if catalog is not None else Path(p.data.catalog)
+    report = ingest(sources, target, p, skip_bad=skip_bad, progress=progress)
+    rows = [("added", r) for r in report.added] + [("present", r) for r in report.skipped]
+    if rows:
+        for line in format_rows(rows):
+            typer.echo(line)
+    for failure in report.failed:
+        typer.echo(f"skipped bad input: {failure.message}", err=True)
+    if report.ignored:
+        typer.echo(f"ignored {len(report.ignored)} auxiliary file(s) without a band name", err=True)
+    typer.echo(f"ingest: {report.summary()}")
+    if report.failed and not report.added and not report.skipped:
+        raise IngestFailed(f"no scene ingested: all {len(report.failed)} input(s) failed (see above)")

@@ -1,0 +1,411 @@
+"""Storage helpers for local paths and ``s3://`` URIs: list, info, read, content MD5, atomic put.
+
+S3 access goes through s3fs. The endpoint and credentials come from the environment first
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
+``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_NO_SIGN_REQUEST``) and then from ``params.data.s3``
+(:class:`S3Settings.from_params`). Rasters on S3 are read by GDAL, see :mod:`a2mae.io.raster`, with the
+same settings.
+
+Every S3 failure a user can cause (endpoint unreachable, wrong credentials, missing bucket or key)
+raises :class:`StorageError` with one line naming the URI and endpoint and saying what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from a2mae.errors import A2maeError
+from a2mae.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from a2mae.config import Params, S3Config
+
+_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+_CHUNK = 4 << 20
+
+
+class StorageError(A2maeError):
+    """A file or S3 object cannot be listed, read or written; the message names the URI."""
+
+
+# ------------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class S3Settings:
+    """Where S3 lives and how to sign requests (secrets are never printed by ``repr``)."""
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    anonymous: bool = False
+    key: str | None = None
+    secret: str | None = None
+    token: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"S3Settings(endpoint_url={self.endpoint_url!r}, region={self.region!r}, "
+            f"anonymous={self.anonymous}, key={'***' if self.key else None})"
+        )
+
+    @classmethod
+    def from_params(
+        cls, s3: S3Config | Params | None = None, environ: Mapping[str, str] | None = None
+    ) -> S3Settings:
+        """Resolve settings: environment variables win over ``params.data.s3``.
+
+        Args:
+            s3: ``params.data.s3``, the whole :class:`~a2mae.config.Params`, or None (environment only).
+            environ: Environment to read (default ``os.environ``).
+
+        Returns:
+            The resolved settings.
+        """
+        env = os.environ if environ is None else environ
+        if s3 is not None and hasattr(s3, "data"):
+            s3 = s3.data.s3  # type: ignore[union-attr]
+        endpoint = env.get("AWS_ENDPOINT_URL") or (s3.endpoint_url if s3 is not None else None)
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or (s3.region if s3 else "us-east-1")
+        no_sign = env.get("AWS_NO_SIGN_REQUEST", "").upper() in ("YES", "TRUE", "1")
+        return cls(
+            endpoint_url=endpoint or None,
+            region=region,
+            anonymous=bool(no_sign or (s3.anonymous if s3 is not None else False)),
+            key=env.get("AWS_ACCESS_KEY_ID") or None,
+            secret=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            token=env.get("AWS_SESSION_TOKEN") or None,
+        )
+
+    @property
+    def endpoint_label(self) -> str:
+        """The endpoint for messages (``AWS default`` when none is set)."""
+        return self.endpoint_url or "the AWS default endpoint"
+
+
+def is_s3(uri: str | os.PathLike[str]) -> bool:
+    """Whether ``uri`` is an ``s3://`` URI."""
+    return str(uri).startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key/part`` -> ``("bucket", "key/part")``.
+
+    Raises:
+        StorageError: Not an s3:// URI or no bucket.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise StorageError(f"{uri}: not an s3://bucket/key URI")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def s3_filesystem(settings: S3Settings | None = None):  # -> s3fs.S3FileSystem
+    """An s3fs filesystem for ``settings`` (one per settings per process; no listing cache; short retries).
+
+    Args:
+        settings: Endpoint and credentials; None resolves them from the environment.
+
+    Returns:
+        ``s3fs.S3FileSystem``.
+    """
+    return _filesystem(settings or S3Settings.from_params())
+
+
+@functools.lru_cache(maxsize=8)
+def _filesystem(settings: S3Settings):  # -> s3fs.S3FileSystem
+    import s3fs
+
+    fs = s3fs.S3FileSystem(
+        anon=settings.anonymous,
+        key=None if settings.anonymous else settings.key,
+        secret=None if settings.anonymous else settings.secret,
+        token=None if settings.anonymous else settings.token,
+        endpoint_url=settings.endpoint_url,
+        client_kwargs={"region_name": settings.region},
+        config_kwargs={
+            "connect_timeout": 5,
+            "read_timeout": 60,
+            "retries": {"max_attempts": 2, "mode": "standard"},
+        },
+        skip_instance_cache=True,
+        use_listings_cache=False,
+    )
+    fs.retries = 2  # s3fs's own retry loop on transient errors (default 5, with long backoff)
+    return fs
+
+
+def s3_error(err: BaseException, uri: str, settings: S3Settings) -> StorageError:
+    """Translate an s3fs/botocore exception into a one-line :class:`StorageError`."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
+
+    where = settings.endpoint_label
+    if isinstance(err, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError):
+        return StorageError(
+            f"{uri}: cannot reach the S3 endpoint {where}; is the store running? "
+            "Check AWS_ENDPOINT_URL or data.s3.endpoint_url"
+        )
+    if isinstance(err, NoCredentialsError):
+        return StorageError(
+            f"{uri}: no S3 credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or data.s3.anonymous=true for a public bucket)"
+        )
+    if isinstance(err, PermissionError) or (
+        isinstance(err, ClientError)
+        and err.response.get("Error", {}).get("Code") in ("403", "AccessDenied", "InvalidAccessKeyId")
+    ):
+        return StorageError(
+            f"{uri}: access denied (403) by {where}; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+            "and the bucket policy"
+        )
+    if isinstance(err, FileNotFoundError):
+        return StorageError(f"{uri}: no such bucket or key at {where}; check the URI")
+    if isinstance(err, OSError | ClientError):
+        return StorageError(f"{uri}: S3 request to {where} failed ({_one_line(err)})")
+    return StorageError(f"{uri}: S3 request to {where} failed ({type(err).__name__}: {_one_line(err)})")
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300]
+
+
+# ---------------------------------------------------------------------------------------- listings
+@dataclass(frozen=True)
+class FileInfo:
+    """One file or object: its URI, size and a change marker (mtime for local files, ETag for S3)."""
+
+    uri: str
+    size: int
+    mtime_ns: int | None = None
+    etag: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Base name (last path component)."""
+        return self.uri.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> str:
+        """Parent folder URI (no trailing slash)."""
+        return self.uri.rstrip("/").rsplit("/", 1)[0]
+
+    @property
+    def marker(self) -> str:
+        """What changes when the content may have changed (size plus ETag or mtime)."""
+        return f"{self.size}:{self.etag or self.mtime_ns}"
+
+
+def _local_info(path: Path) -> FileInfo:
+    st = path.stat()
+    return FileInfo(uri=str(path), size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def _s3_info(name: str, entry: Mapping[str, Any]) -> FileInfo:
+    etag = str(entry.get("ETag") or entry.get("etag") or "").strip('"') or None
+    return FileInfo(uri=f"s3://{name}", size=int(entry.get("size") or 0), etag=etag)
+
+
+def list_files(uri: str | os.PathLike[str], settings: S3Settings | None = None) -> list[FileInfo]:
+    """All files under ``uri`` (recursively), or ``uri`` itself when it is a file, sorted by URI.
+
+    Hidden files and folders (names starting with ``.``) are skipped.
+
+    Args:
+        uri: Local file or folder, or ``s3://bucket/prefix``.
+        settings: S3 settings (default: from the environment).
+
+    Returns:
+        The files found.
+
+    Raises:
+        StorageError: The path does not exist or S3 cannot be listed.
+    """
+    text = str(uri)
+    if not is_s3(text):
+        path = Path(text).expanduser().absolute()
+        if path.is_file():
+            return [_local_info(path)]
+        if not path.is_dir():
+            raise StorageError(f"{text}: no such file or folder")
+        out = []
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            out.extend(_local_info(Path(root) / f) for f in files if not f.startswith("."))
+        return sorted(out, key=lambda f: f.uri)
+
+    settings = settings or S3Settings.from_params()
+    bucket, key = split_s3(text)
+    fs = s3_filesystem(settings)
+    try:
+        found = fs.find(f"{bucket}/{key}".rstrip("/"), detail=True)
+    except Exception as err:
+        raise s3_error(err, text, settings) from None
+    out = [
+        _s3_info(name, entry)
+        for name, entry in found.items()
+        if entry.get("type", "file") != "directory"
+        and not any(part.startswith(".") for part in name[len(bucket) :].split("/"))
+    ]
+    if not out:
+        # distinguish "no bucket" (find swallows it) from an empty prefix
+        try:
+            exists = fs.exists(bucket)
+        except Exception as err:
+            raise s3_error(err, text, settings) from None
+        if not exists:
+            raise StorageError(f"{text}: no such bucket at {settings.endpoint_label}; check the URI")
+    return sorted(out, key=lambda f: f.uri)
+
+
+def file_info(uri: str, settings: S3Settings | None = None) -> FileInfo:
+    """Size and change marker of one file or object.
+
+    Raises:
+        StorageError: It does not exist or cannot be reached.
+    """
+    if not is_s3(uri):
+        path = Path(uri)
+        if not path.is_file():
+            raise StorageError(f"{uri}: no such file")
+        return _local_info(path)
+    settings = settings or S3Settings.from_params()
+    fs = s3_filesystem(settings)
+    try:
+        entry = fs.info(uri[len("s3://") :])
+    except Exception as err:
+        raise s3_error(err, uri, settings) from None
+    return _s3_info(uri[len("s3://") :], entry)
+
+
+def read_bytes(uri: str, settings: S3Settings | None = None, max_bytes: int | None = None) -> bytes:
+    """Read a whole (small) file or object.
+
+    Raises:
+        StorageError: Missing, unreachable, or larger than ``max_bytes``.
+    """
+    if not is_s3(uri):
+        try:
+            size = os.path.getsize(uri)
+            if max_bytes is not None and size > max_bytes:
+                raise StorageError(f"{uri}: {size} bytes is larger than the {max_bytes} expected")
+            return Path(uri).read_bytes()
+        except OSError as err:
+            raise StorageError(f"{uri}: cannot read ({err.strerror})") from None
+    settings = settings or S3Settings.from_params()
+    fs = s3_filesystem(settings)
+    try:
+        with fs.open(uri[len("s3://") :], "rb") as f:
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    except Exception as err:
+        raise s3_error(err, uri, settings) from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise StorageError(f"{uri}: larger than the {max_bytes} bytes expected")
+    return data
+
+
+@contextlib.contextmanager
+def open_binary(uri: str, settings: S3Settings | None = None) -> Iterator[Any]:
+    """Open a file or object for streaming binary reads.
+
+    Raises:
+        StorageError: Missing or unreachable.
+    """
+    if not is_s3(uri):
+        try:
+            f = open(uri, "rb")  # noqa: SIM115 (closed below)
+        except OSError as err:
+            raise StorageError(f"{uri}: cannot read ({err.strerror})") from None
+        with f:
+            yield f
+        return
+    settings = settings or S3Settings.from_params()
+    fs = s3_filesystem(settings)
+    try:
+        f = fs.open(uri[len("s3://") :], "rb")
+    except Exception as err:
+        raise s3_error(err, uri, settings) from None
+    with f:
+        yield f
+
+
+def content_md5(info: FileInfo, settings: S3Settings | None = None) -> str:
+    """MD5 (hex) of a file's bytes: an S3 single-part ETag when it is one, else computed by streaming.
+
+    Args:
+        info: The file (from :func:`list_files` or :func:`file_info`).
+        settings: S3 settings for objects.
+
+    Returns:
+        32 hex digits.
+    """
+    if info.etag and _MD5_RE.match(info.etag.lower()):
+        return info.etag.lower()
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with open_binary(info.uri, settings) as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    except StorageError:
+        raise
+    except Exception as err:
+        if is_s3(info.uri):
+            raise s3_error(err, info.uri, settings or S3Settings.from_params()) from None
+        raise StorageError(f"{info.uri}: cannot read ({_one_line(err)})") from None
+    return digest.hexdigest()
+
+
+def put_file(local: str | os.PathLike[str], uri: str, settings: S3Settings | None = None) -> None:
+    """Copy a local file to a local path or S3 key atomically (readers see the old or the new bytes).
+
+    Local targets are written to a temporary sibling and renamed; an S3 PUT is atomic by itself.
+
+    Raises:
+        StorageError: The target cannot be written.
+    """
+    if not is_s3(uri):
+        with atomic_path(uri) as tmp:
+            shutil.copyfile(local, tmp)
+        return
+    settings = settings or S3Settings.from_params()
+    fs = s3_filesystem(settings)
+    try:
+        fs.put_file(str(local), uri[len("s3://") :])
+    except Exception as err:
+        raise s3_error(err, uri, settings) from None
+
+
+def put_tree(local_dir: str | os.PathLike[str], uri: str, settings: S3Settings | None = None) -> list[str]:
+    """Upload every file under ``local_dir`` to the prefix ``uri`` (keeps relative paths).
+
+    Returns:
+        The URIs written.
+    """
+    base = Path(local_dir)
+    pairs = [
+        (path, f"{uri.rstrip('/')}/{path.relative_to(base).as_posix()}")
+        for path in sorted(p for p in base.rglob("*") if p.is_file())
+    ]
+    if not is_s3(uri):
+        for path, target in pairs:
+            put_file(path, target)
+        return [t for _, t in pairs]
+    settings = settings or S3Settings.from_params()
+    fs = s3_filesystem(settings)
+    try:
+        fs.put([str(p) for p, _ in pairs], [t[len("s3://") :] for _, t in pairs])
+    except Exception as err:
+        raise s3_error(err, uri, settings) from None
+    return [t for _, t in pairs]
