@@ -223,7 +223,19 @@ class InfraConfig(_Section):
     mlflow_port: int = Field(ge=1, le=65535)
     s3_port: int = Field(ge=1, le=65535)
     ray_port: int = Field(ge=1, le=65535)
-    retrain_cron: str
+    retrain_cron: str = Field(description="Cron expression of the scheduled retraining.")
+    timezone: str = Field(description="Timezone of retrain_cron (IANA name).")
+    watch_uri: str = Field(description="Folder or s3:// prefix listed by the new-imagery watcher.")
+    watch_interval_s: int = Field(ge=5, description="Seconds between two listings of watch_uri.")
+    retrain_after_s: int = Field(ge=0, description="Delay between a new-scene event and its retrain run.")
+    accelerator_limit: str = Field(min_length=1, description="Global concurrency limit of training tasks.")
+    accelerator_slots: int = Field(ge=1, description="Trainings allowed on one machine at once.")
+    dvc_remote: str = Field(min_length=1, description="DVC remote the snapshots are pushed to.")
+    buckets: list[str] = Field(description="Buckets created in the S3 store at start.")
+    mlflow_artifacts: str = Field(description="Artifact store behind the MLflow server (s3:// or a folder).")
+    ray_num_cpus: int | None = Field(ge=1, description="CPUs offered by the Ray head (None: all).")
+    ray_dashboard: bool = Field(description="Start the Ray dashboard (loopback).")
+    start_timeout_s: float = Field(gt=0, description="Seconds a service may take to become healthy.")
 
 
 class Params(_Section):
