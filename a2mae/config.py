@@ -116,24 +116,34 @@ class ModelConfig(_Section):
 class PretrainConfig(_Section):
     """Ray-distributed pre-training."""
 
-    run_name: str
-    experiment: str
+    run_name: str = Field(min_length=1, description="Run name; the same name resumes the run.")
+    experiment: str = Field(min_length=1, description="MLflow experiment.")
     epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    accum_steps: int = Field(ge=1)
-    blr: float = Field(gt=0)
+    max_steps: int | None = Field(ge=1, description="Optimiser steps (None: epochs x steps per epoch).")
+    batch_size: int = Field(ge=1, description="Image sets per worker per micro-batch.")
+    accum_steps: int = Field(ge=1, description="Micro-batches accumulated per optimiser step.")
+    blr: float = Field(gt=0, description="Base lr; lr = blr * effective batch / 256.")
+    min_lr: float = Field(ge=0, description="Final lr of the cosine schedule.")
     weight_decay: float = Field(ge=0)
     warmup_fraction: float = Field(ge=0, lt=1)
-    grad_clip: float = Field(ge=0)
+    grad_clip: float = Field(ge=0, description="Max total gradient norm (0: no clipping).")
+    bf16: bool = Field(description="bf16 autocast on CUDA.")
+    max_nonfinite_steps: int = Field(ge=1, description="Abort after this many consecutive non-finite steps.")
     seed: int
-    num_workers: int = Field(ge=0)
+    model_overrides: dict[str, Any] = Field(description="Extra create_model options (architecture fields).")
+    loader_workers: int = Field(ge=0, description="DataLoader processes per training worker.")
+    num_workers: int = Field(ge=0, description="Ray Train workers (0: in-process, no Ray).")
     use_gpu: bool
     cpus_per_worker: float = Field(gt=0)
-    storage_path: str
+    ray_address: str | None = Field(description="Ray cluster address (None: $RAY_ADDRESS or local).")
+    ray_dashboard: bool = Field(description="Start the local Ray's dashboard (127.0.0.1).")
+    storage_path: str = Field(min_length=1, description="Checkpoint storage: shared local path or s3://.")
     checkpoint_every_steps: int = Field(ge=1)
     checkpoints_to_keep: int = Field(ge=1)
-    max_failures: int = Field(ge=-1)
+    max_failures: int = Field(ge=-1, description="Restarts from the last checkpoint (-1: unlimited).")
+    log_every_steps: int = Field(ge=1)
     log_images_every_steps: int = Field(ge=1)
+    system_metrics: bool = Field(description="MLflow system metrics from rank 0.")
 
 
 class FinetuneDatasets(_Section):
