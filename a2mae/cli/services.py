@@ -1,0 +1,92 @@
+"""``a2mae services up|down|status|env``: the local stack of ``infra/`` (docs/services.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from a2mae.cli.app import ParamsOpt, SetOpt, app, resolve_params
+
+services_app = typer.Typer(
+    help="Start, stop and inspect the local services: S3 store, MLflow, Prefect, Ray, deployments.",
+    no_args_is_help=True,
+)
+app.add_typer(services_app, name="services")
+
+ProjectOpt = Annotated[
+    Path,
+    typer.Option(
+        "--project-dir", help="Workspace of the flows (params.yaml, dvc.yaml); state goes to its infra.home."
+    ),
+]
+OnlyOpt = Annotated[
+    list[str] | None,
+    typer.Option("--only", help="Start only this service (repeatable): s3, mlflow, prefect, ray, flows."),
+]
+
+
+def _stack(params, set_, project_dir: Path):
+    from a2mae.services.stack import Stack
+
+    p = resolve_params(params, set_)
+    return Stack(p, project_dir, overrides=set_ or ())
+
+
+@services_app.command("up")
+def up_cmd(
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+    project_dir: ProjectOpt = Path("."),
+    only: OnlyOpt = None,
+) -> None:
+    """Start the services that are not running (idempotent), wait for their health checks."""
+    stack = _stack(params, set_, project_dir)
+    rows = stack.up(only or (), echo=typer.echo)
+    bad = [r.name for r in rows if (not only or r.name in only) and not r.healthy]
+    if bad:
+        typer.echo(f"not healthy: {', '.join(bad)} (see the logs under {stack.home})", err=True)
+        raise SystemExit(1)
+    typer.echo(f"client settings: {stack.env_path}  (set -a; . {stack.env_path}; set +a)")
+    typer.echo(f"Prefect UI: {stack.prefect.url}   MLflow UI: {stack.mlflow.url}")
+
+
+@services_app.command("down")
+def down_cmd(params: ParamsOpt = None, set_: SetOpt = None, project_dir: ProjectOpt = Path(".")) -> None:
+    """Stop every running service (reverse order); data and logs stay under infra.home."""
+    stack = _stack(params, set_, project_dir)
+    if not stack.down(echo=typer.echo):
+        typer.echo("nothing was running")
+
+
+@services_app.command("status")
+def status_cmd(
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+    project_dir: ProjectOpt = Path("."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show each service: running, healthy, pid, address and log file. Exit code 1 unless all are healthy."""
+    from dataclasses import asdict
+
+    rows = _stack(params, set_, project_dir).status()
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        for r in rows:
+            state = "healthy" if r.healthy else ("running, NOT healthy" if r.running else "stopped")
+            typer.echo(f"{r.name:8s} {state:22s} pid {r.pid or '-':>7}  {r.url}  log {r.log}")
+    if not all(r.healthy for r in rows):
+        raise SystemExit(1)
+
+
+@services_app.command("env")
+def env_cmd(params: ParamsOpt = None, set_: SetOpt = None, project_dir: ProjectOpt = Path(".")) -> None:
+    """Print ``export`` lines for the clients (use: eval "$(a2mae services env)")."""
+    import shlex
+
+    stack = _stack(params, set_, project_dir)
+    for key, value in sorted(stack.client_env().items()):
+        typer.echo(f"export {key}={shlex.quote(value)}")

@@ -1,0 +1,80 @@
+"""The process that serves the Prefect deployments (``python -m flows.serve``).
+
+It registers the deployments (pipeline, scheduled retraining, new-imagery watcher and trigger, the
+stage flows) with the Prefect server and runs their flow runs as subprocesses on this machine (static
+infrastructure, no work pool). It is healthy once the pipeline deployment exists on the server. The
+library only starts it; the flows themselves live in ``flows/`` (Prefect code stays out of ``a2mae``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from a2mae.services.daemon import DetachedService
+from a2mae.services.http import http_get
+
+#: ``flow/deployment`` names shared with ``flows/serve.py``.
+PIPELINE_DEPLOYMENT = "retrain/pipeline"
+SCHEDULED_DEPLOYMENT = "retrain/scheduled"
+TRIGGERED_DEPLOYMENT = "retrain/on-new-imagery"
+WATCHER_DEPLOYMENT = "watch-scenes/watcher"
+
+
+class FlowServer(DetachedService):
+    """Serves the project's Prefect deployments against ``api_url``.
+
+    Args:
+        state_dir: Folder of the log and the pid file.
+        project_dir: The DVC/git workspace the flows work in (its ``params.yaml`` gives the defaults).
+        api_url: ``PREFECT_API_URL`` of the server.
+        env: Client variables of the other services (MLflow, S3, Ray).
+        overrides: ``section.key=value`` items applied to the deployments' default parameters.
+    """
+
+    name = "flows"
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        project_dir: str | os.PathLike[str],
+        api_url: str,
+        env: Mapping[str, str] | None = None,
+        overrides: Sequence[str] = (),
+    ) -> None:
+        super().__init__(state_dir)
+        self.project_dir = Path(project_dir).absolute()
+        self.api_url = api_url
+        self.env = dict(env or {})
+        self.overrides = list(overrides)
+
+    @property
+    def ready_path(self) -> Path:
+        """Written by the serve process once every deployment is registered."""
+        return self.state_dir / "flows.ready"
+
+    def prepare(self) -> None:
+        """Forget the readiness of an earlier process."""
+        self.ready_path.unlink(missing_ok=True)
+
+    def environment(self) -> dict[str, str]:
+        """The clients' variables plus ``PREFECT_API_URL``; the project's root importable."""
+        path = os.pathsep.join(p for p in (str(self.project_dir), os.environ.get("PYTHONPATH", "")) if p)
+        return {**self.env, "PREFECT_API_URL": self.api_url, "PYTHONPATH": path}
+
+    def command(self) -> list[str]:
+        """``python -m flows.serve --project-dir DIR [--set k=v ...]``."""
+        cmd = [sys.executable, "-m", "flows.serve", "--project-dir", str(self.project_dir)]
+        cmd += ["--ready-file", str(self.ready_path)]
+        for item in self.overrides:
+            cmd += ["--set", item]
+        return cmd
+
+    def is_healthy(self) -> bool:
+        """The serve process registered its deployments and the server knows the pipeline."""
+        if not self.ready_path.exists():
+            return False
+        got = http_get(f"{self.api_url}/deployments/name/{PIPELINE_DEPLOYMENT}")
+        return got is not None and got[0] == 200

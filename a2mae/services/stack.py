@@ -1,0 +1,258 @@
+"""The whole local stack: S3 store, MLflow, Prefect server, Ray head and the deployments' server.
+
+``a2mae services up`` starts what is not running yet, in dependency order, each waited on with its
+health check; ``down`` stops them in reverse order; ``status`` reports each one. All state lives
+under ``params.infra.home`` (default ``.a2mae/``)::
+
+    .a2mae/
+      seaweedfs/   weed data, s3.json (credentials, mode 0600), seaweedfs.log, seaweedfs.pid
+      mlflow/      mlflow.db (SQLite backend), mlflow.log, mlflow.pid   (artifacts: s3://a2mae-mlflow)
+      prefect/     home/ (PREFECT_HOME: SQLite database, results), prefect.log, prefect.pid
+      ray/         tmp/ (Ray sessions), ray.log, ray.pid
+      flows/       flows.log, flows.pid, flows.ready
+      stack.json   endpoints and ports of the last ``up``
+      env          the clients' variables (``set -a; . .a2mae/env; set +a``), mode 0600
+
+Every service binds ``params.infra.host`` (127.0.0.1). ``up`` is idempotent: a healthy service is left
+alone, a dead one (stale pid file) is started again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from a2mae.config import Params
+from a2mae.errors import A2maeError
+from a2mae.services.base import Service, ServiceError
+from a2mae.services.daemon import DetachedService, launch, running_pid, terminate
+from a2mae.services.flows import FlowServer
+from a2mae.services.mlflow import MlflowServer
+from a2mae.services.prefect import PrefectServer
+from a2mae.services.ray import RayHead
+from a2mae.services.s3 import SeaweedFS
+
+#: Start order (``down`` uses the reverse).
+SERVICES = ("s3", "mlflow", "prefect", "ray", "flows")
+#: Services started together: MLflow needs its S3 bucket, the deployments need everything.
+WAVES = (("s3", "prefect", "ray"), ("mlflow",), ("flows",))
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One line of ``a2mae services status``."""
+
+    name: str
+    running: bool
+    healthy: bool
+    pid: int | None
+    url: str
+    log: str
+
+
+class Stack:
+    """The services of ``infra/`` for one project folder.
+
+    Args:
+        params: Parameters (the ``infra`` section).
+        project_dir: The workspace the flows run in (``params.yaml``, ``dvc.yaml``); also where a
+            relative ``infra.home`` is resolved.
+        overrides: ``section.key=value`` items passed to the deployments' default parameters.
+    """
+
+    def __init__(
+        self, params: Params, project_dir: str | os.PathLike[str] = ".", overrides: Sequence[str] = ()
+    ):
+        self.params = params
+        self.infra = params.infra
+        self.project_dir = Path(project_dir).absolute()
+        home = Path(self.infra.home)
+        self.home = home if home.is_absolute() else self.project_dir / home
+        self.overrides = list(overrides)
+        host = self.infra.host
+        self.s3 = SeaweedFS(self.home / "seaweedfs", host=host, s3_port=self.infra.s3_port)
+        self.s3.ports = {"s3": self.infra.s3_port}  # known without starting (for health checks)
+        self.mlflow = MlflowServer(
+            self.home / "mlflow",
+            host=host,
+            port=self.infra.mlflow_port,
+            artifacts=self._artifacts(),
+            s3_env=self.s3.env(),
+        )
+        self.prefect = PrefectServer(self.home / "prefect", host=host, port=self.infra.prefect_port)
+        self.ray = RayHead(
+            self.home / "ray",
+            host=host,
+            port=self.infra.ray_port,
+            num_cpus=self.infra.ray_num_cpus,
+            dashboard=self.infra.ray_dashboard,
+        )
+        self.flows = FlowServer(
+            self.home / "flows",
+            project_dir=self.project_dir,
+            api_url=self.prefect.api_url,
+            env=self.client_env(include_prefect=False),
+            overrides=[f"infra.dvc_remote={self._dvc_remote()}", *self.overrides],
+        )
+
+    # ------------------------------------------------------------------------------------- config
+    def _artifacts(self) -> str:
+        dest = self.infra.mlflow_artifacts
+        if "://" in dest or Path(dest).is_absolute():
+            return dest
+        return str(self.home / dest)
+
+    def _dvc_remote(self) -> str:
+        # With the stack's S3 store running, snapshots go to the `s3` remote unless told otherwise.
+        return "s3" if self.infra.dvc_remote == "local" else self.infra.dvc_remote
+
+    def service(self, name: str) -> Service:
+        """The service called ``name`` (one of :data:`SERVICES`).
+
+        Raises:
+            A2maeError: Unknown name.
+        """
+        if name not in SERVICES:
+            raise A2maeError(f"unknown service {name!r} (known: {', '.join(SERVICES)})")
+        services: dict[str, Service] = {
+            "s3": self.s3,
+            "mlflow": self.mlflow,
+            "prefect": self.prefect,
+            "ray": self.ray,
+            "flows": self.flows,
+        }
+        return services[name]
+
+    def client_env(self, include_prefect: bool = True) -> dict[str, str]:
+        """Variables that point clients (flows, CLI, tests, ``dvc``) at the stack."""
+        env = {**self.s3.env(), **self.mlflow.client_env(), **self.ray.client_env()}
+        env["A2MAE_INFRA_HOME"] = str(self.home)
+        if include_prefect:
+            env.update(self.prefect.client_env())
+        return env
+
+    def _url(self, name: str) -> str:
+        return {
+            "s3": f"http://{self.infra.host}:{self.infra.s3_port}",
+            "mlflow": self.mlflow.url,
+            "prefect": self.prefect.url,
+            "ray": self.ray.address,
+            "flows": f"{self.prefect.url}/deployments",
+        }[name]
+
+    # ---------------------------------------------------------------------------------- lifecycle
+    def up(self, only: Sequence[str] = (), echo=None) -> list[ServiceStatus]:
+        """Start every service that is not healthy yet, in order; write ``stack.json`` and ``env``.
+
+        Args:
+            only: Names to start (their dependencies must already run); empty: all.
+            echo: Called with one line per service (progress).
+
+        Returns:
+            The status after starting.
+
+        Raises:
+            ServiceError: A service did not become healthy (the message names its log).
+        """
+        for n in only:
+            self.service(n)  # validates the name
+        self.home.mkdir(parents=True, exist_ok=True)
+        for wave in WAVES:
+            names = [n for n in wave if not only or n in only]
+            if len(names) == 1:
+                self._up_one(names[0], echo)
+            elif names:
+                with ThreadPoolExecutor(len(names)) as pool:
+                    for fut in [pool.submit(self._up_one, n, echo) for n in names]:
+                        fut.result()
+        self._write_state()
+        return self.status()
+
+    def _up_one(self, name: str, echo) -> None:
+        svc = self.service(name)
+        if running_pid(svc) is not None and svc.is_healthy():
+            _say(echo, f"{name:8s} already running ({self._url(name)})")
+            return
+        if running_pid(svc) is not None:
+            terminate(svc)  # alive but not answering: start it again
+        env = svc.environment() if isinstance(svc, DetachedService) else {}
+        launch(svc, env, self.infra.start_timeout_s, cwd=self.project_dir if name == "flows" else None)
+        if name == "s3":
+            for bucket in self.infra.buckets:
+                self.s3.create_bucket(bucket)
+        _say(echo, f"{name:8s} started ({self._url(name)}); log {svc.log_path}")
+
+    def down(self, echo=None) -> list[str]:
+        """Stop every running service, in reverse order.
+
+        Returns:
+            The names of the services that were running.
+        """
+        stopped = []
+        for name in reversed(SERVICES):
+            svc = self.service(name)
+            if terminate(svc):
+                stopped.append(name)
+                _say(echo, f"{name:8s} stopped")
+        return stopped
+
+    def status(self) -> list[ServiceStatus]:
+        """Each service: running (pid file and live process), healthy, pid, address, log."""
+        out = []
+        for name in SERVICES:
+            svc = self.service(name)
+            pid = running_pid(svc)
+            out.append(
+                ServiceStatus(
+                    name=name,
+                    running=pid is not None,
+                    healthy=pid is not None and svc.is_healthy(),
+                    pid=pid,
+                    url=self._url(name),
+                    log=str(svc.log_path),
+                )
+            )
+        return out
+
+    def _write_state(self) -> None:
+        env = self.client_env()
+        state = {
+            "project_dir": str(self.project_dir),
+            "services": {s.name: asdict(s) for s in self.status()},
+            "s3_ports": self.s3.ports,
+        }
+        _write_private(self.home / "stack.json", json.dumps(state, indent=2) + "\n")
+        lines = [f"{k}={_shell_quote(v)}" for k, v in sorted(env.items())]
+        header = "# written by `a2mae services up`; load with: set -a; . .a2mae/env; set +a\n"
+        _write_private(self.home / "env", header + "\n".join(lines) + "\n")
+
+    @property
+    def env_path(self) -> Path:
+        """The clients' variables written by :meth:`up`."""
+        return self.home / "env"
+
+
+def _say(echo, line: str) -> None:
+    if echo is not None:
+        echo(line)
+
+
+def _shell_quote(value: str) -> str:
+    import shlex
+
+    return shlex.quote(value)
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+__all__ = ["SERVICES", "ServiceError", "ServiceStatus", "Stack"]
