@@ -1,0 +1,156 @@
+"""Where the fine-tuned encoder comes from: the registry, a checkpoint file, or scratch.
+
+``load_encoder(uri, params)`` accepts:
+
+* ``models:/a2mae-encoder@champion`` / ``models:/a2mae-encoder/3`` (any registered name, alias or
+  version) -- the model's artifacts are downloaded and the a2mae checkpoint (``.safetensors`` with the
+  a2mae header) inside them is loaded; a pytorch-flavour model holding an ``A2MAE`` works too;
+* a local ``.safetensors`` checkpoint written by :func:`a2mae.checkpoint.save_checkpoint`;
+* ``scratch`` -- a randomly initialised encoder of the ``model`` section of the parameters (the
+  baseline of ``--compare-scratch``), seeded with ``finetune.seed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from a2mae.config import Params
+from a2mae.errors import A2maeError
+from a2mae.models import A2MAE, create_model_from_params
+
+SCRATCH = "scratch"
+
+
+class EncoderError(A2maeError, ValueError):
+    """The encoder URI does not resolve to an A²-MAE encoder; the message names it."""
+
+
+@dataclass
+class EncoderHandle:
+    """A loaded encoder and where it came from.
+
+    Attributes:
+        model: The A²-MAE model (its decoder is dropped downstream).
+        source: The URI it was loaded from (``scratch`` for a fresh one).
+        norm_stats: Pre-training normalisation statistics ``{sensor: {band: {mean, std}}}`` (empty for
+            scratch).
+        info: Further lineage (checkpoint ``extra``, registry name/version, run id).
+    """
+
+    model: A2MAE
+    source: str
+    norm_stats: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pretrained(self) -> bool:
+        """False for a scratch encoder."""
+        return self.source != SCRATCH
+
+
+def _from_checkpoint(path: Path, source: str) -> EncoderHandle:
+    from a2mae.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(path)
+    return EncoderHandle(
+        model, source, dict(meta.get("norm_stats") or {}), {"checkpoint": dict(meta.get("extra") or {})}
+    )
+
+
+def _find_checkpoint(folder: Path) -> Path | None:
+    from a2mae.checkpoint import CheckpointError, read_checkpoint_meta
+
+    for f in sorted(folder.rglob("*.safetensors")):
+        try:
+            read_checkpoint_meta(f)
+        except CheckpointError:
+            continue
+        return f
+    return None
+
+
+def _registry_info(uri: str, params: Params) -> dict[str, Any]:
+    from a2mae.registry.tracking import client
+
+    rest = uri[len("models:/") :]
+    c = client(params)
+    try:
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            mv = c.get_model_version_by_alias(name, alias)
+        elif "/" in rest:
+            name, version = rest.split("/", 1)
+            mv = c.get_model_version(name, version)
+        else:
+            return {}
+    except Exception:  # resolved again (with a clean error) by the download below
+        return {}
+    return {"registered_name": mv.name, "registered_version": str(mv.version), "run_id": mv.run_id or ""}
+
+
+def _from_registry(uri: str, params: Params) -> EncoderHandle:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from a2mae.registry.tracking import configure, temp_dir
+
+    configure(params)
+    info = _registry_info(uri, params)
+    with temp_dir() as d:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(d)))
+        except MlflowException as err:
+            raise EncoderError(
+                f"encoder {uri}: not found in the registry ({err.message.splitlines()[0]})"
+            ) from None
+        ckpt = _find_checkpoint(local)
+        if ckpt is not None:
+            h = _from_checkpoint(ckpt, uri)
+            h.info.update(info)
+            return h
+        if (local / "MLmodel").is_file():
+            model = mlflow.pytorch.load_model(str(local))
+            if isinstance(model, A2MAE):
+                return EncoderHandle(model.eval(), uri, {}, info)
+    raise EncoderError(f"encoder {uri}: holds no a2mae checkpoint (.safetensors) nor a pytorch A2MAE model")
+
+
+def load_encoder(uri: str, params: Params) -> EncoderHandle:
+    """Load the encoder to fine-tune.
+
+    Args:
+        uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, a ``.safetensors`` checkpoint path, or
+            ``scratch``.
+        params: Parameters (``model`` section for scratch, ``registry`` for the tracking URI,
+            ``finetune.seed`` for the scratch initialisation).
+
+    Returns:
+        The encoder handle.
+
+    Raises:
+        EncoderError: Unknown registry entry, missing file, or not an a2mae encoder.
+    """
+    uri = uri.strip()
+    if uri == SCRATCH:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(params.finetune.seed)
+            model = create_model_from_params(params.model)
+        return EncoderHandle(model, SCRATCH)
+    if uri.startswith("models:/"):
+        return _from_registry(uri, params)
+    path = Path(uri)
+    if not path.is_file():
+        raise EncoderError(
+            f"encoder {uri}: no such checkpoint file (use models:/NAME@ALIAS, models:/NAME/VERSION, a "
+            ".safetensors path, or scratch)"
+        )
+    from a2mae.checkpoint import CheckpointError
+
+    try:
+        return _from_checkpoint(path, str(path))
+    except CheckpointError as err:
+        raise EncoderError(f"encoder {err}") from None
