@@ -184,6 +184,9 @@ class FinetuneConfig(_Section):
     label_mode: Literal["auto", "single", "multi"]
     sensor: str = Field(description="Sensor id of the chips when the GeoTIFFs do not say.")
     bands: list[str] | None = Field(description="Band ids in file order; None: GeoTIFF band descriptions.")
+    normalization: Literal["dataset", "encoder"] = Field(
+        description="Per-band mean/std of the train split, or the encoder's pre-training statistics."
+    )
     max_steps: int | None = Field(ge=1, description="Cap on optimizer steps (None: epochs only).")
     weight_decay: float = Field(ge=0)
     warmup_fraction: float = Field(ge=0, lt=1)
@@ -213,6 +216,7 @@ class EvaluateConfig(_Section):
     split: str = Field(min_length=1, description="Frozen evaluation split of the version's dataset.")
     batch_size: int = Field(ge=1)
     challenger_alias: str = Field(min_length=1)
+    experiment: str = Field(min_length=1, description="MLflow experiment of the evaluation runs.")
     primary_metric: PrimaryMetrics
 
 
