@@ -1,0 +1,367 @@
+"""``a2mae tile`` on generated co-located scenes: geometry, resampling, drop rules, determinism, atomicity."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+from pyproj import Transformer
+from rasterio.windows import Window
+
+from a2mae.config import load_params
+from a2mae.data.catalog import write_catalog
+from a2mae.data.synthetic import SceneSpec, default_specs, make_scenes
+from a2mae.data.tiling import TilingError, tile
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def params(*over: str):
+    return load_params(overrides=["tile.workers=1", *over])
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def manifest(root: Path) -> list[dict]:
+    return pq.read_table(root / "manifest.parquet").to_pylist()
+
+
+def chip_centre(row: dict) -> tuple[float, float]:
+    a, b, c, d, e, f = row["transform"]
+    h = row["height"] / 2
+    x, y = a * h + b * h + c, d * h + e * h + f
+    if row["crs"] != row["grid_crs"]:
+        x, y = Transformer.from_crs(row["crs"], row["grid_crs"], always_xy=True).transform(x, y)
+    return x, y
+
+
+# ------------------------------------------------------------------------------------------ acceptance
+def test_multi_sensor_sets_whose_chip_centres_coincide(tiny_snapshot):
+    rows = manifest(tiny_snapshot)
+    sets: dict[str, list[dict]] = {}
+    for r in rows:
+        sets.setdefault(r["set_id"], []).append(r)
+    multi = [v for v in sets.values() if len({r["sensor"] for r in v}) > 1]
+    assert {r["set_kind"] for v in multi for r in v} == {"S2-L8", "GF-S2"}
+    assert {r["sensor"] for v in multi for r in v} == {"S2", "L8", "GF1", "GF2"}
+    assert max(len(v) for v in sets.values()) == 4
+    for v in sets.values():
+        coarsest = max(r["gsd_m"] for r in v)
+        for r in v:
+            x, y = chip_centre(r)
+            assert abs(x - r["centre_x"]) <= 0.5 * coarsest and abs(y - r["centre_y"]) <= 0.5 * coarsest
+            assert abs(x - r["centre_x"]) <= 0.5 * r["gsd_m"] + 1e-6  # the stronger, per-image bound
+    # nested footprints: every chip at a grid point lies inside the coarser chips of that point
+    by_point: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by_point.setdefault((r["centre_x"], r["centre_y"]), []).append(r)
+    nested = 0
+    for v in by_point.values():
+        for fine in v:
+            for coarse in v:
+                if fine["gsd_m"] < coarse["gsd_m"]:
+                    tol = 0.5 * (fine["gsd_m"] + coarse["gsd_m"])
+                    fa, _, fc, _, fe, ff = fine["transform"]
+                    ca, _, cc, _, ce, cf = coarse["transform"]
+                    assert cc - tol <= fc and fc + fa * 96 <= cc + ca * 96 + tol
+                    assert cf + ce * 96 - tol <= ff + fe * 96 and ff <= cf + tol
+                    nested += 1
+    assert nested >= 4
+
+
+def test_manifest_metadata_and_stats(tiny_snapshot, synthetic_scenes):
+    rows = manifest(tiny_snapshot)
+    recs = {r.scene_id: r for r in synthetic_scenes[1]}
+    s2 = next(r for r in rows if r["sensor"] == "S2")
+    assert s2["bands"] == [
+        "B02",
+        "B03",
+        "B04",
+        "B08",
+        "B05",
+        "B06",
+        "B07",
+        "B8A",
+        "B11",
+        "B12",
+    ]  # B01/B09 dropped
+    assert next(r for r in rows if r["sensor"] == "L8")["bands"] == ["B2", "B3", "B4", "B5", "B6", "B7"]
+    assert next(r for r in rows if r["sensor"] == "GF2")["bands"] == ["B1", "B2", "B3", "B4"]
+    for r in rows:
+        rec = recs[r["scene_id"]]
+        assert r["datetime"] == rec.datetime and r["period"] == rec.period and r["gsd_m"] == rec.gsd_m
+        assert r["nbytes"] == r["channels"] * 96 * 96 * 2 and r["dtype"] == "int16"
+        # corners are the chip's own (not the scene's): UL from its transform
+        lon, lat = Transformer.from_crs(r["crs"], "EPSG:4326", always_xy=True).transform(
+            r["transform"][2], r["transform"][5]
+        )
+        assert r["corners"][:2] == pytest.approx([lat, lon], abs=1e-9)
+        assert r["split"] in ("train", "val", "test")
+    stats = json.loads((tiny_snapshot / "stats.json").read_text())
+    b04 = stats["sensors"]["S2"]["B04"]
+    assert 0 < b04["min"] <= b04["mean"] <= b04["max"] < 1 and b04["std"] > 0
+    info = json.loads((tiny_snapshot / "snapshot.json").read_text())
+    assert info["counts"]["sets"] == len({r["set_id"] for r in rows})
+    assert info["counts"]["chips"] < info["counts"]["images"]  # a chip shared by sets is stored once
+
+
+def test_chip_pixels_equal_the_source_on_the_same_grid(tiny_snapshot):
+    rows = manifest(tiny_snapshot)
+    for r in rows:
+        if r["sensor"] not in ("S2", "GF2"):
+            continue
+        raw = (tiny_snapshot / r["shard"]).read_bytes()[r["offset"] : r["offset"] + r["nbytes"]]
+        chip = np.frombuffer(raw, "<i2").reshape(r["channels"], 96, 96)
+        col0, row0 = _rc(r)
+        path = _band_path(r, "B04" if r["sensor"] == "S2" else "B3")
+        with rasterio.open(path[0]) as ds:
+            src = ds.read(path[1], window=Window(col0, row0, 96, 96))
+        k = r["bands"].index("B04" if r["sensor"] == "S2" else "B3")
+        np.testing.assert_array_equal(chip[k], src.astype(np.int16))  # scale 1e-4 -> stored value = DN
+
+
+def _rc(r):
+    rc = r["image_id"].split("@r")[1]
+    row0, col0 = rc.split("c")
+    return int(col0), int(row0)
+
+
+def _band_path(r, band):
+    src = Path(r["source"])
+    if src.is_file():
+        return str(src), int(band[1:])
+    (path,) = [p for p in src.iterdir() if f"_{band}_" in p.name]
+    return str(path), 1
+
+
+# ------------------------------------------------------------------------------------------ resampling
+def test_s2_20m_bands_are_resampled_bilinearly_onto_the_10m_grid(tmp_path):
+    (s2,) = make_scenes(
+        tmp_path / "s", [SceneSpec("S2", datetime(2020, 6, 15, tzinfo=UTC), 2000, subpixel=(0.3, 0.6))]
+    )
+    # Replace B05 (20 m) with a plane: bilinear interpolation reproduces a plane exactly.
+    bf = next(b for b in s2.band_files if b.band == "B05")
+    a, _, c, _, e, f = bf.transform
+
+    def plane(x, y):
+        return 1000 + 0.5 * (x - c) - 0.25 * (y - f)
+
+    cols = c + a * (np.arange(bf.width) + 0.5)
+    rows = f + e * (np.arange(bf.height) + 0.5)
+    with rasterio.open(bf.uri, "r+") as ds:
+        ds.write(np.rint(plane(cols[None, :], rows[:, None])).astype(np.uint16), 1)
+    write_catalog([s2], tmp_path / "cat.parquet")
+    out = tmp_path / "snap"
+    tile(tmp_path / "cat.parquet", out, params("tile.chip_size=32", "tile.grid_m=320"), progress=False)
+    rows_ = manifest(out)
+    assert rows_
+    for r in rows_:
+        raw = (out / r["shard"]).read_bytes()[r["offset"] : r["offset"] + r["nbytes"]]
+        chip = np.frombuffer(raw, "<i2").reshape(r["channels"], 32, 32)
+        ta, _, tc, _, te, tf = r["transform"]
+        xs = tc + ta * (np.arange(32) + 0.5)
+        ys = tf + te * (np.arange(32) + 0.5)
+        expect = plane(xs[None, :], ys[:, None])
+        got = chip[r["bands"].index("B05")]
+        assert got.shape == (32, 32)  # on the 10 m grid
+        assert np.abs(got - expect).max() <= 1.0  # only the DN rounding of the source plane
+
+
+# ---------------------------------------------------------------------------------------------- drops
+def test_cloudy_and_nodata_chips_are_dropped_and_sets_follow_the_rules(tmp_path):
+    specs = default_specs()
+    specs[0] = SceneSpec(**{**specs[0].__dict__, "cloud": (110.0, -20.0, 300.0)})  # S2-g: cloud on a set
+    specs[3] = SceneSpec(**{**specs[3].__dict__, "nodata_cols": 60})  # L8-ng: nodata strip in its west
+    specs[5] = SceneSpec(**{**specs[5].__dict__, "nodata_cols": 200})  # GF1: entirely nodata
+    recs = make_scenes(tmp_path / "s", specs)
+    write_catalog(recs, tmp_path / "cat.parquet")
+    out = tmp_path / "snap"
+    s = tile(tmp_path / "cat.parquet", out, params(), progress=False)
+    c = s.counts
+    assert c["chips_dropped"].get("cloud", 0) >= 1 and c["chips_dropped"].get("nodata", 0) >= 2
+    assert c["sets_dropped"] == {"hires chip dropped": 1}  # the GF1 set goes with its GF1 chip
+    rows = manifest(out)
+    assert "GF1" not in {r["sensor"] for r in rows}
+    assert all(r["cloud_fraction"] <= 0.10 and r["nodata_fraction"] <= 0.05 for r in rows)
+    # the S2-L8 set at the cloud keeps its other images
+    s2g = recs[[r.sensor == "S2" and r.period == "g" for r in recs].index(True)].scene_id
+    assert s2g not in {r["scene_id"] for r in rows if r["set_kind"] == "S2-L8" and r["centre_x"] > 240500}
+    # looser limits keep them
+    s2 = tile(
+        tmp_path / "cat.parquet", tmp_path / "loose", params("tile.max_cloud_fraction=1"), progress=False
+    )
+    assert "cloud" not in s2.counts["chips_dropped"]
+    assert s2.counts["images"] > c["images"]
+
+
+def test_min_images_per_set_drops_small_sets(synthetic_scenes, tmp_path):
+    s = tile(synthetic_scenes[2], tmp_path / "snap", params("tile.min_images_per_set=2"), progress=False)
+    rows = manifest(tmp_path / "snap")
+    sizes = {}
+    for r in rows:
+        sizes[r["set_id"]] = sizes.get(r["set_id"], 0) + 1
+    assert min(sizes.values()) >= 2 and s.counts["sets_dropped"].get("too few chips", 0) >= 1
+
+
+# ----------------------------------------------------------------------------------------- determinism
+def test_tiling_twice_gives_identical_bytes_and_the_second_run_does_no_work(
+    synthetic_scenes, tmp_path, monkeypatch
+):
+    cat = synthetic_scenes[2]
+    a, b = tmp_path / "a", tmp_path / "b"
+    sa = tile(cat, a, params(), progress=False)
+    sb = tile(
+        cat, b, params("tile.workers=2", "tile.chips_per_task=1"), progress=False
+    )  # other packing of work
+    assert not sa.up_to_date and not sb.up_to_date
+    assert tree_hashes(a) == tree_hashes(b) and sa.snapshot_id == sb.snapshot_id
+    before = {p: p.stat().st_mtime_ns for p in a.rglob("*")}
+
+    import a2mae.data.tiling as tiling
+
+    def boom(*args, **kwargs):
+        raise AssertionError("chips were read although the snapshot is up to date")
+
+    monkeypatch.setattr(tiling, "read_chips", boom)
+    monkeypatch.setattr(tiling, "plan_sets", boom)
+    again = tile(
+        cat, a, params("tile.workers=2", "tile.executor=local"), progress=False
+    )  # execution keys only
+    assert again.up_to_date and again.snapshot_id == sa.snapshot_id
+    assert {p: p.stat().st_mtime_ns for p in a.rglob("*")} == before
+    # a parameter that changes the output makes it stale
+    with pytest.raises(AssertionError, match="up to date"):
+        tile(cat, a, params("tile.max_cloud_fraction=0.2"), progress=False)
+
+
+def test_cli_prints_a_summary_then_up_to_date(synthetic_scenes, tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "a2mae",
+        "tile",
+        "--catalog",
+        str(synthetic_scenes[2]),
+        "--out",
+        str(tmp_path / "s"),
+    ]
+    first = subprocess.run([*cmd, "--set", "tile.workers=1"], capture_output=True, text=True, cwd=REPO)
+    assert first.returncode == 0, first.stderr
+    assert "snapshot" in first.stdout and "sets" in first.stdout and "split" in first.stdout
+    second = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert second.returncode == 0 and "up to date" in second.stdout
+
+
+def test_shard_size_bound_is_respected(synthetic_scenes, tmp_path):
+    out = tmp_path / "snap"
+    s = tile(synthetic_scenes[2], out, params("tile.shard_max_mb=0.4"), progress=False)
+    shards = sorted((out / "shards").iterdir())
+    assert len(shards) == s.counts["shards"] > 2
+    biggest_set = 4 * 10 * 96 * 96 * 2
+    for p in shards:
+        assert p.stat().st_size <= max(0.4 * 1024 * 1024, biggest_set)
+    # every chip lies inside its shard
+    for r in manifest(out):
+        assert r["offset"] + r["nbytes"] <= (out / r["shard"]).stat().st_size
+
+
+# ------------------------------------------------------------------------------------------- atomicity
+def test_a_failed_run_leaves_no_partial_snapshot_and_keeps_the_previous(
+    synthetic_scenes, tmp_path, monkeypatch
+):
+    import a2mae.data.tiling as tiling
+
+    out = tmp_path / "snap"
+    real = tiling.write_snapshot
+
+    def fail_midway(root, *args, **kwargs):
+        real(root, *args, **kwargs)  # everything written into the temporary folder ...
+        raise OSError("disk full")  # ... then the run dies
+
+    monkeypatch.setattr(tiling, "write_snapshot", fail_midway)
+    with pytest.raises(OSError, match="disk full"):
+        tile(synthetic_scenes[2], out, params(), progress=False)
+    assert list(tmp_path.iterdir()) == []  # no snapshot, no temporary folder
+
+    monkeypatch.setattr(tiling, "write_snapshot", real)
+    tile(synthetic_scenes[2], out, params(), progress=False)
+    good = tree_hashes(out)
+    monkeypatch.setattr(tiling, "write_snapshot", fail_midway)
+    with pytest.raises(OSError):
+        tile(synthetic_scenes[2], out, params("tile.max_cloud_fraction=0.5"), progress=False)
+    assert tree_hashes(out) == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snap"]
+
+
+# ----------------------------------------------------------------------------------------- bad inputs
+def test_bad_catalog_paths_give_one_clear_line(tmp_path, synthetic_scenes):
+    p = params()
+    with pytest.raises(TilingError, match="catalog not found"):
+        tile(tmp_path / "missing.parquet", tmp_path / "o", p)
+    with pytest.raises(TilingError, match="is a folder"):
+        tile(tmp_path, tmp_path / "o", p)
+    junk = tmp_path / "junk.parquet"
+    junk.write_text("not parquet")
+    with pytest.raises(TilingError, match="not an a2mae scene catalog"):
+        tile(junk, tmp_path / "o", p)
+    other = tmp_path / "other.parquet"
+    pq.write_table(__import__("pyarrow").table({"a": [1]}), other)
+    with pytest.raises(TilingError, match="not an a2mae scene catalog"):
+        tile(other, tmp_path / "o", p)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("user data")
+    with pytest.raises(TilingError, match="not an a2mae snapshot"):
+        tile(synthetic_scenes[2], busy, p)
+    assert (busy / "keep.txt").read_text() == "user data"
+
+
+def test_cli_bad_catalog_exits_2_with_one_line(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "a2mae",
+            "tile",
+            "--catalog",
+            str(tmp_path / "nope.parquet"),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2
+    assert "nope.parquet" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------------------------- ray
+@pytest.mark.ray
+def test_ray_executor_gives_the_same_bytes_as_local(synthetic_scenes, tmp_path):
+    local = tile(synthetic_scenes[2], tmp_path / "local", params(), progress=False)
+    ray_ = tile(
+        synthetic_scenes[2],
+        tmp_path / "ray",
+        params("tile.executor=ray", "tile.workers=2", "tile.chips_per_task=2"),
+        progress=False,
+    )
+    assert tree_hashes(tmp_path / "local") == tree_hashes(tmp_path / "ray")
+    assert local.snapshot_id == ray_.snapshot_id
+    assert math.isfinite(ray_.seconds)
