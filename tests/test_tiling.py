@@ -127,18 +127,12 @@ def test_chip_pixels_equal_the_source_on_the_same_grid(tiny_snapshot):
             continue
         raw = (tiny_snapshot / r["shard"]).read_bytes()[r["offset"] : r["offset"] + r["nbytes"]]
         chip = np.frombuffer(raw, "<i2").reshape(r["channels"], 96, 96)
-        col0, row0 = _rc(r)
+        col0, row0 = r["col0"], r["row0"]
         path = _band_path(r, "B04" if r["sensor"] == "S2" else "B3")
         with rasterio.open(path[0]) as ds:
             src = ds.read(path[1], window=Window(col0, row0, 96, 96))
         k = r["bands"].index("B04" if r["sensor"] == "S2" else "B3")
         np.testing.assert_array_equal(chip[k], src.astype(np.int16))  # scale 1e-4 -> stored value = DN
-
-
-def _rc(r):
-    rc = r["image_id"].split("@r")[1]
-    row0, col0 = rc.split("c")
-    return int(col0), int(row0)
 
 
 def _band_path(r, band):
@@ -147,6 +141,18 @@ def _band_path(r, band):
         return str(src), int(band[1:])
     (path,) = [p for p in src.iterdir() if f"_{band}_" in p.name]
     return str(path), 1
+
+
+def test_generate_ingest_tile_end_to_end(tmp_path):
+    from a2mae.data.ingest import ingest
+
+    make_scenes(tmp_path / "scenes")
+    report = ingest([str(tmp_path / "scenes")], tmp_path / "catalog.parquet", params(), progress=False)
+    assert len(report.added) == 6 and not report.failed
+    s = tile(tmp_path / "catalog.parquet", tmp_path / "snap", params(), progress=False)
+    assert s.counts["sets_per_kind"] == {"GF-S2": 2, "S2-L8": 4}
+    assert s.counts["images_per_sensor"] == {"GF1": 1, "GF2": 1, "L8": 5, "S2": 4}
+    assert tile(tmp_path / "catalog.parquet", tmp_path / "snap", params(), progress=False).up_to_date
 
 
 # ------------------------------------------------------------------------------------------ resampling

@@ -124,9 +124,16 @@ class StssdDataset(Dataset[ImageSetSample]):
         if not _is_s3(self.uri):
             return None
         if self._fs_obj is None or self._fs_pid != os.getpid():
-            from a2mae.io.storage import S3Settings, s3_filesystem
+            from a2mae.io import storage
 
-            self._fs_obj = s3_filesystem(self._s3 or S3Settings.from_params())
+            settings = self._s3 or storage.S3Settings.from_params()
+            fs = storage.s3_filesystem(settings)
+            if getattr(fs, "_pid", os.getpid()) != os.getpid():
+                # A forked DataLoader worker inherits the parent's cached s3fs instance, whose event
+                # loop is not fork-safe: drop the inherited cache and open a fresh one here.
+                storage._filesystem.cache_clear()
+                fs = storage.s3_filesystem(settings)
+            self._fs_obj = fs
             self._fs_pid = os.getpid()
         return self._fs_obj
 

@@ -95,8 +95,7 @@ def load_catalog(path: str | os.PathLike[str]) -> list[SceneRecord]:
         else:
             reason = f"{type(err).__name__}: {text[:120]}"
         raise TilingError(
-            f"{p}: not an a2mae scene catalog ({reason}); "
-            "rebuild it with `a2mae ingest`"
+            f"{p}: not an a2mae scene catalog ({reason}); rebuild it with `a2mae ingest`"
         ) from None
     if not records:
         raise TilingError(f"{p}: the catalog has no scenes; ingest some scenes first")
