@@ -44,3 +44,112 @@ def tiny_snapshot(tmp_path_factory, synthetic_scenes):
     out = tmp_path_factory.mktemp("tiny_snapshot") / "stssd"
     tile(synthetic_scenes[2], out, load_params(overrides=["tile.workers=1"]), progress=False)
     return out
+
+
+# ------------------------------------------------------------------------------ GeoTIFFs and S3 store
+
+
+@pytest.fixture
+def geotiff():
+    """Writer of small GeoTIFFs: ``geotiff(path, data, res=10, origin=(500000, 4200000), crs=..., ...)``.
+
+    ``data`` is ``(bands, rows, cols)``; ``crs=None`` or ``transform=False`` write a file without
+    that georeferencing; ``tags`` and ``descriptions`` are written when given. Returns the path.
+    """
+    import warnings
+
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    def write(
+        path,
+        data,
+        res: float = 10.0,
+        origin: tuple[float, float] = (500000.0, 4200000.0),
+        crs: str | None = "EPSG:32633",
+        nodata: float | None = 0,
+        tags: dict | None = None,
+        descriptions: list[str] | None = None,
+        transform=None,
+    ):
+        data = np.asarray(data)
+        if data.ndim == 2:
+            data = data[None]
+        profile = {
+            "driver": "GTiff",
+            "count": data.shape[0],
+            "height": data.shape[1],
+            "width": data.shape[2],
+            "dtype": data.dtype.name,
+            "nodata": nodata,
+        }
+        if crs is not None:
+            profile["crs"] = crs
+        if transform is not False:
+            profile["transform"] = transform or Affine.translation(*origin) @ Affine.scale(res, -res)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            dst = rasterio.open(path, "w", **profile)
+        with dst:
+            dst.write(data)
+            if tags:
+                dst.update_tags(**tags)
+            for i, d in enumerate(descriptions or [], start=1):
+                dst.set_band_description(i, d)
+        return path
+
+    return write
+
+
+class S3Store:
+    """A running SeaweedFS S3 store for tests: endpoint, credentials and a fresh bucket."""
+
+    def __init__(self, server, bucket: str) -> None:
+        self.server = server
+        self.bucket = bucket
+        self.endpoint_url = server.endpoint_url
+        self.access_key = server.access_key
+        self.secret_key = server.secret_key
+        self.region = server.region
+
+    @property
+    def uri(self) -> str:
+        """``s3://<bucket>`` of the session's bucket."""
+        return f"s3://{self.bucket}"
+
+    def settings(self):
+        """:class:`a2mae.io.storage.S3Settings` for this store."""
+        return self.server.settings()
+
+    def new_bucket(self, prefix: str = "a2mae-t") -> str:
+        """Create another empty bucket; returns its ``s3://`` URI."""
+        import uuid
+
+        return self.server.create_bucket(f"{prefix}-{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture(scope="session")
+def s3_store(tmp_path_factory):
+    """SeaweedFS on free loopback ports (``weed mini``), with a fresh bucket, for the whole session.
+
+    While the fixture is active, ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``
+    and ``AWS_REGION`` point s3fs, GDAL, DVC and MLflow at it (restored afterwards); the server is
+    stopped at the end of the session. Mark tests that use it ``@pytest.mark.s3``.
+    """
+    import uuid
+
+    from a2mae.services import SeaweedFS
+
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    mp = pytest.MonkeyPatch()
+    try:
+        bucket = server.create_bucket(f"a2mae-test-{uuid.uuid4().hex[:8]}")[len("s3://") :]
+        for key, value in server.env().items():
+            mp.setenv(key, value)
+        yield S3Store(server, bucket)
+    finally:
+        mp.undo()
+        server.stop(timeout=5)

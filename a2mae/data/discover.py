@@ -90,7 +90,7 @@ def discover(
     for src in sources:
         files = list_files(src, settings)
         text = str(src).rstrip("/")
-        is_file = files[0].uri == text if is_s3(text) else Path(text).expanduser().is_file()
+        is_file = bool(files) and (files[0].uri == text if is_s3(text) else Path(text).expanduser().is_file())
         if len(files) == 1 and is_file and _ext(files[0].name) not in RASTER_EXTENSIONS:
             raise IngestError(
                 f"{src}: not a raster file (expected {', '.join(RASTER_EXTENSIONS)}); "

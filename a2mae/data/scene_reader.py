@@ -70,8 +70,8 @@ class _Header:
     def bounds(self) -> tuple[float, float, float, float]:
         from rasterio.transform import array_bounds
 
-        bottom, left, top, right = array_bounds(self.height, self.width, self.transform)
-        return (left, bottom, right, top)
+        west, south, east, north = array_bounds(self.height, self.width, self.transform)
+        return (west, south, east, north)
 
 
 # ------------------------------------------------------------------------------------------- headers
@@ -86,11 +86,12 @@ def _read_header(info: FileInfo, settings: S3Settings | None) -> _Header:
                     "or use the archive's original file"
                 )
             if ds.transform.is_identity:
-                how = "only ground control points, warp it first (gdalwarp)" if ds.gcps[0] else "none"
-                raise IngestError(
-                    f"{info.uri}: raster has no geotransform ({how}); georeference it "
-                    "(e.g. gdal_translate -a_ullr ...) or use the archive's original file"
+                how = (
+                    "only ground control points; warp it first (gdalwarp)"
+                    if ds.gcps[0]
+                    else "georeference it (gdal_translate -a_ullr ...) or use the archive's original file"
                 )
+                raise IngestError(f"{info.uri}: raster has no geotransform; {how}")
             if ds.width < 1 or ds.height < 1 or ds.count < 1:
                 raise IngestError(f"{info.uri}: raster has no pixels or no bands")
             header = _Header(
@@ -117,9 +118,12 @@ def _read_header(info: FileInfo, settings: S3Settings | None) -> _Header:
 
 
 def _read_error(err: BaseException) -> str:
-    chain = " ".join(" ".join(str(e).split()) for e in _causes(err))
-    if "read failed" in chain.lower() or "tiffread" in chain.lower() or "read error" in chain.lower():
-        return f"truncated or corrupt file ({chain[:200]}); download it again"
+    causes = _causes(err)
+    chain = " ".join(" ".join(str(e).split()) for e in causes).lower()
+    if "read failed" in chain or "tiffread" in chain or "read error" in chain:
+        detail = " ".join(str(causes[-1]).split())
+        detail = detail.split(": ", 1)[-1][:120]
+        return f"truncated or corrupt file (pixel data cannot be read: {detail}); download it again"
     return describe_open_error(err)
 
 
@@ -175,9 +179,9 @@ def pixel_size_m(header: _Header) -> float:
         from pyproj import Geod
 
         t = header.transform
-        cx, cy = t * (header.width / 2, header.height / 2)
-        ex, ey = t * (header.width / 2 + 1, header.height / 2)
-        sx, sy = t * (header.width / 2, header.height / 2 + 1)
+        cx, cy = t @ (header.width / 2, header.height / 2)
+        ex, ey = t @ (header.width / 2 + 1, header.height / 2)
+        sx, sy = t @ (header.width / 2, header.height / 2 + 1)
         geod = Geod(ellps="WGS84")
         dx = geod.inv(cx, cy, ex, ey)[2]
         dy = geod.inv(cx, cy, sx, sy)[2]
@@ -200,7 +204,7 @@ def wgs84_geometry(header: _Header) -> tuple[tuple[tuple[float, float], ...], st
     w, h, t = header.width, header.height, header.transform
     cols = [0, w, w, 0]
     rows = [0, 0, h, h]
-    xs, ys = zip(*(t * (c, r) for c, r in zip(cols, rows, strict=True)), strict=True)
+    xs, ys = zip(*(t @ (c, r) for c, r in zip(cols, rows, strict=True)), strict=True)
     lons, lats = tr.transform(xs, ys)
     corners = tuple((float(la), float(lo)) for la, lo in zip(lats, lons, strict=True))
     n = FOOTPRINT_POINTS_PER_EDGE
@@ -209,11 +213,11 @@ def wgs84_geometry(header: _Header) -> tuple[tuple[tuple[float, float], ...], st
         zip(cols, rows, strict=True), zip(cols[1:] + cols[:1], rows[1:] + rows[:1], strict=True), strict=True
     ):
         ring_px.extend((c0 + (c1 - c0) * k / n, r0 + (r1 - r0) * k / n) for k in range(n))
-    px, py = zip(*(t * p for p in ring_px), strict=True)
+    px, py = zip(*(t @ p for p in ring_px), strict=True)
     rlon, rlat = tr.transform(px, py)
     ring = [*zip(rlon, rlat, strict=True), (rlon[0], rlat[0])]
     wkt = "POLYGON ((" + ", ".join(f"{x:.8f} {y:.8f}" for x, y in ring) + "))"
-    clon, clat = tr.transform(*(t * (w / 2, h / 2)))
+    clon, clat = tr.transform(*(t @ (w / 2, h / 2)))
     return corners, wkt, (float(clat), float(clon))
 
 
@@ -324,7 +328,7 @@ def _read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None) -> S
                 f"{spec.source}: all-nodata scene (its {product.qa.band} layer marks every pixel nodata); "
                 "remove it from the inputs or use --skip-bad"
             )
-        cloud_fraction = round(float(cloud.sum()) / valid, 6)
+        cloud_fraction = float(cloud.sum()) / valid
 
     when, when_source = acquisition_datetime(stac, mtl, first.tags, [f.name for f in spec.files])
     corners, footprint, (clat, _) = wgs84_geometry(ref_header)
@@ -429,8 +433,8 @@ def _assign_bands(
             band_files.append(bf)
             grids.append((bf, h))
         elif band == qa_name:
-            qa_file = bf
-            grids.append((bf, h))
+            qa_file = bf.model_copy(update={"nodata": h.nodata})  # QA layers: the file's nodata only
+            grids.append((qa_file, h))
     if not band_files:
         raise IngestError(f"{spec.source}: no spectral band of {sensor.id} found (only QA layers)")
     return band_files, qa_file, grids

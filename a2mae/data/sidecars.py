@@ -6,7 +6,8 @@ first source that has it, in this order (see ``docs/ingest.md``):
 1. STAC item ``properties.datetime`` (or ``start_datetime``),
 2. MTL ``DATE_ACQUIRED`` + ``SCENE_CENTER_TIME``,
 3. GDAL tags (:data:`DATETIME_TAGS`; never ``TIFFTAG_DATETIME``, which is when the file was written),
-4. the first ``YYYYMMDD`` or ``YYYY-MM-DD`` date (optionally ``THHMMSS``) in a file name of the scene.
+4. the first ``YYYYMMDD`` or ``YYYY-MM-DD`` date (optionally followed by ``HHMMSS`` or ``THHMMSS``) in
+   a file name of the scene, not preceded or followed by another digit.
 
 A date without a time means 00:00 UTC.
 """
@@ -26,6 +27,7 @@ DATETIME_TAGS = (
     "ACQUISITION_DATETIME",
     "ACQUISITIONDATETIME",
     "ACQUISITION_DATE",
+    "ACQUISITION_TIME",
     "DATE_ACQUIRED",
     "SENSING_TIME",
     "DATATAKE_SENSING_START",
@@ -34,7 +36,7 @@ DATETIME_TAGS = (
 
 _FILENAME_DATE = re.compile(
     r"(?<!\d)((?:19|20)\d{2})(-?)(0[1-9]|1[0-2])\2(0[1-9]|[12]\d|3[01])"
-    r"(?:T(\d{2})(\d{2})(\d{2}))?(?!\d)"
+    r"(?:T?(\d{2})(\d{2})(\d{2})\d*)?(?!\d)"
 )
 _MTL_LINE = re.compile(r"^\s*([A-Za-z0-9_]+)\s*=\s*(.*?)\s*$")
 
@@ -163,12 +165,13 @@ def datetime_from_names(names: Iterable[str]) -> datetime | None:
     for name in names:
         for m in _FILENAME_DATE.finditer(name):
             year, _, month, day, hh, mm, ss = m.groups()
-            try:
-                return datetime(
-                    int(year), int(month), int(day), int(hh or 0), int(mm or 0), int(ss or 0), tzinfo=UTC
-                )
-            except ValueError:
-                continue
+            for clock in ((hh, mm, ss), (0, 0, 0)):  # an impossible time of day falls back to the date
+                try:
+                    return datetime(
+                        int(year), int(month), int(day), *(int(c or 0) for c in clock), tzinfo=UTC
+                    )
+                except ValueError:
+                    continue
     return None
 
 
