@@ -13,6 +13,7 @@ import sys
 from a2mae.cli import info as _info  # noqa: F401
 from a2mae.cli import ingest as _ingest  # noqa: F401
 from a2mae.cli import models as _models  # noqa: F401
+from a2mae.cli import pretrain as _pretrain  # noqa: F401
 from a2mae.cli import services as _services  # noqa: F401
 from a2mae.cli import tile as _tile  # noqa: F401
 from a2mae.cli.app import app

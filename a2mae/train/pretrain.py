@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -121,12 +122,20 @@ def _fit_ray(
     return result.checkpoint
 
 
+_ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception|Interrupt)): (.+)$")
+
+
 def _root_cause(err: BaseException) -> str:
+    """One line naming the innermost error (Ray wraps worker errors with their traceback as text)."""
     seen = err
     while seen.__cause__ is not None:
         seen = seen.__cause__
-    text = str(seen).strip().splitlines()
-    return f"{type(seen).__name__}: {text[-1] if text else ''}"
+    lines = str(seen).strip().splitlines()
+    for line in reversed(lines):
+        m = _ERROR_LINE.match(line)
+        if m:
+            return f"{m.group(1)}: {m.group(2)}"
+    return f"{type(seen).__name__}: {lines[0] if lines else ''}"
 
 
 def run_pretrain(

@@ -98,6 +98,18 @@ def ray_address(params: Params) -> str | None:
     return params.pretrain.ray_address or os.environ.get("RAY_ADDRESS") or None
 
 
+def _loopback_env() -> None:
+    """Make a local Ray single-node and loopback-only (unless the user set these variables)."""
+    for key, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    import sys
+
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
+        # Ray reads the variable once, at import; when something imported Ray before us, apply it.
+        constants.ENABLE_RAY_CLUSTER = False
+
+
 def init_ray(params: Params) -> str:
     """Connect to (or start) Ray for the run; a no-op when Ray is already initialised here.
 
@@ -107,10 +119,12 @@ def init_ray(params: Params) -> str:
     Raises:
         RayClusterError: The cluster cannot be reached or has fewer CPUs/GPUs than the run needs.
     """
-    import ray
-
     pt = params.pretrain
     address = ray_address(params)
+    if not address:
+        _loopback_env()
+    import ray
+
     need_cpu = pt.num_workers * pt.cpus_per_worker
     if not ray.is_initialized():
         if address:
@@ -123,8 +137,6 @@ def init_ray(params: Params) -> str:
                     "check pretrain.ray_address / RAY_ADDRESS"
                 ) from None
         else:
-            for key, value in LOCAL_RAY_ENV.items():
-                os.environ.setdefault(key, value)
             ray.init(
                 num_cpus=max(os.cpu_count() or 1, int(need_cpu + 0.999)),
                 include_dashboard=pt.ray_dashboard,
