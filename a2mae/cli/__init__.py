@@ -10,10 +10,13 @@ from __future__ import annotations
 import sys
 
 # Verb modules register themselves on `app` when imported. Add a line here for a new verb.
+from a2mae.cli import evaluate as _evaluate  # noqa: F401
+from a2mae.cli import finetune as _finetune  # noqa: F401
 from a2mae.cli import info as _info  # noqa: F401
 from a2mae.cli import ingest as _ingest  # noqa: F401
 from a2mae.cli import models as _models  # noqa: F401
 from a2mae.cli import pretrain as _pretrain  # noqa: F401
+from a2mae.cli import promote as _promote  # noqa: F401
 from a2mae.cli import services as _services  # noqa: F401
 from a2mae.cli import tile as _tile  # noqa: F401
 from a2mae.cli.app import app

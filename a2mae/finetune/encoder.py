@@ -3,8 +3,8 @@
 ``load_encoder(uri, params)`` accepts:
 
 * ``models:/a2mae-encoder@champion`` / ``models:/a2mae-encoder/3`` (any registered name, alias or
-  version) -- the model's artifacts are downloaded and the a2mae checkpoint (``.safetensors`` with the
-  a2mae header) inside them is loaded; a pytorch-flavour model holding an ``A2MAE`` works too;
+  version) -- the encoder model logged by pre-training (:func:`a2mae.tracking.mlflow.log_encoder`): its
+  a2mae checkpoint is downloaded and rebuilt, nothing unpickled;
 * a local ``.safetensors`` checkpoint written by :func:`a2mae.checkpoint.save_checkpoint`;
 * ``scratch`` -- a randomly initialised encoder of the ``model`` section of the parameters (the
   baseline of ``--compare-scratch``), seeded with ``finetune.seed``.
@@ -61,18 +61,6 @@ def _from_checkpoint(path: Path, source: str) -> EncoderHandle:
     )
 
 
-def _find_checkpoint(folder: Path) -> Path | None:
-    from a2mae.checkpoint import CheckpointError, read_checkpoint_meta
-
-    for f in sorted(folder.rglob("*.safetensors")):
-        try:
-            read_checkpoint_meta(f)
-        except CheckpointError:
-            continue
-        return f
-    return None
-
-
 def _registry_info(uri: str, params: Params) -> dict[str, Any]:
     from a2mae.registry.tracking import client
 
@@ -93,30 +81,24 @@ def _registry_info(uri: str, params: Params) -> dict[str, Any]:
 
 
 def _from_registry(uri: str, params: Params) -> EncoderHandle:
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    from a2mae.registry.tracking import configure, temp_dir
+    from a2mae.checkpoint import CheckpointError
+    from a2mae.registry.tracking import tracking_uri
+    from a2mae.tracking.mlflow import load_encoder as load_logged_encoder
 
-    configure(params)
     info = _registry_info(uri, params)
-    with temp_dir() as d:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(d)))
-        except MlflowException as err:
-            raise EncoderError(
-                f"encoder {uri}: not found in the registry ({err.message.splitlines()[0]})"
-            ) from None
-        ckpt = _find_checkpoint(local)
-        if ckpt is not None:
-            h = _from_checkpoint(ckpt, uri)
-            h.info.update(info)
-            return h
-        if (local / "MLmodel").is_file():
-            model = mlflow.pytorch.load_model(str(local))
-            if isinstance(model, A2MAE):
-                return EncoderHandle(model.eval(), uri, {}, info)
-    raise EncoderError(f"encoder {uri}: holds no a2mae checkpoint (.safetensors) nor a pytorch A2MAE model")
+    try:
+        model, meta = load_logged_encoder(uri, tracking_uri(params))
+    except MlflowException as err:
+        raise EncoderError(
+            f"encoder {uri}: not found in the registry ({err.message.splitlines()[0]})"
+        ) from None
+    except CheckpointError as err:
+        raise EncoderError(f"encoder {uri}: not an a2mae encoder model ({err})") from None
+    return EncoderHandle(
+        model, uri, dict(meta.get("norm_stats") or {}), {**info, "checkpoint": dict(meta.get("extra") or {})}
+    )
 
 
 def load_encoder(uri: str, params: Params) -> EncoderHandle:
@@ -138,7 +120,7 @@ def load_encoder(uri: str, params: Params) -> EncoderHandle:
     if uri == SCRATCH:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(params.finetune.seed)
-            model = create_model_from_params(params.model)
+            model = create_model_from_params(params.model, **params.pretrain.model_overrides)
         return EncoderHandle(model, SCRATCH)
     if uri.startswith("models:/"):
         return _from_registry(uri, params)

@@ -161,10 +161,10 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 5.0)
         opt.step()
-        log.losses.append(float(loss))
+        log.losses.append(float(loss.detach()))
         log.steps = step + 1
         if on_step is not None:
-            on_step(step, float(loss))
+            on_step(step, log.losses[-1])
     log.seconds = time.perf_counter() - t0
     model.eval()
     return log

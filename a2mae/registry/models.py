@@ -3,9 +3,11 @@
 Format (``finetune.serialization``):
 
 * ``pickle`` (default) -- ``mlflow.pytorch.log_model(..., serialization_format="pickle")`` so that
-  ``mlflow.pytorch.load_model`` returns the :class:`~a2mae.finetune.model.DownstreamModel` itself (it
-  needs ``a2mae`` importable). The ``pt2`` (``torch.export``) format cannot trace the A²-MAE encoder:
-  its token layout is built with data-dependent Python control flow, so export fails.
+  ``mlflow.pytorch.load_model`` returns the :class:`~a2mae.finetune.model.DownstreamModel` itself. The
+  ``a2mae`` sources are logged as the model's ``code`` (as for the encoder), so it loads where a2mae
+  is not installed; requirements are the explicit pins of :mod:`a2mae.tracking.mlflow`.
+* ``pt2`` (``torch.export``, MLflow's default) cannot trace the A²-MAE encoder: its token layout is
+  built with data-dependent Python control flow, so export fails with a clear error.
 * Whatever the format, the model folder also holds ``extra_files/spec.json`` and
   ``extra_files/weights.safetensors``: :func:`load_model` (``safe=True``, the default, used by
   ``a2mae evaluate``) rebuilds the model from them **without unpickling anything**.
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 from a2mae.finetune.model import DownstreamModel, ModelSpec, build_encoder
-from a2mae.registry.tracking import RegistryError, pip_requirements, temp_dir
+from a2mae.registry.tracking import RegistryError, code_paths, pip_requirements, temp_dir
 
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -133,6 +135,7 @@ def log_model(
                 signature=signature,
                 input_example=x,
                 pip_requirements=pip_requirements(),
+                code_paths=code_paths(),
                 extra_files=extra,
                 serialization_format=serialization,
                 registered_model_name=registered_name,

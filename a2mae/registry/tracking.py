@@ -1,18 +1,14 @@
-"""MLflow plumbing of the downstream stage: tracking URI, lineage tags, pip requirements, log/load.
+"""MLflow plumbing of the downstream stage: tracking URI, lineage tags, pip requirements.
 
-Kept in one small module so that it can delegate to the project-wide helpers of
-``a2mae.tracking`` once those exist for every stage.
+Thin layer over the project-wide helpers of :mod:`a2mae.tracking.mlflow` (tracking-URI resolution,
+git lineage, the pinned requirements of logged models), plus what only this stage needs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
-import importlib.metadata as md
 import json
-import os
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,17 +17,16 @@ from typing import Any
 from a2mae.config import Params, params_to_flat
 from a2mae.errors import A2maeError
 
-#: Packages a fine-tuned model needs to load (pinned to the versions of this environment).
-_REQUIREMENT_PACKAGES = ("torch", "timm", "numpy", "pydantic", "pyyaml", "safetensors", "a2mae")
-
 
 class RegistryError(A2maeError, ValueError):
     """A model, version or alias of the registry is missing or unusable; the message names it."""
 
 
 def tracking_uri(params: Params) -> str:
-    """The tracking URI: ``$MLFLOW_TRACKING_URI`` wins over ``registry.tracking_uri``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or params.registry.tracking_uri
+    """``$MLFLOW_TRACKING_URI``, else ``registry.tracking_uri`` (a relative SQLite path made absolute)."""
+    from a2mae.tracking.mlflow import resolve_tracking_uri
+
+    return resolve_tracking_uri(params.registry.tracking_uri)
 
 
 def configure(params: Params) -> str:
@@ -52,41 +47,21 @@ def client(params: Params) -> Any:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def _version(pkg: str) -> str | None:
-    try:
-        return md.version(pkg)
-    except md.PackageNotFoundError:
-        return None
-
-
 def pip_requirements() -> list[str]:
-    """Explicit requirements of a logged model (no inference: faster, and keeps torch's CPU pin).
+    """Explicit requirements of a logged model (those of the encoder model: no inference, torch pinned).
 
-    The ``+cpu`` local label of torch is dropped: install with the project's ``constraints.txt``
-    (see docs/install.md) so that pip does not pick a CUDA build.
+    The model also carries the ``a2mae`` sources as ``code``, so it loads where a2mae is not installed.
     """
-    out = []
-    for pkg in _REQUIREMENT_PACKAGES:
-        v = _version(pkg)
-        if v:
-            out.append(f"{pkg}=={v.split('+')[0]}")
-    return out
+    from a2mae.tracking.mlflow import PIP_REQUIREMENTS
+
+    return list(PIP_REQUIREMENTS)
 
 
-@functools.lru_cache(maxsize=1)
-def _git_sha() -> str | None:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+def code_paths() -> list[str]:
+    """The ``a2mae`` package folder, logged with a model as its code."""
+    import a2mae
+
+    return [str(Path(a2mae.__file__).resolve().parent)]
 
 
 def params_hash(params: Params) -> str:
@@ -96,14 +71,19 @@ def params_hash(params: Params) -> str:
 
 
 def lineage_tags(params: Params, **extra: Any) -> dict[str, str]:
-    """Tags tying a run to its code, parameters and inputs (``a2mae.*``); ``extra`` keys are added."""
+    """Tags tying a run to its code and parameters; ``extra`` keys are added as ``a2mae.<key>``."""
+    from a2mae import __version__
+    from a2mae.tracking.mlflow import git_commit
+
+    commit, dirty = git_commit()
     tags = {
-        "a2mae.version": _version("a2mae") or "unknown",
+        "a2mae.version": __version__,
         "a2mae.params_hash": params_hash(params),
+        "a2mae.git_commit": commit or "unknown",
+        "a2mae.git_dirty": str(dirty).lower(),
     }
-    sha = _git_sha()
-    if sha:
-        tags["a2mae.git_sha"] = sha
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
     lock = Path("dvc.lock")
     if lock.is_file():
         tags["a2mae.dvc_lock_md5"] = hashlib.md5(lock.read_bytes()).hexdigest()

@@ -1,0 +1,187 @@
+"""Pre-training ablation: pre-train each variant with a tiny budget, fine-tune each identically, tabulate.
+
+Variants come from ``finetune.ablation.variants`` (masking policy ``aligned`` / ``independent`` /
+``complementary`` and geographic encoding on / off). Each one is pre-trained in this process with
+:func:`a2mae.train.pretrain.run_pretrain` (``pretrain.num_workers=0``, ``pretrain.max_steps =
+finetune.ablation.pretrain_steps``, same seed and snapshot for all), under a run name derived from the
+variant and the parameters, so re-running an unchanged ablation reuses the finished pre-training runs.
+Every encoder then goes through :func:`a2mae.finetune.run.finetune` for each protocol of
+``finetune.compare_protocols`` with the same budget and seed; ``ablation.md`` holds the table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from a2mae.config import Params, validate_params
+from a2mae.errors import A2maeError
+from a2mae.finetune.encoder import EncoderHandle
+from a2mae.finetune.report import ablation_markdown
+from a2mae.finetune.run import FinetuneOutcome, finetune, resolve_data
+from a2mae.io.atomic import atomic_path
+
+
+class AblationError(A2maeError, ValueError):
+    """The ablation cannot run (unknown variant name, no snapshot)."""
+
+
+@dataclass
+class AblationResult:
+    """Rows of the table (one per variant), the report and where it was written."""
+
+    rows: list[dict[str, Any]]
+    outcomes: list[FinetuneOutcome]
+    report: str
+    report_path: Path
+    run_id: str | None
+
+
+def variant_params(params: Params, name: str, masking: str, geo: bool) -> tuple[Params, str]:
+    """Parameters of one variant's pre-training and its run name (stable for unchanged parameters)."""
+    doc = params.model_dump(mode="json")
+    doc["model"].update(masking=masking, geo_encoding=geo)
+    doc["pretrain"].update(num_workers=0, max_steps=params.finetune.ablation.pretrain_steps)
+    key = json.dumps({"model": doc["model"], "pretrain": doc["pretrain"]}, sort_keys=True)
+    run_name = f"ablation-{name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    doc["pretrain"]["run_name"] = run_name
+    return validate_params(doc, f"ablation variant {name}"), run_name
+
+
+def _pretrain(p: Params, snapshot: str, run_name: str) -> tuple[EncoderHandle, float | None]:
+    from a2mae.checkpoint import load_checkpoint
+    from a2mae.train.pretrain import run_pretrain
+    from a2mae.train.state import MODEL_FILE
+
+    last: dict[str, Any] = {}
+
+    def progress(d: dict[str, Any]) -> None:
+        if d.get("loss") is not None:
+            last["loss"] = float(d["loss"])
+
+    res = run_pretrain(p, snapshot, name=run_name, progress=progress, register=False)
+    model, meta = load_checkpoint(Path(res.checkpoint) / MODEL_FILE)
+    info = {
+        "pretrain_run_id": res.run_id,
+        "pretrain_steps": str(res.global_step),
+        "checkpoint": dict(meta.get("extra") or {}),
+    }
+    loss = last.get("loss")
+    if loss is None:
+        import mlflow.tracking
+
+        from a2mae.registry.tracking import tracking_uri
+
+        loss = mlflow.tracking.MlflowClient(tracking_uri(p)).get_run(res.run_id).data.metrics.get("loss")
+    return EncoderHandle(model, f"ablation:{run_name}", dict(meta.get("norm_stats") or {}), info), loss
+
+
+def ablate(
+    params: Params,
+    *,
+    snapshot: str | None = None,
+    task: str | None = None,
+    data: str | Path | None = None,
+    only: list[str] | None = None,
+    track: bool = True,
+    progress: bool | None = None,
+) -> AblationResult:
+    """Run the ablation and write ``<finetune.output>/<task>/ablation.md``.
+
+    Args:
+        params: Parameters.
+        snapshot: STSSD snapshot to pre-train on (default ``tile.snapshot``).
+        task: Downstream task (default ``finetune.task``).
+        data: Downstream dataset (default ``finetune.datasets.<task>``).
+        only: Names of the variants to run (default: all).
+        track: Log to MLflow (pre-training always tracks its own runs).
+        progress: Progress bars.
+
+    Returns:
+        The table rows, fine-tuning outcomes and report.
+
+    Raises:
+        AblationError: Unknown variant name.
+    """
+    ft = params.finetune
+    task = task or ft.task
+    root = resolve_data(params, task, data)
+    snapshot = snapshot or params.tile.snapshot
+    variants = ft.ablation.variants
+    if only:
+        known = {v.name for v in variants}
+        unknown = [n for n in only if n not in known]
+        if unknown:
+            raise AblationError(
+                f"ablation: unknown variant {unknown[0]!r} (known: {', '.join(sorted(known))})"
+            )
+        variants = [v for v in variants if v.name in only]
+    rows: list[dict[str, Any]] = []
+    outcomes: list[FinetuneOutcome] = []
+    parent = None
+    with contextlib.ExitStack() as stack:
+        for v in variants:
+            pv, run_name = variant_params(params, v.name, v.masking, v.geo_encoding)
+            handle, loss = _pretrain(pv, snapshot, run_name)
+            if track and parent is None:
+                import mlflow
+
+                from a2mae.registry.tracking import configure, lineage_tags
+
+                configure(params)
+                mlflow.set_experiment(ft.experiment)
+                tags = lineage_tags(params, stage="ablation", task=task, snapshot=snapshot)
+                parent = stack.enter_context(mlflow.start_run(run_name=f"{task}-ablation", tags=tags))
+            row: dict[str, Any] = {
+                "variant": v.name,
+                "masking": v.masking,
+                "geo_encoding": v.geo_encoding,
+                "pretrain_loss": loss,
+                "pretrain_run_id": handle.info.get("pretrain_run_id"),
+            }
+            for protocol in ft.compare_protocols:
+                o = finetune(
+                    params,
+                    task=task,
+                    data=root,
+                    protocol=protocol,
+                    handle=handle,
+                    register=False,
+                    track=track,
+                    nested=track,
+                    run_name=f"{task}-{v.name}-{protocol}",
+                    progress=progress,
+                )
+                outcomes.append(o)
+                row[protocol] = o.score
+                row["metric"] = o.metric
+            rows.append(row)
+        metric = rows[0].get("metric", "score") if rows else "score"
+        pt, ft_steps, n_pre = (
+            params.pretrain,
+            outcomes[0].steps if outcomes else 0,
+            ft.ablation.pretrain_steps,
+        )
+        context = {
+            "task": task,
+            "data": str(root),
+            "snapshot": snapshot,
+            "metric": metric,
+            "protocols": list(ft.compare_protocols),
+            "pre-training budget": f"{n_pre} steps, batch {pt.batch_size}, seed {pt.seed}",
+            "fine-tuning budget": f"{ft_steps} steps, batch {ft.batch_size}, seed {ft.seed}",
+            "encoder variant": params.model.name,
+        }
+        report = ablation_markdown(rows, context)
+        path = Path(ft.output) / task / "ablation.md"
+        with atomic_path(path) as tmp:
+            tmp.write_text(report)
+        if parent is not None:
+            import mlflow
+
+            mlflow.log_artifact(str(path))
+    return AblationResult(rows, outcomes, report, path, parent.info.run_id if parent is not None else None)
