@@ -256,3 +256,19 @@ def _gf2(folder: Path, geotiff, *, fill=None, **kw) -> Path:
         crs="EPSG:32649",
         **kw,
     )
+
+
+def test_progress_bar_only_on_a_terminal(params, tmp_path, monkeypatch):
+    import sys
+
+    from rich.progress import Progress
+
+    from a2mae.data import ingest as ingest_mod
+
+    monkeypatch.delenv("CI", raising=False)
+    assert not isinstance(ingest_mod._progress(True, 4), Progress)  # captured stderr is no terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert isinstance(ingest_mod._progress(True, 4), Progress)
+    assert not isinstance(ingest_mod._progress(False, 4), Progress)
+    report = ingest([str(sample_path("s2_l2a")), str(sample_path("l8_c2l2"))], tmp_path / "c.parquet", params)
+    assert len(report.added) == 2

@@ -13,7 +13,7 @@ import pytest
 from a2mae.cli import main
 from a2mae.config import load_params
 from a2mae.data.catalog import read_catalog
-from a2mae.data.ingest import ingest
+from a2mae.data.ingest import IngestError, ingest
 from a2mae.io.raster import open_raster, raster_env
 from a2mae.io.storage import (
     S3Settings,
@@ -194,3 +194,35 @@ def test_storage_error_is_one_line(monkeypatch):
     with pytest.raises(StorageError) as info:
         list_files("s3://bucket/prefix")
     assert "\n" not in str(info.value)
+
+
+def test_single_object_is_a_scene(s3_store, uploaded, tmp_path):
+    obj = f"{uploaded['s2_l2a']}/B04.tif"
+    with pytest.raises(IngestError, match=r"B04.tif: ambiguous scene"):  # one S2 band alone: L1C or L2A?
+        ingest([obj], tmp_path / "one.parquet", load_params(), progress=False)
+
+
+def test_skip_bad_goes_on_past_an_unreachable_source(tmp_path, capsys, monkeypatch):
+    dead = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
+    cat = tmp_path / "c.parquet"
+    sources = ["s3://bucket/scenes", str(sample_path("s2_l2a"))]
+    code = main(["ingest", *sources, "--catalog", str(cat), "--skip-bad", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert out.strip().endswith(f"1 added, 0 already in the catalog, 1 failed -> {cat}")
+    assert f"skipped bad input: s3://bucket/scenes: cannot reach the S3 endpoint {dead}" in err
+    assert len(read_catalog(cat)) == 1
+
+
+def test_fixed_port_in_use_is_refused(tmp_path):
+    from a2mae.services import SeaweedFS, ServiceError, free_port_pair
+
+    port = free_port_pair()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        store = SeaweedFS(tmp_path / "sw", s3_port=port)
+        with pytest.raises(ServiceError, match=f"port {port}"):
+            store.start(timeout=5)
+        assert not store.is_running()
