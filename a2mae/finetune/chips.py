@@ -66,7 +66,7 @@ def _corners_wgs84(src: rasterio.DatasetReader) -> tuple[tuple[float, float], ..
     t = src.transform
     w, h = src.width, src.height
     cols_rows = [(0, 0), (w, 0), (w, h), (0, h)]  # pixel-edge corners UL, UR, LR, LL
-    xs, ys = zip(*(t * cr for cr in cols_rows), strict=True)
+    xs, ys = zip(*(t @ cr for cr in cols_rows), strict=True)
     lon, lat = warp(src.crs, "EPSG:4326", list(xs), list(ys))
     if not all(math.isfinite(v) for v in (*lon, *lat)):
         return None

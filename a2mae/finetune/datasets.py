@@ -13,7 +13,7 @@ Three layouts (``docs/finetune.md`` has examples):
   masks). ``finetune.ignore_index`` (255) marks pixels excluded from loss and metrics.
 * **change_detection** -- OSCD/LEVIR-style ``<split>/A``, ``<split>/B`` and ``<split>/label`` (also
   ``before``/``after``/``mask`` or ``imgs_1``/``imgs_2``/``cm``) with matching file names; a label
-  pixel is "change" when non-zero (LEVIR's 0/255 and 0/1 both work).
+  pixel is "change" when non-zero (LEVIR's 0/255 and 0/1 both work; no ignore value).
 
 Pixels are returned in file units (float32); the fine-tuned model normalises them itself.
 """
@@ -179,7 +179,7 @@ class DownstreamDataset(Dataset[Sample]):
             assert isinstance(it.target, Path)
             mask = read_mask(it.target)
             if info.task == "change_detection":
-                mask = np.where(mask == info.ignore_index, info.ignore_index, (mask > 0).astype(np.int64))
+                mask = (mask > 0).astype(np.int64)  # LEVIR 0/255, or 0/1: any non-zero is change
             target = torch.from_numpy(mask)
         return Sample(pixels=pixels, metas=tuple(metas), target=target, name=it.name)
 

@@ -256,7 +256,7 @@ def prepare_scl_segmentation(
     for i, j in picked:
         split = {0: "test", 1: "val"}.get((i + 2 * j) % 5, "train")
         sl = np.s_[i * chip : (i + 1) * chip, j * chip : (j + 1) * chip]
-        t = transform * rasterio.Affine.translation(j * chip, i * chip)
+        t = transform @ rasterio.Affine.translation(j * chip, i * chip)
         name = f"{scene.name}_r{i:02d}c{j:02d}"
         write_chip(
             out / split / "images" / f"{name}.tif", pixels[(slice(None), *sl)], bands, crs=crs, transform=t
