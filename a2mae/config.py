@@ -83,6 +83,9 @@ class TileConfig(_Section):
     temporal_sensors: list[str] = Field(description="Sensors of S2-L8 sets (one g and one ng image each).")
     hires_sensors: list[str] = Field(description="Sensors whose images each form a GF-S2 set.")
     hires_partner: str = Field(description="Sensor paired with hires images within gf_s2_max_days.")
+    thin_coarse_sets: bool = Field(
+        description="Keep a set whose finest chip spans k >= 2 grid cells only at every k-th grid point."
+    )
     shard_max_mb: float = Field(gt=0, le=2048, description="Shard size bound, MB.")
     split: SplitConfig
     executor: Literal["local", "ray"] = Field(description="Run per-scene work in local processes or Ray.")
