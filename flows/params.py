@@ -1,0 +1,203 @@
+"""Parameter models of the flows: the forms of the Prefect UI.
+
+Each model is flat (one level, no free-form dicts: they render badly in the UI) and every field that
+mirrors a ``params.yaml`` key takes its default, bounds and description from there
+(``a2mae.config``), so the UI, the CLI and ``dvc repro`` share one schema. :meth:`FlowParams.resolve`
+turns a form into the library's :class:`~a2mae.config.Params`: the workspace's ``params.yaml``, then
+the form's fields, then the free ``overrides`` (``section.key=value``, for keys not on the form).
+Relative paths are anchored at the workspace (``project_dir``).
+
+This module imports no torch and no Prefect, so schema generation stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.fields import FieldInfo
+
+from a2mae.config import Params, apply_overrides, load_params, validate_params
+
+_DEFAULTS = load_params()
+_BOUNDS = ("ge", "gt", "le", "lt", "multiple_of", "min_length", "max_length")
+#: Params keys that are local paths, anchored at the workspace by :meth:`FlowParams.resolve`.
+PATH_KEYS = ("data.catalog", "tile.snapshot", "pretrain.storage_path", "finetune.output")
+
+
+def _config_field(key: str) -> FieldInfo:
+    model: Any = Params
+    *parents, leaf = key.split(".")
+    for part in parents:
+        model = model.model_fields[part].annotation
+    return model.model_fields[leaf]
+
+
+def _lookup(params: BaseModel, key: str) -> Any:
+    node: Any = params
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def p(key: str, description: str | None = None, **extra: Any) -> Any:
+    """A form field mirroring the params.yaml ``key``: its default, bounds and description."""
+    info = _config_field(key)
+    bounds = {b: getattr(m, b) for m in info.metadata for b in _BOUNDS if getattr(m, b, None) is not None}
+    desc = description or info.description or f"params.yaml {key}"
+    return Field(
+        default=_lookup(_DEFAULTS, key),
+        description=f"{desc} [params.yaml {key}]",
+        json_schema_extra={"params_key": key},
+        **{**bounds, **extra},
+    )
+
+
+def _default_project() -> str:
+    return os.environ.get("A2MAE_PROJECT_DIR", ".")
+
+
+class FlowParams(BaseModel):
+    """Fields every flow form has: the workspace and extra overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project_dir: str = Field(
+        default_factory=_default_project,
+        description="Workspace with params.yaml and dvc.yaml; relative paths are taken from here.",
+    )
+    overrides: list[str] = Field(
+        default_factory=list,
+        description="More parameters as section.key=value (keys of params.yaml not on this form).",
+    )
+
+    def params_keys(self) -> dict[str, str]:
+        """``{field name: params key}`` of the fields that mirror params.yaml."""
+        out = {}
+        for name, info in type(self).model_fields.items():
+            extra = info.json_schema_extra
+            if isinstance(extra, dict) and "params_key" in extra:
+                out[name] = str(extra["params_key"])
+        return out
+
+    def workspace(self) -> Path:
+        """The workspace folder, absolute."""
+        return Path(self.project_dir).expanduser().resolve()
+
+    def path(self, value: str) -> str:
+        """``value`` anchored at the workspace (``s3://`` URIs and absolute paths unchanged)."""
+        if "://" in value or Path(value).is_absolute():
+            return value
+        return str(self.workspace() / value)
+
+    def resolve(self) -> Params:
+        """The library parameters of this form (workspace params.yaml, fields, overrides).
+
+        Raises:
+            ConfigError: A bad value (one line naming the key).
+        """
+        ws_params = self.workspace() / "params.yaml"
+        base = load_params(ws_params if ws_params.is_file() else None)
+        doc = base.model_dump(mode="json")
+        for name, key in self.params_keys().items():
+            *parents, leaf = key.split(".")
+            node = doc
+            for part in parents:
+                node = node[part]
+            node[leaf] = getattr(self, name)
+        doc = apply_overrides(doc, self.overrides)
+        for key in PATH_KEYS:
+            *parents, leaf = key.split(".")
+            node = doc
+            for part in parents:
+                node = node[part]
+            node[leaf] = self.path(node[leaf])
+        uri = doc["registry"]["tracking_uri"]
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            doc["registry"]["tracking_uri"] = "sqlite:///" + self.path(uri[len("sqlite:///") :])
+        return validate_params(doc, source="flow parameters")
+
+
+# ---------------------------------------------------------------------------------------------- stages
+class IngestParams(FlowParams):
+    """Scene ingest: read scene metadata from folders or s3:// prefixes into the catalog."""
+
+    sources: list[str] = Field(
+        default_factory=lambda: ["data/samples"],
+        description="Folders, GeoTIFF files or s3:// prefixes of scenes.",
+        min_length=1,
+    )
+    catalog: str = p("data.catalog")
+    workers: int = p("data.workers")
+    skip_bad: bool = Field(default=False, description="Go on past bad scenes and report them.")
+
+
+class TileParams(FlowParams):
+    """Tiling: cut the catalog's co-located scenes into an STSSD snapshot."""
+
+    catalog: str = p("data.catalog")
+    snapshot: str = p("tile.snapshot", "Snapshot folder written by tiling.")
+    chip_size: int = p("tile.chip_size")
+    grid_m: float = p("tile.grid_m")
+    max_cloud_fraction: float = p("tile.max_cloud_fraction", "Drop a chip with more cloud than this.")
+    max_nodata_fraction: float = p("tile.max_nodata_fraction", "Drop a chip with more nodata than this.")
+    min_images_per_set: int = p("tile.min_images_per_set")
+    executor: Literal["local", "ray"] = p("tile.executor")
+    workers: int = p("tile.workers")
+    force: bool = Field(default=False, description="Rebuild even when the snapshot is up to date.")
+
+
+class PretrainParams(FlowParams):
+    """A²-MAE pre-training on a snapshot (Ray Train), registered as a new encoder version."""
+
+    snapshot: str = p("tile.snapshot", "STSSD snapshot to train on.")
+    run_name: str = Field(
+        default="",
+        description="MLflow/Ray run name; the same name resumes that run. Empty: derived from the snapshot.",
+    )
+    from_champion: bool = Field(
+        default=False, description="Start from the weights of the champion encoder instead of scratch."
+    )
+    model_name: str = p("model.name")
+    mask_ratio: float = p("model.mask_ratio")
+    masking: Literal["aligned", "complementary", "independent"] = p("model.masking")
+    geo_encoding: bool = p("model.geo_encoding", "Add the geographic encoding to the tokens.")
+    epochs: int = p("pretrain.epochs", "Passes over the snapshot.")
+    max_steps: int | None = p("pretrain.max_steps")
+    batch_size: int = p("pretrain.batch_size", "Image sets per worker per step.")
+    blr: float = p("pretrain.blr", "Base learning rate (lr = blr x effective batch / 256).")
+    num_workers: int = p("pretrain.num_workers", "Ray Train workers (0: in this process, without Ray).")
+    use_gpu: bool = p("pretrain.use_gpu", "Train on GPUs.")
+    experiment: str = p("pretrain.experiment", "MLflow experiment.")
+
+
+# Keeps the nested-form depth at one: RetrainParams repeats the few fields a retrain usually changes.
+class RetrainParams(FlowParams):
+    """The pipeline: new imagery, ingest, tile, DVC snapshot, pre-train, fine-tune, evaluate, promote."""
+
+    sources: list[str] = Field(
+        default_factory=lambda: ["data/samples"],
+        description="Folders or s3:// prefixes of scenes to ingest (new scenes are appended to the catalog).",
+        min_length=1,
+    )
+    new_scene: str = Field(default="", description="The scene that triggered this run (set by the trigger).")
+    catalog: str = p("data.catalog")
+    snapshot: str = p("tile.snapshot", "Snapshot folder (tracked by DVC).")
+    chip_size: int = p("tile.chip_size")
+    from_champion: bool = Field(
+        default=True, description="Continue pre-training from the champion encoder when one exists."
+    )
+    model_name: str = p("model.name")
+    epochs: int = p("pretrain.epochs", "Pre-training passes over the snapshot.")
+    max_steps: int | None = p("pretrain.max_steps", "Cap on pre-training steps (None: epochs).")
+    num_workers: int = p("pretrain.num_workers", "Ray Train workers (0: in this process, without Ray).")
+    finetune_task: Literal["classification", "segmentation", "change_detection"] = p("finetune.task")
+    finetune_max_steps: int | None = p("finetune.max_steps", "Cap on fine-tuning steps (None: epochs).")
+    promote: bool = Field(default=True, description="Move the champion alias when the challenger wins.")
+    dvc_remote: str = p("infra.dvc_remote")
+    git_commit: bool = Field(
+        default=False, description="git-commit dvc.lock and params.yaml of each new snapshot version."
+    )
+    force: bool = Field(default=False, description="Retrain even when the snapshot did not change.")
