@@ -20,6 +20,7 @@ from a2mae.config import GrowthPeriodConfig
 from a2mae.data.catalog import BandFile, SceneRecord
 from a2mae.data.discover import IngestError, SceneSpec
 from a2mae.data.period import growth_period
+from a2mae.data.scene_geometry import crs_string, is_all_nodata, pixel_size_m, qa_masks, wgs84_geometry
 from a2mae.data.sidecars import (
     acquisition_datetime,
     is_stac_item,
@@ -39,12 +40,11 @@ from a2mae.sensors.detect import (
     canonical_band,
     detect_product,
 )
-from a2mae.sensors.registry import Product, QASpec, Sensor, SensorRegistry
+from a2mae.sensors.registry import Product, Sensor, SensorRegistry
 
 SIDECAR_MAX_BYTES = 5 << 20
 NODATA_READ_SIDE = 256  # decimated read for the all-nodata check, pixels per side
 QA_READ_SIDE = 512  # decimated read of the QA layer for the cloud fraction
-FOOTPRINT_POINTS_PER_EDGE = 8
 
 
 @dataclass
@@ -171,81 +171,6 @@ def _read_sidecars(
     return stac, mtl or mtl_json
 
 
-# ------------------------------------------------------------------------------------------ geometry
-def pixel_size_m(header: _Header) -> float:
-    """Pixel size in metres: CRS units times their metre factor; geodesic for geographic CRSs."""
-    size = header.gsd
-    if header.crs.is_geographic:
-        from pyproj import Geod
-
-        t = header.transform
-        cx, cy = t @ (header.width / 2, header.height / 2)
-        ex, ey = t @ (header.width / 2 + 1, header.height / 2)
-        sx, sy = t @ (header.width / 2, header.height / 2 + 1)
-        geod = Geod(ellps="WGS84")
-        dx = geod.inv(cx, cy, ex, ey)[2]
-        dy = geod.inv(cx, cy, sx, sy)[2]
-        return math.sqrt(dx * dy)
-    try:
-        factor = float(header.crs.linear_units_factor[1])
-    except Exception:  # CRS without linear units
-        factor = 1.0
-    return size * factor
-
-
-def wgs84_geometry(header: _Header) -> tuple[tuple[tuple[float, float], ...], str, tuple[float, float]]:
-    """Corners (UL, UR, LR, LL as (lat, lon)), footprint WKT (lon lat) and centre (lat, lon) in WGS84.
-
-    Corners are pixel-edge corners of the grid, transformed with pyproj.
-    """
-    from pyproj import CRS, Transformer
-
-    tr = Transformer.from_crs(CRS.from_user_input(header.crs.to_wkt()), "EPSG:4326", always_xy=True)
-    w, h, t = header.width, header.height, header.transform
-    cols = [0, w, w, 0]
-    rows = [0, 0, h, h]
-    xs, ys = zip(*(t @ (c, r) for c, r in zip(cols, rows, strict=True)), strict=True)
-    lons, lats = tr.transform(xs, ys)
-    corners = tuple((float(la), float(lo)) for la, lo in zip(lats, lons, strict=True))
-    n = FOOTPRINT_POINTS_PER_EDGE
-    ring_px: list[tuple[float, float]] = []
-    for (c0, r0), (c1, r1) in zip(
-        zip(cols, rows, strict=True), zip(cols[1:] + cols[:1], rows[1:] + rows[:1], strict=True), strict=True
-    ):
-        ring_px.extend((c0 + (c1 - c0) * k / n, r0 + (r1 - r0) * k / n) for k in range(n))
-    px, py = zip(*(t @ p for p in ring_px), strict=True)
-    rlon, rlat = tr.transform(px, py)
-    ring = [*zip(rlon, rlat, strict=True), (rlon[0], rlat[0])]
-    wkt = "POLYGON ((" + ", ".join(f"{x:.8f} {y:.8f}" for x, y in ring) + "))"
-    clon, clat = tr.transform(*(t @ (w / 2, h / 2)))
-    return corners, wkt, (float(clat), float(clon))
-
-
-def crs_string(crs: Any) -> str:
-    """``EPSG:nnnn`` when the CRS has an EPSG code, else its WKT."""
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
-
-
-# --------------------------------------------------------------------------------------------- masks
-def qa_masks(qa: QASpec, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(nodata, cloud)`` boolean masks of a QA layer by its values and bits."""
-    v = values.astype(np.int64)
-    nodata = np.isin(v, qa.nodata_values)
-    cloud = np.isin(v, qa.cloud_values)
-    for bit in qa.nodata_bits:
-        nodata |= (v >> bit) & 1 == 1
-    for bit in qa.cloud_bits:
-        cloud |= (v >> bit) & 1 == 1
-    return nodata, cloud & ~nodata
-
-
-def _is_all_nodata(values: np.ndarray, nodata: float | None) -> bool:
-    if np.issubdtype(values.dtype, np.floating) and np.isnan(values).all():
-        return True
-    return nodata is not None and bool(np.all(values == nodata))
-
-
 # ---------------------------------------------------------------------------------------------- read
 @dataclass(frozen=True)
 class ReadContext:
@@ -310,7 +235,7 @@ def _read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None) -> S
     values = _decimated(
         ref_header.info, ref_band.index, ref_header.height, ref_header.width, NODATA_READ_SIDE, ctx.settings
     )
-    if _is_all_nodata(values, nodata):
+    if is_all_nodata(values, nodata):
         raise IngestError(
             f"{spec.source}: all-nodata scene (band {ref_band.band} holds only the nodata value {nodata:g}); "
             "remove it from the inputs or use --skip-bad"
@@ -331,7 +256,9 @@ def _read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None) -> S
         cloud_fraction = float(cloud.sum()) / valid
 
     when, when_source = acquisition_datetime(stac, mtl, first.tags, [f.name for f in spec.files])
-    corners, footprint, (clat, _) = wgs84_geometry(ref_header)
+    corners, footprint, (clat, _) = wgs84_geometry(
+        ref_header.crs, ref_header.transform, ref_header.width, ref_header.height
+    )
     period = growth_period(when, clat, ctx.growth.growth_months, ctx.growth.tropics_lat)
     scale, offset = (
         (scale_offset_from_stac(stac) if stac else None)
@@ -381,7 +308,7 @@ def _band_file(band: str, header: _Header, index: int, product: Product) -> Band
         band=band,
         uri=header.info.uri,
         index=index,
-        gsd_m=round(pixel_size_m(header), 6),
+        gsd_m=round(pixel_size_m(header.crs, header.transform, header.width, header.height), 6),
         width=header.width,
         height=header.height,
         transform=(t.a, t.b, t.c, t.d, t.e, t.f),
