@@ -22,7 +22,7 @@ from torch import nn
 from a2mae.data.types import ImageSample, SetBatch
 from a2mae.models.config import A2MAEConfig
 from a2mae.models.embed import GroupPatchEmbed, MetadataEmbedding, MetaDrop, key_name
-from a2mae.models.layers import Block, Packer, init_weights
+from a2mae.models.layers import Block, Packer, bucket_order, init_weights
 from a2mae.models.layout import TokenLayout, build_layout, unpatchify
 from a2mae.models.loss import LossParts, masked_patch_loss, patch_stats
 from a2mae.models.masking import MaskResult, _rand, anchor_aware_mask, segment_rank
@@ -99,7 +99,7 @@ class A2MAE(nn.Module):
         # ------------------------------------------------------------------------------- encoder
         self.patch_embed = GroupPatchEmbed(self.vocab, p, c.embed_dim)
         self.meta_embed = MetadataEmbedding(self.vocab, c.embed_dim, p, c.geo_encoding, c.g_ref_m)
-        dpr = torch.linspace(0, c.drop_path_rate, c.depth).tolist()
+        dpr = [c.drop_path_rate * i / max(c.depth - 1, 1) for i in range(c.depth)]  # stochastic depth
         self.blocks = nn.ModuleList(Block(c.embed_dim, c.num_heads, c.mlp_ratio, drop_path=d) for d in dpr)
         self.norm = nn.LayerNorm(c.embed_dim, eps=1e-6)
         # ------------------------------------------------------------------------------- decoder
@@ -169,29 +169,31 @@ class A2MAE(nn.Module):
     def forward_encoder(
         self,
         layout: TokenLayout,
-        visible: torch.Tensor,
+        tokens: torch.Tensor,
         drop: MetaDrop,
         capture: Sequence[int] = (),
-    ) -> tuple[torch.Tensor, Packer, list[torch.Tensor]]:
-        """Encode the visible tokens of each set.
+    ) -> tuple[torch.Tensor, torch.Tensor, Packer, list[torch.Tensor]]:
+        """Encode some tokens (the visible ones), each set attending within itself.
 
         Args:
             layout: Batch layout.
-            visible: ``[V]`` visible token indices, increasing (so grouped by set).
+            tokens: ``[V]`` token indices (any order).
             drop: Metadata dropped this step.
             capture: Block indices whose outputs to return as well.
 
         Returns:
-            ``(latent [V, D] after the final norm, packer, captured [V, D] per index)``.
+            ``(latent [V, D] after the final norm, tokens [V] in the packed order of latent, packer,
+            captured [V, D] per index)``.
         """
-        x = self.embed_tokens(layout, visible, drop)
-        packer = Packer(torch.bincount(layout.tok_set[visible], minlength=layout.num_sets))
+        tokens, lengths = bucket_order(layout.tok_set, tokens, layout.num_sets)
+        packer = Packer(lengths)
+        x = self.embed_tokens(layout, tokens, drop)
         captured = []
         for i, blk in enumerate(self.blocks):
             x = blk(x, packer)
             if i in capture:
                 captured.append(x)
-        return self.norm(x), packer, captured
+        return self.norm(x), tokens, packer, captured
 
     # ----------------------------------------------------------------------------------- decoder
     def decoder_tokens(
@@ -224,23 +226,24 @@ class A2MAE(nn.Module):
         Args:
             layout: Batch layout.
             latent: ``[V, D]`` encoder output of ``visible``.
-            visible: ``[V]`` visible tokens.
+            visible: ``[V]`` visible tokens, in the order of ``latent``.
             decoded: ``[T]`` bool tokens to decode (includes every visible token).
             drop: Metadata dropped this step.
 
         Returns:
-            ``(pred [L, C_max, p*p], tokens [L], packer)`` for the decoded tokens in token order.
+            ``(pred [L, C_max, p*p], tokens [L], packer)`` for the decoded tokens, in packed order.
         """
-        tokens = decoded.nonzero().squeeze(1)
+        tokens, lengths = bucket_order(layout.tok_set, decoded.nonzero().squeeze(1), layout.num_sets)
         pos = torch.full((layout.num_tokens,), -1, dtype=torch.long, device=tokens.device)
         pos[tokens] = torch.arange(len(tokens), device=tokens.device)
         y = self.decoder_embed(latent)
-        full = y.new_zeros(len(tokens), y.shape[1]).index_copy(0, pos[visible], y)
+        vis_pos = pos[visible]
+        full = y.new_zeros(len(tokens), y.shape[1]).index_copy(0, vis_pos, y)
         is_vis = torch.zeros(len(tokens), dtype=torch.bool, device=tokens.device)
-        is_vis[pos[visible]] = True
+        is_vis[vis_pos] = True
         x = torch.where(is_vis[:, None], full, self.mask_token.to(y.dtype)[None])
         x = x + self.decoder_meta_embed(layout, tokens, drop)
-        packer = Packer(torch.bincount(layout.tok_set[tokens], minlength=layout.num_sets))
+        packer = Packer(lengths)
         for blk in self.decoder_blocks:
             x = blk(x, packer)
         x = self.decoder_norm(x)
@@ -307,8 +310,7 @@ class A2MAE(nn.Module):
             masked = mask.to(layout.tok_set.device, torch.bool)
             anchor = torch.full((layout.num_sets,), -1, dtype=torch.long, device=masked.device)
         drop = self.sample_metadata_dropout(layout, generator)
-        visible = (~masked).nonzero().squeeze(1)
-        latent, enc_packer, _ = self.forward_encoder(layout, visible, drop)
+        latent, visible, enc_packer, _ = self.forward_encoder(layout, (~masked).nonzero().squeeze(1), drop)
         decoded = self.decoder_tokens(layout, masked, generator)
         pred, tokens, dec_packer = self.forward_decoder(layout, latent, visible, decoded, drop)
         parts = self.forward_loss(layout, pred, tokens, masked)
@@ -420,22 +422,26 @@ class A2MAE(nn.Module):
         drop = MetaDrop.none(layout.num_images, layout.img_set.device)
         tokens = torch.arange(layout.num_tokens, device=layout.img_set.device)
         levels = self.config.feature_blocks
-        latent, _, captured = self.forward_encoder(layout, tokens, drop, capture=levels[:-1])
+        latent, tokens, _, captured = self.forward_encoder(layout, tokens, drop, capture=levels[:-1])
         h, w = (int(v) for v in layout.img_hw[0])
         maps = [
-            self._cell_mean(layout, x).reshape(*shape, h, w, -1).movedim(-1, -3) for x in [*captured, latent]
+            self._cell_mean(layout, tokens, x).reshape(*shape, h, w, -1).movedim(-1, -3)
+            for x in [*captured, latent]
         ]
         n_tok = torch.zeros(layout.num_images, device=latent.device).index_add_(
             0, layout.tok_img, torch.ones(layout.num_tokens, device=latent.device)
         )
-        pooled = latent.new_zeros(layout.num_images, latent.shape[1]).index_add(0, layout.tok_img, latent)
+        pooled = latent.new_zeros(layout.num_images, latent.shape[1]).index_add(
+            0, layout.tok_img[tokens], latent
+        )
         pooled = pooled / n_tok[:, None]
         return FeatureOutput(pooled=pooled.reshape(*shape, -1), maps=maps)
 
     @staticmethod
-    def _cell_mean(layout: TokenLayout, x: torch.Tensor) -> torch.Tensor:
-        """Average the groups of each cell: ``[T, D] -> [Ncell, D]``."""
+    def _cell_mean(layout: TokenLayout, tokens: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Average the groups of each cell: ``[T, D]`` (rows of ``tokens``) ``-> [Ncell, D]``."""
         n_cells = int(layout.cell_rc.shape[0])
-        s = x.new_zeros(n_cells, x.shape[1]).index_add(0, layout.tok_cell, x)
-        c = x.new_zeros(n_cells).index_add(0, layout.tok_cell, torch.ones_like(x[:, 0]))
+        cells = layout.tok_cell[tokens]
+        s = x.new_zeros(n_cells, x.shape[1]).index_add(0, cells, x)
+        c = x.new_zeros(n_cells).index_add(0, cells, torch.ones_like(x[:, 0]))
         return s / c.clamp(min=1)[:, None]

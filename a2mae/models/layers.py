@@ -1,16 +1,14 @@
 """Transformer layers on *packed* variable-length sequences.
 
-Sets of a batch have different numbers of tokens. Tokens are kept packed (``[T, D]``, set after set, no
-padding) for every position-wise layer (LayerNorm, qkv, projection, MLP), which hold most of the FLOPs.
-Only attention needs ``[B, L, ...]`` tensors: sets are grouped into buckets of similar length (sets of the
-same composition have the same length), each bucket is padded to its longest set and attended with a
-key-padding mask (``scaled_dot_product_attention``). A bucket of equal lengths needs no mask and no
-padding; a batch of one composition is a plain reshape.
+Sets of a batch have different numbers of tokens. Tokens are kept packed (``[T, D]``, no padding) for
+every position-wise layer (LayerNorm, qkv, projection, MLP), which hold most of the FLOPs. The caller
+orders the packed tokens so that sets of equal length are adjacent (:func:`bucket_order`); attention then
+runs once per run of equal-length sets on a plain ``view`` (``[n, L, 3D]``) of the packed tensor: no
+padding, no mask, no gather. Sets of one composition have one length, so a mixed batch costs one
+``scaled_dot_product_attention`` call per distinct length and nothing else.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,74 +16,57 @@ from timm.layers import Mlp
 from torch import nn
 
 
-@dataclass
-class _Bucket:
-    """Sets attended together: ``n`` sets padded to ``length`` rows gathered by ``index``."""
+def bucket_order(
+    tok_set: torch.Tensor, tokens: torch.Tensor, num_sets: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Order tokens set by set, sets of equal length adjacent (longest first).
 
-    n: int
-    length: int
-    index: torch.Tensor  # [n * length] packed rows (padding rows repeat a real row)
-    mask: torch.Tensor | None  # [n, 1, 1, length] True = real key; None when no padding
-    keep: torch.Tensor | None  # [n_real] real rows of the padded output; None when no padding
+    Args:
+        tok_set: ``[T]`` set of every token of the batch.
+        tokens: ``[M]`` selected token indices.
+        num_sets: ``B``.
+
+    Returns:
+        ``(tokens reordered [M], lengths [B'] of the non-empty sets in packed order)``.
+    """
+    sets = tok_set[tokens]
+    counts = torch.bincount(sets, minlength=num_sets)
+    set_order = sorted(range(num_sets), key=lambda i: (-int(counts[i]), i))
+    rank = torch.empty(num_sets, dtype=torch.long, device=tokens.device)
+    rank[torch.tensor(set_order, device=tokens.device)] = torch.arange(num_sets, device=tokens.device)
+    order = torch.sort(rank[sets] * (int(tokens.max()) + 1 if tokens.numel() else 1) + tokens).indices
+    lengths = counts[torch.tensor(set_order, device=tokens.device)]
+    return tokens[order], lengths[lengths > 0]
 
 
 class Packer:
-    """Moves packed per-set sequences ``[T, ...]`` to and from padded attention buckets.
-
-    Sets are sorted by length and grouped greedily into buckets whose shortest set is at least
-    ``1 - max_pad`` of the longest, so sets of the same composition share a bucket with no padding and a
-    mixed batch wastes at most ``max_pad`` of each bucket's rows. A bucket of equal lengths gets no mask.
+    """Runs of equal-length sets in a packed ``[T, ...]`` tensor (see :func:`bucket_order`).
 
     Args:
-        lengths: ``[B]`` tokens of each set (the packed tensor holds them set after set).
-        max_pad: Largest share of padding rows tolerated inside one bucket.
+        lengths: ``[B]`` tokens of each set, in packed order; equal lengths must be adjacent.
     """
 
-    def __init__(self, lengths: torch.Tensor, max_pad: float = 0.1) -> None:
+    def __init__(self, lengths: torch.Tensor) -> None:
         self.lengths = lengths.to(torch.long)
         self.batch = int(lengths.numel())
         self.total = int(self.lengths.sum())
-        dev = lengths.device
-        self.seg = torch.repeat_interleave(torch.arange(self.batch, device=dev), self.lengths)
-        lens = self.lengths.tolist()
-        self.uniform = self.batch > 0 and len(set(lens)) == 1
-        self.buckets: list[_Bucket] = []
-        self.inverse: torch.Tensor | None = None
-        self.padded_rows = self.total
-        if self.uniform or self.batch == 0:
-            return
-        start = (torch.cumsum(self.lengths, 0) - self.lengths).tolist()
-        order = sorted((i for i in range(self.batch) if lens[i] > 0), key=lambda i: -lens[i])
-        groups: list[list[int]] = []
-        for i in order:
-            if groups and lens[i] >= (1.0 - max_pad) * lens[groups[-1][0]]:
-                groups[-1].append(i)
+        self.seg = torch.repeat_interleave(torch.arange(self.batch, device=lengths.device), self.lengths)
+        self.runs: list[tuple[int, int, int]] = []  # (first row, sets, length)
+        row = 0
+        for ln in self.lengths.tolist():
+            if self.runs and self.runs[-1][2] == ln and self.runs[-1][0] + self.runs[-1][1] * ln == row:
+                first, n, _ = self.runs[-1]
+                self.runs[-1] = (first, n + 1, ln)
+            elif ln in (r[2] for r in self.runs):
+                raise ValueError("sets of equal length must be adjacent in the packed tensor (bucket_order)")
             else:
-                groups.append([i])
-        gathered, padded = [], 0
-        for g in groups:
-            lmax = lens[g[0]]
-            pos = torch.arange(lmax, device=dev)
-            ln = torch.tensor([lens[i] for i in g], device=dev)
-            st = torch.tensor([start[i] for i in g], device=dev)
-            valid = pos[None] < ln[:, None]  # [nb, Lb]
-            # Padding rows repeat the set's first token: masked as keys, dropped as queries.
-            index = (st[:, None] + torch.where(valid, pos[None], torch.zeros_like(pos)[None])).reshape(-1)
-            same = bool((ln == lmax).all())
-            keep = None if same else valid.reshape(-1).nonzero().squeeze(1)
-            mask = None if same else valid[:, None, None, :]
-            self.buckets.append(_Bucket(len(g), lmax, index, mask, keep))
-            gathered.append(index if keep is None else index[keep])
-            padded += len(g) * lmax
-        self.padded_rows = padded
-        cat = torch.cat(gathered)
-        self.inverse = torch.empty_like(cat)
-        self.inverse[cat] = torch.arange(len(cat), device=dev)
+                self.runs.append((row, 1, ln))
+            row += ln
 
     @property
     def pad_fraction(self) -> float:
-        """Share of the attention rows that are padding."""
-        return 0.0 if not self.padded_rows else 1.0 - self.total / self.padded_rows
+        """Share of attention rows that are padding: always 0 (runs of equal length need none)."""
+        return 0.0
 
     def attend(self, qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
         """Self-attention within each set.
@@ -98,22 +79,25 @@ class Packer:
             ``[T, D]`` attention output (before the output projection).
         """
         d = qkv.shape[1] // 3
-        if self.uniform:
-            return _sdpa(qkv.reshape(self.batch, -1, 3 * d), num_heads, None).reshape(self.total, d)
-        outs = []
-        for bk in self.buckets:
-            x = qkv.index_select(0, bk.index).reshape(bk.n, bk.length, 3 * d)
-            out = _sdpa(x, num_heads, bk.mask).reshape(bk.n * bk.length, d)
-            outs.append(out if bk.keep is None else out.index_select(0, bk.keep))
-        return torch.cat(outs).index_select(0, self.inverse)
+        if len(self.runs) == 1:
+            _, n, ln = self.runs[0]
+            return _sdpa(qkv.view(n, ln, 3 * d), num_heads).reshape(n * ln, d)
+        # One split (its backward is one cat), not one slice per run (each slice's backward would
+        # materialise a full-size zero gradient).
+        parts = qkv.split([n * ln for _, n, ln in self.runs])
+        outs = [
+            _sdpa(x.view(n, ln, 3 * d), num_heads).reshape(n * ln, d)
+            for x, (_, n, ln) in zip(parts, self.runs, strict=True)
+        ]
+        return torch.cat(outs)
 
 
-def _sdpa(qkv: torch.Tensor, num_heads: int, mask: torch.Tensor | None) -> torch.Tensor:
-    """``[B, L, 3D] -> [B, L, D]`` multi-head SDPA with an optional ``[B, 1, 1, L]`` key mask."""
+def _sdpa(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``[B, L, 3D] -> [B, L, D]`` multi-head scaled dot-product attention."""
     b, seq_len, d3 = qkv.shape
     d = d3 // 3
     q, k, v = qkv.reshape(b, seq_len, 3, num_heads, d // num_heads).permute(2, 0, 3, 1, 4)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    out = F.scaled_dot_product_attention(q, k, v)
     return out.transpose(1, 2).reshape(b, seq_len, d)
 
 
