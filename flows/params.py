@@ -201,3 +201,35 @@ class RetrainParams(FlowParams):
         default=False, description="git-commit dvc.lock and params.yaml of each new snapshot version."
     )
     force: bool = Field(default=False, description="Retrain even when the snapshot did not change.")
+
+
+class FinetuneParams(FlowParams):
+    """Downstream fine-tuning of an encoder; the model is registered with the challenger alias."""
+
+    encoder: str = p("finetune.encoder")
+    task: Literal["classification", "segmentation", "change_detection"] = p("finetune.task")
+    protocol: Literal["linear_probe", "full"] = p("finetune.protocol")
+    data: str = Field(default="", description="Dataset folder (empty: finetune.datasets.<task>).")
+    epochs: int = p("finetune.epochs", "Passes over the training split.")
+    max_steps: int | None = p("finetune.max_steps")
+    batch_size: int = p("finetune.batch_size", "Samples per step.")
+    lr: float = p("finetune.lr", "Peak learning rate.")
+
+
+class EvaluateParams(FlowParams):
+    """Challenger vs champion on the frozen evaluation split; the alias moves only past the margin."""
+
+    model: str = Field(description="Registered model, e.g. a2mae-classification.", min_length=1)
+    version: int = Field(description="Challenger version.", ge=1)
+    data: str = Field(default="", description="Dataset folder (empty: the version's a2mae.data tag).")
+    promote: bool = Field(default=True, description="Move the champion alias when the challenger wins.")
+    promotion_margin: float = p("evaluate.promotion_margin")
+
+
+class PromoteParams(FlowParams):
+    """Manual promotion (or rollback) of a registered model version, recorded in the alias history."""
+
+    model: str = Field(description="Registered model, e.g. a2mae-classification.", min_length=1)
+    version: int = Field(default=0, description="Version to make champion (ignored by rollback).", ge=0)
+    action: Literal["promote", "rollback"] = Field(default="promote", description="Promote or roll back.")
+    reason: str = Field(description="Why (kept in the alias history).", min_length=1)

@@ -1,0 +1,119 @@
+"""Helpers shared by the flows: content keys for caching, the accelerator limit, artifacts, links.
+
+Cache keys are built from *content* (file MD5s, listing fingerprints with S3 ETags, snapshot ids and
+the parameter section a task depends on), never from path strings alone: a rewritten object under the
+same name misses the cache, and a change elsewhere in ``params.yaml`` does not invalidate it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.logging import get_run_logger
+
+from a2mae.config import Params, validate_params
+
+
+# ------------------------------------------------------------------------------------------- content
+def file_md5(path: str | os.PathLike[str]) -> str:
+    """MD5 of a local file's bytes, or ``"absent"``."""
+    digest = hashlib.md5()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except FileNotFoundError:
+        return "absent"
+    return digest.hexdigest()
+
+
+def snapshot_id(path: str | os.PathLike[str]) -> str | None:
+    """The content id in a local snapshot's ``snapshot.json`` (None when there is no complete snapshot)."""
+    try:
+        doc = json.loads((Path(path) / "snapshot.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return str(doc.get("snapshot_id")) if doc.get("snapshot_id") else None
+
+
+def content_key(*parts: Any) -> str:
+    """A stable hash of JSON-able parts (the cache key of a task)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def params_from(doc: Mapping[str, Any]) -> Params:
+    """Tasks get parameters as plain dicts (hashable, serialisable); this validates them back."""
+    return validate_params(doc, source="flow parameters")
+
+
+# --------------------------------------------------------------------------------------- concurrency
+def ensure_concurrency_limit(name: str, slots: int) -> None:
+    """Create the global concurrency limit ``name`` with ``slots`` when it does not exist (idempotent).
+
+    Prefect 3 refuses to acquire slots of a missing limit, so the serve process and every training flow
+    call this before taking ``concurrency(name)``.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+            return
+        except ObjectNotFound:
+            pass
+        with contextlib.suppress(ObjectAlreadyExists):  # created meanwhile by another run
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+
+
+# ----------------------------------------------------------------------------------------- artifacts
+def artifact_key(*parts: str) -> str:
+    """An artifact key: lowercase letters, digits and dashes only (Prefect's rule)."""
+    raw = "-".join(parts).lower()
+    return "".join(c if c.isalnum() else "-" for c in raw).strip("-")[:100]
+
+
+def table(key: str, rows: Sequence[Mapping[str, Any]], description: str) -> None:
+    """A table artifact (skipped when there are no rows)."""
+    if rows:
+        create_table_artifact([dict(r) for r in rows], key=artifact_key(key), description=description)
+
+
+def markdown(key: str, text: str, description: str) -> None:
+    """A markdown artifact."""
+    create_markdown_artifact(text, key=artifact_key(key), description=description)
+
+
+def mlflow_ui_url(tracking_uri: str) -> str | None:
+    """Base URL of the MLflow UI for an ``http(s)`` tracking URI (None for SQLite/file stores)."""
+    return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else None
+
+
+def link_mlflow(key: str, tracking_uri: str, path: str, text: str) -> str:
+    """A link artifact to an MLflow UI page (``path`` like ``#/experiments/1/runs/abc``).
+
+    Returns:
+        The URL, or a ``mlflow ui --backend-store-uri ...`` hint for a local store.
+    """
+    base = mlflow_ui_url(tracking_uri)
+    if base is None:
+        hint = f"mlflow ui --backend-store-uri {tracking_uri}  then open {path}"
+        markdown(key, f"**{text}**: run `{hint}`", description=text)
+        return hint
+    url = f"{base}/{path}"
+    create_link_artifact(url, link_text=text, key=artifact_key(key), description=text)
+    return url
+
+
+def log(msg: str) -> None:
+    """Log to the flow run (shows in the Prefect UI)."""
+    get_run_logger().info(msg)

@@ -1,0 +1,152 @@
+"""Pre-training flow: A²-MAE on a snapshot with Ray Train, tracked in MLflow, encoder registered.
+
+Calls :func:`a2mae.train.pretrain.run_pretrain`, the function behind ``a2mae pretrain``, from one
+ordinary task (the flow process is the Ray driver; no Ray task runner). The task holds a slot of the
+global concurrency limit ``infra.accelerator_limit`` so two trainings never share one machine's
+accelerator. With ``from_champion`` the run starts from the weights of the encoder registered as
+``@champion`` (downloaded once by the driver; the workers build the model from the local copy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
+
+from flows.common import ensure_concurrency_limit, link_mlflow, log, params_from, snapshot_id, table
+from flows.params import PretrainParams
+
+
+class InitFromCheckpoint:
+    """Model factory of a run that starts from a checkpoint's weights (picklable for Ray workers).
+
+    The model is built from the run's own parameters, so an architecture that differs from the
+    checkpoint's fails loudly instead of training something else.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self, params: Any) -> Any:
+        """Build the run's model and load the checkpoint's weights into it."""
+        from a2mae.checkpoint import load_checkpoint
+        from a2mae.errors import A2maeError
+        from a2mae.train.loop import build_model
+
+        model = build_model(params)
+        source, _ = load_checkpoint(self.path)
+        try:
+            model.load_state_dict(source.state_dict())
+        except RuntimeError as err:
+            raise A2maeError(
+                f"champion encoder {self.path}: its architecture differs from model.name "
+                f"{params.model.name} ({str(err).splitlines()[0]}); pre-train from scratch instead"
+            ) from None
+        return model.train()
+
+
+@task(name="champion-encoder", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def fetch_champion(doc: dict[str, Any], dest: str) -> dict[str, str] | None:
+    """Download the ``@champion`` encoder's checkpoint; None when there is no champion yet."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    from a2mae.registry import aliases
+    from a2mae.registry.tracking import RegistryError, client, tracking_uri
+    from a2mae.tracking.encoder_pyfunc import checkpoint_file
+
+    p = params_from(doc)
+    name, alias = p.registry.encoder_model, p.registry.champion_alias
+    try:
+        mv = aliases.current(client(p), name, alias)
+    except (MlflowException, RegistryError):  # no registered encoder yet
+        return None
+    if mv is None:
+        return None
+    mlflow.set_tracking_uri(tracking_uri(p))
+    local = mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}", dst_path=dest)
+    return {"version": str(mv.version), "checkpoint": str(checkpoint_file(local))}
+
+
+@task(name="pretrain", cache_policy=NO_CACHE)
+def pretrain_task(snapshot: str, doc: dict[str, Any], run_name: str, init_from: str | None) -> dict[str, Any]:
+    """Train (or resume) the run under the accelerator limit; returns MLflow ids and the version."""
+    from a2mae.train.pretrain import run_pretrain
+
+    p = params_from(doc)
+    ensure_concurrency_limit(p.infra.accelerator_limit, p.infra.accelerator_slots)
+    bar = create_progress_artifact(0.0, description=f"pre-training {run_name}")
+    shown = [0.0]
+
+    def on_progress(info: dict[str, Any]) -> None:
+        total, step = info.get("total") or 0, info.get("step") or 0
+        pct = round(100.0 * step / total, 1) if total else 0.0
+        if pct >= shown[0] + 5 or pct >= 100:
+            shown[0] = pct
+            with contextlib.suppress(Exception):  # progress display must never fail a training
+                update_progress_artifact(bar, pct)
+
+    model_fn = InitFromCheckpoint(init_from) if init_from else None
+    with concurrency(p.infra.accelerator_limit, occupy=1):
+        result = run_pretrain(p, snapshot, name=run_name, progress=on_progress, model_fn=model_fn)
+    update_progress_artifact(bar, 100.0)
+    return {
+        "run_name": result.run_name,
+        "run_id": result.run_id,
+        "resumed": result.resumed,
+        "steps": result.global_step,
+        "total_steps": result.total_steps,
+        "model_uri": result.model_uri,
+        "version": result.registered_version,
+        "seconds": round(result.seconds, 1),
+    }
+
+
+def run_summary(doc: dict[str, Any], run_id: str, key: str, title: str) -> dict[str, float]:
+    """Link the MLflow run and table its final metrics; returns the metrics."""
+    from mlflow.tracking import MlflowClient
+
+    from a2mae.registry.tracking import tracking_uri
+
+    uri = tracking_uri(params_from(doc))
+    run = MlflowClient(uri).get_run(run_id)
+    metrics = dict(run.data.metrics)
+    link_mlflow(f"{key}-run", uri, f"#/experiments/{run.info.experiment_id}/runs/{run_id}", title)
+    table(f"{key}-metrics", [{"metric": k, "value": v} for k, v in sorted(metrics.items())], title)
+    return metrics
+
+
+_DEFAULT = PretrainParams()
+
+
+@flow(name="pretrain", log_prints=True)
+def pretrain_flow(params: PretrainParams = _DEFAULT) -> dict[str, Any]:
+    """Pre-train A²-MAE on an STSSD snapshot and register the encoder.
+
+    Args:
+        params: Snapshot, model and training settings (defaults from params.yaml).
+
+    Returns:
+        MLflow run id, registered encoder version and training summary.
+    """
+    p = params.resolve()
+    doc = p.model_dump(mode="json")
+    snapshot = p.tile.snapshot
+    ident = snapshot_id(snapshot) or "unknown"
+    init, start = None, "scratch"
+    if params.from_champion:
+        found = fetch_champion(doc, str(Path(p.pretrain.storage_path) / "champion-init"))
+        if found:
+            init, start = found["checkpoint"], f"v{found['version']}"
+    run_name = params.run_name or f"{p.pretrain.run_name}-{ident[:12]}-from-{start}"
+    log(f"pretrain: run {run_name} on snapshot {ident} (start: {start})")
+    result = pretrain_task(snapshot, doc, run_name, init)
+    result["start"] = start
+    result["metrics"] = run_summary(doc, result["run_id"], "pretrain", f"Pre-training run {run_name}")
+    log(f"pretrain: {result['steps']} steps; encoder {p.registry.encoder_model} v{result['version']}")
+    return result

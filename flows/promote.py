@@ -1,0 +1,55 @@
+"""Promotion flow: a person moves (or rolls back) the champion alias from the Prefect UI.
+
+Calls :func:`a2mae.registry.aliases.promote` / :func:`~a2mae.registry.aliases.rollback`, the functions
+behind ``a2mae promote`` and ``a2mae rollback``; the reason is kept in the model's alias history.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.common import link_mlflow, log, params_from
+from flows.params import PromoteParams
+
+
+@task(name="move-alias", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def move_alias(doc: dict[str, Any], model: str, version: int, action: str, reason: str) -> dict[str, Any]:
+    """Promote ``version`` or roll back to the previous champion; returns the alias event."""
+    from a2mae.registry import aliases
+    from a2mae.registry.tracking import client
+
+    p = params_from(doc)
+    alias = p.registry.champion_alias
+    if action == "rollback":
+        e = aliases.rollback(client(p), model, alias, reason)
+    else:
+        e = aliases.promote(client(p), model, version, alias, reason)
+    return {"model": model, "alias": alias, "version": e.version, "previous": e.previous, "action": e.action}
+
+
+@flow(name="promote", log_prints=True)
+def promote_flow(params: PromoteParams) -> dict[str, Any]:
+    """Move the champion alias of a registered model by hand.
+
+    Args:
+        params: Model, version, promote or rollback, and the reason.
+
+    Returns:
+        The alias event (new and previous champion version).
+    """
+    from a2mae.registry.tracking import tracking_uri
+
+    p = params.resolve()
+    doc = p.model_dump(mode="json")
+    e = move_alias(doc, params.model, params.version, params.action, params.reason)
+    link_mlflow(
+        "promote-model",
+        tracking_uri(p),
+        f"#/models/{e['model']}/versions/{e['version']}",
+        f"{e['model']} @{e['alias']}",
+    )
+    log(f"{params.action}: {e['model']} @{e['alias']} -> v{e['version']} (was {e['previous'] or 'unset'})")
+    return e

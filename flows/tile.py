@@ -1,0 +1,77 @@
+"""Tile flow: cut the catalog's co-located scenes into an STSSD snapshot (image sets in shards).
+
+Calls :func:`a2mae.data.tiling.tile`, the function behind ``a2mae tile``. The task is cached on the
+catalog's MD5 and the tile parameters (a snapshot is a pure function of both); when the snapshot
+folder has gone missing, the cache is refreshed instead of trusted. Reads of ``s3://`` scenes are
+retried. A table artifact shows the snapshot's statistics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.context import TaskRunContext
+
+from flows.common import content_key, file_md5, log, params_from, snapshot_id, table
+from flows.params import TileParams
+
+
+def _tile_key(ctx: TaskRunContext, args: dict[str, Any]) -> str:
+    doc = args["doc"]
+    return content_key(
+        "tile", args["catalog_md5"], args["out"], doc["tile"], doc["data"]["sensor_files"], args["force"]
+    )
+
+
+@task(name="tile-snapshot", retries=1, retry_delay_seconds=[5], cache_key_fn=_tile_key)
+def tile_snapshot(
+    catalog: str, out: str, doc: dict[str, Any], catalog_md5: str, force: bool
+) -> dict[str, Any]:
+    """Write (or confirm) the snapshot; returns its id and counts."""
+    from a2mae.data.tiling import tile
+
+    s = tile(catalog, out, params_from(doc), progress=False, force=force)
+    return {
+        "snapshot": str(s.out),
+        "snapshot_id": s.snapshot_id,
+        "up_to_date": s.up_to_date,
+        "counts": s.counts,
+        "seconds": round(s.seconds, 2),
+    }
+
+
+def _stat_rows(counts: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            rows += [{"statistic": f"{key}.{k}", "value": v} for k, v in value.items()]
+        else:
+            rows.append({"statistic": key, "value": value})
+    return rows
+
+
+_DEFAULT = TileParams()
+
+
+@flow(name="tile", log_prints=True)
+def tile_flow(params: TileParams = _DEFAULT) -> dict[str, Any]:
+    """Tile the scene catalog into an STSSD snapshot.
+
+    Args:
+        params: Catalog, snapshot folder and tiling settings (defaults from params.yaml).
+
+    Returns:
+        The snapshot's path, content id and counts.
+    """
+    p = params.resolve()
+    doc = p.model_dump(mode="json")
+    catalog, out = p.data.catalog, p.tile.snapshot
+    task_ = tile_snapshot
+    if snapshot_id(out) is None:
+        task_ = tile_snapshot.with_options(refresh_cache=True)  # the output is gone: do not trust the cache
+    result = task_(catalog, out, doc, file_md5(catalog), params.force)
+    state = "up to date" if result["up_to_date"] else f"written in {result['seconds']} s"
+    log(f"tile: snapshot {result['snapshot_id']} at {out} ({state})")
+    table("tile-snapshot", _stat_rows(result["counts"]), f"STSSD snapshot {result['snapshot_id']} at {out}")
+    return result
