@@ -164,16 +164,31 @@ TINY_ENCODER = (
 )
 
 
+@pytest.fixture(scope="session")
+def _mlflow_empty_db(tmp_path_factory):
+    """An empty, migrated MLflow SQLite store, created once (migrating a new one takes seconds)."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def mlflow_tmp(tmp_path, monkeypatch):
+def mlflow_tmp(tmp_path, monkeypatch, _mlflow_empty_db):
     """A throwaway MLflow store: ``MLFLOW_TRACKING_URI`` = SQLite in ``tmp_path``, artifacts under
     ``tmp_path/mlruns`` (the test runs with ``tmp_path`` as working directory). Returns the URI."""
+    import shutil
+
     import mlflow
 
+    shutil.copyfile(_mlflow_empty_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    mlflow.set_experiment("Default")  # forget the active experiment of an earlier test's store
     yield uri
     while mlflow.active_run() is not None:
         mlflow.end_run()
