@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir", type=Path)
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply every scene extent (1: 1.3-4.8 km)")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every scene extent (1: 1.6-7.2 km)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the ground field")
     ap.add_argument("--lat", type=float, default=30.5)
     ap.add_argument("--lon", type=float, default=114.3)

@@ -275,3 +275,16 @@ def test_split_fractions_are_respected_over_many_blocks(val, test):
     for i in range(2000):
         got[split_of(GridPoint(32650, i, 7), 1000.0, 1000.0, 0, val, test)] += 1
     assert abs(got["val"] / 2000 - val) < 0.05 and abs(got["test"] / 2000 - test) < 0.05
+
+
+def test_coarse_only_sets_are_thinned_to_every_kth_grid_point():
+    l8 = [rec("L8", T0, "g", extent_m=20_000), rec("L8", T0, "ng", extent_m=20_000, tag="n")]
+    thin = plan_sets(l8, cfg())
+    full = plan_sets(l8, cfg(thin_coarse_sets="false"))
+    assert thin.sets and all(s.point.ix % 3 == 0 and s.point.iy % 3 == 0 for s in thin.sets)  # 2880 m / 960 m
+    assert len(full.sets) > 6 * len(thin.sets)
+    # where an S2 scene is present, every grid point keeps its S2-L8 set (with the L8 chips)
+    with_s2 = plan_sets([*l8, rec("S2", T0, "g", extent_m=6000)], cfg())
+    s2_points = {s.point for s in with_s2.sets if any(im.role.startswith("S2") for im in s.images)}
+    assert len(s2_points) >= 16
+    assert all(len(s.images) == 3 for s in with_s2.sets if s.point in s2_points)

@@ -19,6 +19,7 @@ from rasterio.windows import Window
 
 from a2mae.config import load_params
 from a2mae.data.catalog import write_catalog
+from a2mae.data.grouping import plan_sets
 from a2mae.data.synthetic import SceneSpec, default_specs, make_scenes
 from a2mae.data.tiling import TilingError, tile
 
@@ -150,8 +151,8 @@ def test_generate_ingest_tile_end_to_end(tmp_path):
     report = ingest([str(tmp_path / "scenes")], tmp_path / "catalog.parquet", params(), progress=False)
     assert len(report.added) == 6 and not report.failed
     s = tile(tmp_path / "catalog.parquet", tmp_path / "snap", params(), progress=False)
-    assert s.counts["sets_per_kind"] == {"GF-S2": 2, "S2-L8": 4}
-    assert s.counts["images_per_sensor"] == {"GF1": 1, "GF2": 1, "L8": 5, "S2": 4}
+    assert s.counts["sets_per_kind"] == {"GF-S2": 3, "S2-L8": 12}
+    assert s.counts["images_per_sensor"] == {"GF1": 2, "GF2": 1, "L8": 24, "S2": 21}
     assert tile(tmp_path / "catalog.parquet", tmp_path / "snap", params(), progress=False).up_to_date
 
 
@@ -189,24 +190,31 @@ def test_s2_20m_bands_are_resampled_bilinearly_onto_the_10m_grid(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- drops
-def test_cloudy_and_nodata_chips_are_dropped_and_sets_follow_the_rules(tmp_path):
+def test_cloudy_and_nodata_chips_are_dropped_and_sets_follow_the_rules(tmp_path, synthetic_scenes):
+    # put a cloud on the S2-g chip of one S2-L8 set (centre from the plan of the default scenes)
+    plan = plan_sets(synthetic_scenes[1], params().tile)
+    target = max(
+        (s for s in plan.sets if s.kind == "S2-L8" and len(s.images) == 4), key=lambda s: s.centre_xy
+    )
+    px, py = Transformer.from_crs("EPSG:4326", target.point.crs, always_xy=True).transform(114.3, 30.5)
+    cloud = (target.centre_xy[0] - px, target.centre_xy[1] - py, 300.0)
     specs = default_specs()
-    specs[0] = SceneSpec(**{**specs[0].__dict__, "cloud": (110.0, -20.0, 300.0)})  # S2-g: cloud on a set
+    specs[0] = SceneSpec(**{**specs[0].__dict__, "cloud": cloud})  # S2-g
     specs[3] = SceneSpec(**{**specs[3].__dict__, "nodata_cols": 60})  # L8-ng: nodata strip in its west
-    specs[5] = SceneSpec(**{**specs[5].__dict__, "nodata_cols": 200})  # GF1: entirely nodata
+    specs[5] = SceneSpec(**{**specs[5].__dict__, "nodata_cols": 300})  # GF1: entirely nodata
     recs = make_scenes(tmp_path / "s", specs)
     write_catalog(recs, tmp_path / "cat.parquet")
     out = tmp_path / "snap"
     s = tile(tmp_path / "cat.parquet", out, params(), progress=False)
     c = s.counts
     assert c["chips_dropped"].get("cloud", 0) >= 1 and c["chips_dropped"].get("nodata", 0) >= 2
-    assert c["sets_dropped"] == {"hires chip dropped": 1}  # the GF1 set goes with its GF1 chip
+    assert c["sets_dropped"] == {"hires chip dropped": 2}  # the GF1 sets go with their GF1 chips
     rows = manifest(out)
     assert "GF1" not in {r["sensor"] for r in rows}
     assert all(r["cloud_fraction"] <= 0.10 and r["nodata_fraction"] <= 0.05 for r in rows)
-    # the S2-L8 set at the cloud keeps its other images
-    s2g = recs[[r.sensor == "S2" and r.period == "g" for r in recs].index(True)].scene_id
-    assert s2g not in {r["scene_id"] for r in rows if r["set_kind"] == "S2-L8" and r["centre_x"] > 240500}
+    # the S2-L8 set under the cloud keeps its other three images
+    at_cloud = [r for r in rows if r["set_id"] == target.set_id]
+    assert sorted(r["role"] for r in at_cloud) == ["L8-g", "L8-ng", "S2-ng"]
     # looser limits keep them
     s2 = tile(
         tmp_path / "cat.parquet", tmp_path / "loose", params("tile.max_cloud_fraction=1"), progress=False
@@ -216,12 +224,12 @@ def test_cloudy_and_nodata_chips_are_dropped_and_sets_follow_the_rules(tmp_path)
 
 
 def test_min_images_per_set_drops_small_sets(synthetic_scenes, tmp_path):
-    s = tile(synthetic_scenes[2], tmp_path / "snap", params("tile.min_images_per_set=2"), progress=False)
+    s = tile(synthetic_scenes[2], tmp_path / "snap", params("tile.min_images_per_set=3"), progress=False)
     rows = manifest(tmp_path / "snap")
     sizes = {}
     for r in rows:
         sizes[r["set_id"]] = sizes.get(r["set_id"], 0) + 1
-    assert min(sizes.values()) >= 2 and s.counts["sets_dropped"].get("too few chips", 0) >= 1
+    assert min(sizes.values()) >= 3 and s.counts["sets_dropped"].get("too few chips", 0) >= 1
 
 
 # ----------------------------------------------------------------------------------------- determinism
@@ -293,21 +301,21 @@ def test_a_failed_run_leaves_no_partial_snapshot_and_keeps_the_previous(
     import a2mae.data.tiling as tiling
 
     out = tmp_path / "snap"
-    real = tiling.write_snapshot
+    real = tiling.SnapshotWriter.close
 
-    def fail_midway(root, *args, **kwargs):
-        real(root, *args, **kwargs)  # everything written into the temporary folder ...
+    def fail_midway(self):
+        real(self)  # everything written into the temporary folder ...
         raise OSError("disk full")  # ... then the run dies
 
-    monkeypatch.setattr(tiling, "write_snapshot", fail_midway)
+    monkeypatch.setattr(tiling.SnapshotWriter, "close", fail_midway)
     with pytest.raises(OSError, match="disk full"):
         tile(synthetic_scenes[2], out, params(), progress=False)
     assert list(tmp_path.iterdir()) == []  # no snapshot, no temporary folder
 
-    monkeypatch.setattr(tiling, "write_snapshot", real)
+    monkeypatch.setattr(tiling.SnapshotWriter, "close", real)
     tile(synthetic_scenes[2], out, params(), progress=False)
     good = tree_hashes(out)
-    monkeypatch.setattr(tiling, "write_snapshot", fail_midway)
+    monkeypatch.setattr(tiling.SnapshotWriter, "close", fail_midway)
     with pytest.raises(OSError):
         tile(synthetic_scenes[2], out, params("tile.max_cloud_fraction=0.5"), progress=False)
     assert tree_hashes(out) == good

@@ -1,10 +1,11 @@
 """Reading chips from a scene: windowed reads, resampling onto the finest grid, QA, int16 encoding.
 
-One :class:`ReadTask` holds one scene and a bounded list of chip windows (``tile.chips_per_task``);
-:func:`read_chips` is the function the executor runs (in a local process or as a Ray task). Memory
-is bounded by the task: every band is read per chip window (plus a one-pixel margin for bilinear
-resampling), never a whole scene; the files stay open for the task so GDAL's block cache serves
-neighbouring windows.
+One :class:`ReadTask` holds the chips of a few neighbouring grid points (at most
+``tile.chips_per_task`` chips, from one or more scenes); :func:`read_chips` is the function the
+executor runs (in a local process or as a Ray task). Memory is bounded by the task: per scene, the
+chips are read as one *region* (their bounding window, when it is at most twice the chips' area:
+dense S2 and L8 chips) or chip by chip (sparse GF chips), band by band with a one-pixel margin for
+bilinear resampling; never a whole scene.
 
 Encoding (the snapshot's stored values): ``int16 = round((DN * scale + offset) * 10000)``, clipped to
 ``[-32767, 32767]``; ``-32768`` (:data:`NODATA`) marks pixels that are nodata in any band or in the
@@ -56,8 +57,8 @@ class QADecode:
 
 
 @dataclass(frozen=True)
-class ReadTask:
-    """Chips to read from one scene.
+class SceneSource:
+    """How to read one scene's chips.
 
     Attributes:
         scene_id: Catalog scene id (for messages).
@@ -69,8 +70,6 @@ class ReadTask:
         qa: How to decode ``qa_file``.
         scale: Reflectance scale of the DNs.
         offset: Reflectance offset of the DNs.
-        chip: Chip side, pixels.
-        windows: ``(row0, col0)`` of each chip, in the scene's finest grid.
     """
 
     scene_id: str
@@ -82,8 +81,22 @@ class ReadTask:
     qa: QADecode | None
     scale: float
     offset: float
+
+
+@dataclass(frozen=True)
+class ReadTask:
+    """Chips to read: windows of one or more scenes.
+
+    Attributes:
+        chip: Chip side, pixels.
+        scenes: The scenes involved.
+        windows: ``(position in scenes, row0, col0)`` of each chip, in the scene's finest grid.
+        s3: :class:`~a2mae.io.storage.S3Settings` for ``s3://`` scenes (None: from the environment).
+    """
+
     chip: int
-    windows: tuple[tuple[int, int], ...]
+    scenes: tuple[SceneSource, ...]
+    windows: tuple[tuple[int, int, int], ...]
     s3: object | None = None
 
 
@@ -92,8 +105,6 @@ class ChipData:
     """One chip read and encoded.
 
     Attributes:
-        row0: Window row in the scene's finest grid.
-        col0: Window column.
         data: ``[C, H, W]`` int16 (little-endian, C order) as bytes.
         nodata_fraction: Fraction of pixels that are nodata.
         cloud_fraction: Fraction of pixels flagged cloud by the QA layer.
@@ -101,27 +112,25 @@ class ChipData:
             (exact integers, so sums do not depend on the order they are added in).
     """
 
-    row0: int
-    col0: int
     data: bytes
     nodata_fraction: float
     cloud_fraction: float
     band_stats: list[tuple[int, int, int, int, int]]
 
 
-def _axis_coords(offset0: int, n: int, chip_t: tuple, band_t: tuple, axis: int) -> np.ndarray:
-    """Fractional pixel-centre coordinates of chip pixels in a band grid along one axis."""
+def _axis_coords(offset0: int, n: int, grid_t: tuple, band_t: tuple, axis: int) -> np.ndarray:
+    """Fractional pixel-centre coordinates of grid pixels ``offset0 ..`` in a band grid, one axis."""
     if axis == 0:  # columns: x = a * col + c
-        a, c, ab, cb = chip_t[0], chip_t[2], band_t[0], band_t[2]
+        a, c, ab, cb = grid_t[0], grid_t[2], band_t[0], band_t[2]
     else:  # rows: y = e * row + f
-        a, c, ab, cb = chip_t[4], chip_t[5], band_t[4], band_t[5]
+        a, c, ab, cb = grid_t[4], grid_t[5], band_t[4], band_t[5]
     ground = c + a * (offset0 + np.arange(n) + 0.5)
     return (ground - cb) / ab - 0.5
 
 
-def _aligned_offset(chip_t: tuple, band_t: tuple) -> tuple[int, int] | None:
-    """Integer (col, row) offset of the chip grid in a band grid when both coincide, else None."""
-    a, _, c, _, e, f = chip_t
+def _aligned_offset(grid_t: tuple, band_t: tuple) -> tuple[int, int] | None:
+    """Integer (col, row) offset of the scene grid in a band grid when both coincide, else None."""
+    a, _, c, _, e, f = grid_t
     ab, _, cb, _, eb, fb = band_t
     if not (math.isclose(a, ab, rel_tol=1e-9) and math.isclose(e, eb, rel_tol=1e-9)):
         return None
@@ -131,52 +140,47 @@ def _aligned_offset(chip_t: tuple, band_t: tuple) -> tuple[int, int] | None:
     return round(dc), round(dr)
 
 
-def _read(ds, indexes: list[int], col: int, row: int, w: int, h: int, fill: float) -> np.ndarray:
-    from rasterio.windows import Window
-
-    inside = col >= 0 and row >= 0 and col + w <= ds.width and row + h <= ds.height
-    win = Window(col, row, w, h)
-    if inside:
-        return ds.read(indexes, window=win)
-    return ds.read(indexes, window=win, boundless=True, fill_value=fill)
-
-
-def _bilinear(ds, indexes, cols_f, rows_f, nodata: list[float | None]) -> tuple[np.ndarray, np.ndarray]:
-    """Bilinear samples of bands at fractional pixel-centre coordinates; also the nodata mask."""
-    c0 = np.floor(cols_f).astype(np.int64)
-    r0 = np.floor(rows_f).astype(np.int64)
-    fx, fy = cols_f - c0, rows_f - r0
-    cmin, cmax = int(c0.min()), int(c0.max()) + 1
-    rmin, rmax = int(r0.min()), int(r0.max()) + 1
-    # Clamp to the raster (edge pixels replicate); read only the needed window.
-    lo_c, hi_c = max(cmin, 0), min(cmax, ds.width - 1)
-    lo_r, hi_r = max(rmin, 0), min(rmax, ds.height - 1)
-    src = ds.read(indexes, window=_window(lo_c, lo_r, hi_c - lo_c + 1, hi_r - lo_r + 1)).astype(np.float64)
-    ci0 = np.clip(c0, lo_c, hi_c) - lo_c
-    ci1 = np.clip(c0 + 1, lo_c, hi_c) - lo_c
-    ri0 = np.clip(r0, lo_r, hi_r) - lo_r
-    ri1 = np.clip(r0 + 1, lo_r, hi_r) - lo_r
-    wx = fx[None, :]
-    wy = fy[:, None]
-    out = np.empty((len(indexes), rows_f.size, cols_f.size))
-    bad = np.zeros((rows_f.size, cols_f.size), bool)
-    for k in range(len(indexes)):
-        s = src[k]
-        top = s[np.ix_(ri0, ci0)] * (1 - wx) + s[np.ix_(ri0, ci1)] * wx
-        bot = s[np.ix_(ri1, ci0)] * (1 - wx) + s[np.ix_(ri1, ci1)] * wx
-        out[k] = top * (1 - wy) + bot * wy
-        if nodata[k] is not None:
-            m = (s == nodata[k]).astype(np.float64)
-            mt = m[np.ix_(ri0, ci0)] * (1 - wx) + m[np.ix_(ri0, ci1)] * wx
-            mb = m[np.ix_(ri1, ci0)] * (1 - wx) + m[np.ix_(ri1, ci1)] * wx
-            bad |= (mt * (1 - wy) + mb * wy) > 0
-    return out, bad
-
-
 def _window(col: int, row: int, w: int, h: int):
     from rasterio.windows import Window
 
     return Window(col, row, w, h)
+
+
+def _read(ds, indexes: list[int], col: int, row: int, w: int, h: int, fill: float) -> np.ndarray:
+    inside = col >= 0 and row >= 0 and col + w <= ds.width and row + h <= ds.height
+    if inside:
+        return ds.read(indexes, window=_window(col, row, w, h))
+    return ds.read(indexes, window=_window(col, row, w, h), boundless=True, fill_value=fill)
+
+
+def _bilinear(ds, indexes, cols_f, rows_f, nodata: list[float | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Separable bilinear samples of bands at fractional pixel-centre coordinates, and the nodata mask.
+
+    Returns:
+        ``[K, len(rows_f), len(cols_f)]`` float64 values and the ``[rows, cols]`` mask of pixels with a
+        nodata source pixel of non-zero weight.
+    """
+    c0 = np.floor(cols_f).astype(np.int64)
+    r0 = np.floor(rows_f).astype(np.int64)
+    fx, fy = cols_f - c0, rows_f - r0
+    lo_c, hi_c = max(int(c0.min()), 0), min(int(c0.max()) + 1, ds.width - 1)
+    lo_r, hi_r = max(int(r0.min()), 0), min(int(r0.max()) + 1, ds.height - 1)
+    src = ds.read(indexes, window=_window(lo_c, lo_r, hi_c - lo_c + 1, hi_r - lo_r + 1)).astype(np.float64)
+    ci0, ci1 = np.clip(c0, lo_c, hi_c) - lo_c, np.clip(c0 + 1, lo_c, hi_c) - lo_c
+    ri0, ri1 = np.clip(r0, lo_r, hi_r) - lo_r, np.clip(r0 + 1, lo_r, hi_r) - lo_r
+
+    def interp(a: np.ndarray) -> np.ndarray:  # [K, Hs, Ws] -> [K, h, w]
+        tmp = a[:, :, ci0] * (1 - fx) + a[:, :, ci1] * fx
+        return tmp[:, ri0, :] * (1 - fy)[:, None] + tmp[:, ri1, :] * fy[:, None]
+
+    out = interp(src)
+    bad = np.zeros((rows_f.size, cols_f.size), bool)
+    flagged = [k for k, v in enumerate(nodata) if v is not None]
+    if flagged:
+        m = np.stack([src[k] == nodata[k] for k in flagged]).any(0)
+        if m.any():
+            bad = interp(m[None].astype(np.float64))[0] > 0
+    return out, bad
 
 
 def _nearest(ds, index: int, cols_f: np.ndarray, rows_f: np.ndarray) -> np.ndarray:
@@ -195,89 +199,123 @@ def _encode(dn: np.ndarray, bad: np.ndarray, scale: float, offset: float) -> np.
 
 
 def _band_stats(chip: np.ndarray, bad: np.ndarray) -> list[tuple[int, int, int, int, int]]:
-    good = ~bad
-    n = int(good.sum())
-    out = []
-    for band in chip:
-        if n == 0:
-            out.append((0, 0, 0, 0, 0))
-            continue
-        v = band[good].astype(np.int64)
-        out.append((n, int(v.sum()), int((v * v).sum()), int(v.min()), int(v.max())))
-    return out
+    c = chip.shape[0]
+    v = chip.reshape(c, -1) if not bad.any() else chip[:, ~bad]
+    if v.shape[1] == 0:
+        return [(0, 0, 0, 0, 0)] * c
+    v = v.astype(np.int64)
+    n = v.shape[1]
+    sums, squares = v.sum(1), (v * v).sum(1)
+    lo, hi = v.min(1), v.max(1)
+    return [(n, int(sums[k]), int(squares[k]), int(lo[k]), int(hi[k])) for k in range(c)]
+
+
+def _read_region(ds: dict, src: SceneSource, row0: int, col0: int, h: int, w: int):
+    """Read, resample onto the finest grid, QA-check and encode a window of a scene.
+
+    Returns:
+        ``(encoded [C, h, w] int16, nodata mask [h, w], cloud mask [h, w])``.
+    """
+    t = src.transform
+    grid_t = (t[0], 0.0, t[2] + t[0] * col0, 0.0, t[4], t[5] + t[4] * row0)
+    dn = np.empty((len(src.bands), h, w))
+    bad = np.zeros((h, w), bool)
+    groups: dict[tuple, list[int]] = {}
+    for k, bf in enumerate(src.band_files):  # bands sharing a file and a grid: one read
+        groups.setdefault((bf.uri, bf.transform), []).append(k)
+    for (uri, band_t), ks in groups.items():
+        if band_t[1] != 0 or band_t[3] != 0:
+            raise ChipReadError(
+                f"scene {src.scene_id}: {uri}: rotated grids are not supported; warp it north-up"
+            )
+        idx = [src.band_files[k].index for k in ks]
+        nod = [src.nodata[k] for k in ks]
+        off = _aligned_offset(grid_t, band_t)
+        if off is not None:
+            fill = next((v for v in nod if v is not None), 0)
+            vals = _read(ds[uri], idx, off[0], off[1], w, h, fill).astype(np.float64)
+            for j, v in enumerate(nod):
+                if v is not None:
+                    bad |= vals[j] == v
+        else:
+            cols_f = _axis_coords(0, w, grid_t, band_t, 0)
+            rows_f = _axis_coords(0, h, grid_t, band_t, 1)
+            vals, b = _bilinear(ds[uri], idx, cols_f, rows_f, nod)
+            bad |= b
+        dn[ks] = vals
+    cloud = np.zeros((h, w), bool)
+    if src.qa_file is not None and src.qa is not None:
+        qt = src.qa_file.transform
+        qa = _nearest(
+            ds[src.qa_file.uri],
+            src.qa_file.index,
+            _axis_coords(0, w, grid_t, qt, 0),
+            _axis_coords(0, h, grid_t, qt, 1),
+        )
+        q_nodata, cloud = src.qa.masks(qa)
+        bad |= q_nodata
+        cloud &= ~bad
+    return _encode(dn, bad, src.scale, src.offset), bad, cloud
+
+
+def _regions(windows: list[tuple[int, int]], chip: int) -> list[tuple[int, int, int, int]]:
+    """Read regions ``(row0, col0, h, w)`` for chip windows: one bounding region when it is dense."""
+    rows = [r for r, _ in windows]
+    cols = [c for _, c in windows]
+    h = max(rows) - min(rows) + chip
+    w = max(cols) - min(cols) + chip
+    if h * w <= 2 * len(set(windows)) * chip * chip:
+        return [(min(rows), min(cols), h, w)]
+    return [(r, c, chip, chip) for r, c in sorted(set(windows))]
 
 
 def read_chips(task: ReadTask) -> list[ChipData]:
     """Read, resample, QA-check and encode the chips of one task (runs on a worker).
 
     Args:
-        task: One scene and its chip windows.
+        task: Scenes and chip windows.
 
     Returns:
         One :class:`ChipData` per window, in the order of ``task.windows``.
 
     Raises:
-        ChipReadError: A grid is rotated or a file cannot be read.
+        ChipReadError: A grid is rotated.
+        A2maeError: A file cannot be opened (the message names it).
     """
     from a2mae.io.raster import open_raster, raster_env
 
-    t = task.transform
-    if t[1] != 0 or t[3] != 0:
-        raise ChipReadError(f"scene {task.scene_id}: rotated grids are not supported; warp it north-up")
     chip = task.chip
-    uris = sorted({bf.uri for bf in task.band_files} | ({task.qa_file.uri} if task.qa_file else set()))
-    out: list[ChipData] = []
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(raster_env(task.s3))  # type: ignore[arg-type]
-        ds = {u: stack.enter_context(open_raster(u)) for u in uris}
-        for row0, col0 in task.windows:
-            chip_t = (t[0], 0.0, t[2] + t[0] * col0, 0.0, t[4], t[5] + t[4] * row0)
-            dn = np.empty((len(task.bands), chip, chip))
-            bad = np.zeros((chip, chip), bool)
-            # Bands sharing a file and a grid are read in one call.
-            groups: dict[tuple, list[int]] = {}
-            for k, bf in enumerate(task.band_files):
-                groups.setdefault((bf.uri, bf.transform), []).append(k)
-            for (uri, band_t), ks in groups.items():
-                src = ds[uri]
-                idx = [task.band_files[k].index for k in ks]
-                nod = [task.nodata[k] for k in ks]
-                if band_t[1] != 0 or band_t[3] != 0:
-                    raise ChipReadError(f"scene {task.scene_id}: {uri}: rotated grids are not supported")
-                off = _aligned_offset(chip_t, band_t)
-                if off is not None:
-                    fill = next((v for v in nod if v is not None), 0)
-                    vals = _read(src, idx, off[0], off[1], chip, chip, fill).astype(np.float64)
-                    for j, v in enumerate(nod):
-                        if v is not None:
-                            bad |= vals[j] == v
-                else:
-                    cols_f = _axis_coords(0, chip, chip_t, band_t, 0)
-                    rows_f = _axis_coords(0, chip, chip_t, band_t, 1)
-                    vals, b = _bilinear(src, idx, cols_f, rows_f, nod)
-                    bad |= b
-                dn[ks] = vals
-            cloud = np.zeros((chip, chip), bool)
-            if task.qa_file is not None and task.qa is not None:
-                qt = task.qa_file.transform
-                qa = _nearest(
-                    ds[task.qa_file.uri],
-                    task.qa_file.index,
-                    _axis_coords(0, chip, chip_t, qt, 0),
-                    _axis_coords(0, chip, chip_t, qt, 1),
+    out: list[ChipData | None] = [None] * len(task.windows)
+    by_scene: dict[int, list[int]] = {}
+    for k, (pos, _, _) in enumerate(task.windows):
+        by_scene.setdefault(pos, []).append(k)
+    with raster_env(task.s3):  # type: ignore[arg-type]
+        for pos in sorted(by_scene):
+            src = task.scenes[pos]
+            t = src.transform
+            if t[1] != 0 or t[3] != 0:
+                raise ChipReadError(
+                    f"scene {src.scene_id}: rotated grids are not supported; warp it north-up"
                 )
-                q_nodata, cloud = task.qa.masks(qa)
-                bad |= q_nodata
-                cloud &= ~bad
-            enc = _encode(dn, bad, task.scale, task.offset)
-            out.append(
-                ChipData(
-                    row0=row0,
-                    col0=col0,
-                    data=enc.tobytes(),
-                    nodata_fraction=float(bad.mean()),
-                    cloud_fraction=float(cloud.mean()),
-                    band_stats=_band_stats(enc, bad),
-                )
-            )
-    return out
+            ks = by_scene[pos]
+            wins = [(task.windows[k][1], task.windows[k][2]) for k in ks]
+            uris = sorted({bf.uri for bf in src.band_files} | ({src.qa_file.uri} if src.qa_file else set()))
+            with contextlib.ExitStack() as stack:
+                ds = {u: stack.enter_context(open_raster(u)) for u in uris}
+                for r0, c0, h, w in _regions(wins, chip):
+                    enc, bad, cloud = _read_region(ds, src, r0, c0, h, w)
+                    for k, (row0, col0) in zip(ks, wins, strict=True):
+                        if not (
+                            r0 <= row0 and row0 + chip <= r0 + h and c0 <= col0 and col0 + chip <= c0 + w
+                        ):
+                            continue
+                        i, j = row0 - r0, col0 - c0
+                        sub = np.ascontiguousarray(enc[:, i : i + chip, j : j + chip])
+                        b = bad[i : i + chip, j : j + chip]
+                        out[k] = ChipData(
+                            data=sub.tobytes(),
+                            nodata_fraction=float(b.mean()),
+                            cloud_fraction=float(cloud[i : i + chip, j : j + chip].mean()),
+                            band_stats=_band_stats(sub, b),
+                        )
+    return out  # type: ignore[return-value]

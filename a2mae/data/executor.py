@@ -1,9 +1,9 @@
 """One code path for parallel work: local processes by default, Ray tasks when configured.
 
-:func:`run_tasks` maps a top-level function over items and yields ``(index, result)`` as results
-arrive (completion order); callers that need a deterministic output order sort by index or key
-(tiling does: shard packing never depends on completion order). At most ``2 * workers`` items are
-in flight, so memory stays bounded however many items there are.
+:func:`run_tasks` maps a top-level function over items and yields ``(index, result)``, either in
+item order (``ordered=True``: what tiling uses, so shard packing never depends on which worker
+finishes first) or as results arrive. At most ``2 * workers`` items are submitted ahead of the
+oldest result not yet yielded, so memory stays bounded however many items there are.
 
 * ``executor="local"``, ``workers=1``: in this process (no pool; easiest to debug and profile).
 * ``executor="local"``, ``workers>1``: a ``ProcessPoolExecutor`` with the ``spawn`` start method
@@ -36,8 +36,9 @@ def run_tasks(
     executor: Literal["local", "ray"] = "local",
     workers: int = 1,
     ray_address: str | None = None,
+    ordered: bool = False,
 ) -> Iterator[tuple[int, R]]:
-    """Apply ``fn`` to every item in parallel; yield ``(item index, result)`` in completion order.
+    """Apply ``fn`` to every item in parallel; yield ``(item index, result)``.
 
     Args:
         fn: A module-level function (picklable by reference).
@@ -46,6 +47,7 @@ def run_tasks(
         workers: Local worker processes (``1`` runs in this process); for Ray, the number of CPUs of
             a locally started Ray and the in-flight bound.
         ray_address: Ray cluster address (``auto``, ``ray://host:10001``, ...) when ``executor="ray"``.
+        ordered: Yield in item order (else in completion order).
 
     Yields:
         ``(index, fn(items[index]))`` for every item.
@@ -55,42 +57,46 @@ def run_tasks(
     """
     items = list(items)
     if executor == "ray":
-        yield from _run_ray(fn, items, workers, ray_address)
+        yield from _run_ray(fn, items, workers, ray_address, ordered)
     elif workers <= 1 or len(items) <= 1:
         for i, item in enumerate(items):
             yield i, fn(item)
     else:
-        yield from _run_pool(fn, items, workers)
+        yield from _run_pool(fn, items, workers, ordered)
 
 
-def _run_pool(fn: Callable[[Any], Any], items: list[Any], workers: int) -> Iterator[tuple[int, Any]]:
+def _run_pool(
+    fn: Callable[[Any], Any], items: list[Any], workers: int, ordered: bool
+) -> Iterator[tuple[int, Any]]:
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = mp.get_context("spawn")
+    limit = 2 * workers
     with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx) as pool:
-        pending: dict[Any, int] = {}
-        it = iter(enumerate(items))
+        pending: dict[int, Any] = {}
+        nxt = 0  # next item to submit
         try:
-            while True:
-                while len(pending) < 2 * workers:
-                    nxt = next(it, None)
-                    if nxt is None:
-                        break
-                    pending[pool.submit(fn, nxt[1])] = nxt[0]
-                if not pending:
-                    return
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in sorted(done, key=lambda f: pending[f]):
-                    yield pending.pop(fut), fut.result()
+            while pending or nxt < len(items):
+                oldest = min(pending, default=nxt)
+                while nxt < len(items) and nxt - oldest < limit:
+                    pending[nxt] = pool.submit(fn, items[nxt])
+                    nxt += 1
+                if ordered:
+                    i = min(pending)
+                    yield i, pending.pop(i).result()
+                    continue
+                done, _ = wait(pending.values(), return_when=FIRST_COMPLETED)
+                for i in sorted(i for i, f in pending.items() if f in done):
+                    yield i, pending.pop(i).result()
         except BaseException:
-            for fut in pending:
+            for fut in pending.values():
                 fut.cancel()
             raise
 
 
 def _run_ray(
-    fn: Callable[[Any], Any], items: list[Any], workers: int, address: str | None
+    fn: Callable[[Any], Any], items: list[Any], workers: int, address: str | None, ordered: bool
 ) -> Iterator[tuple[int, Any]]:
     import ray
     from ray.exceptions import RayTaskError
@@ -112,26 +118,26 @@ def _run_ray(
     try:
         remote = ray.remote(num_cpus=1)(fn)
         limit = max(2, 2 * workers)
-        pending: dict[Any, int] = {}
-        it = iter(enumerate(items))
-        while True:
-            while len(pending) < limit:
-                nxt = next(it, None)
-                if nxt is None:
-                    break
-                pending[remote.remote(nxt[1])] = nxt[0]
-            if not pending:
-                return
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                try:
-                    result = ray.get(ref)
-                except RayTaskError as err:
-                    cause = getattr(err, "cause", None)
-                    if isinstance(cause, BaseException):
-                        raise cause from None
-                    raise
-                yield pending.pop(ref), result
+        pending: dict[int, Any] = {}
+        nxt = 0
+        while pending or nxt < len(items):
+            oldest = min(pending, default=nxt)
+            while nxt < len(items) and nxt - oldest < limit:
+                pending[nxt] = remote.remote(items[nxt])
+                nxt += 1
+            if ordered:
+                i = min(pending)
+            else:
+                (ref,), _ = ray.wait(list(pending.values()), num_returns=1)
+                i = next(k for k, v in pending.items() if v == ref)
+            try:
+                result = ray.get(pending.pop(i))
+            except RayTaskError as err:
+                cause = getattr(err, "cause", None)
+                if isinstance(cause, BaseException):
+                    raise cause from None
+                raise
+            yield i, result
     finally:
         if started:
             ray.shutdown()

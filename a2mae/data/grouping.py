@@ -17,6 +17,9 @@ The plan is metadata-only (no pixel is read here):
    its own scene's finest grid nearest to that centre (no resampling across sensors), so each chip
    centre is within half of its own pixel, per axis, of the set centre, and a scene's chip at a
    point is the same window in every set (stored once).
+   With ``thin_coarse_sets``, a set whose finest chip spans ``k >= 2`` grid cells (e.g. L8-only
+   sets: 2880 m chips on a 960 m grid) is kept only at points where ``ix`` and ``iy`` are multiples
+   of ``k``, so such chips overlap no more than S2 chips do (9x fewer redundant L8-only chips).
 5. **Split.** Each set goes to train/val/test by a hash of its ground block (``split.block_m``, in
    the point's UTM zone) and the seed, so nearby sets never straddle splits.
 """
@@ -306,7 +309,8 @@ class Plan:
 
     Attributes:
         records: Scenes, sorted by scene id (``ChipWindow.scene`` indexes this list).
-        sets: Planned sets, sorted by grid point then kind and round (the snapshot order).
+        sets: Planned sets in snapshot order: grid points block by block (8 x 8 points, for read
+            locality), then kind and round.
     """
 
     records: list[SceneRecord]
@@ -341,8 +345,10 @@ def plan_sets(records: Sequence[SceneRecord], cfg: TileConfig) -> Plan:
             pixel[(i, p)] = cr
     sp = cfg.split
     sets: list[PlannedSet] = []
-    for p in sorted(covering):
+    for p in sorted(covering, key=_block_major):
         composed = compose_sets(covering[p], recs, cfg)
+        if cfg.thin_coarse_sets:
+            composed = [(k, m) for k, m in composed if _on_lattice(p, m, recs, chip, cfg.grid_m)]
         if not composed:
             continue
         split = split_of(p, cfg.grid_m, sp.block_m, sp.seed, sp.val_fraction, sp.test_fraction)
@@ -356,6 +362,25 @@ def plan_sets(records: Sequence[SceneRecord], cfg: TileConfig) -> Plan:
             counters[kind] += 1
             sets.append(PlannedSet(set_id, kind, p, centre[2], centre[3], images, split))
     return Plan(recs, sets)
+
+
+#: Grid points are visited in blocks of this many points per side (spatial locality of the reads).
+BLOCK_POINTS = 8
+
+
+def _block_major(p: GridPoint) -> tuple[int, int, int, int, int]:
+    return (p.epsg, p.iy // BLOCK_POINTS, p.ix // BLOCK_POINTS, p.iy, p.ix)
+
+
+def lattice_step(finest_gsd: float, chip: int, grid_m: float) -> int:
+    """Grid points per lattice step for a set whose finest chip is ``chip * finest_gsd`` metres wide."""
+    return max(1, math.floor(chip * finest_gsd / grid_m + 1e-9))
+
+
+def _on_lattice(p: GridPoint, members, recs, chip: int, grid_m: float) -> bool:
+    """Thinning: a set whose finest chip spans k grid cells is kept only at every k-th point."""
+    k = lattice_step(min(recs[i].gsd_m for _, i in members), chip, grid_m)
+    return p.ix % k == 0 and p.iy % k == 0
 
 
 def _point_centre(p: GridPoint, composed, recs, pixel, chip: int):

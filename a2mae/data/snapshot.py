@@ -10,8 +10,9 @@ Layout (``docs/stssd.md`` has the full column list)::
 
 Chips of a set are written next to each other (a reader fetches a whole set with one range read),
 a chip shared by two sets of the same place is stored once, and a shard is closed before a set
-would push it past ``shard_max_mb``. Everything is written in plan order from exact integers, so
-the same inputs and parameters give the same bytes whatever the worker count or completion order.
+would push it past ``shard_max_mb``. :class:`SnapshotWriter` receives the sets in plan order with
+their chips and writes as it goes (bounded memory); statistics are sums of exact integers. So the
+same inputs and parameters give the same bytes whatever the worker count or completion order.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from a2mae.data.chips import NODATA, REFLECTANCE_SCALE, ChipData
-from a2mae.data.grouping import ChipWindow, Plan, chip_transform, transformer
+from a2mae.data.grouping import ChipWindow, Plan, PlannedSet, chip_transform, transformer
 from a2mae.errors import A2maeError
 
 FORMAT = "a2mae-stssd"
@@ -43,38 +43,6 @@ SHARD_DIR = "shards"
 
 class SnapshotError(A2maeError):
     """A snapshot is missing, incomplete or of an unknown format; the message names it."""
-
-
-# ----------------------------------------------------------------------------------------- chip store
-class ChipStore:
-    """Temporary append-only store of chips as they arrive from workers (any order).
-
-    Chips are keyed by their window; :meth:`read` returns the bytes for the packing pass.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._f = open(path, "wb+")  # noqa: SIM115  (closed in close())
-        self._size = 0
-        self.index: dict[ChipWindow, tuple[int, int, ChipData]] = {}
-
-    def add(self, window: ChipWindow, chip: ChipData) -> None:
-        """Append one chip (its pixel bytes go to disk, the rest stays in memory)."""
-        self._f.write(chip.data)
-        self.index[window] = (self._size, len(chip.data), chip)
-        self._size += len(chip.data)
-        chip.data = b""
-
-    def read(self, window: ChipWindow) -> bytes:
-        """The pixel bytes of a chip."""
-        off, n, _ = self.index[window]
-        self._f.flush()
-        return os.pread(self._f.fileno(), n, off)
-
-    def close(self) -> None:
-        """Close and delete the store."""
-        self._f.close()
-        self.path.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------- writer
@@ -233,27 +201,12 @@ def _corners(rec, tr, chip: int) -> list[float]:
     return out
 
 
-def write_snapshot(
-    root: Path,
-    plan: Plan,
-    store: ChipStore,
-    bands: dict[int, tuple[str, ...]],
-    *,
-    chip: int,
-    max_nodata: float,
-    max_cloud: float,
-    min_images: int,
-    hires_sensors: Iterable[str],
-    shard_max_mb: float,
-    info: dict[str, Any],
-    on_set: Callable[[], None] | None = None,
-) -> SnapshotCounts:
-    """Pack the chips of the surviving sets into shards and write manifest, stats and info.
+class SnapshotWriter:
+    """Writes a snapshot incrementally: sets arrive in plan order with their chips.
 
     Args:
         root: The (temporary) snapshot folder; must exist.
-        plan: The plan the chips were read for.
-        store: All chips of the plan.
+        plan: The plan.
         bands: Band ids written per scene index.
         chip: Chip side, pixels.
         max_nodata: Drop chips with a larger nodata fraction.
@@ -262,148 +215,197 @@ def write_snapshot(
         hires_sensors: Sensors whose chip defines a GF-S2 set (the set is dropped without it).
         shard_max_mb: Shard size bound.
         info: Extra entries for ``snapshot.json`` (fingerprint, params, catalog hash).
-        on_set: Called after each planned set (progress).
-
-    Returns:
-        The counts (also stored in ``snapshot.json``).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    recs = plan.records
-    hires = set(hires_sensors)
-    counts = SnapshotCounts(sets_planned=len(plan.sets), chips_read=len(store.index))
-    chip_drop: dict[ChipWindow, str | None] = {}
-    for win, (_, _, cd) in store.index.items():
-        if cd.nodata_fraction > max_nodata:
-            chip_drop[win] = "nodata"
-        elif cd.cloud_fraction > max_cloud:
-            chip_drop[win] = "cloud"
-        else:
-            chip_drop[win] = None
-    counts.chips_dropped = dict(sorted(Counter(r for r in chip_drop.values() if r).items()))
+    ROW_GROUP = 65536
 
-    shards = _ShardWriter(root, int(shard_max_mb * 1024 * 1024))
-    written: dict[ChipWindow, tuple[str, int]] = {}
-    accs: dict[str, dict[str, dict[str, _BandAcc]]] = {"train": {}, "all": {}}
-    counted: set[ChipWindow] = set()
-    rows: list[dict[str, Any]] = []
-    sets_dropped: Counter[str] = Counter()
-    per_sensor: Counter[str] = Counter()
-    per_kind: Counter[str] = Counter()
-    per_split: Counter[str] = Counter()
-    set_index = 0
-    for s in plan.sets:
-        if on_set is not None:
-            on_set()
-        kept = [im for im in s.images if chip_drop[im.window] is None]
-        if s.kind == "GF-S2" and not any(recs[im.window.scene].sensor in hires for im in kept):
-            sets_dropped["hires chip dropped"] += 1
-            continue
-        if len(kept) < min_images or not kept:
-            sets_dropped["too few chips"] += 1
-            continue
-        new = [im.window for im in kept if im.window not in written]
-        new = list(dict.fromkeys(new))
-        shards.reserve(sum(store.index[w][1] for w in new))
-        for w in new:
-            written[w] = shards.write(store.read(w))
-        for k, im in enumerate(kept):
-            w = im.window
-            rec = recs[w.scene]
-            _, nbytes, cd = store.index[w]
-            tr = chip_transform(rec, w)
-            dt = rec.datetime.astimezone(UTC) if rec.datetime is not None else None
-            shard, off = written[w]
-            b = bands[w.scene]
-            rows.append(
-                {
-                    "set_id": s.set_id,
-                    "set_index": set_index,
-                    "set_kind": s.kind,
-                    "split": s.split,
-                    "image_index": k,
-                    "role": im.role,
-                    "image_id": f"{rec.scene_id}@r{w.row0}c{w.col0}",
-                    "scene_id": rec.scene_id,
-                    "source": rec.source,
-                    "sensor": rec.sensor,
-                    "product": rec.product,
-                    "bands": list(b),
-                    "gsd_m": float(rec.gsd_m),
-                    "datetime": dt,
-                    "year": dt.year if dt else None,
-                    "doy": dt.timetuple().tm_yday if dt else None,
-                    "period": rec.period,
-                    "corners": _corners(rec, tr, chip),
-                    "crs": rec.crs,
-                    "transform": [float(v) for v in tr],
-                    "row0": w.row0,
-                    "col0": w.col0,
-                    "channels": len(b),
-                    "height": chip,
-                    "width": chip,
-                    "centre_lat": s.centre_latlon[0],
-                    "centre_lon": s.centre_latlon[1],
-                    "grid_crs": s.point.crs,
-                    "centre_x": s.centre_xy[0],
-                    "centre_y": s.centre_xy[1],
-                    "cloud_fraction": cd.cloud_fraction,
-                    "nodata_fraction": cd.nodata_fraction,
-                    "shard": shard,
-                    "offset": off,
-                    "nbytes": nbytes,
-                    "dtype": "int16",
-                }
-            )
-            per_sensor[rec.sensor] += 1
-            if w not in counted:
-                counted.add(w)
-                for split in ("all", "train") if s.split == "train" else ("all",):
-                    sensor_acc = accs[split].setdefault(rec.sensor, {})
-                    for band, st in zip(b, cd.band_stats, strict=True):
-                        sensor_acc.setdefault(band, _BandAcc()).add(*st)
-        per_kind[s.kind] += 1
-        per_split[s.split] += 1
-        set_index += 1
-    shards.close()
+    def __init__(
+        self,
+        root: Path,
+        plan: Plan,
+        bands: dict[int, tuple[str, ...]],
+        *,
+        chip: int,
+        max_nodata: float,
+        max_cloud: float,
+        min_images: int,
+        hires_sensors: Iterable[str],
+        shard_max_mb: float,
+        info: dict[str, Any],
+    ) -> None:
+        import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(rows, schema=_manifest_schema())
-    pq.write_table(table, root / MANIFEST, compression="zstd", row_group_size=65536, write_statistics=True)
-    stats = _stats_doc(accs)
-    (root / STATS).write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
+        self.root, self.plan, self.bands, self.chip = root, plan, bands, chip
+        self.max_nodata, self.max_cloud, self.min_images = max_nodata, max_cloud, min_images
+        self.hires = set(hires_sensors)
+        self.info = info
+        self.counts = SnapshotCounts(sets_planned=len(plan.sets))
+        self._shards = _ShardWriter(root, int(shard_max_mb * 1024 * 1024))
+        self._accs: dict[str, dict[str, dict[str, _BandAcc]]] = {"train": {}, "all": {}}
+        self._rows: list[dict[str, Any]] = []
+        self._nrows = 0
+        self._chips_dropped: Counter[str] = Counter()
+        self._sets_dropped: Counter[str] = Counter()
+        self._per_sensor: Counter[str] = Counter()
+        self._per_kind: Counter[str] = Counter()
+        self._per_split: Counter[str] = Counter()
+        self._set_index = 0
+        self._manifest = pq.ParquetWriter(
+            root / MANIFEST, _manifest_schema(), compression="zstd", write_statistics=True
+        )
 
-    counts.sets = set_index
-    counts.images = len(rows)
-    counts.chips = len(written)
-    counts.shards = len(shards.shards)
-    counts.bytes = sum(sh["bytes"] for sh in shards.shards)
-    counts.sets_dropped = dict(sorted(sets_dropped.items()))
-    counts.images_per_sensor = dict(sorted(per_sensor.items()))
-    counts.sets_per_kind = dict(sorted(per_kind.items()))
-    counts.sets_per_split = {k: per_split.get(k, 0) for k in ("train", "val", "test")}
-    files = {MANIFEST: _sha256_file(root / MANIFEST), STATS: _sha256_file(root / STATS)}
-    digest = hashlib.sha256(
-        json.dumps({"files": files, "shards": shards.shards}, sort_keys=True).encode()
-    ).hexdigest()
-    doc = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "snapshot_id": digest[:16],
-        **info,
-        "counts": counts.__dict__,
-        "files": files,
-        "shards": shards.shards,
-        "chip": {
-            "size": chip,
+    def _drop_reason(self, cd: ChipData) -> str | None:
+        if cd.nodata_fraction > self.max_nodata:
+            return "nodata"
+        if cd.cloud_fraction > self.max_cloud:
+            return "cloud"
+        return None
+
+    def add(self, sets: Sequence[PlannedSet], chips: dict[ChipWindow, ChipData]) -> None:
+        """Add sets (in plan order) whose chips were all read; a chip is in no later call.
+
+        Args:
+            sets: Consecutive sets of the plan.
+            chips: Every chip of those sets, by window.
+        """
+        recs = self.plan.records
+        self.counts.chips_read += len(chips)
+        drop = {w: self._drop_reason(cd) for w, cd in chips.items()}
+        self._chips_dropped.update(r for r in drop.values() if r)
+        written: dict[ChipWindow, tuple[str, int]] = {}
+        for s in sets:
+            kept = [im for im in s.images if drop[im.window] is None]
+            if s.kind == "GF-S2" and not any(recs[im.window.scene].sensor in self.hires for im in kept):
+                self._sets_dropped["hires chip dropped"] += 1
+                continue
+            if not kept or len(kept) < self.min_images:
+                self._sets_dropped["too few chips"] += 1
+                continue
+            new = list(dict.fromkeys(im.window for im in kept if im.window not in written))
+            self._shards.reserve(sum(len(chips[w].data) for w in new))
+            for w in new:
+                written[w] = self._shards.write(chips[w].data)
+                self._count_stats(w, chips[w], s.split)
+            for k, im in enumerate(kept):
+                self._rows.append(self._row(s, k, im, chips[im.window], written[im.window]))
+                self._per_sensor[recs[im.window.scene].sensor] += 1
+            self._per_kind[s.kind] += 1
+            self._per_split[s.split] += 1
+            self._set_index += 1
+        self.counts.chips += len(written)
+        if len(self._rows) >= self.ROW_GROUP:
+            self._flush()
+
+    def _count_stats(self, w: ChipWindow, cd: ChipData, split: str) -> None:
+        sensor = self.plan.records[w.scene].sensor
+        for name in ("all", "train") if split == "train" else ("all",):
+            acc = self._accs[name].setdefault(sensor, {})
+            for band, st in zip(self.bands[w.scene], cd.band_stats, strict=True):
+                acc.setdefault(band, _BandAcc()).add(*st)
+
+    def _row(self, s: PlannedSet, k: int, im, cd: ChipData, where: tuple[str, int]) -> dict[str, Any]:
+        w = im.window
+        rec = self.plan.records[w.scene]
+        tr = chip_transform(rec, w)
+        dt = rec.datetime.astimezone(UTC) if rec.datetime is not None else None
+        b = self.bands[w.scene]
+        return {
+            "set_id": s.set_id,
+            "set_index": self._set_index,
+            "set_kind": s.kind,
+            "split": s.split,
+            "image_index": k,
+            "role": im.role,
+            "image_id": f"{rec.scene_id}@r{w.row0}c{w.col0}",
+            "scene_id": rec.scene_id,
+            "source": rec.source,
+            "sensor": rec.sensor,
+            "product": rec.product,
+            "bands": list(b),
+            "gsd_m": float(rec.gsd_m),
+            "datetime": dt,
+            "year": dt.year if dt else None,
+            "doy": dt.timetuple().tm_yday if dt else None,
+            "period": rec.period,
+            "corners": _corners(rec, tr, self.chip),
+            "crs": rec.crs,
+            "transform": [float(v) for v in tr],
+            "row0": w.row0,
+            "col0": w.col0,
+            "channels": len(b),
+            "height": self.chip,
+            "width": self.chip,
+            "centre_lat": s.centre_latlon[0],
+            "centre_lon": s.centre_latlon[1],
+            "grid_crs": s.point.crs,
+            "centre_x": s.centre_xy[0],
+            "centre_y": s.centre_xy[1],
+            "cloud_fraction": cd.cloud_fraction,
+            "nodata_fraction": cd.nodata_fraction,
+            "shard": where[0],
+            "offset": where[1],
+            "nbytes": len(cd.data),
             "dtype": "int16",
-            "order": "C,H,W",
-            "scale": REFLECTANCE_SCALE,
-            "nodata": NODATA,
-        },
-    }
-    (root / INFO).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    return counts
+        }
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        while self._rows:
+            batch, self._rows = self._rows[: self.ROW_GROUP], self._rows[self.ROW_GROUP :]
+            self._manifest.write_table(pa.Table.from_pylist(batch, schema=_manifest_schema()))
+            self._nrows += len(batch)
+
+    def close(self) -> SnapshotCounts:
+        """Finish the shards and the manifest; write ``stats.json`` and ``snapshot.json``.
+
+        Returns:
+            The counts (also stored in ``snapshot.json``).
+        """
+        self._shards.close()
+        if self._rows or self._nrows == 0:
+            import pyarrow as pa
+
+            if not self._rows:
+                self._manifest.write_table(pa.Table.from_pylist([], schema=_manifest_schema()))
+            self._flush()
+        self._manifest.close()
+        root, c, shards = self.root, self.counts, self._shards.shards
+        (root / STATS).write_text(json.dumps(_stats_doc(self._accs), indent=1, sort_keys=True) + "\n")
+        c.sets = self._set_index
+        c.images = self._nrows
+        c.shards = len(shards)
+        c.bytes = sum(sh["bytes"] for sh in shards)
+        c.chips_dropped = dict(sorted(self._chips_dropped.items()))
+        c.sets_dropped = dict(sorted(self._sets_dropped.items()))
+        c.images_per_sensor = dict(sorted(self._per_sensor.items()))
+        c.sets_per_kind = dict(sorted(self._per_kind.items()))
+        c.sets_per_split = {k: self._per_split.get(k, 0) for k in ("train", "val", "test")}
+        files = {MANIFEST: _sha256_file(root / MANIFEST), STATS: _sha256_file(root / STATS)}
+        digest = hashlib.sha256(json.dumps({"files": files, "shards": shards}, sort_keys=True).encode())
+        doc = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "snapshot_id": digest.hexdigest()[:16],
+            **self.info,
+            "counts": c.__dict__,
+            "files": files,
+            "shards": shards,
+            "chip": {
+                "size": self.chip,
+                "dtype": "int16",
+                "order": "C,H,W",
+                "scale": REFLECTANCE_SCALE,
+                "nodata": NODATA,
+            },
+        }
+        (root / INFO).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        return c
+
+    def abort(self) -> None:
+        """Close open files after a failure (the caller removes the folder)."""
+        self._shards.close()
+        self._manifest.close()
 
 
 def _stats_doc(accs: dict[str, dict[str, dict[str, _BandAcc]]]) -> dict[str, Any]:

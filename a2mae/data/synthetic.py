@@ -124,6 +124,14 @@ class _Field:
             out += a * np.sin(kx * x + ky * y + ph)
         return 0.5 + 0.5 * out
 
+    def on_grid(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """The field on the grid ``ys x xs`` (``[len(ys), len(xs)]``), via sin(a + b) = sin a cos b + ..."""
+        out = np.zeros((ys.size, xs.size))
+        for (kx, ky), ph, a in zip(self._k, self._phase, self._amp, strict=True):
+            u, v = kx * xs, ky * ys + ph
+            out += a * (np.outer(np.cos(v), np.sin(u)) + np.outer(np.sin(v), np.cos(u)))
+        return 0.5 + 0.5 * out
+
 
 def reflectance(center_nm: float, land: np.ndarray, veg: np.ndarray, growth: bool) -> np.ndarray:
     """Surface reflectance of a band at ``center_nm`` for the ground fields (same shapes)."""
@@ -139,19 +147,19 @@ def default_specs(scale: float = 1.0) -> list[SceneSpec]:
     """The default scene mix: S2 and L8 in a growth and a non-growth month, GF2 and GF1.
 
     Args:
-        scale: Multiplies every extent (1.0: S2 2.4 km, L8 4.8 km, GF2 1.28 km, GF1 1.6 km).
+        scale: Multiplies every extent (1.0: S2 3.6 km, L8 7.2 km, GF2 1.6 km, GF1 2.4 km).
     """
 
     def d(y: int, m: int, day: int) -> datetime:
         return datetime(y, m, day, 3, 5, 41, tzinfo=UTC)
 
     return [
-        SceneSpec("S2", d(2020, 6, 15), 2400 * scale, subpixel=(0.3, 0.6)),
-        SceneSpec("S2", d(2020, 12, 12), 2400 * scale, shift_m=(200, -100), subpixel=(0.3, 0.6)),
-        SceneSpec("L8", d(2020, 6, 20), 4800 * scale, shift_m=(-150, 90), subpixel=(0.45, 0.2)),
-        SceneSpec("L8", d(2020, 12, 7), 4800 * scale, shift_m=(120, -60), subpixel=(0.45, 0.2)),
-        SceneSpec("GF2", d(2020, 6, 3), 1280 * scale, shift_m=(40, 30), subpixel=(0.1, 0.8)),
-        SceneSpec("GF1", d(2020, 12, 1), 1600 * scale, shift_m=(-60, 20), subpixel=(0.7, 0.35)),
+        SceneSpec("S2", d(2020, 6, 15), 3600 * scale, subpixel=(0.3, 0.6)),
+        SceneSpec("S2", d(2020, 12, 12), 3600 * scale, shift_m=(200, -100), subpixel=(0.3, 0.6)),
+        SceneSpec("L8", d(2020, 6, 20), 7200 * scale, shift_m=(-150, 90), subpixel=(0.45, 0.2)),
+        SceneSpec("L8", d(2020, 12, 7), 7200 * scale, shift_m=(120, -60), subpixel=(0.45, 0.2)),
+        SceneSpec("GF2", d(2020, 6, 3), 1600 * scale, shift_m=(40, 30), subpixel=(0.1, 0.8)),
+        SceneSpec("GF1", d(2020, 12, 1), 2400 * scale, shift_m=(-60, 20), subpixel=(0.7, 0.35)),
     ]
 
 
@@ -219,23 +227,27 @@ class _SceneWriter:
         self.band_files: list[BandFile] = []
         self.qa_file: BandFile | None = None
         self.cloud_fraction: float | None = None
+        self._grids: dict[float, tuple] = {}
 
     def grid(self, gsd: float):
-        """Affine transform, shape and pixel-centre coordinates of a band grid at ``gsd``."""
+        """Affine transform, size, pixel-centre coordinates and ground fields of a band grid at ``gsd``."""
         from rasterio.transform import Affine
 
-        n = round(self.size * self.finest / gsd)
-        t = Affine(gsd, 0.0, self.ul[0], 0.0, -gsd, self.ul[1])
-        xs = self.ul[0] + (np.arange(n) + 0.5) * gsd
-        ys = self.ul[1] - (np.arange(n) + 0.5) * gsd
-        x, y = np.meshgrid(xs, ys)
-        return t, n, x, y
+        if gsd not in self._grids:
+            n = round(self.size * self.finest / gsd)
+            t = Affine(gsd, 0.0, self.ul[0], 0.0, -gsd, self.ul[1])
+            xs = self.ul[0] + (np.arange(n) + 0.5) * gsd
+            ys = self.ul[1] - (np.arange(n) + 0.5) * gsd
+            x, y = xs[None, :], ys[:, None]
+            land, veg = self.land.on_grid(xs, ys), self.veg.on_grid(xs, ys)
+            self._grids[gsd] = (t, n, x, y, land, veg)
+        return self._grids[gsd]
 
     def band_values(self, band: str, gsd: float, growth: bool, scale: float, offset: float):
-        t, n, x, y = self.grid(gsd)
-        refl = reflectance(self.sensor.bands[band].center_nm, self.land(x, y), self.veg(x, y), growth)
+        t, n, x, y, land, veg = self.grid(gsd)
+        refl = reflectance(self.sensor.bands[band].center_nm, land, veg, growth)
         cloud = _cloud_mask(self.spec, x, y, self.cx, self.cy)
-        refl = np.where(cloud, 0.55 + 0.05 * self.land(x, y), refl)
+        refl = np.where(cloud, 0.55 + 0.05 * land, refl)
         dn = np.clip(np.rint((refl - offset) / scale), 1, 65535).astype(np.uint16)
         nodata_cols = math.ceil(self.spec.nodata_cols * self.finest / gsd)
         dn[:, :nodata_cols] = 0
@@ -273,7 +285,7 @@ def _write_s2(w: _SceneWriter, folder: Path, growth: bool) -> str:
         _write_tif(path, dn[None], t, w.crs, 0)
         w.files.append(path)
         w.add(path, band, gsd, t, n)
-    t, n, x, y = w.grid(20.0)
+    t, n, x, y, _, _ = w.grid(20.0)
     cloud = _cloud_mask(w.spec, x, y, w.cx, w.cy)
     scl = np.full((n, n), _SCL_VEGETATION, np.uint8)
     scl[cloud] = _SCL_CLOUD
@@ -311,7 +323,7 @@ def _write_l8(w: _SceneWriter, folder: Path, growth: bool) -> str:
         w.files.append(path)
         w.add(path, band, 30.0, t, n)
         mult.append(band)
-    t, n, x, y = w.grid(30.0)
+    t, n, x, y, _, _ = w.grid(30.0)
     cloud = _cloud_mask(w.spec, x, y, w.cx, w.cy)
     qa = np.full((n, n), _L8_QA_CLEAR, np.uint16)
     qa[cloud] |= 1 << 3

@@ -1,12 +1,13 @@
 """``a2mae tile``: scene catalog -> STSSD snapshot of co-located image sets.
 
 Steps: read the catalog; plan the sets from metadata (:mod:`a2mae.data.grouping`); read the chips
-scene by scene in bounded tasks, in local processes or Ray tasks (:mod:`a2mae.data.executor`,
-:func:`a2mae.data.chips.read_chips`); pack the surviving sets into shards and write the manifest,
-statistics and info (:mod:`a2mae.data.snapshot`).
+of a few neighbouring grid points per task, in local processes or Ray tasks
+(:mod:`a2mae.data.executor`, :func:`a2mae.data.chips.read_chips`); as task results come back in
+plan order, drop chips over the nodata/cloud limits and the sets that lose what they need, and
+write the rest into shards, the manifest and the statistics (:mod:`a2mae.data.snapshot`).
 
 * **Determinism**: the plan and the packing order depend only on the catalog content and the
-  parameters; chips arrive in any order but are packed in plan order, from exact integers.
+  parameters; results are consumed in plan order, and statistics are exact integer sums.
 * **Incremental**: ``snapshot.json`` stores a fingerprint of the catalog records, the tile parameters
   that change the output, the sensors used and the format version. When the target already holds a
   complete snapshot with the same fingerprint, nothing is read ("up to date").
@@ -30,17 +31,16 @@ from typing import Any
 
 from a2mae.config import Params, TileConfig
 from a2mae.data.catalog import SceneRecord, read_catalog
-from a2mae.data.chips import QADecode, ReadTask, read_chips
+from a2mae.data.chips import QADecode, ReadTask, SceneSource, read_chips
 from a2mae.data.executor import run_tasks
 from a2mae.data.grouping import ChipWindow, Plan, plan_sets
 from a2mae.data.snapshot import (
     FORMAT_VERSION,
     INFO,
-    ChipStore,
     SnapshotError,
+    SnapshotWriter,
     is_complete,
     read_info,
-    write_snapshot,
 )
 from a2mae.errors import A2maeError
 from a2mae.sensors import get_registry
@@ -152,58 +152,96 @@ def _qa_decode(rec: SceneRecord, registry: SensorRegistry) -> QADecode | None:
     return QADecode(spec.nodata_values, spec.cloud_values, spec.nodata_bits, spec.cloud_bits)
 
 
-def _spatial_chunks(windows: list[ChipWindow], chip: int, size: int) -> list[list[ChipWindow]]:
-    """Chunks of at most ``size`` windows, grouped by blocks of the scene (GDAL cache locality)."""
-    block = 4 * chip
-    ordered = sorted(windows, key=lambda w: (w.row0 // block, w.col0 // block, w.row0, w.col0))
-    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+@dataclass(frozen=True)
+class TaskSpan:
+    """The sets a read task serves: ``plan.sets[start:stop]`` (whole grid points)."""
+
+    start: int
+    stop: int
+    windows: tuple[ChipWindow, ...]
+
+
+def _point_runs(plan: Plan) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the consecutive sets of each grid point."""
+    runs: list[tuple[int, int]] = []
+    start = 0
+    for i in range(1, len(plan.sets) + 1):
+        if i == len(plan.sets) or plan.sets[i].point != plan.sets[start].point:
+            runs.append((start, i))
+            start = i
+    return runs
 
 
 def build_tasks(
     plan: Plan, cfg: TileConfig, registry: SensorRegistry, s3: object | None = None
-) -> tuple[list[ReadTask], list[int], dict[int, tuple[str, ...]]]:
-    """Read tasks for a plan.
+) -> tuple[list[ReadTask], list[TaskSpan], dict[int, tuple[str, ...]]]:
+    """Read tasks for a plan: consecutive grid points, at most ``chips_per_task`` chips each.
+
+    A grid point is never split across tasks (its sets share chips); the plan visits points block
+    by block, so a task's chips of one scene are neighbours and are read as one region.
 
     Returns:
-        ``(tasks, scene index of each task, bands written per scene index)``.
+        ``(tasks, the sets each task serves, bands written per scene index)``.
 
     Raises:
         TilingError: A scene has none of its sensor's pre-training bands.
     """
-    tasks: list[ReadTask] = []
-    owners: list[int] = []
+    sources: dict[int, SceneSource] = {}
     bands: dict[int, tuple[str, ...]] = {}
-    for scene, windows in plan.windows_by_scene().items():
-        rec = plan.records[scene]
-        keep = kept_bands(rec, registry, cfg)
-        if not keep:
-            raise TilingError(
-                f"scene {rec.scene_id} ({rec.source}): none of the {rec.sensor} pre-training bands is present"
-            )
-        bands[scene] = keep
-        by_band = {bf.band: bf for bf in rec.band_files}
-        files = tuple(by_band[b] for b in keep)
-        product = registry.get(rec.sensor).product(rec.product)
-        nodata = tuple(bf.nodata if bf.nodata is not None else product.nodata for bf in files)
-        for chunk in _spatial_chunks(windows, cfg.chip_size, cfg.chips_per_task):
-            tasks.append(
-                ReadTask(
-                    scene_id=rec.scene_id,
-                    transform=rec.transform,
-                    bands=keep,
-                    band_files=files,
-                    nodata=nodata,
-                    qa_file=rec.qa_file,
-                    qa=_qa_decode(rec, registry),
-                    scale=rec.scale,
-                    offset=rec.offset,
-                    chip=cfg.chip_size,
-                    windows=tuple((w.row0, w.col0) for w in chunk),
-                    s3=s3,
+
+    def source(scene: int) -> SceneSource:
+        if scene not in sources:
+            rec = plan.records[scene]
+            keep = kept_bands(rec, registry, cfg)
+            if not keep:
+                raise TilingError(
+                    f"scene {rec.scene_id} ({rec.source}): "
+                    f"none of the {rec.sensor} pre-training bands is present"
                 )
+            by_band = {bf.band: bf for bf in rec.band_files}
+            files = tuple(by_band[b] for b in keep)
+            product = registry.get(rec.sensor).product(rec.product)
+            bands[scene] = keep
+            sources[scene] = SceneSource(
+                scene_id=rec.scene_id,
+                transform=rec.transform,
+                bands=keep,
+                band_files=files,
+                nodata=tuple(bf.nodata if bf.nodata is not None else product.nodata for bf in files),
+                qa_file=rec.qa_file,
+                qa=_qa_decode(rec, registry),
+                scale=rec.scale,
+                offset=rec.offset,
             )
-            owners.append(scene)
-    return tasks, owners, bands
+        return sources[scene]
+
+    tasks: list[ReadTask] = []
+    spans: list[TaskSpan] = []
+    cur: dict[ChipWindow, None] = {}
+    start = 0
+
+    def flush(stop: int) -> None:
+        scenes = sorted({w.scene for w in cur})
+        pos = {sc: k for k, sc in enumerate(scenes)}
+        tasks.append(
+            ReadTask(
+                chip=cfg.chip_size,
+                scenes=tuple(source(sc) for sc in scenes),
+                windows=tuple((pos[w.scene], w.row0, w.col0) for w in cur),
+                s3=s3,
+            )
+        )
+        spans.append(TaskSpan(start, stop, tuple(cur)))
+
+    for a, b in _point_runs(plan):
+        wins = dict.fromkeys(im.window for s in plan.sets[a:b] for im in s.images)
+        if cur and len(cur) + len(wins) > cfg.chips_per_task:
+            flush(a)
+            cur, start = {}, a
+        cur.update(wins)
+    if cur:
+        flush(len(plan.sets))
+    return tasks, spans, bands
 
 
 def _input_bytes(records: Sequence[SceneRecord]) -> int:
@@ -304,39 +342,42 @@ def tile(
     from a2mae.io.storage import S3Settings
 
     plan = plan_sets(records, cfg)
-    tasks, owners, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
+    tasks, spans, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
-        store = ChipStore(tmp / ".chips.spill")
+        writer = SnapshotWriter(
+            tmp,
+            plan,
+            bands,
+            chip=cfg.chip_size,
+            max_nodata=cfg.max_nodata_fraction,
+            max_cloud=cfg.max_cloud_fraction,
+            min_images=cfg.min_images_per_set,
+            hires_sensors=cfg.hires_sensors,
+            shard_max_mb=cfg.shard_max_mb,
+            info=info,
+        )
         try:
             with _progress(progress) as bar:
-                job = bar.add_task("reading chips", total=len(tasks))
+                job = bar.add_task("tiling", total=len(plan.sets))
                 results = run_tasks(
-                    read_chips, tasks, executor=cfg.executor, workers=cfg.workers, ray_address=cfg.ray_address
+                    read_chips,
+                    tasks,
+                    executor=cfg.executor,
+                    workers=cfg.workers,
+                    ray_address=cfg.ray_address,
+                    ordered=True,
                 )
                 for i, chips in results:
-                    for (row0, col0), cd in zip(tasks[i].windows, chips, strict=True):
-                        store.add(ChipWindow(owners[i], row0, col0), cd)
-                    bar.advance(job)
-                pack = bar.add_task("writing shards", total=len(plan.sets))
-                counts = write_snapshot(
-                    tmp,
-                    plan,
-                    store,
-                    bands,
-                    chip=cfg.chip_size,
-                    max_nodata=cfg.max_nodata_fraction,
-                    max_cloud=cfg.max_cloud_fraction,
-                    min_images=cfg.min_images_per_set,
-                    hires_sensors=cfg.hires_sensors,
-                    shard_max_mb=cfg.shard_max_mb,
-                    info=info,
-                    on_set=lambda: bar.advance(pack),
-                )
-        finally:
-            store.close()
+                    span = spans[i]
+                    writer.add(plan.sets[span.start : span.stop], dict(zip(span.windows, chips, strict=True)))
+                    bar.advance(job, span.stop - span.start)
+            counts = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
         snapshot_id = json.loads((tmp / INFO).read_text())["snapshot_id"]
         _swap_into_place(tmp, out)
     except BaseException:
