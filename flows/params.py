@@ -12,9 +12,10 @@ This module imports no torch and no Prefect, so schema generation stays cheap.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
@@ -75,12 +76,27 @@ class FlowParams(BaseModel):
 
     def params_keys(self) -> dict[str, str]:
         """``{field name: params key}`` of the fields that mirror params.yaml."""
+        return self._keys()
+
+    @classmethod
+    def from_params(cls, params: Params, **values: Any) -> Self:
+        """A form whose params.yaml fields hold ``params``' values (and ``values`` for the others)."""
+        fields = {name: _lookup(params, key) for name, key in cls._keys().items() if name not in values}
+        return cls(**fields, **values)
+
+    @classmethod
+    def _keys(cls) -> dict[str, str]:
         out = {}
-        for name, info in type(self).model_fields.items():
+        for name, info in cls.model_fields.items():
             extra = info.json_schema_extra
             if isinstance(extra, dict) and "params_key" in extra:
                 out[name] = str(extra["params_key"])
         return out
+
+    def as_overrides(self) -> list[str]:
+        """This form's params.yaml fields, then its ``overrides``, as ``section.key=value`` items."""
+        items = [f"{key}={json.dumps(getattr(self, name))}" for name, key in self._keys().items()]
+        return [*items, *self.overrides]
 
     def workspace(self) -> Path:
         """The workspace folder, absolute."""
@@ -114,6 +130,10 @@ class FlowParams(BaseModel):
             for part in parents:
                 node = node[part]
             node[leaf] = self.path(node[leaf])
+        datasets = doc["finetune"]["datasets"]
+        for task_name, folder in datasets.items():  # anchored when the workspace holds the dataset
+            if folder and (self.workspace() / folder).exists():
+                datasets[task_name] = self.path(folder)
         uri = doc["registry"]["tracking_uri"]
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             doc["registry"]["tracking_uri"] = "sqlite:///" + self.path(uri[len("sqlite:///") :])

@@ -1,0 +1,131 @@
+"""The parent flow ``retrain``: the whole pipeline on new imagery.
+
+New imagery -> ingest -> tile -> DVC snapshot -> pre-train (from the champion encoder when there is
+one) -> fine-tune -> evaluate -> promote if better.
+
+Each stage is a subflow (its own run, parameters and artifacts in the UI) over the same library
+functions as the CLI. Tasks pass paths, URIs and small dicts, never tensors. When the snapshot's DVC
+hash is the one the champion encoder was trained on, training is skipped (``force`` overrides), so
+duplicate triggers for one batch of scenes cost an ingest listing and a cache hit. The snapshot's DVC
+hash is recorded on every MLflow run and registered version the retrain produced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from flows.common import log, markdown, mlflow_ui_url
+from flows.evaluate import evaluate_flow
+from flows.finetune import finetune_flow
+from flows.ingest import ingest_flow
+from flows.params import (
+    EvaluateParams,
+    FinetuneParams,
+    IngestParams,
+    PretrainParams,
+    RetrainParams,
+    TileParams,
+)
+from flows.pretrain import pretrain_flow
+from flows.tile import tile_flow
+from flows.version import DVC_TAG, champion_snapshot, tag_lineage, version_snapshot
+
+
+@task(name="promote-encoder", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def promote_encoder(doc: dict[str, Any], version: str, reason: str) -> None:
+    """Move the encoder's champion alias to the version behind the newly promoted downstream model."""
+    from a2mae.config import validate_params
+    from a2mae.registry import aliases
+    from a2mae.registry.tracking import client
+
+    p = validate_params(doc)
+    aliases.move(client(p), p.registry.encoder_model, str(version), p.registry.champion_alias, "auto", reason)
+
+
+def _summary(doc: dict[str, Any], out: dict[str, Any]) -> None:
+    from a2mae.registry.tracking import tracking_uri
+
+    base = mlflow_ui_url(tracking_uri(_params(doc))) or "(mlflow ui)"
+    snap = out["snapshot"]
+    lines = [
+        "### a2mae retrain",
+        f"- scenes: {len(out['ingest']['added'])} added, {out['ingest']['present']} already in the catalog",
+        f"- snapshot `{out['tile']['snapshot_id']}`, DVC hash `{snap.get('md5')}` on remote "
+        f"`{snap.get('remote')}`, git commit `{snap.get('git_commit')}`",
+    ]
+    if out.get("skipped"):
+        lines.append("- training skipped: the champion encoder was trained on this snapshot")
+    else:
+        pre, ft, ev = out["pretrain"], out["finetune"], out["evaluate"]
+        lines += [
+            f"- pre-training run `{pre['run_id']}`: encoder v{pre['version']} (start: {pre['start']})",
+            f"- fine-tuning run `{ft['run_id']}`: {ft['model']} v{ft['version']}, "
+            f"{ft['metric']} {ft['score']:.4f}",
+            f"- evaluation: **{ev['decision']}** (champion before: {ev['champion'] or 'none'})",
+            f"- MLflow: {base}/#/models/{ft['model']}",
+        ]
+    markdown("retrain-summary", "\n".join(lines), description="What this retrain did")
+
+
+def _params(doc: dict[str, Any]) -> Any:
+    from a2mae.config import validate_params
+
+    return validate_params(doc)
+
+
+_DEFAULT = RetrainParams()
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(params: RetrainParams = _DEFAULT) -> dict[str, Any]:
+    """Run the whole pipeline on new imagery and promote the result if it beats the champion.
+
+    Args:
+        params: Sources, snapshot, training budget, promotion and versioning settings (defaults
+            from params.yaml).
+
+    Returns:
+        What each stage did: scenes, snapshot and its DVC hash, runs, versions, the decision.
+    """
+    p = params.resolve()
+    doc = p.model_dump(mode="json")
+    common: dict[str, Any] = {"project_dir": params.project_dir, "overrides": params.as_overrides()}
+    if params.new_scene:
+        log(f"retrain: triggered by new scene {params.new_scene}")
+    out: dict[str, Any] = {"new_scene": params.new_scene}
+    out["ingest"] = ingest_flow(IngestParams.from_params(p, sources=params.sources, **common))
+    out["tile"] = tile_flow(TileParams.from_params(p, **common))
+    snap = version_snapshot(params.project_dir, doc, p.tile.snapshot, params.dvc_remote, params.git_commit)
+    out["snapshot"] = snap
+    md5 = snap.get("md5")
+    if md5 and not params.force and champion_snapshot(doc) == md5:
+        out["skipped"] = True
+        _summary(doc, out)
+        log(f"retrain: snapshot {md5} is the champion's; nothing to train (force=true retrains)")
+        return out
+    pre = pretrain_flow(PretrainParams.from_params(p, from_champion=params.from_champion, **common))
+    encoder = f"models:/{p.registry.encoder_model}/{pre['version']}"
+    ft = finetune_flow(FinetuneParams.from_params(p, encoder=encoder, **common))
+    ev = evaluate_flow(
+        EvaluateParams.from_params(
+            p, model=ft["model"], version=ft["version"], promote=params.promote, **common
+        )
+    )
+    out.update(pretrain=pre, finetune=ft, evaluate=ev)
+    if ev["promoted"]:
+        promote_encoder(doc, pre["version"], f"retrain: {ft['model']} v{ft['version']} {ev['decision']}")
+        emit_event(
+            event="a2mae.model.promoted",
+            resource={"prefect.resource.id": f"mlflow.model.{ft['model']}.{ft['version']}"},
+            payload={"encoder_version": pre["version"], "snapshot_dvc_hash": md5},
+        )
+    tags = {DVC_TAG: md5 or "none", "a2mae.snapshot_git_commit": snap.get("git_commit") or "none"}
+    versions = [(p.registry.encoder_model, pre["version"]), (ft["model"], str(ft["version"]))]
+    tag_lineage(doc, tags, [pre["run_id"], ft["run_id"], ev["run_id"]], versions)
+    _summary(doc, out)
+    log(f"retrain: {ft['model']} v{ft['version']} {ev['decision']}")
+    return out
