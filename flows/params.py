@@ -26,6 +26,8 @@ _DEFAULTS = load_params()
 _BOUNDS = ("ge", "gt", "le", "lt", "multiple_of", "min_length", "max_length")
 #: Params keys that are local paths, anchored at the workspace by :meth:`FlowParams.resolve`.
 PATH_KEYS = ("data.catalog", "tile.snapshot", "pretrain.storage_path", "finetune.output")
+#: The bundled real scenes (the sources of the ingest stage in dvc.yaml).
+SAMPLE_SCENES = ("data/samples/sentinel2_l2a_T29RKH_20200219", "data/samples/landsat8_c2l2_p001r062_20201031")
 
 
 def _config_field(key: str) -> FieldInfo:
@@ -145,7 +147,7 @@ class IngestParams(FlowParams):
     """Scene ingest: read scene metadata from folders or s3:// prefixes into the catalog."""
 
     sources: list[str] = Field(
-        default_factory=lambda: ["data/samples"],
+        default_factory=lambda: list(SAMPLE_SCENES),
         description="Folders, GeoTIFF files or s3:// prefixes of scenes.",
         min_length=1,
     )
@@ -198,7 +200,7 @@ class RetrainParams(FlowParams):
     """The pipeline: new imagery, ingest, tile, DVC snapshot, pre-train, fine-tune, evaluate, promote."""
 
     sources: list[str] = Field(
-        default_factory=lambda: ["data/samples"],
+        default_factory=lambda: list(SAMPLE_SCENES),
         description="Folders or s3:// prefixes of scenes to ingest (new scenes are appended to the catalog).",
         min_length=1,
     )
@@ -253,3 +255,18 @@ class PromoteParams(FlowParams):
     version: int = Field(default=0, description="Version to make champion (ignored by rollback).", ge=0)
     action: Literal["promote", "rollback"] = Field(default="promote", description="Promote or roll back.")
     reason: str = Field(description="Why (kept in the alias history).", min_length=1)
+
+
+class WatchParams(FlowParams):
+    """New-imagery watcher: list a folder or s3:// prefix, emit one event per new or changed scene."""
+
+    uri: str = p("infra.watch_uri")
+    settle_polls: int = Field(
+        default=1,
+        ge=0,
+        description="Unchanged listings a scene needs before it is reported (uploads in progress wait).",
+    )
+    state_dir: str = Field(
+        default="",
+        description="Folder of the watcher's listing state (empty: <infra.home>/watcher).",
+    )

@@ -1,0 +1,162 @@
+"""Serve the deployments: ``python -m flows.serve --project-dir DIR [--set section.key=value ...]``.
+
+One long-running process registers every deployment with the Prefect server (``PREFECT_API_URL``)
+and runs their flow runs as subprocesses on this machine: static infrastructure, the simplest choice
+on one machine (no work pool or worker to keep in sync; a Kubernetes work pool replaces it when one
+machine is outgrown, see docs/orchestration.md). ``a2mae services up`` starts it with the others.
+
+Deployments (``flow/deployment``):
+
+* ``retrain/pipeline`` -- the whole pipeline on demand (the form of the UI's "Run" button);
+* ``retrain/scheduled`` -- the same on ``infra.retrain_cron`` (``infra.timezone``);
+* ``retrain/on-new-imagery`` -- started by an ``a2mae.scene.arrived`` event (``infra.retrain_after_s``
+  later), ingesting the watched prefix too;
+* ``watch-scenes/watcher`` -- lists ``infra.watch_uri`` every ``infra.watch_interval_s`` seconds;
+* ``ingest/ingest``, ``tile/tile``, ``pretrain/pretrain``, ``finetune/finetune``, ``evaluate/evaluate``,
+  ``promote/promote`` -- each stage on demand (``promote`` is the manual promotion form).
+
+Default parameters come from the workspace's ``params.yaml`` plus ``--set`` items. Each retrain
+deployment runs one flow run at a time (later ones wait); training tasks also hold the global
+concurrency limit ``infra.accelerator_limit`` so two trainings never share one accelerator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentEventTrigger
+from prefect.types.entrypoint import EntrypointType
+
+from a2mae.config import Params, load_params
+from a2mae.services.flows import (
+    PIPELINE_DEPLOYMENT,
+    SCHEDULED_DEPLOYMENT,
+    TRIGGERED_DEPLOYMENT,
+    WATCHER_DEPLOYMENT,
+)
+from flows.common import ensure_concurrency_limit
+from flows.evaluate import evaluate_flow
+from flows.finetune import finetune_flow
+from flows.ingest import ingest_flow
+from flows.params import FinetuneParams, IngestParams, PretrainParams, RetrainParams, TileParams, WatchParams
+from flows.pretrain import pretrain_flow
+from flows.promote import promote_flow
+from flows.retrain import retrain
+from flows.tile import tile_flow
+from flows.watch import EVENT, RESOURCE_PREFIX, watch_scenes
+
+
+def _name(full: str) -> str:
+    return full.split("/", 1)[1]
+
+
+def workspace_params(project_dir: Path, overrides: list[str]) -> Params:
+    """The workspace's params.yaml (or the defaults) with ``overrides`` applied."""
+    own = project_dir / "params.yaml"
+    return load_params(own if own.is_file() else None, overrides)
+
+
+def build_deployments(project_dir: str | Path, overrides: list[str] | None = None) -> list[RunnerDeployment]:
+    """Every deployment of the project, with default parameters from the workspace.
+
+    Args:
+        project_dir: The workspace (params.yaml, dvc.yaml).
+        overrides: ``section.key=value`` items for the default parameters.
+
+    Returns:
+        The deployments, ready for :func:`prefect.serve` (or ``.apply()``).
+    """
+    ws = Path(project_dir).expanduser().resolve()
+    sets = list(overrides or [])
+    p = workspace_params(ws, sets)
+    common: dict[str, Any] = {"project_dir": str(ws), "overrides": sets}
+    mod = {"entrypoint_type": EntrypointType.MODULE_PATH}
+    serial = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+
+    def form(model: Any, **values: Any) -> dict[str, Any]:
+        return {"params": model.from_params(p, **common, **values).model_dump(mode="json")}
+
+    retrain_params = form(RetrainParams)
+    watched = {**retrain_params["params"]}
+    watched["sources"] = [*watched["sources"], p.infra.watch_uri]
+    trigger = DeploymentEventTrigger(
+        name="retrain on new imagery",
+        expect={EVENT},
+        match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
+        parameters={"params": {**watched, "new_scene": "{{ event.payload.uri }}"}},
+        schedule_after=timedelta(seconds=p.infra.retrain_after_s),
+    )
+    tags = ["a2mae"]
+    return [
+        retrain.to_deployment(
+            _name(PIPELINE_DEPLOYMENT), parameters=retrain_params, concurrency_limit=serial, tags=tags, **mod
+        ),
+        retrain.to_deployment(
+            _name(SCHEDULED_DEPLOYMENT),
+            schedule=CronSchedule(cron=p.infra.retrain_cron, timezone=p.infra.timezone),
+            parameters=retrain_params,
+            concurrency_limit=serial,
+            tags=tags,
+            **mod,
+        ),
+        retrain.to_deployment(
+            _name(TRIGGERED_DEPLOYMENT),
+            triggers=[trigger],
+            parameters={"params": watched},
+            concurrency_limit=serial,
+            tags=tags,
+            **mod,
+        ),
+        watch_scenes.to_deployment(
+            _name(WATCHER_DEPLOYMENT),
+            interval=timedelta(seconds=p.infra.watch_interval_s),
+            parameters=form(WatchParams),
+            concurrency_limit=ConcurrencyLimitConfig(
+                limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+            ),
+            tags=tags,
+            **mod,
+        ),
+        ingest_flow.to_deployment("ingest", parameters=form(IngestParams), tags=tags, **mod),
+        tile_flow.to_deployment("tile", parameters=form(TileParams), tags=tags, **mod),
+        pretrain_flow.to_deployment("pretrain", parameters=form(PretrainParams), tags=tags, **mod),
+        finetune_flow.to_deployment("finetune", parameters=form(FinetuneParams), tags=tags, **mod),
+        evaluate_flow.to_deployment("evaluate", tags=tags, **mod),
+        promote_flow.to_deployment("promote", tags=tags, **mod),
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Register the deployments, write the ready file, then serve until stopped."""
+    from prefect.runner import Runner
+
+    ap = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.splitlines()[0])
+    ap.add_argument("--project-dir", default=".", help="Workspace with params.yaml and dvc.yaml.")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="section.key=value (repeatable).")
+    ap.add_argument("--ready-file", default=None, help="Written once every deployment is registered.")
+    ap.add_argument("--poll-seconds", type=float, default=5.0, help="How often to look for scheduled runs.")
+    args = ap.parse_args(argv)
+
+    deployments = build_deployments(args.project_dir, args.sets)
+    p = workspace_params(Path(args.project_dir).resolve(), args.sets)
+    ensure_concurrency_limit(p.infra.accelerator_limit, p.infra.accelerator_slots)
+    runner = Runner(name="a2mae", query_seconds=args.poll_seconds, pause_on_shutdown=False)
+    for d in deployments:
+        runner.add_deployment(d)
+    if args.ready_file:
+        Path(args.ready_file).write_text("ready\n")
+    print(f"serving {len(deployments)} deployments for {Path(args.project_dir).resolve()}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(runner.start())
+
+
+if __name__ == "__main__":
+    main()
