@@ -63,6 +63,12 @@ def _pretrain(p: Params, snapshot: str, run_name: str) -> tuple[EncoderHandle, f
         if d.get("loss") is not None:
             last["loss"] = float(d["loss"])
 
+    import mlflow
+
+    from a2mae.registry.tracking import configure
+
+    configure(p)
+    mlflow.set_experiment(p.pretrain.experiment)  # its in-process loop resumes runs through the fluent API
     res = run_pretrain(p, snapshot, name=run_name, progress=progress, register=False)
     model, meta = load_checkpoint(Path(res.checkpoint) / MODEL_FILE)
     info = {
@@ -123,19 +129,22 @@ def ablate(
     rows: list[dict[str, Any]] = []
     outcomes: list[FinetuneOutcome] = []
     parent = None
+    # Pre-train every variant first: the in-process pre-training opens its own MLflow runs.
+    encoders = []
+    for v in variants:
+        pv, run_name = variant_params(params, v.name, v.masking, v.geo_encoding)
+        encoders.append((v, *_pretrain(pv, snapshot, run_name)))
     with contextlib.ExitStack() as stack:
-        for v in variants:
-            pv, run_name = variant_params(params, v.name, v.masking, v.geo_encoding)
-            handle, loss = _pretrain(pv, snapshot, run_name)
-            if track and parent is None:
-                import mlflow
+        if track:
+            import mlflow
 
-                from a2mae.registry.tracking import configure, lineage_tags
+            from a2mae.registry.tracking import configure, lineage_tags
 
-                configure(params)
-                mlflow.set_experiment(ft.experiment)
-                tags = lineage_tags(params, stage="ablation", task=task, snapshot=snapshot)
-                parent = stack.enter_context(mlflow.start_run(run_name=f"{task}-ablation", tags=tags))
+            configure(params)
+            mlflow.set_experiment(ft.experiment)
+            tags = lineage_tags(params, stage="ablation", task=task, snapshot=snapshot)
+            parent = stack.enter_context(mlflow.start_run(run_name=f"{task}-ablation", tags=tags))
+        for v, handle, loss in encoders:
             row: dict[str, Any] = {
                 "variant": v.name,
                 "masking": v.masking,
