@@ -244,3 +244,42 @@ def cls_dataset(tmp_path):
         return root
 
     return make
+
+
+# ------------------------------------------------------------------------------------- pre-training
+
+
+@pytest.fixture(scope="session")
+def pretrain_snapshot(tmp_path_factory):
+    """A very small STSSD snapshot for training tests (read-only!): 32-px chips, ~37 train sets of
+    S2, L8, GF1 and GF2 images, tiled from half-size synthetic scenes. Returns the folder."""
+    from a2mae.config import load_params
+    from a2mae.data.catalog import write_catalog
+    from a2mae.data.synthetic import default_specs, make_scenes
+    from a2mae.data.tiling import tile
+
+    root = tmp_path_factory.mktemp("pretrain_snapshot")
+    records = make_scenes(root / "scenes", default_specs(0.5))
+    write_catalog(records, root / "catalog.parquet")
+    params = load_params(overrides=["tile.workers=1", "tile.chip_size=32", "tile.grid_m=320"])
+    tile(root / "catalog.parquet", root / "stssd", params, progress=False)
+    return root / "stssd"
+
+
+@pytest.fixture
+def tiny_pretrain_overrides(tmp_path):
+    """``--set`` overrides for a seconds-long pre-training run: tiny model, in-process, tmp storage and
+    a tmp SQLite MLflow store (``tmp_path/mlflow.db``)."""
+    arch = (
+        "{depth: 1, embed_dim: 32, num_heads: 2, decoder_embed_dim: 32, decoder_depth: 1, "
+        "decoder_num_heads: 2}"
+    )
+    return [
+        f"pretrain.model_overrides={arch}",
+        "pretrain.num_workers=0",
+        "pretrain.batch_size=4",
+        "pretrain.system_metrics=false",
+        "pretrain.log_images_every_steps=1000",
+        f"pretrain.storage_path={tmp_path / 'runs'}",
+        f"registry.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    ]

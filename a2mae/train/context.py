@@ -58,6 +58,10 @@ class WorkerContext(Protocol):
         """
         ...
 
+    def num_nodes(self) -> int:
+        """Distinct nodes (machines or Ray nodes) the workers run on; a collective call."""
+        ...
+
 
 # ----------------------------------------------------------------------------------------- in-process
 class LocalContext:
@@ -85,6 +89,10 @@ class LocalContext:
         """The newest complete checkpoint directory, or None."""
         found = self.checkpoints()
         yield found[-1][1] if found else None
+
+    def num_nodes(self) -> int:
+        """Always 1."""
+        return 1
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None, step: int) -> None:
         """Move ``checkpoint_dir`` into the run directory (atomically) and keep the newest ``keep``."""
@@ -155,6 +163,18 @@ class RayContext:
                     yield Path(d)
                     return
         yield None
+
+    def num_nodes(self) -> int:
+        """Distinct Ray nodes of the worker group (all-gathered node ids; Ray's node rank goes by IP)."""
+        import ray
+        import torch.distributed as dist
+
+        node = ray.get_runtime_context().get_node_id()
+        if self.world_size == 1 or not dist.is_initialized():
+            return 1
+        nodes: list[Any] = [None] * self.world_size
+        dist.all_gather_object(nodes, node)
+        return len(set(nodes))
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None, step: int) -> None:
         """``ray.train.report`` (a barrier over all workers); rank 0 passes the checkpoint."""

@@ -221,7 +221,12 @@ def run_worker(ctx: WorkerContext, config: dict[str, Any]) -> dict[str, Any]:
         state.epoch, state.epoch_step = state.epoch + 1, 0
     state.total_steps, state.world_size = total, world
     state.attempts.append(
-        {"attempt": len(state.attempts) + 1, "start_step": state.global_step, "world_size": world}
+        {
+            "attempt": len(state.attempts) + 1,
+            "start_step": state.global_step,
+            "world_size": world,
+            "nodes": ctx.num_nodes(),
+        }
     )
     if config.get("tracking"):
         state.mlflow_run_id = config["tracking"]["run_id"]
@@ -277,6 +282,9 @@ def run_worker(ctx: WorkerContext, config: dict[str, Any]) -> dict[str, Any]:
                 metrics = tracker.step(res, state, state.epoch + state.epoch_step / epoch_steps)
                 if want_images:
                     tracker.figures(model, res, registry)
+                if step % pt.checkpoint_every_steps == 0 or step == total:
+                    _checkpoint(ctx, model, optimizer, state, norm_stats, snapshot_id, last_loss)
+                # After the checkpoint: progress at step s means every checkpoint <= s is persisted.
                 _send_progress(
                     progress,
                     {
@@ -288,8 +296,6 @@ def run_worker(ctx: WorkerContext, config: dict[str, Any]) -> dict[str, Any]:
                         "sets_per_s": metrics.get("train/sets_per_s"),
                     },
                 )
-                if step % pt.checkpoint_every_steps == 0 or step == total:
-                    _checkpoint(ctx, model, optimizer, state, norm_stats, snapshot_id, last_loss)
                 if step >= total:
                     break
             if state.global_step < total or state.epoch_step >= epoch_steps:
