@@ -159,8 +159,14 @@ def _worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         m = ToyModel()
+        if rank == 1:  # a different initialisation: the engine broadcasts rank 0's weights first
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.add_(1.0)
+        eng = _engine(m, rank=rank, world_size=2)
+        eng.broadcast_parameters()
         mine = [collate_sets(SETS[rank::2])]  # rank 1 alone sees the GF2 image
-        res = _engine(m, rank=rank, world_size=2).step(mine, step=1)
+        res = eng.step(mine, step=1)
         state = {k: v.contiguous() for k, v in m.state_dict().items()}
         state["loss"] = torch.tensor(res.loss)
         save_file(state, f"{out}/rank{rank}.safetensors")

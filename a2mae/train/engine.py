@@ -155,6 +155,14 @@ class Engine:
         for p in used:
             p.grad.div_(divisor)
 
+    def broadcast_parameters(self) -> None:
+        """Copy rank 0's parameters and buffers to every worker (once, before training)."""
+        if self.world_size <= 1:
+            return
+        with torch.no_grad():
+            for t in [*self.model.parameters(), *self.model.buffers()]:
+                dist.broadcast(t.data, src=0)
+
     # ---------------------------------------------------------------------------------------- step
     def step(self, micro_batches: Sequence[_Batch], step: int, keep_last: bool = False) -> StepResult:
         """Run one optimiser step over this worker's micro-batches.

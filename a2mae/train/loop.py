@@ -205,6 +205,7 @@ def run_worker(ctx: WorkerContext, config: dict[str, Any]) -> dict[str, Any]:
 
     dataset = build_dataset(config["snapshot"], params, config.get("dataset_fn"))
     n = len(dataset)
+    torch.manual_seed(pt.seed)  # same initial weights on every worker (and rank 0 broadcasts them too)
     model = build_model(params, config.get("model_fn")).to(ctx.device)
     spe = steps_per_epoch(n, world, pt.batch_size, pt.accum_steps)
     total = pt.max_steps if pt.max_steps is not None else pt.epochs * spe
@@ -245,6 +246,7 @@ def run_worker(ctx: WorkerContext, config: dict[str, Any]) -> dict[str, Any]:
         world_size=world,
         nonfinite_total=state.nonfinite_total,
     )
+    engine.broadcast_parameters()
     tracker = _Tracker(config, params, rank)
     progress = config.get("progress") if rank == 0 else None
     norm_stats = getattr(dataset, "stats", None)

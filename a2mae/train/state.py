@@ -96,7 +96,12 @@ def _optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict[str, Any]
         state.setdefault(int(idx), {})[key] = value
     for idx, values in meta.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(values)
-    return {"state": state, "param_groups": meta["param_groups"]}
+    # JSON turns tuples (AdamW's betas) into lists; give the optimiser back what it saved.
+    groups = [
+        {k: (v if k == "params" or not isinstance(v, list) else tuple(v)) for k, v in g.items()}
+        for g in meta["param_groups"]
+    ]
+    return {"state": state, "param_groups": groups}
 
 
 # --------------------------------------------------------------------------------------- checkpoints
