@@ -13,9 +13,9 @@ import os
 import sys
 from collections.abc import Mapping
 
-from a2mae.services.base import ServiceError, port_is_free
+from a2mae.services.base import ServiceError
 from a2mae.services.daemon import DetachedService
-from a2mae.services.http import http_get
+from a2mae.services.http import http_get, tcp_open
 
 
 class MlflowServer(DetachedService):
@@ -56,7 +56,7 @@ class MlflowServer(DetachedService):
 
     def prepare(self) -> None:
         """Refuse a port that another process holds."""
-        if not port_is_free(self.port, self.host):
+        if tcp_open(self.host, self.port):  # something answers there (TIME_WAIT leftovers do not count)
             raise ServiceError(
                 f"mlflow: port {self.port} on {self.host} is in use by another process; stop it or set "
                 "infra.mlflow_port"

@@ -1,6 +1,7 @@
 """The Prefect server (API, UI, scheduler, event triggers) on SQLite, as a local service.
 
-Started with ``prefect server start`` from the running Python's environment; its database and
+Started with ``prefect server start`` from the running Python's environment (through
+``infra/prefect_server.py`` in a checkout: it fixes the scheduler under SQLAlchemy 2.1); its database and
 settings live in ``<state_dir>/home`` (``PREFECT_HOME``). The UI is told the API address it must
 call (``PREFECT_UI_API_URL``), otherwise it would look for ``127.0.0.1:4200`` whatever the port.
 Telemetry is off. This module talks HTTP only: the library imports no Prefect.
@@ -12,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from a2mae.services.base import ServiceError, port_is_free
+from a2mae.services.base import ServiceError
 from a2mae.services.daemon import DetachedService
-from a2mae.services.http import http_json
+from a2mae.services.http import http_json, tcp_open
 
 #: Environment for every Prefect process of the stack: no telemetry, no update checks.
 PREFECT_QUIET_ENV = {
@@ -51,7 +52,7 @@ class PrefectServer(DetachedService):
     def prepare(self) -> None:
         """Create the home folder; refuse a port that another process holds."""
         self.home.mkdir(parents=True, exist_ok=True)
-        if not port_is_free(self.port, self.host):
+        if tcp_open(self.host, self.port):  # something answers there (TIME_WAIT leftovers do not count)
             raise ServiceError(
                 f"prefect: port {self.port} on {self.host} is in use by another process; stop it or set "
                 "infra.prefect_port"
@@ -69,11 +70,12 @@ class PrefectServer(DetachedService):
         }
 
     def command(self) -> list[str]:
-        """``python -m prefect server start --host H --port P --analytics-off``."""
+        """``prefect server start --host H --port P --analytics-off`` (via ``infra/prefect_server.py``)."""
+        launcher = Path(__file__).resolve().parents[2] / "infra" / "prefect_server.py"
+        entry = [str(launcher)] if launcher.is_file() else ["-m", "prefect"]
         return [
             sys.executable,
-            "-m",
-            "prefect",
+            *entry,
             "server",
             "start",
             "--host",

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from a2mae.services.base import ServiceError, free_port_pair, port_is_free
+from a2mae.services.base import ServiceError, free_port_pair
 from a2mae.services.daemon import DetachedService
 from a2mae.services.http import tcp_open
 
@@ -90,7 +90,7 @@ class RayHead(DetachedService):
 
     def prepare(self) -> None:
         """Refuse a GCS port that another process holds; create the temp dir."""
-        if not port_is_free(self.port, self.host):
+        if tcp_open(self.host, self.port):  # something answers there (TIME_WAIT leftovers do not count)
             raise ServiceError(
                 f"ray: port {self.port} on {self.host} is in use by another process; stop it or set "
                 "infra.ray_port"

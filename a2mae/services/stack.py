@@ -131,6 +131,7 @@ class Stack:
         """Variables that point clients (flows, CLI, tests, ``dvc``) at the stack."""
         env = {**self.s3.env(), **self.mlflow.client_env(), **self.ray.client_env()}
         env["A2MAE_INFRA_HOME"] = str(self.home)
+        env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no progress bars in flow-run logs
         if include_prefect:
             env.update(self.prefect.client_env())
         return env
