@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -34,13 +33,10 @@ def pretrain_cmd(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from a2mae.train.pretrain import run_pretrain
+    from a2mae.train.pretrain import preflight, run_pretrain
 
     p = resolve_params(params, set_)
-    if not snapshot.startswith("s3://") and not Path(snapshot).exists():
-        from a2mae.train.pretrain import PretrainError
-
-        raise PretrainError(f"{snapshot}: no such snapshot folder; build one with `a2mae tile`")
+    preflight(p, snapshot)  # one-line errors before the progress display appears
     console = Console(stderr=True)
     columns = (
         TextColumn("[bold]pretrain[/bold] {task.fields[run]}"),

@@ -82,6 +82,25 @@ def snapshot_identity(snapshot: str, params: Params) -> str:
     return str(read_info(snapshot, fs).get("snapshot_id", "unknown"))
 
 
+def preflight(params: Params, snapshot: str, check_snapshot: bool = True) -> tuple[str, str, Storage, str]:
+    """Check what a run needs before starting it (one-line errors).
+
+    Returns:
+        ``(snapshot URI, snapshot id, checkpoint storage, tracking URI)``.
+
+    Raises:
+        A2maeError: Missing or invalid snapshot, bad storage path, unreachable tracking store.
+    """
+    from a2mae.tracking.mlflow import check_tracking_uri, resolve_tracking_uri
+
+    snapshot = snapshot.rstrip("/") if snapshot.startswith("s3://") else str(Path(snapshot).resolve())
+    snapshot_id = snapshot_identity(snapshot, params) if check_snapshot else "custom"
+    storage = resolve_storage(params)
+    tracking_uri = resolve_tracking_uri(params.registry.tracking_uri)
+    check_tracking_uri(tracking_uri)
+    return snapshot, snapshot_id, storage, tracking_uri
+
+
 def _watch_progress(actor: Any, progress: ProgressFn, stop: threading.Event) -> None:
     import ray
 
@@ -170,20 +189,16 @@ def run_pretrain(
     from a2mae.tracking.mlflow import (
         REGISTERED_STEP_TAG,
         REGISTERED_VERSION_TAG,
-        check_tracking_uri,
         find_or_create_run,
         lineage_tags,
-        resolve_tracking_uri,
     )
 
     t0 = time.perf_counter()
     pt = params.pretrain
     name = name or pt.run_name
-    snapshot = snapshot.rstrip("/") if snapshot.startswith("s3://") else str(Path(snapshot).resolve())
-    snapshot_id = snapshot_identity(snapshot, params) if dataset_fn is None else "custom"
-    storage = resolve_storage(params)
-    tracking_uri = resolve_tracking_uri(params.registry.tracking_uri)
-    check_tracking_uri(tracking_uri)
+    snapshot, snapshot_id, storage, tracking_uri = preflight(
+        params, snapshot, check_snapshot=dataset_fn is None
+    )
     run_id, resumed = find_or_create_run(
         tracking_uri,
         pt.experiment,
