@@ -17,8 +17,11 @@ the QA layer is resampled with nearest neighbour.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -62,6 +65,7 @@ class SceneSource:
 
     Attributes:
         scene_id: Catalog scene id (for messages).
+        content_hash: The catalog's content hash of the scene (keys the open-file cache).
         transform: Affine ``(a, b, c, d, e, f)`` of the scene's finest grid (the chip grid).
         bands: Band ids written, in output channel order.
         band_files: Where each of ``bands`` lives (same order).
@@ -73,6 +77,7 @@ class SceneSource:
     """
 
     scene_id: str
+    content_hash: str
     transform: tuple[float, float, float, float, float, float]
     bands: tuple[str, ...]
     band_files: tuple[BandFile, ...]
@@ -106,6 +111,7 @@ class ChipData:
 
     Attributes:
         data: ``[C, H, W]`` int16 (little-endian, C order) as bytes.
+        digest: sha256 of ``data`` (computed on the worker, so the writer never hashes pixels).
         nodata_fraction: Fraction of pixels that are nodata.
         cloud_fraction: Fraction of pixels flagged cloud by the QA layer.
         band_stats: Per band ``(count, sum, sum of squares, min, max)`` of the valid stored values
@@ -113,6 +119,7 @@ class ChipData:
     """
 
     data: bytes
+    digest: bytes
     nodata_fraction: float
     cloud_fraction: float
     band_stats: list[tuple[int, int, int, int, int]]
@@ -153,34 +160,50 @@ def _read(ds, indexes: list[int], col: int, row: int, w: int, h: int, fill: floa
     return ds.read(indexes, window=_window(col, row, w, h), boundless=True, fill_value=fill)
 
 
-def _bilinear(ds, indexes, cols_f, rows_f, nodata: list[float | None]) -> tuple[np.ndarray, np.ndarray]:
-    """Separable bilinear samples of bands at fractional pixel-centre coordinates, and the nodata mask.
+def _bilinear(
+    reads: list[tuple[Any, list[int]]],
+    size: tuple[int, int],
+    cols_f: np.ndarray,
+    rows_f: np.ndarray,
+    nodata: list[float | None],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Separable bilinear samples of bands sharing one grid, at fractional pixel-centre coordinates.
+
+    Args:
+        reads: ``(dataset, band indexes)`` per file, all on the same grid of ``size`` (width, height).
+        size: Width and height of that grid.
+        cols_f: Fractional column of each output column's pixel centre (integers are pixel centres).
+        rows_f: Fractional row of each output row's pixel centre.
+        nodata: Nodata DN per band (in the order of ``reads``), or None.
 
     Returns:
-        ``[K, len(rows_f), len(cols_f)]`` float64 values and the ``[rows, cols]`` mask of pixels with a
-        nodata source pixel of non-zero weight.
+        ``[K, len(rows_f), len(cols_f)]`` float32 values, and the ``[rows, cols]`` mask of pixels with
+        a nodata source pixel of non-zero weight. Outside the grid the edge pixels are replicated.
     """
     c0 = np.floor(cols_f).astype(np.int64)
     r0 = np.floor(rows_f).astype(np.int64)
-    fx, fy = cols_f - c0, rows_f - r0
-    lo_c, hi_c = max(int(c0.min()), 0), min(int(c0.max()) + 1, ds.width - 1)
-    lo_r, hi_r = max(int(r0.min()), 0), min(int(r0.max()) + 1, ds.height - 1)
-    src = ds.read(indexes, window=_window(lo_c, lo_r, hi_c - lo_c + 1, hi_r - lo_r + 1)).astype(np.float64)
+    fx, fy = (cols_f - c0).astype(np.float32), (rows_f - r0).astype(np.float32)
+    lo_c, hi_c = max(int(c0.min()), 0), min(int(c0.max()) + 1, size[0] - 1)
+    lo_r, hi_r = max(int(r0.min()), 0), min(int(r0.max()) + 1, size[1] - 1)
+    win = _window(lo_c, lo_r, hi_c - lo_c + 1, hi_r - lo_r + 1)
+    src = np.concatenate([ds.read(idx, window=win) for ds, idx in reads]).astype(np.float32)
     ci0, ci1 = np.clip(c0, lo_c, hi_c) - lo_c, np.clip(c0 + 1, lo_c, hi_c) - lo_c
     ri0, ri1 = np.clip(r0, lo_r, hi_r) - lo_r, np.clip(r0 + 1, lo_r, hi_r) - lo_r
 
-    def interp(a: np.ndarray) -> np.ndarray:  # [K, Hs, Ws] -> [K, h, w]
-        tmp = a[:, :, ci0] * (1 - fx) + a[:, :, ci1] * fx
-        return tmp[:, ri0, :] * (1 - fy)[:, None] + tmp[:, ri1, :] * fy[:, None]
+    def interp(a: np.ndarray) -> np.ndarray:  # [K, Hs, Ws] -> [K, h, w] (take + in-place: ~3x faster)
+        tmp = np.take(a, ci0, axis=2)
+        tmp *= 1 - fx
+        tmp += np.take(a, ci1, axis=2) * fx
+        out = np.take(tmp, ri0, axis=1)
+        out *= (1 - fy)[:, None]
+        out += np.take(tmp, ri1, axis=1) * fy[:, None]
+        return out
 
     out = interp(src)
-    bad = np.zeros((rows_f.size, cols_f.size), bool)
-    flagged = [k for k, v in enumerate(nodata) if v is not None]
-    if flagged:
-        m = np.stack([src[k] == nodata[k] for k in flagged]).any(0)
-        if m.any():
-            bad = interp(m[None].astype(np.float64))[0] > 0
-    return out, bad
+    m = _nodata_mask(src, nodata)
+    if m is None:
+        return out, np.zeros((rows_f.size, cols_f.size), bool)
+    return out, interp(m[None].astype(np.float32))[0] > 0
 
 
 def _nearest(ds, index: int, cols_f: np.ndarray, rows_f: np.ndarray) -> np.ndarray:
@@ -191,11 +214,33 @@ def _nearest(ds, index: int, cols_f: np.ndarray, rows_f: np.ndarray) -> np.ndarr
     return src[np.ix_(ri - lo_r, ci - lo_c)]
 
 
-def _encode(dn: np.ndarray, bad: np.ndarray, scale: float, offset: float) -> np.ndarray:
-    v = np.rint((dn * scale + offset) * REFLECTANCE_SCALE)
-    out = np.clip(v, -32767, 32767).astype("<i2")
-    out[:, bad] = NODATA
-    return out
+def _encode(dn: np.ndarray, scale: float, offset: float) -> np.ndarray:
+    """DNs -> stored int16 ``round((DN * scale + offset) * 10000)``, clipped to ``[-32767, 32767]``."""
+    k, b = scale * REFLECTANCE_SCALE, offset * REFLECTANCE_SCALE
+    if dn.dtype.kind == "u" and k == 1.0 and b == 0.0:
+        return np.minimum(dn, 32767).astype("<i2")  # DNs are reflectance x 10000 already (S2, GF)
+    v = dn.astype(np.float32, copy=dn.dtype != np.float32)
+    if k != 1.0:
+        v *= np.float32(k)
+    if b != 0.0:
+        v += np.float32(b)
+    np.rint(v, out=v)
+    np.clip(v, -32767, 32767, out=v)
+    return v.astype("<i2")
+
+
+def _nodata_mask(vals: np.ndarray, nodata: list[float | None]) -> np.ndarray | None:
+    """``[H, W]`` mask of pixels equal to their band's nodata value in any band (None: no such pixel)."""
+    mask = None
+    for k, v in enumerate(nodata):
+        if v is None:
+            continue
+        band = vals[k]
+        if v < band.min() or v > band.max():  # one cheap pass rules most bands out
+            continue
+        m = band == v
+        mask = m if mask is None else mask | m
+    return mask
 
 
 def _band_stats(chip: np.ndarray, bad: np.ndarray) -> list[tuple[int, int, int, int, int]]:
@@ -218,31 +263,35 @@ def _read_region(ds: dict, src: SceneSource, row0: int, col0: int, h: int, w: in
     """
     t = src.transform
     grid_t = (t[0], 0.0, t[2] + t[0] * col0, 0.0, t[4], t[5] + t[4] * row0)
-    dn = np.empty((len(src.bands), h, w))
+    enc = np.empty((len(src.bands), h, w), "<i2")
     bad = np.zeros((h, w), bool)
-    groups: dict[tuple, list[int]] = {}
-    for k, bf in enumerate(src.band_files):  # bands sharing a file and a grid: one read
-        groups.setdefault((bf.uri, bf.transform), []).append(k)
-    for (uri, band_t), ks in groups.items():
-        if band_t[1] != 0 or band_t[3] != 0:
+    grids: dict[tuple, list[int]] = {}
+    for k, bf in enumerate(src.band_files):  # bands on one grid are read and resampled together
+        if bf.transform[1] != 0 or bf.transform[3] != 0:
             raise ChipReadError(
-                f"scene {src.scene_id}: {uri}: rotated grids are not supported; warp it north-up"
+                f"scene {src.scene_id}: {bf.uri}: rotated grids are not supported; warp it north-up"
             )
-        idx = [src.band_files[k].index for k in ks]
-        nod = [src.nodata[k] for k in ks]
+        grids.setdefault((bf.transform, bf.width, bf.height), []).append(k)
+    for (band_t, bw, bh), ks in grids.items():
+        by_file: dict[str, list[int]] = {}
+        for k in ks:
+            by_file.setdefault(src.band_files[k].uri, []).append(k)
+        order = [k for kk in by_file.values() for k in kk]
+        reads = [(ds[u], [src.band_files[k].index for k in kk]) for u, kk in by_file.items()]
+        nod = [src.nodata[k] for k in order]
         off = _aligned_offset(grid_t, band_t)
         if off is not None:
             fill = next((v for v in nod if v is not None), 0)
-            vals = _read(ds[uri], idx, off[0], off[1], w, h, fill).astype(np.float64)
-            for j, v in enumerate(nod):
-                if v is not None:
-                    bad |= vals[j] == v
+            vals = np.concatenate([_read(d, idx, off[0], off[1], w, h, fill) for d, idx in reads])
+            m = _nodata_mask(vals, nod)
+            if m is not None:
+                bad |= m
         else:
             cols_f = _axis_coords(0, w, grid_t, band_t, 0)
             rows_f = _axis_coords(0, h, grid_t, band_t, 1)
-            vals, b = _bilinear(ds[uri], idx, cols_f, rows_f, nod)
+            vals, b = _bilinear(reads, (bw, bh), cols_f, rows_f, nod)
             bad |= b
-        dn[ks] = vals
+        enc[order] = _encode(vals, src.scale, src.offset)
     cloud = np.zeros((h, w), bool)
     if src.qa_file is not None and src.qa is not None:
         qt = src.qa_file.transform
@@ -255,7 +304,8 @@ def _read_region(ds: dict, src: SceneSource, row0: int, col0: int, h: int, w: in
         q_nodata, cloud = src.qa.masks(qa)
         bad |= q_nodata
         cloud &= ~bad
-    return _encode(dn, bad, src.scale, src.offset), bad, cloud
+    enc[:, bad] = NODATA
+    return enc, bad, cloud
 
 
 def _regions(windows: list[tuple[int, int]], chip: int) -> list[tuple[int, int, int, int]]:
@@ -267,6 +317,37 @@ def _regions(windows: list[tuple[int, int]], chip: int) -> list[tuple[int, int, 
     if h * w <= 2 * len(set(windows)) * chip * chip:
         return [(min(rows), min(cols), h, w)]
     return [(r, c, chip, chip) for r, c in sorted(set(windows))]
+
+
+#: Open datasets of this process, least recently used first (reused across tasks: no re-open, and
+#: GDAL's block cache keeps serving neighbouring regions). Keyed by URI and the scene's content hash,
+#: so a changed file is opened afresh.
+_OPEN: OrderedDict[tuple[str, str], tuple[contextlib.ExitStack, Any]] = OrderedDict()
+_OPEN_MAX = 64
+
+
+def _cached_open(uri: str, content: str):
+    from a2mae.io.raster import open_raster
+
+    key = (uri, content)
+    hit = _OPEN.get(key)
+    if hit is not None:
+        _OPEN.move_to_end(key)
+        return hit[1]
+    stack = contextlib.ExitStack()
+    ds = stack.enter_context(open_raster(uri))
+    _OPEN[key] = (stack, ds)
+    while len(_OPEN) > _OPEN_MAX:
+        _, (old, _) = _OPEN.popitem(last=False)
+        old.close()
+    return ds
+
+
+def close_open_files() -> None:
+    """Close the datasets this process keeps open between tasks."""
+    while _OPEN:
+        _, (stack, _) = _OPEN.popitem()
+        stack.close()
 
 
 def read_chips(task: ReadTask) -> list[ChipData]:
@@ -282,7 +363,7 @@ def read_chips(task: ReadTask) -> list[ChipData]:
         ChipReadError: A grid is rotated.
         A2maeError: A file cannot be opened (the message names it).
     """
-    from a2mae.io.raster import open_raster, raster_env
+    from a2mae.io.raster import raster_env
 
     chip = task.chip
     out: list[ChipData | None] = [None] * len(task.windows)
@@ -300,22 +381,21 @@ def read_chips(task: ReadTask) -> list[ChipData]:
             ks = by_scene[pos]
             wins = [(task.windows[k][1], task.windows[k][2]) for k in ks]
             uris = sorted({bf.uri for bf in src.band_files} | ({src.qa_file.uri} if src.qa_file else set()))
-            with contextlib.ExitStack() as stack:
-                ds = {u: stack.enter_context(open_raster(u)) for u in uris}
-                for r0, c0, h, w in _regions(wins, chip):
-                    enc, bad, cloud = _read_region(ds, src, r0, c0, h, w)
-                    for k, (row0, col0) in zip(ks, wins, strict=True):
-                        if not (
-                            r0 <= row0 and row0 + chip <= r0 + h and c0 <= col0 and col0 + chip <= c0 + w
-                        ):
-                            continue
-                        i, j = row0 - r0, col0 - c0
-                        sub = np.ascontiguousarray(enc[:, i : i + chip, j : j + chip])
-                        b = bad[i : i + chip, j : j + chip]
-                        out[k] = ChipData(
-                            data=sub.tobytes(),
-                            nodata_fraction=float(b.mean()),
-                            cloud_fraction=float(cloud[i : i + chip, j : j + chip].mean()),
-                            band_stats=_band_stats(sub, b),
-                        )
+            ds = {u: _cached_open(u, src.content_hash) for u in uris}
+            for r0, c0, h, w in _regions(wins, chip):
+                enc, bad, cloud = _read_region(ds, src, r0, c0, h, w)
+                for k, (row0, col0) in zip(ks, wins, strict=True):
+                    if not (r0 <= row0 and row0 + chip <= r0 + h and c0 <= col0 and col0 + chip <= c0 + w):
+                        continue
+                    i, j = row0 - r0, col0 - c0
+                    sub = enc[:, i : i + chip, j : j + chip]
+                    b = bad[i : i + chip, j : j + chip]
+                    data = sub.tobytes()
+                    out[k] = ChipData(
+                        data=data,
+                        digest=hashlib.sha256(data).digest(),
+                        nodata_fraction=float(b.mean()),
+                        cloud_fraction=float(cloud[i : i + chip, j : j + chip].mean()),
+                        band_stats=_band_stats(sub, b),
+                    )
     return out  # type: ignore[return-value]

@@ -6,8 +6,9 @@ finishes first) or as results arrive. At most ``2 * workers`` items are submitte
 oldest result not yet yielded, so memory stays bounded however many items there are.
 
 * ``executor="local"``, ``workers=1``: in this process (no pool; easiest to debug and profile).
-* ``executor="local"``, ``workers>1``: a ``ProcessPoolExecutor`` with the ``spawn`` start method
-  (safe next to threads that torch, Ray or GDAL may have started in the parent).
+* ``executor="local"``, ``workers>1``: a ``ProcessPoolExecutor``. Workers are forked when this
+  process runs a single thread (the CLI: workers start at once with the modules already imported)
+  and spawned otherwise (forking next to running threads, e.g. inside Prefect, can deadlock).
 * ``executor="ray"``: Ray remote tasks on the cluster at ``ray_address`` (else ``$RAY_ADDRESS``, else
   a local Ray started for this call with ``include_dashboard=False`` and shut down afterwards). The
   function and its module must be importable on the workers (install the package there).
@@ -69,9 +70,12 @@ def _run_pool(
     fn: Callable[[Any], Any], items: list[Any], workers: int, ordered: bool
 ) -> Iterator[tuple[int, Any]]:
     import multiprocessing as mp
+    import threading
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context(
+        "fork" if threading.active_count() == 1 and "fork" in mp.get_all_start_methods() else "spawn"
+    )
     limit = 2 * workers
     with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx) as pool:
         pending: dict[int, Any] = {}

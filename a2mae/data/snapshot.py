@@ -105,6 +105,12 @@ def _sha256_file(path: Path) -> str:
 
 
 class _ShardWriter:
+    """Appends chips to ``shards/shard-NNNNN.bin`` files of bounded size.
+
+    Each shard's ``chips_sha256`` is the sha256 over the sha256 digests of its chips, in order (the
+    workers hash the chips in parallel; the digest still changes with any byte of the shard).
+    """
+
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root / SHARD_DIR
         self.root.mkdir(parents=True, exist_ok=True)
@@ -120,18 +126,18 @@ class _ShardWriter:
         self._f = open(self.root.parent / name, "wb")  # noqa: SIM115
         self._h = hashlib.sha256()
         self._size = 0
-        self.shards.append({"path": name, "bytes": 0, "sha256": ""})
+        self.shards.append({"path": name, "bytes": 0, "chips_sha256": ""})
 
     def reserve(self, nbytes: int) -> None:
         """Start a new shard if ``nbytes`` more would overflow the current one."""
         if self._f is None or (self._size > 0 and self._size + nbytes > self.max_bytes):
             self._open_next()
 
-    def write(self, data: bytes) -> tuple[str, int]:
+    def write(self, data: bytes, digest: bytes) -> tuple[str, int]:
         assert self._f is not None and self._h is not None
         off = self._size
         self._f.write(data)
-        self._h.update(data)
+        self._h.update(digest)
         self._size += len(data)
         return self.shards[-1]["path"], off
 
@@ -139,7 +145,7 @@ class _ShardWriter:
         if self._f is not None:
             self._f.close()
             self.shards[-1]["bytes"] = self._size
-            self.shards[-1]["sha256"] = self._h.hexdigest()  # type: ignore[union-attr]
+            self.shards[-1]["chips_sha256"] = self._h.hexdigest()  # type: ignore[union-attr]
             self._f = None
 
 
@@ -189,16 +195,21 @@ def _manifest_schema():
     )
 
 
-def _corners(rec, tr, chip: int) -> list[float]:
-    a, b, c, d, e, f = tr
-    px = [(0, 0), (chip, 0), (chip, chip), (0, chip)]  # UL, UR, LR, LL (col, row)
-    xs = [a * i + b * j + c for i, j in px]
-    ys = [d * i + e * j + f for i, j in px]
-    lons, lats = transformer(rec.crs, "EPSG:4326").transform(xs, ys)
-    out: list[float] = []
-    for la, lo in zip(lats, lons, strict=True):
-        out += [float(la), float(lo)]
-    return out
+def _fill_corners(rows: list[dict[str, Any]], chip: int) -> None:
+    """Set ``corners`` (WGS84 UL, UR, LR, LL; lat, lon) from ``crs`` and ``transform``, per CRS at once."""
+    by_crs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_crs[r["crs"]].append(r)
+    px = np.array([0, chip, chip, 0], float)  # UL, UR, LR, LL columns
+    py = np.array([0, 0, chip, chip], float)  # and rows
+    for crs, group in by_crs.items():
+        t = np.array([r["transform"] for r in group])  # [N, 6]
+        xs = t[:, 0:1] * px + t[:, 1:2] * py + t[:, 2:3]
+        ys = t[:, 3:4] * px + t[:, 4:5] * py + t[:, 5:6]
+        lons, lats = transformer(crs, "EPSG:4326").transform(xs.ravel(), ys.ravel())
+        ll = np.stack([np.asarray(lats), np.asarray(lons)], 1).reshape(len(group), 8)
+        for r, c in zip(group, ll.tolist(), strict=True):
+            r["corners"] = c
 
 
 class SnapshotWriter:
@@ -273,6 +284,7 @@ class SnapshotWriter:
         drop = {w: self._drop_reason(cd) for w, cd in chips.items()}
         self._chips_dropped.update(r for r in drop.values() if r)
         written: dict[ChipWindow, tuple[str, int]] = {}
+        first_row = len(self._rows)
         for s in sets:
             kept = [im for im in s.images if drop[im.window] is None]
             if s.kind == "GF-S2" and not any(recs[im.window.scene].sensor in self.hires for im in kept):
@@ -284,7 +296,7 @@ class SnapshotWriter:
             new = list(dict.fromkeys(im.window for im in kept if im.window not in written))
             self._shards.reserve(sum(len(chips[w].data) for w in new))
             for w in new:
-                written[w] = self._shards.write(chips[w].data)
+                written[w] = self._shards.write(chips[w].data, chips[w].digest)
                 self._count_stats(w, chips[w], s.split)
             for k, im in enumerate(kept):
                 self._rows.append(self._row(s, k, im, chips[im.window], written[im.window]))
@@ -293,6 +305,7 @@ class SnapshotWriter:
             self._per_split[s.split] += 1
             self._set_index += 1
         self.counts.chips += len(written)
+        _fill_corners(self._rows[first_row:], self.chip)
         if len(self._rows) >= self.ROW_GROUP:
             self._flush()
 
@@ -327,7 +340,7 @@ class SnapshotWriter:
             "year": dt.year if dt else None,
             "doy": dt.timetuple().tm_yday if dt else None,
             "period": rec.period,
-            "corners": _corners(rec, tr, self.chip),
+            "corners": None,  # filled per task, batched (see _fill_corners)
             "crs": rec.crs,
             "transform": [float(v) for v in tr],
             "row0": w.row0,

@@ -31,7 +31,7 @@ from typing import Any
 
 from a2mae.config import Params, TileConfig
 from a2mae.data.catalog import SceneRecord, read_catalog
-from a2mae.data.chips import QADecode, ReadTask, SceneSource, read_chips
+from a2mae.data.chips import QADecode, ReadTask, SceneSource, close_open_files, read_chips
 from a2mae.data.executor import run_tasks
 from a2mae.data.grouping import ChipWindow, Plan, plan_sets
 from a2mae.data.snapshot import (
@@ -204,6 +204,7 @@ def build_tasks(
             bands[scene] = keep
             sources[scene] = SceneSource(
                 scene_id=rec.scene_id,
+                content_hash=rec.content_hash,
                 transform=rec.transform,
                 bands=keep,
                 band_files=files,
@@ -378,6 +379,8 @@ def tile(
         except BaseException:
             writer.abort()
             raise
+        finally:
+            close_open_files()  # the files this process opened (workers=1, or a failure)
         snapshot_id = json.loads((tmp / INFO).read_text())["snapshot_id"]
         _swap_into_place(tmp, out)
     except BaseException:
