@@ -8,7 +8,9 @@ the two models are interleaved, so a busy machine slows both alike. Printed per 
 
 * image sets/s and tokens/s (all input tokens) and visible tokens/s of both, and their ratio;
 * achieved FLOP/s: the useful model FLOPs of a step (matmuls and attention over real tokens; padding
-  is not counted) divided by the step time, against a large-matmul peak measured in the same run.
+  is not counted) divided by the step time, against a large-matmul peak measured in the same run;
+* the process CPU seconds per step (on a shared machine, a ratio of CPU time is steadier than one of
+  wall time; with several threads it includes the threads' spin-waiting).
 
 Usage::
 
@@ -90,12 +92,13 @@ def plain_flops(model: PlainMAE, b: int, seq_len: int, keep: int, dims: tuple[in
     return 3 * f
 
 
-def timed(step: Callable[[], object], device: torch.device) -> float:
+def timed(step: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one step."""
     sync(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     step()
     sync(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def run_size(
@@ -158,7 +161,8 @@ def run_size(
         ta.append(timed(step_a, device))
         tp.append(timed(step_p, device))
     out = last["out"]
-    t_a, t_p = statistics.median(ta), statistics.median(tp)
+    t_a, t_p = statistics.median(t for t, _ in ta), statistics.median(t for t, _ in tp)
+    c_a, c_p = statistics.median(c for _, c in ta), statistics.median(c for _, c in tp)
     fa = a2mae_flops(model, out)
     fp = plain_flops(plain, b, seq_len, keep, (c.embed_dim, c.depth, c.decoder_embed_dim, c.decoder_depth))
     return {
@@ -170,6 +174,8 @@ def run_size(
         "vis_p": b * keep,
         "t_a": t_a,
         "t_p": t_p,
+        "c_a": c_a,
+        "c_p": c_p,
         "flops_a": fa / t_a,
         "flops_p": fp / t_p,
         "pad_enc": out.encoder_pad_fraction,
@@ -201,23 +207,25 @@ def main() -> None:
     print(f"batch: {args.batch_sets} sets cycling {MIX}")
     hdr = (
         f"{'size':5s} {'model':6s} {'step s':>7s} {'sets/s':>7s} {'tok/s':>8s} {'vis tok/s':>9s} "
-        f"{'GFLOP/s':>8s} {'% peak':>6s}"
+        f"{'GFLOP/s':>8s} {'% peak':>6s} {'cpu s':>7s}"
     )
     print(hdr)
     for size in args.sizes.split(","):
         r = run_size(size.strip(), args, device, dtype, peak)
-        for tag, t, tok, vis, fl in (
-            ("a2mae", r["t_a"], r["tokens_a"], r["vis_a"], r["flops_a"]),
-            ("plain", r["t_p"], r["tokens_p"], r["vis_p"], r["flops_p"]),
+        for tag, t, c, tok, vis, fl in (
+            ("a2mae", r["t_a"], r["c_a"], r["tokens_a"], r["vis_a"], r["flops_a"]),
+            ("plain", r["t_p"], r["c_p"], r["tokens_p"], r["vis_p"], r["flops_p"]),
         ):
             print(
                 f"{r['size']:5s} {tag:6s} {t:7.3f} {r['sets'] / t:7.2f} {tok / t:8.0f} {vis / t:9.0f} "
-                f"{fl / 1e9:8.1f} {100 * fl / peak:6.1f}"
+                f"{fl / 1e9:8.1f} {100 * fl / peak:6.1f} {c:7.2f}"
             )
         ratio = (r["tokens_a"] / r["t_a"]) / (r["tokens_p"] / r["t_p"])
         vratio = (r["vis_a"] / r["t_a"]) / (r["vis_p"] / r["t_p"])
+        cratio = (r["tokens_a"] / r["c_a"]) / (r["tokens_p"] / r["c_p"])
         print(
-            f"{r['size']:5s} a2mae/plain tokens/s {ratio:.2f}x (visible {vratio:.2f}x; goal >= 0.9x); "
+            f"{r['size']:5s} a2mae/plain tokens/s {ratio:.2f}x (visible {vratio:.2f}x, per CPU-second "
+            f"{cratio:.2f}x; goal >= 0.9x); "
             f"attention padding enc {100 * r['pad_enc']:.1f}% dec {100 * r['pad_dec']:.1f}%; "
             f"tokens a2mae {r['tokens_a']} / plain {r['tokens_p']}, visible {r['vis_a']} / {r['vis_p']}"
         )

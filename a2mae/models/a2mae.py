@@ -25,7 +25,7 @@ from a2mae.models.embed import GroupPatchEmbed, MetadataEmbedding, MetaDrop, key
 from a2mae.models.layers import Block, Packer, bucket_order, init_weights
 from a2mae.models.layout import TokenLayout, build_layout, unpatchify
 from a2mae.models.loss import LossParts, masked_patch_loss, patch_stats
-from a2mae.models.masking import MaskResult, _rand, anchor_aware_mask, segment_rank
+from a2mae.models.masking import MaskResult, anchor_aware_mask, rand_uniform, segment_rank
 from a2mae.models.vocab import ModelInputError, Vocabulary
 from a2mae.sensors.registry import SensorRegistry, get_registry
 
@@ -45,7 +45,7 @@ class A2MAEOutput:
         decoder_pad_fraction: Same in the decoder.
         mask: ``[T]`` bool, True = masked.
         anchor: ``[B]`` anchor image index of each set.
-        pred: ``[T, C_max, p*p]`` predictions in the (norm-pix) target space, zero for tokens not decoded.
+        pred: ``[T, C_max, p*p]`` predictions (detached) in the (norm-pix) target space, zero where not decoded.
         decoded: ``[T]`` bool, tokens the decoder processed.
         layout: The batch layout (for :meth:`A2MAE.reconstruct`).
     """
@@ -154,11 +154,11 @@ class A2MAE(nn.Module):
         p = self.config.metadata_dropout
         if not self.training or p == 0:
             return MetaDrop.none(layout.num_images, dev)
-        loc = _rand(layout.num_sets, generator, dev) < p
+        loc = rand_uniform(layout.num_sets, generator, dev) < p
         return MetaDrop(
             location=loc[layout.img_set],
-            gsd=_rand(layout.num_images, generator, dev) < p,
-            time=_rand(layout.num_images, generator, dev) < p,
+            gsd=rand_uniform(layout.num_images, generator, dev) < p,
+            time=rand_uniform(layout.num_images, generator, dev) < p,
         )
 
     # ----------------------------------------------------------------------------------- encoder
@@ -208,7 +208,7 @@ class A2MAE(nn.Module):
         room = (cap - vis).clamp(min=0)
         idx = masked.nonzero().squeeze(1)
         seg = layout.tok_set[idx]
-        keep = segment_rank(seg, _rand(len(idx), generator, masked.device)) < room[seg]
+        keep = segment_rank(seg, rand_uniform(len(idx), generator, masked.device)) < room[seg]
         decoded = ~masked
         decoded[idx[keep]] = True
         return decoded
@@ -314,7 +314,7 @@ class A2MAE(nn.Module):
         decoded = self.decoder_tokens(layout, masked, generator)
         pred, tokens, dec_packer = self.forward_decoder(layout, latent, visible, decoded, drop)
         parts = self.forward_loss(layout, pred, tokens, masked)
-        full_pred = pred.new_zeros(layout.patches.shape).index_copy(0, tokens, pred)
+        full_pred = pred.detach().new_zeros(layout.patches.shape).index_copy_(0, tokens, pred.detach())
         return A2MAEOutput(
             loss=parts.loss,
             loss_per_sensor=self._per_sensor(layout, parts),

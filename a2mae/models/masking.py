@@ -51,7 +51,8 @@ class MaskResult:
     in_footprint: torch.Tensor
 
 
-def _rand(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+def rand_uniform(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """``[n]`` uniform noise from ``generator`` (on its device), moved to ``device``."""
     gdev = generator.device if generator is not None else device
     return torch.rand(n, generator=generator, device=gdev).to(device)
 
@@ -84,7 +85,7 @@ def select_anchor(layout: TokenLayout, policy: str, generator: torch.Generator |
     counts = torch.bincount(layout.img_set, minlength=b)
     first = torch.cumsum(counts, 0) - counts
     if policy == "random":
-        u = _rand(b, generator, dev)
+        u = rand_uniform(b, generator, dev)
         return first + torch.minimum((u * counts).long(), (counts - 1).clamp(min=0))
     gsd = layout.img_gsd.to(torch.float64)
     key = gsd if policy == "finest_gsd" else -gsd
@@ -228,13 +229,13 @@ def anchor_aware_mask(
     covered = torch.zeros(n_cells, dtype=torch.long, device=dev)
     if cfg.stratified_anchor_mask and cfg.masking != "independent":
         covered = anchor_coverage(layout, anchor, is_anchor_img)
-    u_tok = _rand(t, generator, dev)
+    u_tok = rand_uniform(t, generator, dev)
     per_group_mask = stratified_mask(layout.tok_slab, covered[layout.tok_cell], u_tok, n_mask_slab, r)
     cell_img = layout.cell_img
     if cfg.masking == "independent" or cfg.anchor_group_mask == "independent":
         anchor_tok_mask = per_group_mask
     else:
-        u_cell = _rand(n_cells, generator, dev)
+        u_cell = rand_uniform(n_cells, generator, dev)
         img_hw = layout.img_hw[:, 0] * layout.img_hw[:, 1]
         n_mask_img = torch.minimum(torch.round(r * img_hw.to(torch.float64)).long(), img_hw - 1)
         cell_mask = stratified_mask(cell_img, covered, u_cell, n_mask_img, r)
@@ -244,7 +245,7 @@ def anchor_aware_mask(
     ground[layout.tok_cell[sel]] = True  # union over the anchor's groups
 
     # ------------------------------------------------------------------------- non-anchor tokens
-    u_dec = _rand(t, generator, dev)
+    u_dec = rand_uniform(t, generator, dev)
     if cfg.masking == "independent":
         masked = per_group_mask
         protected = torch.zeros(t, dtype=torch.bool, device=dev)
@@ -277,7 +278,7 @@ def anchor_aware_mask(
     visible = torch.zeros_like(budget).index_add_(0, layout.tok_set, (~masked).long())
     excess = (visible - budget).clamp(min=0)
     deficit = (budget - visible).clamp(min=0)
-    u_bud = _rand(t, generator, dev)
+    u_bud = rand_uniform(t, generator, dev)
     drop_cand = ~masked & ~tok_anchor
     fill_cand = masked & ~tok_anchor & ~protected
     for cand, need, value in ((drop_cand, excess, True), (fill_cand, deficit, False)):
