@@ -396,3 +396,35 @@ def test_tiling_scenes_on_s3_gives_the_same_chips_as_local(s3_store, synthetic_s
     shards = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local" / "shards").iterdir())
     for rel in shards:  # the pixels are identical; only the sources in the manifest differ
         assert (tmp_path / "remote" / rel).read_bytes() == (tmp_path / "local" / rel).read_bytes()
+
+
+def test_chips_use_the_grid_of_the_written_bands_not_a_finer_pan_band(synthetic_scenes):
+    from a2mae.data.catalog import BandFile
+    from a2mae.data.tiling import on_chip_grid
+    from a2mae.sensors import get_registry
+
+    l8 = next(r for r in synthetic_scenes[1] if r.sensor == "L8")
+    a, b, c, d, e, f = l8.transform
+    pan_t = (a / 2, b, c, d, e / 2, f)
+    pan = BandFile(
+        band="B8",
+        uri="/pan.tif",
+        index=1,
+        gsd_m=15.0,
+        width=2 * l8.width,
+        height=2 * l8.height,
+        transform=pan_t,
+        dtype="uint16",
+    )
+    with_pan = l8.model_copy(
+        update={
+            "band_files": (*l8.band_files, pan),
+            "transform": pan_t,
+            "gsd_m": 15.0,
+            "width": 2 * l8.width,
+            "height": 2 * l8.height,
+        }
+    )
+    grid = on_chip_grid(with_pan, get_registry(), params().tile)
+    assert (grid.gsd_m, grid.transform, grid.width) == (30.0, l8.transform, l8.width)
+    assert on_chip_grid(l8, get_registry(), params().tile) is l8

@@ -143,6 +143,39 @@ def kept_bands(rec: SceneRecord, registry: SensorRegistry, cfg: TileConfig) -> t
     return tuple(b for b in sensor.pretrain_bands if b not in drop and b in present)
 
 
+def on_chip_grid(rec: SceneRecord, registry: SensorRegistry, cfg: TileConfig) -> SceneRecord:
+    """The record with its grid set to the finest grid of the bands written.
+
+    The catalog's grid is the scene's finest band, which may be a band that is not written (Landsat
+    L1's 15 m panchromatic B8): chips are cut at the native GSD of the pre-training bands.
+
+    Raises:
+        TilingError: A scene has none of its sensor's pre-training bands.
+    """
+    keep = kept_bands(rec, registry, cfg)
+    if not keep:
+        raise TilingError(
+            f"scene {rec.scene_id} ({rec.source}): none of the {rec.sensor} pre-training bands is present"
+        )
+    finest = min(
+        (bf for bf in rec.band_files if bf.band in keep), key=lambda bf: (bf.gsd_m, keep.index(bf.band))
+    )
+    if finest.transform == rec.transform and (finest.width, finest.height) == (rec.width, rec.height):
+        return rec
+    a, _, c, _, e, f = finest.transform
+    xs = (c, c + a * finest.width)
+    ys = (f, f + e * finest.height)
+    return rec.model_copy(
+        update={
+            "transform": finest.transform,
+            "width": finest.width,
+            "height": finest.height,
+            "gsd_m": finest.gsd_m,
+            "bounds": (min(xs), min(ys), max(xs), max(ys)),
+        }
+    )
+
+
 def _qa_decode(rec: SceneRecord, registry: SensorRegistry) -> QADecode | None:
     if rec.qa_file is None:
         return None
@@ -342,7 +375,7 @@ def tile(
 
     from a2mae.io.storage import S3Settings
 
-    plan = plan_sets(records, cfg)
+    plan = plan_sets([on_chip_grid(r, registry, cfg) for r in records], cfg)
     tasks, spans, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
