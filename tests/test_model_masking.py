@@ -92,24 +92,36 @@ def test_anchor_ratio_and_budget_hold(comps, anchor_policy, group_mask, ratio, s
             assert not bool(free.any())
 
 
-@settings(max_examples=20, deadline=None)
-@given(compositions, st.sampled_from(["consistent", "independent"]), st.integers(0, 2**31 - 1))
-def test_aligned_masks_tokens_on_masked_anchor_ground(comps, group_mask, seed):
+def _check_aligned(comps, group_mask, seed, anchor_policy="random") -> int:
+    """Assert the aligned guarantee with an independent box-geometry oracle; return the cells checked."""
     batch, lay = _layout(comps)
-    res = anchor_aware_mask(
-        lay, _cfg(masking="aligned", anchor_group_mask=group_mask), torch.Generator().manual_seed(seed)
-    )
+    cfg = _cfg(masking="aligned", anchor_group_mask=group_mask, anchor_policy=anchor_policy)
+    res = anchor_aware_mask(lay, cfg, torch.Generator().manual_seed(seed))
     gsd = [im.meta.gsd_m for im in batch.images]
+    checked = 0
     for a in res.anchor.tolist():
         ground = _anchor_ground(lay, res, a)
         for n in (lay.img_set == lay.img_set[a]).nonzero().squeeze(1).tolist():
             if n == a:
                 continue
-            for t in (lay.tok_img == n).nonzero().squeeze(1).tolist():
-                c = int(lay.tok_cell[t] - lay.img_cell_start[n])
+            for c in range(144):
                 cells, inside = _cells_under(_footprint(gsd[n], c // 12, c % 12), gsd[a])
                 if inside and cells and all(cell in ground for cell in cells):
-                    assert bool(res.masked[t]), f"token {t} of image {n} lies in masked anchor ground"
+                    toks = lay.tok_cell == lay.img_cell_start[n] + c
+                    assert bool(res.masked[toks].all()), f"cell {c} of image {n} lies in masked anchor ground"
+                    checked += 1
+    return checked
+
+
+@settings(max_examples=20, deadline=None)
+@given(compositions, st.sampled_from(["consistent", "independent"]), st.integers(0, 2**31 - 1))
+def test_aligned_masks_tokens_on_masked_anchor_ground(comps, group_mask, seed):
+    _check_aligned(comps, group_mask, seed)
+
+
+def test_aligned_oracle_checks_many_cells():
+    # a coarse anchor has many finer tokens lying wholly on its masked cells
+    assert _check_aligned([["S2", "L8", "GF2", "GF1"], ["L8", "S2"]], "consistent", 0, "coarsest_gsd") > 100
 
 
 @settings(max_examples=15, deadline=None)
@@ -123,11 +135,10 @@ def test_complementary_masks_tokens_on_visible_anchor_ground(comps, seed):
         for n in (lay.img_set == lay.img_set[a]).nonzero().squeeze(1).tolist():
             if n == a:
                 continue
-            for t in (lay.tok_img == n).nonzero().squeeze(1).tolist():
-                c = int(lay.tok_cell[t] - lay.img_cell_start[n])
+            for c in range(144):
                 cells, inside = _cells_under(_footprint(gsd[n], c // 12, c % 12), gsd[a])
                 if inside and cells and not any(cell in ground for cell in cells):
-                    assert bool(res.masked[t])
+                    assert bool(res.masked[lay.tok_cell == lay.img_cell_start[n] + c].all())
 
 
 @settings(max_examples=15, deadline=None)
