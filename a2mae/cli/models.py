@@ -37,8 +37,9 @@ def models_cmd(
                 "encoder_params_m": round(enc / 1e6, 2),
                 "patch": c.patch_size,
                 "tile": c.tile_size,
-                "encoder": f"{c.embed_dim}d x {c.depth} blocks, {c.num_heads} heads",
-                "decoder": f"{c.decoder_embed_dim}d x {c.decoder_depth} blocks, {c.decoder_num_heads} heads",
+                "encoder": f"{c.embed_dim}d x {_n(c.depth, 'block')}, {_n(c.num_heads, 'head')}",
+                "decoder": f"{c.decoder_embed_dim}d x {_n(c.decoder_depth, 'block')}, "
+                f"{_n(c.decoder_num_heads, 'head')}",
                 "default": name == p.model.name,
             }
         )
@@ -56,3 +57,7 @@ def models_cmd(
             f"{r['tile']:>4d}  {r['encoder']} / {r['decoder']}{mark}"
         )
     typer.echo(f"(* = params.yaml model.name; sensors: {', '.join(registry.ids)})")
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"

@@ -118,6 +118,12 @@ def _vit(
 
 
 @register_model
+def a2mae_vit_nano_p8_t96() -> dict[str, Any]:
+    """ViT-Nano (128-d, 6 blocks, 4 heads), decoder 64-d / 1 block: smoke runs and CI on a laptop CPU."""
+    return _vit(128, 6, 4, 64, 1, 2, 8, 96)
+
+
+@register_model
 def a2mae_vit_tiny_p8_t96() -> dict[str, Any]:
     """ViT-Tiny (192-d, 12 blocks, 3 heads), decoder 128-d / 2 blocks: the CPU demo size."""
     return _vit(192, 12, 3, 128, 2, 4, 8, 96)
