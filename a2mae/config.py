@@ -106,10 +106,10 @@ class ModelConfig(_Section):
     anchor_group_mask: Literal["consistent", "independent"] = Field(
         description="Anchor token groups share one ground-cell mask, or each draws its own."
     )
-    r_extra: float = Field(ge=0, le=1, description="Mask ratio of non-anchor tokens on visible anchor ground.")
+    r_extra: float = Field(ge=0, le=1, description="Mask ratio of other tokens on visible anchor ground.")
     r_out: float = Field(ge=0, le=1, description="Mask ratio of tokens outside the anchor footprint.")
     visible_fraction: float | None = Field(
-        gt=0, le=1, description="Visible-token budget per set as a share of its tokens (null: 1 - mask_ratio)."
+        gt=0, le=1, description="Visible-token budget per set, share of its tokens (null: 1 - mask_ratio)."
     )
     decoder_token_cap: int | None = Field(gt=0, description="Max decoder tokens per set (null: no cap).")
     metadata_dropout: float = Field(ge=0, le=1)

@@ -45,7 +45,7 @@ class A2MAEOutput:
         decoder_pad_fraction: Same in the decoder.
         mask: ``[T]`` bool, True = masked.
         anchor: ``[B]`` anchor image index of each set.
-        pred: ``[T, C_max, p*p]`` predictions (detached) in the (norm-pix) target space, zero where not decoded.
+        pred: ``[T, C_max, p*p]`` detached predictions in the (norm-pix) target space (0: not decoded).
         decoded: ``[T]`` bool, tokens the decoder processed.
         layout: The batch layout (for :meth:`A2MAE.reconstruct`).
     """
