@@ -266,10 +266,24 @@ def pretrain_snapshot(tmp_path_factory):
     return root / "stssd"
 
 
+@pytest.fixture(scope="session")
+def empty_mlflow_db(tmp_path_factory):
+    """An initialised, empty MLflow SQLite store (creating one runs MLflow's migrations: seconds).
+    Copy it; never write to it."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def tiny_pretrain_overrides(tmp_path):
+def tiny_pretrain_overrides(tmp_path, empty_mlflow_db):
     """``--set`` overrides for a seconds-long pre-training run: tiny model, in-process, tmp storage and
-    a tmp SQLite MLflow store (``tmp_path/mlflow.db``)."""
+    a fresh SQLite MLflow store (``tmp_path/mlflow.db``)."""
+    import shutil
+
+    shutil.copyfile(empty_mlflow_db, tmp_path / "mlflow.db")
     arch = (
         "{depth: 1, embed_dim: 32, num_heads: 2, decoder_embed_dim: 32, decoder_depth: 1, "
         "decoder_num_heads: 2}"
