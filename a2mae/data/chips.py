@@ -97,12 +97,15 @@ class ReadTask:
         scenes: The scenes involved.
         windows: ``(position in scenes, row0, col0)`` of each chip, in the scene's finest grid.
         s3: :class:`~a2mae.io.storage.S3Settings` for ``s3://`` scenes (None: from the environment).
+        spill: A local file to write the chips' bytes to, instead of returning them (local process
+            pools: the bytes then never travel through a pipe; the writer copies them file to file).
     """
 
     chip: int
     scenes: tuple[SceneSource, ...]
     windows: tuple[tuple[int, int, int], ...]
     s3: object | None = None
+    spill: str | None = None
 
 
 @dataclass
@@ -110,12 +113,14 @@ class ChipData:
     """One chip read and encoded.
 
     Attributes:
-        data: ``[C, H, W]`` int16 (little-endian, C order) as bytes.
-        digest: sha256 of ``data`` (computed on the worker, so the writer never hashes pixels).
+        data: ``[C, H, W]`` int16 (little-endian, C order) as bytes; empty when spilled.
+        digest: sha256 of the bytes (computed on the worker, so the writer never hashes pixels).
         nodata_fraction: Fraction of pixels that are nodata.
         cloud_fraction: Fraction of pixels flagged cloud by the QA layer.
         band_stats: Per band ``(count, sum, sum of squares, min, max)`` of the valid stored values
             (exact integers, so sums do not depend on the order they are added in).
+        nbytes: Size of the bytes.
+        spill_offset: Where the bytes are in the task's spill file (None: in ``data``).
     """
 
     data: bytes
@@ -123,6 +128,8 @@ class ChipData:
     nodata_fraction: float
     cloud_fraction: float
     band_stats: list[tuple[int, int, int, int, int]]
+    nbytes: int = 0
+    spill_offset: int | None = None
 
 
 def _axis_coords(offset0: int, n: int, grid_t: tuple, band_t: tuple, axis: int) -> np.ndarray:
@@ -370,7 +377,11 @@ def read_chips(task: ReadTask) -> list[ChipData]:
     by_scene: dict[int, list[int]] = {}
     for k, (pos, _, _) in enumerate(task.windows):
         by_scene.setdefault(pos, []).append(k)
-    with raster_env(task.s3):  # type: ignore[arg-type]
+    spill = open(task.spill, "wb") if task.spill else None  # noqa: SIM115  (closed below)
+    with contextlib.ExitStack() as stack:
+        if spill is not None:
+            stack.enter_context(spill)
+        stack.enter_context(raster_env(task.s3))  # type: ignore[arg-type]
         for pos in sorted(by_scene):
             src = task.scenes[pos]
             t = src.transform
@@ -391,8 +402,14 @@ def read_chips(task: ReadTask) -> list[ChipData]:
                     sub = enc[:, i : i + chip, j : j + chip]
                     b = bad[i : i + chip, j : j + chip]
                     data = sub.tobytes()
+                    offset = None
+                    if spill is not None:
+                        offset = spill.tell()
+                        spill.write(data)
                     out[k] = ChipData(
-                        data=data,
+                        data=data if spill is None else b"",
+                        nbytes=len(data),
+                        spill_offset=offset,
                         digest=hashlib.sha256(data).digest(),
                         nodata_fraction=float(b.mean()),
                         cloud_fraction=float(cloud[i : i + chip, j : j + chip].mean()),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -66,9 +67,7 @@ class _BandAcc:
     def summary(self) -> dict[str, float | int]:
         n = self.count
         mean = self.total / n
-        var = max(0, n * self.squares - self.total * self.total) / (
-            n * n
-        )  # exact integers, then one division
+        var = max(0, n * self.squares - self.total * self.total) / (n * n)  # exact ints, one division
         return {
             "count": n,
             "mean": round(mean / REFLECTANCE_SCALE, 8),
@@ -123,7 +122,7 @@ class _ShardWriter:
     def _open_next(self) -> None:
         self.close()
         name = f"{SHARD_DIR}/shard-{len(self.shards):05d}.bin"
-        self._f = open(self.root.parent / name, "wb")  # noqa: SIM115
+        self._f = open(self.root.parent / name, "wb", buffering=0)  # noqa: SIM115  (raw: see write)
         self._h = hashlib.sha256()
         self._size = 0
         self.shards.append({"path": name, "bytes": 0, "chips_sha256": ""})
@@ -133,12 +132,31 @@ class _ShardWriter:
         if self._f is None or (self._size > 0 and self._size + nbytes > self.max_bytes):
             self._open_next()
 
-    def write(self, data: bytes, digest: bytes) -> tuple[str, int]:
+    def write(self, cd: ChipData, spill: int | None = None) -> tuple[str, int]:
+        """Append a chip: its bytes, or ``cd.nbytes`` at ``cd.spill_offset`` of the open file ``spill``.
+
+        Spilled chips are copied file to file by the kernel (``copy_file_range``), never through Python.
+        """
         assert self._f is not None and self._h is not None
         off = self._size
-        self._f.write(data)
-        self._h.update(digest)
-        self._size += len(data)
+        fd = self._f.fileno()
+        if cd.spill_offset is None:
+            view = memoryview(cd.data)
+            while view:
+                view = view[os.write(fd, view) :]
+        else:
+            assert spill is not None
+            todo, src = cd.nbytes, cd.spill_offset
+            while todo:
+                try:
+                    n = os.copy_file_range(spill, fd, todo, src)
+                except OSError:  # e.g. another filesystem on an old kernel: copy through memory
+                    n = os.write(fd, os.pread(spill, min(todo, 1 << 24), src))
+                if n == 0:
+                    raise OSError(f"chip spill file ended early (offset {src})")
+                todo, src = todo - n, src + n
+        self._h.update(cd.digest)
+        self._size += cd.nbytes
         return self.shards[-1]["path"], off
 
     def close(self) -> None:
@@ -272,19 +290,34 @@ class SnapshotWriter:
             return "cloud"
         return None
 
-    def add(self, sets: Sequence[PlannedSet], chips: dict[ChipWindow, ChipData]) -> None:
+    def add(
+        self, sets: Sequence[PlannedSet], chips: dict[ChipWindow, ChipData], spill: Path | None = None
+    ) -> None:
         """Add sets (in plan order) whose chips were all read; a chip is in no later call.
 
         Args:
             sets: Consecutive sets of the plan.
             chips: Every chip of those sets, by window.
+            spill: The file holding the bytes of spilled chips (``ChipData.spill_offset``), if any.
         """
-        recs = self.plan.records
         self.counts.chips_read += len(chips)
         drop = {w: self._drop_reason(cd) for w, cd in chips.items()}
         self._chips_dropped.update(r for r in drop.values() if r)
         written: dict[ChipWindow, tuple[str, int]] = {}
         first_row = len(self._rows)
+        spill_fd = os.open(spill, os.O_RDONLY) if spill is not None else None
+        try:
+            self._add_sets(sets, chips, drop, written, spill_fd)
+        finally:
+            if spill_fd is not None:
+                os.close(spill_fd)
+        self.counts.chips += len(written)
+        _fill_corners(self._rows[first_row:], self.chip)
+        if len(self._rows) >= self.ROW_GROUP:
+            self._flush()
+
+    def _add_sets(self, sets, chips, drop, written, spill_fd: int | None) -> None:
+        recs = self.plan.records
         for s in sets:
             kept = [im for im in s.images if drop[im.window] is None]
             if s.kind == "GF-S2" and not any(recs[im.window.scene].sensor in self.hires for im in kept):
@@ -294,9 +327,9 @@ class SnapshotWriter:
                 self._sets_dropped["too few chips"] += 1
                 continue
             new = list(dict.fromkeys(im.window for im in kept if im.window not in written))
-            self._shards.reserve(sum(len(chips[w].data) for w in new))
+            self._shards.reserve(sum(chips[w].nbytes for w in new))
             for w in new:
-                written[w] = self._shards.write(chips[w].data, chips[w].digest)
+                written[w] = self._shards.write(chips[w], spill_fd)
                 self._count_stats(w, chips[w], s.split)
             for k, im in enumerate(kept):
                 self._rows.append(self._row(s, k, im, chips[im.window], written[im.window]))
@@ -304,10 +337,6 @@ class SnapshotWriter:
             self._per_kind[s.kind] += 1
             self._per_split[s.split] += 1
             self._set_index += 1
-        self.counts.chips += len(written)
-        _fill_corners(self._rows[first_row:], self.chip)
-        if len(self._rows) >= self.ROW_GROUP:
-            self._flush()
 
     def _count_stats(self, w: ChipWindow, cd: ChipData, split: str) -> None:
         sensor = self.plan.records[w.scene].sensor
@@ -357,7 +386,7 @@ class SnapshotWriter:
             "nodata_fraction": cd.nodata_fraction,
             "shard": where[0],
             "offset": where[1],
-            "nbytes": len(cd.data),
+            "nbytes": cd.nbytes,
             "dtype": "int16",
         }
 

@@ -25,7 +25,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -380,6 +380,9 @@ def tile(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
     tmp.mkdir()
+    if cfg.executor == "local" and cfg.workers > 1:  # chips travel through files, not pipes
+        (tmp / ".spill").mkdir()
+        tasks = [replace(t, spill=str(tmp / ".spill" / f"task-{i:06d}.bin")) for i, t in enumerate(tasks)]
     try:
         writer = SnapshotWriter(
             tmp,
@@ -405,8 +408,13 @@ def tile(
                     ordered=True,
                 )
                 for i, chips in results:
-                    span = spans[i]
-                    writer.add(plan.sets[span.start : span.stop], dict(zip(span.windows, chips, strict=True)))
+                    span, spill = spans[i], tasks[i].spill
+                    sets = plan.sets[span.start : span.stop]
+                    writer.add(
+                        sets, dict(zip(span.windows, chips, strict=True)), Path(spill) if spill else None
+                    )
+                    if spill:
+                        os.unlink(spill)
                     bar.advance(job, span.stop - span.start)
             counts = writer.close()
         except BaseException:
@@ -414,6 +422,7 @@ def tile(
             raise
         finally:
             close_open_files()  # the files this process opened (workers=1, or a failure)
+        shutil.rmtree(tmp / ".spill", ignore_errors=True)
         snapshot_id = json.loads((tmp / INFO).read_text())["snapshot_id"]
         _swap_into_place(tmp, out)
     except BaseException:
