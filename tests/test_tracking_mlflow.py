@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -77,7 +78,8 @@ def test_lineage_tags_name_the_code_commit(tmp_path: Path):
     assert tags["a2mae.snapshot_dvc_hash"] == "none"
 
 
-def test_runs_resume_by_key_and_metrics_are_logged_once_per_step(tmp_path: Path):
+def test_runs_resume_by_key_and_metrics_are_logged_once_per_step(tmp_path: Path, empty_mlflow_db):
+    shutil.copyfile(empty_mlflow_db, tmp_path / "m.db")
     uri = f"sqlite:///{tmp_path}/m.db"
     rid, resumed = find_or_create_run(uri, "exp", "store/run-a", "run-a", {"a.b": 1, "c": [1, 2]}, {"t": "x"})
     assert not resumed

@@ -22,7 +22,9 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import subprocess
+import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -387,13 +389,15 @@ def log_encoder(
     import a2mae
 
     mlflow.set_tracking_uri(tracking_uri)
-    package = str(Path(a2mae.__file__).resolve().parent)
-    with mlflow.start_run(run_id=run_id):
+    with tempfile.TemporaryDirectory(prefix="a2mae-code-") as tmp, mlflow.start_run(run_id=run_id):
+        package = Path(tmp) / "a2mae"  # the sources only (no caches)
+        source = Path(a2mae.__file__).resolve().parent
+        shutil.copytree(source, package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         info = mlflow.pyfunc.log_model(
             name="encoder",
             loader_module="a2mae.tracking.encoder_pyfunc",
             data_path=str(model_file),
-            code_paths=[package],
+            code_paths=[str(package)],
             pip_requirements=list(PIP_REQUIREMENTS),
             metadata=dict(metadata),
             registered_model_name=registered_name,
