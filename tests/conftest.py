@@ -297,3 +297,93 @@ def tiny_pretrain_overrides(tmp_path, empty_mlflow_db):
         f"pretrain.storage_path={tmp_path / 'runs'}",
         f"registry.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
     ]
+
+
+# ------------------------------------------------------------------ Prefect and the services of infra/
+
+#: Tiny budget for pipeline runs through the flows (seconds per stage on 2 cores).
+TINY_PIPELINE = (
+    "pretrain.model_overrides={depth: 1, embed_dim: 32, num_heads: 2, decoder_embed_dim: 32, "
+    "decoder_depth: 1, decoder_num_heads: 2}",
+    "pretrain.max_steps=3",
+    "pretrain.batch_size=4",
+    "pretrain.system_metrics=false",
+    "pretrain.ray_dashboard=false",
+    "pretrain.log_images_every_steps=1000",
+    "finetune.max_steps=2",
+    "finetune.batch_size=4",
+    "finetune.decoder_channels=16",
+    "evaluate.batch_size=8",
+    "tile.workers=1",
+)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect API (SQLite) for the session, with flow-run heartbeats off (~1 s per run)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with (
+        prefect_test_harness(server_startup_timeout=180),
+        temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+    ):
+        yield
+
+
+class ServicesStack:
+    """The real services of infra/ for slow tests: the stack, its workspace, settings and client env."""
+
+    def __init__(self, stack, workspace, sets):
+        self.stack = stack
+        self.workspace = workspace
+        self.sets = sets
+        self.env = stack.client_env()
+
+    @property
+    def api_url(self) -> str:
+        """``PREFECT_API_URL`` of the stack's Prefect server."""
+        return self.stack.prefect.api_url
+
+    def prefect_settings(self):
+        """``temporary_settings`` pointing Prefect clients of this process at the stack."""
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        return temporary_settings({PREFECT_API_URL: self.api_url})
+
+
+@pytest.fixture(scope="session")
+def services_stack(tmp_path_factory):
+    """S3 store, MLflow, Prefect server, Ray head and the deployments' server (infra/), on free loopback
+    ports, serving a fresh git + DVC workspace (the repository's pipeline files and samples) with a tiny
+    training budget; the watcher lists ``s3://a2mae-scenes/incoming/`` every 5 s. Stopped at the end."""
+    from a2mae.config import load_params
+    from a2mae.services.base import free_port_pair
+    from a2mae.services.stack import Stack
+    from flows.demo import make_workspace
+
+    root = tmp_path_factory.mktemp("stack")
+    workspace = make_workspace(root / "ws")
+    ports = []
+    while len(ports) < 4:  # outside Ray's worker range; +10000 free too (SeaweedFS gRPC)
+        port = free_port_pair(low=20000, high=30000)
+        if port not in ports:
+            ports.append(port)
+    sets = [
+        f"infra.home={root / 'home'}",
+        f"infra.prefect_port={ports[0]}",
+        f"infra.mlflow_port={ports[1]}",
+        f"infra.s3_port={ports[2]}",
+        f"infra.ray_port={ports[3]}",
+        "infra.ray_num_cpus=2",
+        "infra.watch_interval_s=5",
+        "infra.retrain_after_s=0",
+        "tile.grid_m=20000",
+        *TINY_PIPELINE,
+    ]
+    stack = Stack(load_params(None, sets), workspace, sets)
+    try:
+        stack.up()
+        yield ServicesStack(stack, workspace, sets)
+    finally:
+        stack.down()
