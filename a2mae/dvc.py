@@ -162,18 +162,30 @@ class DvcWorkspace:
         """``dvc commit --force``: record the current deps, params and outs in ``dvc.lock`` and the cache."""
         self.run("commit", "--force", *targets)
 
+    def remotes(self) -> dict[str, str]:
+        """``{name: url}`` of the configured DVC remotes (all config levels)."""
+        out = {}
+        for line in self.run("config", "--list").stdout.splitlines():
+            key, _, value = line.partition("=")
+            parts = key.split(".")
+            if len(parts) == 3 and parts[0] == "remote" and parts[2] == "url":
+                out[parts[1]] = value.strip()
+        return out
+
     def configure_remote(self, remote: str) -> None:
-        """Point an ``s3://`` remote at ``AWS_ENDPOINT_URL`` (in ``.dvc/config.local``) when that is set."""
-        url = self.run("remote", "list", check=True).stdout
-        urls = dict(
-            line.split(None, 1) for line in url.splitlines() if line.strip() and len(line.split()) >= 2
-        )
+        """Point an ``s3://`` remote at ``AWS_ENDPOINT_URL`` (in ``.dvc/config.local``) when that is set.
+
+        Raises:
+            DvcError: No remote of that name.
+        """
+        urls = self.remotes()
         if remote not in urls:
             raise DvcError(
-                f"DVC remote {remote!r} is not configured in {self.root}/.dvc/config (known: {sorted(urls)})"
+                f"DVC remote {remote!r} is not configured in {self.root}/.dvc/config (known: "
+                f"{', '.join(sorted(urls)) or 'none'}); add it with `dvc remote add`"
             )
         endpoint = os.environ.get("AWS_ENDPOINT_URL")
-        if urls[remote].strip().startswith("s3://") and endpoint:
+        if urls[remote].startswith("s3://") and endpoint:
             self.run("remote", "modify", "--local", remote, "endpointurl", endpoint)
 
     def push(self, remote: str | None = None, *targets: str) -> None:
