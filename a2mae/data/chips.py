@@ -49,7 +49,13 @@ class QADecode:
 
     def masks(self, qa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(nodata, cloud)`` boolean masks of a QA array."""
-        q = qa.astype(np.int64)
+        if qa.dtype in (np.uint8, np.uint16):  # one table lookup per pixel decodes values and bits
+            codes = np.arange(256 if qa.dtype == np.uint8 else 65536, dtype=np.int64)
+            nodata_lut, cloud_lut = self._decode(codes)
+            return nodata_lut[qa], cloud_lut[qa]
+        return self._decode(qa.astype(np.int64))
+
+    def _decode(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         nodata = np.isin(q, self.nodata_values) if self.nodata_values else np.zeros(q.shape, bool)
         cloud = np.isin(q, self.cloud_values) if self.cloud_values else np.zeros(q.shape, bool)
         for b in self.nodata_bits:
@@ -218,7 +224,7 @@ def _nearest(ds, index: int, cols_f: np.ndarray, rows_f: np.ndarray) -> np.ndarr
     ri = np.clip(np.floor(rows_f + 0.5).astype(np.int64), 0, ds.height - 1)
     lo_c, lo_r = int(ci.min()), int(ri.min())
     src = ds.read(index, window=_window(lo_c, lo_r, int(ci.max()) - lo_c + 1, int(ri.max()) - lo_r + 1))
-    return src[np.ix_(ri - lo_r, ci - lo_c)]
+    return np.take(np.take(src, ri - lo_r, axis=0), ci - lo_c, axis=1)
 
 
 def _encode(dn: np.ndarray, scale: float, offset: float) -> np.ndarray:
@@ -315,15 +321,30 @@ def _read_region(ds: dict, src: SceneSource, row0: int, col0: int, h: int, w: in
     return enc, bad, cloud
 
 
-def _regions(windows: list[tuple[int, int]], chip: int) -> list[tuple[int, int, int, int]]:
-    """Read regions ``(row0, col0, h, w)`` for chip windows: one bounding region when it is dense."""
-    rows = [r for r, _ in windows]
-    cols = [c for _, c in windows]
-    h = max(rows) - min(rows) + chip
-    w = max(cols) - min(cols) + chip
-    if h * w <= 2 * len(set(windows)) * chip * chip:
-        return [(min(rows), min(cols), h, w)]
-    return [(r, c, chip, chip) for r, c in sorted(set(windows))]
+def _regions(
+    windows: list[tuple[int, int]], chip: int, block: int = 8
+) -> list[tuple[tuple[int, int, int, int], list[tuple[int, int]]]]:
+    """Read regions ``(row0, col0, h, w)`` covering chip windows, each with the windows it serves.
+
+    Windows are bucketed by blocks of ``block`` chips (by their origin); a bucket is read as its
+    bounding region when that is at most twice the area of its chips (dense S2 and overlapping L8
+    chips), else chip by chip (sparse GF chips). Memory per region is bounded by the block size.
+    """
+    buckets: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    side = block * chip
+    for r, c in sorted(set(windows)):
+        buckets.setdefault((r // side, c // side), []).append((r, c))
+    out: list[tuple[tuple[int, int, int, int], list[tuple[int, int]]]] = []
+    for wins in buckets.values():
+        r0 = min(r for r, _ in wins)
+        c0 = min(c for _, c in wins)
+        h = max(r for r, _ in wins) - r0 + chip
+        w = max(c for _, c in wins) - c0 + chip
+        if h * w <= 2 * len(wins) * chip * chip:
+            out.append(((r0, c0, h, w), wins))
+        else:
+            out.extend(((r, c, chip, chip), [(r, c)]) for r, c in wins)
+    return out
 
 
 #: Open datasets of this process, least recently used first (reused across tasks: no re-open, and
@@ -393,11 +414,12 @@ def read_chips(task: ReadTask) -> list[ChipData]:
             wins = [(task.windows[k][1], task.windows[k][2]) for k in ks]
             uris = sorted({bf.uri for bf in src.band_files} | ({src.qa_file.uri} if src.qa_file else set()))
             ds = {u: _cached_open(u, src.content_hash) for u in uris}
-            for r0, c0, h, w in _regions(wins, chip):
+            where: dict[tuple[int, int], list[int]] = {}
+            for k, win in zip(ks, wins, strict=True):
+                where.setdefault(win, []).append(k)
+            for (r0, c0, h, w), served in _regions(wins, chip):
                 enc, bad, cloud = _read_region(ds, src, r0, c0, h, w)
-                for k, (row0, col0) in zip(ks, wins, strict=True):
-                    if not (r0 <= row0 and row0 + chip <= r0 + h and c0 <= col0 and col0 + chip <= c0 + w):
-                        continue
+                for row0, col0 in served:
                     i, j = row0 - r0, col0 - c0
                     sub = enc[:, i : i + chip, j : j + chip]
                     b = bad[i : i + chip, j : j + chip]
@@ -406,7 +428,7 @@ def read_chips(task: ReadTask) -> list[ChipData]:
                     if spill is not None:
                         offset = spill.tell()
                         spill.write(data)
-                    out[k] = ChipData(
+                    cd = ChipData(
                         data=data if spill is None else b"",
                         nbytes=len(data),
                         spill_offset=offset,
@@ -415,4 +437,6 @@ def read_chips(task: ReadTask) -> list[ChipData]:
                         cloud_fraction=float(cloud[i : i + chip, j : j + chip].mean()),
                         band_stats=_band_stats(sub, b),
                     )
+                    for k in where[(row0, col0)]:
+                        out[k] = cd
     return out  # type: ignore[return-value]
