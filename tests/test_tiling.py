@@ -428,3 +428,17 @@ def test_chips_use_the_grid_of_the_written_bands_not_a_finer_pan_band(synthetic_
     grid = on_chip_grid(with_pan, get_registry(), params().tile)
     assert (grid.gsd_m, grid.transform, grid.width) == (30.0, l8.transform, l8.width)
     assert on_chip_grid(l8, get_registry(), params().tile) is l8
+
+
+def test_scenes_smaller_than_a_chip_give_a_clear_error(tmp_path):
+    when = datetime(2020, 6, 15, tzinfo=UTC)
+    write_catalog(make_scenes(tmp_path / "s", [SceneSpec("GF2", when, 250)]), tmp_path / "cat.parquet")
+    with pytest.raises(TilingError, match=r"tile\.chip_size=96"):
+        tile(tmp_path / "cat.parquet", tmp_path / "out", params(), progress=False)
+    assert not (tmp_path / "out").exists()
+    assert tile(
+        tmp_path / "cat.parquet",
+        tmp_path / "out",
+        params("tile.chip_size=64", "tile.grid_m=100"),
+        progress=False,
+    ).counts["sets"]

@@ -513,16 +513,3 @@ def is_complete(root: Path, doc: dict[str, Any]) -> bool:
         if not p.is_file() or p.stat().st_size != sh["bytes"]:
             return False
     return all((root / name).is_file() for name in doc.get("files", {}))
-
-
-def decode_chip(buf: bytes | memoryview | np.ndarray, channels: int, height: int, width: int) -> np.ndarray:
-    """Stored bytes -> ``[C, H, W]`` int16 array."""
-    return np.frombuffer(buf, dtype="<i2").reshape(channels, height, width)
-
-
-def group_rows(rows: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    """Manifest rows grouped by ``set_index`` (image order kept)."""
-    out: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        out[r["set_index"]].append(r)
-    return dict(out)

@@ -376,14 +376,19 @@ def tile(
     from a2mae.io.storage import S3Settings
 
     plan = plan_sets([on_chip_grid(r, registry, cfg) for r in records], cfg)
+    if not plan.sets:
+        raise TilingError(
+            f"{catalog}: no image set fits: every scene is smaller than a chip of tile.chip_size="
+            f"{cfg.chip_size} px, or covers no point of the {cfg.grid_m:g} m grid; lower tile.chip_size"
+        )
     tasks, spans, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
     tmp.mkdir()
-    if cfg.executor == "local" and cfg.workers > 1:  # chips travel through files, not pipes
-        (tmp / ".spill").mkdir()
-        tasks = [replace(t, spill=str(tmp / ".spill" / f"task-{i:06d}.bin")) for i, t in enumerate(tasks)]
     try:
+        if cfg.executor == "local" and cfg.workers > 1:  # chips travel through files, not pipes
+            (tmp / ".spill").mkdir()
+            tasks = [replace(t, spill=str(tmp / ".spill" / f"task-{i:06d}.bin")) for i, t in enumerate(tasks)]
         writer = SnapshotWriter(
             tmp,
             plan,
