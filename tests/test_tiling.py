@@ -439,6 +439,6 @@ def test_scenes_smaller_than_a_chip_give_a_clear_error(tmp_path):
     assert tile(
         tmp_path / "cat.parquet",
         tmp_path / "out",
-        params("tile.chip_size=64", "tile.grid_m=100"),
+        params("tile.chip_size=32", "tile.grid_m=50"),
         progress=False,
     ).counts["sets"]
