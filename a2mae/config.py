@@ -79,7 +79,7 @@ class TileConfig(_Section):
     gf_s2_max_days: int = Field(ge=0, description="GF-S2 pairing window, days.")
     max_images_per_set: int = Field(ge=1, le=4)
     min_images_per_set: int = Field(ge=1, le=4, description="Sets with fewer surviving chips are dropped.")
-    sets_per_location: int = Field(ge=1, description="S2-L8 sets per grid point (rounds of next-best scenes).")
+    sets_per_location: int = Field(ge=1, description="S2-L8 sets per grid point (rounds of best scenes).")
     temporal_sensors: list[str] = Field(description="Sensors of S2-L8 sets (one g and one ng image each).")
     hires_sensors: list[str] = Field(description="Sensors whose images each form a GF-S2 set.")
     hires_partner: str = Field(description="Sensor paired with hires images within gf_s2_max_days.")
