@@ -252,7 +252,14 @@ def run_worker(ctx: WorkerContext, config: dict[str, Any]) -> dict[str, Any]:
     norm_stats = getattr(dataset, "stats", None)
     snapshot_id = (getattr(dataset, "info", None) or {}).get("snapshot_id")
     _send_progress(
-        progress, {"event": "start", "step": state.global_step, "total": total, "epoch": state.epoch}
+        progress,
+        {
+            "event": "start",
+            "step": state.global_step,
+            "total": total,
+            "epoch": state.epoch,
+            "threads": torch.get_num_threads(),
+        },
     )
 
     last_loss = float("nan")
@@ -292,6 +299,8 @@ def run_worker(ctx: WorkerContext, config: dict[str, Any]) -> dict[str, Any]:
                     {
                         "event": "step",
                         "step": step,
+                        "time": time.time(),
+                        "cpu_time": time.process_time(),
                         "total": total,
                         "epoch": state.epoch,
                         "loss": res.loss,
