@@ -53,6 +53,19 @@ from flows.retrain import retrain
 from flows.tile import tile_flow
 from flows.watch import EVENT, RESOURCE_PREFIX, watch_scenes
 
+_SERVICE_KEYS = (
+    "infra.home=",
+    "infra.host=",
+    "infra.prefect_port=",
+    "infra.mlflow_port=",
+    "infra.s3_port=",
+    "infra.ray_port=",
+    "infra.ray_",
+    "infra.start_timeout_s=",
+    "infra.buckets=",
+    "infra.mlflow_artifacts=",
+)
+
 
 def _name(full: str) -> str:
     return full.split("/", 1)[1]
@@ -77,7 +90,9 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
     ws = Path(project_dir).expanduser().resolve()
     sets = list(overrides or [])
     p = workspace_params(ws, sets)
-    common: dict[str, Any] = {"project_dir": str(ws), "overrides": sets}
+    # Settings of the services themselves (ports, home) are not pipeline parameters: keep them off the forms.
+    form_sets = [s for s in sets if not s.startswith(_SERVICE_KEYS)]
+    common: dict[str, Any] = {"project_dir": str(ws), "overrides": form_sets}
     mod = {"entrypoint_type": EntrypointType.MODULE_PATH}
     serial = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 

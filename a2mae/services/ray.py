@@ -30,7 +30,7 @@ RAY_LOCAL_ENV = {
 WORKER_PORTS = (10002, 19999)
 _OWN_PORTS = (20000, 32000)
 # Unix sockets live under the temp dir; their paths must stay below ~107 bytes.
-_MAX_TEMP_DIR = 60
+_MAX_TEMP_DIR = 40  # + "/session_<date>_<time>_<us>_<pid>/sockets/plasma_store" (~63 bytes)
 
 
 def ray_binary() -> str:
