@@ -283,13 +283,16 @@ class StepLogger:
         self._thread.start()
 
     def _last_steps(self) -> dict[str, int]:
+        """Highest step already logged per metric (system metrics keep their own counter)."""
         run = self._client.get_run(self.run_id)
+        latest = getattr(run.data, "_metric_objs", None)  # the latest value of each key, with its step
+        if latest is not None:
+            return {m.key: m.step for m in latest if not m.key.startswith("system/")}
         out = {}
         for key in run.data.metrics:
-            if key.startswith("system/"):
-                continue
-            hist = self._client.get_metric_history(self.run_id, key)
-            out[key] = max((m.step for m in hist), default=-1)
+            if not key.startswith("system/"):
+                hist = self._client.get_metric_history(self.run_id, key)
+                out[key] = max((m.step for m in hist), default=-1)
         return out
 
     def _worker(self) -> None:
