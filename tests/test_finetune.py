@@ -266,6 +266,17 @@ def test_cli_finetune_bad_inputs_are_one_line(tmp_path, capsys, mlflow_tmp):
     assert rc == 2 and "no dataset for change_detection" in capsys.readouterr().err
 
 
+def test_pt2_serialization_fails_in_one_line(mlflow_tmp):
+    from a2mae.registry.models import log_model
+    from a2mae.registry.tracking import RegistryError
+
+    with (
+        mlflow.start_run(),
+        pytest.raises(RegistryError, match=r"torch.export cannot trace this model .*use pickle"),
+    ):
+        log_model(_tiny_model(), None, "pt2")
+
+
 def test_encoder_handle_scratch_uses_model_params(downstream_params):
     h = load_encoder("scratch", downstream_params())
     assert not h.pretrained and h.model.config.depth == 2 and isinstance(h, EncoderHandle)

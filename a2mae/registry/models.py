@@ -18,6 +18,8 @@ the training data's file units; sensor, bands, GSD and normalisation are fixed i
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -126,21 +128,24 @@ def log_model(
         y = model(torch.from_numpy(np.asarray(x))).numpy()
     signature = infer_signature(x, y)
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # the pickle caution is documented above
+    # A failed torch.export prints the whole traced graph on stderr; the error below says it in one line.
+    mute = contextlib.redirect_stderr(io.StringIO()) if serialization == "pt2" else contextlib.nullcontext()
     with temp_dir() as d:
         extra = [str(p) for p in write_artifacts(model, d)]
         try:
-            return mlflow.pytorch.log_model(
-                model,
-                name=MODEL_NAME,
-                signature=signature,
-                input_example=x,
-                pip_requirements=pip_requirements(),
-                code_paths=code_paths(),
-                extra_files=extra,
-                serialization_format=serialization,
-                registered_model_name=registered_name,
-                await_registration_for=0,
-            )
+            with mute:
+                return mlflow.pytorch.log_model(
+                    model,
+                    name=MODEL_NAME,
+                    signature=signature,
+                    input_example=x,
+                    pip_requirements=pip_requirements(),
+                    code_paths=code_paths(),
+                    extra_files=extra,
+                    serialization_format=serialization,
+                    registered_model_name=registered_name,
+                    await_registration_for=0,
+                )
         except Exception as err:
             if serialization == "pt2":
                 raise RegistryError(
