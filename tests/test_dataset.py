@@ -200,8 +200,8 @@ def test_dataset_reads_a_snapshot_on_s3(s3_store, tiny_snapshot):
     # s3 datasets pickle to DataLoader workers (the filesystem is re-opened in each process)
     loader = DataLoader(remote, batch_size=3, num_workers=2, collate_fn=collate_sets)
     assert [sid for batch in loader for sid in batch.set_ids] == remote.set_ids
-    with pytest.raises(SnapshotError):
-        StssdDataset(f"{uri}-missing", s3=s3_store.settings())
+    with pytest.raises(SnapshotError, match="not a snapshot"):
+        StssdDataset(f"{s3_store.new_bucket()}/stssd", s3=s3_store.settings())
 
 
 def test_source_reflectance_helper_uses_the_scene_grid(synthetic_scenes):

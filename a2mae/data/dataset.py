@@ -130,9 +130,9 @@ class StssdDataset(Dataset[ImageSetSample]):
             fs = storage.s3_filesystem(settings)
             if getattr(fs, "_pid", os.getpid()) != os.getpid():
                 # A forked DataLoader worker inherits the parent's cached s3fs instance, whose event
-                # loop is not fork-safe: drop the inherited cache and open a fresh one here.
-                storage._filesystem.cache_clear()
-                fs = storage.s3_filesystem(settings)
+                # loop is not fork-safe. Open a fresh, uncached one; leave the inherited one alone
+                # (releasing it here would close connections the parent still uses).
+                fs = storage._filesystem.__wrapped__(settings)
             self._fs_obj = fs
             self._fs_pid = os.getpid()
         return self._fs_obj
@@ -148,14 +148,14 @@ class StssdDataset(Dataset[ImageSetSample]):
             raise SnapshotError(f"{uri}: missing; the snapshot is incomplete, re-run `a2mae tile`") from None
 
     def _read_manifest(self, fs):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         uri = join_uri(self.uri, MANIFEST)
         try:
             if fs is None:
                 return pq.read_table(uri)
-            with fs.open(uri, "rb") as f:
-                return pq.read_table(f)
+            return pq.read_table(pa.BufferReader(fs.cat_file(uri)))  # one GET
         except FileNotFoundError:
             raise SnapshotError(f"{uri}: missing; the snapshot is incomplete, re-run `a2mae tile`") from None
 

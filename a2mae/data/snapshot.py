@@ -485,11 +485,8 @@ def read_info(root: str | Path, fs=None) -> dict[str, Any]:
     """
     uri = join_uri(str(root), INFO)
     try:
-        if fs is None:
-            text = Path(uri).read_text()
-        else:
-            with fs.open(uri, "rb") as f:
-                text = f.read().decode()
+        # on S3 one GET (fs.open would send a HEAD and a listing first)
+        text = Path(uri).read_text() if fs is None else fs.cat_file(uri).decode()
     except (FileNotFoundError, NotADirectoryError):
         raise SnapshotError(f"{root}: not a snapshot (no {INFO}); run `a2mae tile` to build one") from None
     try:
