@@ -252,6 +252,17 @@ def find_or_create_run(
     return run.info.run_id, False
 
 
+def _activate_experiment_of(client: Any, run_id: str) -> None:
+    """Make the run's experiment MLflow's active one, so re-opening the run works in any process.
+
+    ``mlflow.start_run(run_id=...)`` refuses a run of another experiment than the process's active one,
+    which a long-lived process (a Prefect serve process, a test session) may have set for another stage.
+    """
+    import mlflow
+
+    mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
+
+
 # ---------------------------------------------------------------------------------------- step logger
 @dataclass
 class _Item:
@@ -275,6 +286,7 @@ class StepLogger:
         self.run_id = run_id
         self._client = MlflowClient(tracking_uri)
         mlflow.set_tracking_uri(tracking_uri)
+        _activate_experiment_of(self._client, run_id)
         self._run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
         self.logged_until = self._last_steps()
         self._queue: queue.Queue[_Item | None] = queue.Queue()
@@ -392,6 +404,9 @@ def log_encoder(
     import a2mae
 
     mlflow.set_tracking_uri(tracking_uri)
+    from mlflow.tracking import MlflowClient
+
+    _activate_experiment_of(MlflowClient(tracking_uri), run_id)
     with tempfile.TemporaryDirectory(prefix="a2mae-code-") as tmp, mlflow.start_run(run_id=run_id):
         package = Path(tmp) / "a2mae"  # the sources only (no caches)
         source = Path(a2mae.__file__).resolve().parent
