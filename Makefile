@@ -7,7 +7,7 @@ venv:
 	@bash scripts/bootstrap.sh
 
 demo: venv
-	@.venv/bin/a2mae demo
+	@.venv/bin/python -m flows.demo
 
 test: venv
 	@bash scripts/test.sh
