@@ -145,7 +145,13 @@ def test_sample_cloud_fractions_agree_with_the_archives_own_figures(samples_cata
     mtl = parse_mtl_text((sample_path("l8_c2l2") / f"{C2_NAME}_MTL.txt").read_text())
     assert c2.cloud_fraction == pytest.approx(float(mtl["CLOUD_COVER"]) / 100, abs=0.05)
     assert _record(report, "s2_l1c").cloud_fraction is None  # no QA layer in L1C
-    assert _record(report, "l8_l1").cloud_fraction is not None  # BQA read (pre-collection layout, see docs)
+    # pre-collection BQA: cloud confidence in bits 14-15, medium (2) or high (3) counts as cloud
+    with rasterio.open(sample_path("l8_l1") / "l8_BQA.tif") as src:
+        bqa = src.read(1).astype(np.int64)
+    valid = (bqa & 1) == 0
+    truth = float(((bqa >> 14) >= 2)[valid].mean())
+    assert 0.05 < truth < 0.5  # the scene is partly cloudy
+    assert _record(report, "l8_l1").cloud_fraction == pytest.approx(truth, abs=0.02)
 
 
 def test_sample_radiometry_and_period(samples_catalog):

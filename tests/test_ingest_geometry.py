@@ -84,3 +84,22 @@ def test_all_nodata():
     assert not is_all_nodata(np.array([0, 1], np.uint16), 0)
     assert not is_all_nodata(np.zeros(3, np.uint16), None)
     assert is_all_nodata(np.full(3, np.nan, np.float32), None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.integers(0, 65535), min_size=1, max_size=50),
+    offset=st.integers(0, 14),
+    width=st.integers(1, 2),
+    lo=st.integers(1, 3),
+)
+def test_qa_bit_field_masks(values, offset, width, lo):
+    from a2mae.sensors import BitField
+
+    lo = min(lo, (1 << width) - 1)
+    qa = QASpec(band="QA", nodata_bits=(0,), cloud_fields=(BitField(offset=offset, width=width, min=lo),))
+    arr = np.array(values, dtype=np.uint16)
+    n, c = qa.masks(arr)
+    for v, nn, cc in zip(values, n, c, strict=True):
+        assert nn == bool(v & 1)
+        assert cc == (not nn and ((v >> offset) & ((1 << width) - 1)) >= lo)

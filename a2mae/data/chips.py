@@ -27,6 +27,7 @@ import numpy as np
 
 from a2mae.data.catalog import BandFile
 from a2mae.errors import A2maeError
+from a2mae.sensors import QASpec
 
 #: Stored value of nodata pixels.
 NODATA = -32768
@@ -36,33 +37,6 @@ REFLECTANCE_SCALE = 10000.0
 
 class ChipReadError(A2maeError):
     """A scene cannot be tiled (rotated grid, unreadable file, ...); the message names the scene."""
-
-
-@dataclass(frozen=True)
-class QADecode:
-    """How to decode a QA layer: values or bits meaning nodata or cloud."""
-
-    nodata_values: tuple[int, ...] = ()
-    cloud_values: tuple[int, ...] = ()
-    nodata_bits: tuple[int, ...] = ()
-    cloud_bits: tuple[int, ...] = ()
-
-    def masks(self, qa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(nodata, cloud)`` boolean masks of a QA array."""
-        if qa.dtype in (np.uint8, np.uint16):  # one table lookup per pixel decodes values and bits
-            codes = np.arange(256 if qa.dtype == np.uint8 else 65536, dtype=np.int64)
-            nodata_lut, cloud_lut = self._decode(codes)
-            return nodata_lut[qa], cloud_lut[qa]
-        return self._decode(qa.astype(np.int64))
-
-    def _decode(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        nodata = np.isin(q, self.nodata_values) if self.nodata_values else np.zeros(q.shape, bool)
-        cloud = np.isin(q, self.cloud_values) if self.cloud_values else np.zeros(q.shape, bool)
-        for b in self.nodata_bits:
-            nodata |= ((q >> b) & 1).astype(bool)
-        for b in self.cloud_bits:
-            cloud |= ((q >> b) & 1).astype(bool)
-        return nodata, cloud & ~nodata
 
 
 @dataclass(frozen=True)
@@ -89,7 +63,7 @@ class SceneSource:
     band_files: tuple[BandFile, ...]
     nodata: tuple[float | None, ...]
     qa_file: BandFile | None
-    qa: QADecode | None
+    qa: QASpec | None
     scale: float
     offset: float
 

@@ -87,23 +87,8 @@ def crs_string(crs: Any) -> str:
 
 
 def qa_masks(qa: QASpec, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(nodata, cloud)`` boolean masks of a QA layer from the product's values and bits.
-
-    Args:
-        qa: The product's QA rule (``nodata_values``/``cloud_values`` or ``nodata_bits``/``cloud_bits``).
-        values: QA layer values, any integer shape.
-
-    Returns:
-        Masks of the same shape; cloud excludes nodata.
-    """
-    v = values.astype(np.int64)
-    nodata = np.isin(v, qa.nodata_values)
-    cloud = np.isin(v, qa.cloud_values)
-    for bit in qa.nodata_bits:
-        nodata |= (v >> bit) & 1 == 1
-    for bit in qa.cloud_bits:
-        cloud |= (v >> bit) & 1 == 1
-    return nodata, cloud & ~nodata
+    """``(nodata, cloud)`` boolean masks of a QA layer (see :meth:`QASpec.masks`)."""
+    return qa.masks(values)
 
 
 def is_all_nodata(values: np.ndarray, nodata: float | None) -> bool:

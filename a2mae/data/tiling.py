@@ -31,7 +31,7 @@ from typing import Any
 
 from a2mae.config import Params, TileConfig
 from a2mae.data.catalog import SceneRecord, read_catalog
-from a2mae.data.chips import QADecode, ReadTask, SceneSource, close_open_files, read_chips
+from a2mae.data.chips import ReadTask, SceneSource, close_open_files, read_chips
 from a2mae.data.executor import run_tasks
 from a2mae.data.grouping import ChipWindow, Plan, plan_sets
 from a2mae.data.snapshot import (
@@ -44,7 +44,7 @@ from a2mae.data.snapshot import (
 )
 from a2mae.errors import A2maeError
 from a2mae.sensors import get_registry
-from a2mae.sensors.registry import SensorRegistry
+from a2mae.sensors.registry import QASpec, SensorRegistry
 
 #: Tile parameters that do not change the output (how the work runs, where it goes).
 EXECUTION_KEYS = ("executor", "workers", "ray_address", "chips_per_task", "snapshot")
@@ -176,13 +176,10 @@ def on_chip_grid(rec: SceneRecord, registry: SensorRegistry, cfg: TileConfig) ->
     )
 
 
-def _qa_decode(rec: SceneRecord, registry: SensorRegistry) -> QADecode | None:
+def _qa_decode(rec: SceneRecord, registry: SensorRegistry) -> QASpec | None:
     if rec.qa_file is None:
         return None
-    spec = registry.get(rec.sensor).product(rec.product).qa
-    if spec is None:
-        return None
-    return QADecode(spec.nodata_values, spec.cloud_values, spec.nodata_bits, spec.cloud_bits)
+    return registry.get(rec.sensor).product(rec.product).qa
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from a2mae.sensors.registry import (
     Band,
+    BitField,
     Product,
     QASpec,
     Sensor,
@@ -21,6 +22,7 @@ from a2mae.sensors.registry import (
 
 __all__ = [
     "Band",
+    "BitField",
     "Product",
     "QASpec",
     "Sensor",

@@ -35,14 +35,50 @@ class Band(_Strict):
     aliases: tuple[str, ...] = Field(default=(), description="Other names of the band in file names/tags.")
 
 
+class BitField(_Strict):
+    """A multi-bit field of a QA value (e.g. a 2-bit confidence); it matches when its value >= ``min``."""
+
+    offset: int = Field(ge=0, le=62, description="Lowest bit of the field.")
+    width: int = Field(ge=1, le=8, description="Number of bits.")
+    min: int = Field(ge=1, description="Smallest field value that matches.")
+
+
 class QASpec(_Strict):
-    """Quality layer of a product: which values or bits mean no data or cloud."""
+    """Quality layer of a product: which values, bits or bit fields mean no data or cloud."""
 
     band: str
     nodata_values: tuple[int, ...] = ()
     cloud_values: tuple[int, ...] = ()
     nodata_bits: tuple[int, ...] = ()
     cloud_bits: tuple[int, ...] = ()
+    cloud_fields: tuple[BitField, ...] = ()
+
+    def masks(self, values: Any) -> tuple[Any, Any]:
+        """``(nodata, cloud)`` boolean masks of QA ``values`` (any integer array); cloud excludes nodata.
+
+        8- and 16-bit layers are decoded through one lookup table per call (one gather per pixel).
+        """
+        import numpy as np
+
+        values = np.asarray(values)
+        if values.dtype in (np.uint8, np.uint16):
+            codes = np.arange(256 if values.dtype == np.uint8 else 65536, dtype=np.int64)
+            nodata_lut, cloud_lut = self._decode(codes)
+            return nodata_lut[values], cloud_lut[values]
+        return self._decode(values.astype(np.int64))
+
+    def _decode(self, v: Any) -> tuple[Any, Any]:
+        import numpy as np
+
+        nodata = np.isin(v, self.nodata_values)
+        cloud = np.isin(v, self.cloud_values)
+        for bit in self.nodata_bits:
+            nodata |= (v >> bit) & 1 == 1
+        for bit in self.cloud_bits:
+            cloud |= (v >> bit) & 1 == 1
+        for f in self.cloud_fields:
+            cloud |= (v >> f.offset) & ((1 << f.width) - 1) >= f.min
+        return nodata, cloud & ~nodata
 
 
 class Product(_Strict):
