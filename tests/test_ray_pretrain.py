@@ -148,7 +148,10 @@ def test_killed_worker_recovers_from_its_last_checkpoint(pretrain_snapshot, tiny
         time.sleep(0.05)
     assert latest.get("step", 0) >= every + 2, f"run did not progress: {latest} {outcome}"
     killed_at = latest["step"]
-    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    workers = list_actors(  # our Ray's address: other Ray instances may run on this machine
+        address=ray.get_runtime_context().gcs_address,
+        filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+    )
     assert len(workers) == 2
     os.kill(workers[-1].pid, signal.SIGKILL)
 
@@ -184,6 +187,7 @@ def test_stopped_driver_restarted_with_the_same_name_continues(
         *tiny_pretrain_overrides,
         "pretrain.num_workers=1",
         "pretrain.batch_size=8",
+        "pretrain.accum_steps=2",  # slower steps: the kill lands well before the end
         "pretrain.max_steps=30",
         f"pretrain.checkpoint_every_steps={every}",
         "pretrain.ray_dashboard=false",
