@@ -76,6 +76,10 @@ def test_resume_continues_the_run_and_registers_a_loadable_encoder(
     reference, _ = load_checkpoint(Path(second.checkpoint) / "model.safetensors")
     loaded, meta = load_encoder("models:/a2mae-encoder/2", uri)
     assert meta["extra"]["global_step"] == 5
+    mv = client.get_model_version("a2mae-encoder", "2")
+    assert mv.run_id == second.run_id
+    info = mlflow.models.get_model_info("models:/a2mae-encoder/2")
+    assert info.metadata["global_step"] == 5 and "S2" in info.metadata["sensors"]
     ds = StssdDataset(pretrain_snapshot)
     images = [ds[i].images[0] for i in range(3)]
     with torch.no_grad():

@@ -186,12 +186,7 @@ def run_pretrain(
     """
     import mlflow.tracking
 
-    from a2mae.tracking.mlflow import (
-        REGISTERED_STEP_TAG,
-        REGISTERED_VERSION_TAG,
-        find_or_create_run,
-        lineage_tags,
-    )
+    from a2mae.tracking.mlflow import find_or_create_run, lineage_tags
 
     t0 = time.perf_counter()
     pt = params.pretrain
@@ -233,10 +228,6 @@ def run_pretrain(
             model_uri, version = _export(params, tracking_uri, run_id, Path(d), state.global_step, register)
 
     client = mlflow.tracking.MlflowClient(tracking_uri)
-    if version is None and register:
-        tags = client.get_run(run_id).data.tags
-        if tags.get(REGISTERED_STEP_TAG) == str(state.global_step):
-            version = tags.get(REGISTERED_VERSION_TAG)
     client.set_tag(run_id, "a2mae.attempts", str(len(state.attempts)))
     client.set_terminated(run_id, "FINISHED")
     return PretrainResult(
@@ -278,7 +269,7 @@ def _export(
         "global_step": step,
         "variant": doc.get("variant"),
         "config": doc.get("config"),
-        "sensors": sorted(doc.get("sensors", {}).get("sensors", doc.get("sensors", {}))),
+        "sensors": sorted(doc.get("sensors") or {}),
         "snapshot_id": doc.get("extra", {}).get("snapshot_id"),
     }
     return log_encoder(
