@@ -30,11 +30,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module", autouse=True)
 def _local_ray():
-    os.environ.pop("RAY_ADDRESS", None)
+    """Runs use a local Ray of this process (not a cluster from the environment); stopped at the end."""
+    saved = os.environ.pop("RAY_ADDRESS", None)
     yield
     import ray
 
     ray.shutdown()
+    if saved is not None:
+        os.environ["RAY_ADDRESS"] = saved
 
 
 @pytest.fixture(autouse=True)
