@@ -345,6 +345,16 @@ class ServicesStack:
         """``PREFECT_API_URL`` of the stack's Prefect server."""
         return self.stack.prefect.api_url
 
+    def set_watcher(self, active: bool) -> None:
+        """Resume or pause the watcher deployment's schedule."""
+        from prefect import get_client
+
+        from a2mae.services.flows import WATCHER_DEPLOYMENT
+
+        with self.prefect_settings(), get_client(sync_client=True) as client:
+            dep = client.read_deployment_by_name(WATCHER_DEPLOYMENT)
+            (client.resume_deployment if active else client.pause_deployment)(dep.id)
+
     def prefect_settings(self):
         """``temporary_settings`` pointing Prefect clients of this process at the stack."""
         from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -384,6 +394,8 @@ def services_stack(tmp_path_factory):
     stack = Stack(load_params(None, sets), workspace, sets)
     try:
         stack.up()
-        yield ServicesStack(stack, workspace, sets)
+        services = ServicesStack(stack, workspace, sets)
+        services.set_watcher(active=False)  # the watcher test switches it on (each run costs CPU)
+        yield services
     finally:
         stack.down()
