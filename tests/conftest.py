@@ -388,6 +388,7 @@ def services_stack(tmp_path_factory):
         "infra.ray_num_cpus=2",
         "infra.watch_interval_s=5",
         "infra.retrain_after_s=0",
+        "pretrain.num_workers=0",  # deployments train in-process by default; the e2e test asks for Ray
         "tile.grid_m=20000",
         *TINY_PIPELINE,
     ]
