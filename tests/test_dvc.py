@@ -35,6 +35,7 @@ def test_repo_dvc_config_and_stages():
     assert stages["tile"]["params"][0] == "tile" and stages["ingest"]["params"] == ["data"]
 
 
+@pytest.mark.slow
 def test_repro_commit_push_and_pull_in_a_fresh_clone(tmp_path):
     ws = DvcWorkspace(make_workspace(tmp_path / "ws"))
     assert ws.is_project() and ws.is_git()
