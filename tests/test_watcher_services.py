@@ -44,9 +44,12 @@ def test_dropping_a_scene_starts_a_retrain_by_itself(services_stack, tmp_path):
         try:
             put_tree(scene_dir, target, S3Settings.from_params(None, services_stack.env))  # the upload
             deadline = time.monotonic() + 600
-            new = []
+            new, watching = [], True
             while time.monotonic() < deadline:
                 new = [r for r in runs() if r.id not in known]
+                if new and watching:  # triggered: stop polling, leave the CPU to the retrain
+                    services_stack.set_watcher(active=False)
+                    watching = False
                 if new and all(r.state.is_final() for r in new):
                     break
                 time.sleep(3)
