@@ -26,9 +26,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 #: Files of the repository that make a DVC workspace.
 WORKSPACE_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore")
-#: The small budget of the demo (the defaults of params.yaml are for real data).
+#: The small training budget of the demo (tiling uses params.yaml as it is).
 DEMO_SETTINGS = (
-    "tile.grid_m=5000",
     "pretrain.max_steps=20",
     "pretrain.num_workers=1",
     "pretrain.ray_dashboard=false",
