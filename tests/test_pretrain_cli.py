@@ -13,8 +13,8 @@ from a2mae.cli import main
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "RAY_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
 
 
 def _sets(overrides: list[str]) -> list[str]:
@@ -28,6 +28,11 @@ def _one_line_error(capsys) -> str:
 
 
 def test_pretrain_prints_run_id_and_registered_version(pretrain_snapshot, tiny_pretrain_overrides, capsys):
+    import mlflow
+
+    # A long-lived process may point MLflow's globals elsewhere; the run must not use (or change) them.
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    mlflow.set_registry_uri("sqlite:////nonexistent/elsewhere.db")
     args = ["pretrain", "--snapshot", str(pretrain_snapshot), "--name", "cli-run"]
     rc = main([*args, *_sets([*tiny_pretrain_overrides, "pretrain.max_steps=2"])])
     out = capsys.readouterr().out
@@ -37,6 +42,9 @@ def test_pretrain_prints_run_id_and_registered_version(pretrain_snapshot, tiny_p
     assert "run cli-run: 2/2 steps" in out
     ckpt = re.search(r"^checkpoint: (.+)$", out, re.M).group(1)
     assert Path(ckpt, "model.safetensors").is_file()
+    assert mlflow.get_registry_uri() == "sqlite:////nonexistent/elsewhere.db"
+    mlflow.set_tracking_uri(before[0])
+    mlflow.set_registry_uri(before[1])
 
 
 def test_missing_or_bad_snapshot_is_one_line(tmp_path: Path, capsys):

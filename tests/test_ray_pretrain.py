@@ -43,6 +43,7 @@ def _local_ray():
 @pytest.fixture(autouse=True)
 def _no_env_tracking(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
 
 
 def _ray_params(overrides: list[str], *extra: str):
@@ -79,7 +80,7 @@ def test_two_workers_then_resume_one_history_and_a_registered_encoder(
 
     from a2mae.checkpoint import load_checkpoint
     from a2mae.data.dataset import StssdDataset
-    from a2mae.tracking.mlflow import load_encoder
+    from a2mae.tracking.mlflow import load_encoder, mlflow_uris
 
     reference, _ = load_checkpoint(Path(second.checkpoint) / "model.safetensors")
     loaded, meta = load_encoder("models:/a2mae-encoder/1", uri)
@@ -89,7 +90,8 @@ def test_two_workers_then_resume_one_history_and_a_registered_encoder(
     with torch.no_grad():
         want = reference.forward_features(images).pooled
         torch.testing.assert_close(loaded.forward_features(images).pooled, want, rtol=0, atol=0)
-    got = mlflow.pyfunc.load_model("models:/a2mae-encoder/1").predict(images)
+    with mlflow_uris(uri):
+        got = mlflow.pyfunc.load_model("models:/a2mae-encoder/1").predict(images)
     torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-6, atol=1e-6)
 
 

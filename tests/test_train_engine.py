@@ -177,7 +177,7 @@ def _worker(rank: int, port: int, out: str) -> None:
 def test_two_workers_equal_one_worker_with_the_union_batch(tmp_path: Path):
     from safetensors.torch import load_file
 
-    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, start_method="fork")
+    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
     ref = ToyModel()
     res = _engine(ref).step([collate_sets(SETS)], step=1)
     for rank in (0, 1):

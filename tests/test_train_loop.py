@@ -17,8 +17,8 @@ from a2mae.train.pretrain import run_pretrain
 
 @pytest.fixture(autouse=True)
 def _no_env_tracking(monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "RAY_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
 
 
 def _params(overrides, *extra):
@@ -57,7 +57,7 @@ def test_resume_continues_the_run_and_registers_a_loadable_encoder(
     uri = p2.registry.tracking_uri
     for key in ("train/loss", "train/lr", "train/sets_per_s"):
         assert _history(uri, second.run_id, key) == [1, 2, 3, 4, 5], key
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     run = client.get_run(second.run_id)
     assert run.info.status == "FINISHED"
     tags = run.data.tags
@@ -71,24 +71,25 @@ def test_resume_continues_the_run_and_registers_a_loadable_encoder(
 
     from a2mae.checkpoint import load_checkpoint
     from a2mae.data.dataset import StssdDataset
-    from a2mae.tracking.mlflow import load_encoder
+    from a2mae.tracking.mlflow import load_encoder, mlflow_uris
 
     reference, _ = load_checkpoint(Path(second.checkpoint) / "model.safetensors")
     loaded, meta = load_encoder("models:/a2mae-encoder/2", uri)
     assert meta["extra"]["global_step"] == 5
     mv = client.get_model_version("a2mae-encoder", "2")
     assert mv.run_id == second.run_id
-    info = mlflow.models.get_model_info("models:/a2mae-encoder/2")
+    with mlflow_uris(uri):
+        info = mlflow.models.get_model_info("models:/a2mae-encoder/2")
+        pyfunc = mlflow.pyfunc.load_model("models:/a2mae-encoder/2")
+        local = Path(mlflow.artifacts.download_artifacts("models:/a2mae-encoder/2"))
     assert info.metadata["global_step"] == 5 and "S2" in info.metadata["sensors"]
+    assert "torch==2.13.0" in (local / "requirements.txt").read_text()
     ds = StssdDataset(pretrain_snapshot)
     images = [ds[i].images[0] for i in range(3)]
     with torch.no_grad():
         want = reference.forward_features(images).pooled
         torch.testing.assert_close(loaded.forward_features(images).pooled, want, rtol=0, atol=0)
-    pyfunc = mlflow.pyfunc.load_model("models:/a2mae-encoder/2")
     torch.testing.assert_close(torch.from_numpy(pyfunc.predict(images)), want, rtol=1e-6, atol=1e-6)
-    local = Path(mlflow.artifacts.download_artifacts("models:/a2mae-encoder/2"))
-    assert "torch==2.13.0" in (local / "requirements.txt").read_text()
 
 
 def test_interrupted_run_resumes_exactly_where_it_stopped(pretrain_snapshot, tiny_pretrain_overrides):

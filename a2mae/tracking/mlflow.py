@@ -19,6 +19,7 @@ Design:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -28,7 +29,7 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,38 @@ def resolve_tracking_uri(configured: str, env: Mapping[str, str] | None = None) 
             "(registry.tracking_uri or MLFLOW_TRACKING_URI)"
         )
     return uri
+
+
+@contextlib.contextmanager
+def mlflow_uris(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide tracking and registry URIs at ``tracking_uri``; restore them after.
+
+    MLflow's fluent API (``start_run``, ``log_model(registered_model_name=...)``, ``models:/`` URIs) reads
+    process globals, and ``mlflow.set_tracking_uri`` / ``set_registry_uri`` / ``set_experiment`` also
+    write the environment variables ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` /
+    ``MLFLOW_EXPERIMENT_ID``. A long-lived process (a Prefect worker, a test session) may use other
+    stores, so the globals are put back as they were (unset stays unset: an explicitly set registry URI
+    would make every later ``MlflowClient(uri)`` use it instead of ``uri``), and so are the variables.
+    The registry is the tracking store itself (one URI: ``registry.tracking_uri``).
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
+    env_before = {k: os.environ.get(k) for k in names}
+    raw_before = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = raw_before
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
@@ -285,7 +318,8 @@ class StepLogger:
 
         self.run_id = run_id
         self._client = MlflowClient(tracking_uri)
-        mlflow.set_tracking_uri(tracking_uri)
+        self._uris = mlflow_uris(tracking_uri)  # restored by close()
+        self._uris.__enter__()
         _activate_experiment_of(self._client, run_id)
         self._run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
         self.logged_until = self._last_steps()
@@ -356,7 +390,10 @@ class StepLogger:
 
         self._queue.put(None)
         self._thread.join(timeout=120)
-        mlflow.end_run(status="FAILED" if failed else "FINISHED")
+        try:
+            mlflow.end_run(status="FAILED" if failed else "FINISHED")
+        finally:
+            self._uris.__exit__(None, None, None)
 
 
 # -------------------------------------------------------------------------------------------- encoder
@@ -400,32 +437,31 @@ def log_encoder(
         ``(model_uri, registered version or None)``.
     """
     import mlflow
+    from mlflow.tracking import MlflowClient
 
     import a2mae
 
-    mlflow.set_tracking_uri(tracking_uri)
-    from mlflow.tracking import MlflowClient
-
-    _activate_experiment_of(MlflowClient(tracking_uri), run_id)
-    with tempfile.TemporaryDirectory(prefix="a2mae-code-") as tmp, mlflow.start_run(run_id=run_id):
+    with mlflow_uris(tracking_uri), tempfile.TemporaryDirectory(prefix="a2mae-code-") as tmp:
         package = Path(tmp) / "a2mae"  # the sources only (no caches)
         source = Path(a2mae.__file__).resolve().parent
         shutil.copytree(source, package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        info = mlflow.pyfunc.log_model(
-            name="encoder",
-            loader_module="a2mae.tracking.encoder_pyfunc",
-            data_path=str(model_file),
-            code_paths=[str(package)],
-            pip_requirements=list(PIP_REQUIREMENTS),
-            metadata=dict(metadata),
-            registered_model_name=registered_name,
-            step=step,
-        )
-        version = info.registered_model_version
-        tags = {REGISTERED_STEP_TAG: str(step), MODEL_URI_TAG: info.model_uri}
-        if version is not None:
-            tags[REGISTERED_VERSION_TAG] = str(version)
-        mlflow.set_tags(tags)
+        _activate_experiment_of(MlflowClient(tracking_uri), run_id)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="encoder",
+                loader_module="a2mae.tracking.encoder_pyfunc",
+                data_path=str(model_file),
+                code_paths=[str(package)],
+                pip_requirements=list(PIP_REQUIREMENTS),
+                metadata=dict(metadata),
+                registered_model_name=registered_name,
+                step=step,
+            )
+            version = info.registered_model_version
+            tags = {REGISTERED_STEP_TAG: str(step), MODEL_URI_TAG: info.model_uri}
+            if version is not None:
+                tags[REGISTERED_VERSION_TAG] = str(version)
+            mlflow.set_tags(tags)
     return info.model_uri, (str(version) if version is not None else None)
 
 
@@ -443,7 +479,6 @@ def load_encoder(model_uri: str, tracking_uri: str | None = None) -> tuple[Any, 
     from a2mae.checkpoint import load_checkpoint
     from a2mae.tracking.encoder_pyfunc import checkpoint_file
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)  # models:/ URIs resolve through the registry of this URI
-    local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
+    with mlflow_uris(tracking_uri) if tracking_uri else contextlib.nullcontext():
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
     return load_checkpoint(checkpoint_file(local))
