@@ -251,3 +251,12 @@ def test_a_few_steps_reduce_the_loss():
         opt.step()
         losses.append(out.loss.item())
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+
+
+def test_a_set_id_without_images_is_harmless(model):
+    batch = synthetic_batch([["S2", "L8"], ["GF1"]], size=32)
+    batch.set_index = torch.tensor([0, 0, 2])
+    batch.set_ids = ["a", "empty", "c"]
+    out = model(batch, generator=torch.Generator().manual_seed(0))
+    assert out.anchor[1] == -1 and out.anchor[0] in (0, 1) and out.anchor[2] == 2
+    assert torch.isfinite(out.loss)

@@ -44,7 +44,7 @@ class A2MAEOutput:
         encoder_pad_fraction: Share of the padded attention rows that were padding in the encoder.
         decoder_pad_fraction: Same in the decoder.
         mask: ``[T]`` bool, True = masked.
-        anchor: ``[B]`` anchor image index of each set.
+        anchor: ``[B]`` anchor image index of each set (-1: no image, or a mask was given).
         pred: ``[T, C_max, p*p]`` detached predictions in the (norm-pix) target space (0: not decoded).
         decoded: ``[T]`` bool, tokens the decoder processed.
         layout: The batch layout (for :meth:`A2MAE.reconstruct`).
@@ -145,7 +145,7 @@ class A2MAE(nn.Module):
     # ---------------------------------------------------------------------------------- tokenise
     def tokenize(self, batch: SetBatch) -> TokenLayout:
         """Layout of a batch (patches, indices, ground geometry)."""
-        num_sets = batch.num_sets or (int(batch.set_index.max()) + 1 if len(batch.set_index) else 0)
+        num_sets = max(batch.num_sets, int(batch.set_index.max()) + 1 if len(batch.set_index) else 0)
         return build_layout(batch.images, batch.set_index, num_sets, self.vocab, self.config.patch_size)
 
     def sample_metadata_dropout(self, layout: TokenLayout, generator: torch.Generator | None) -> MetaDrop:
@@ -402,7 +402,7 @@ class A2MAE(nn.Module):
         """
         if isinstance(inputs, SetBatch):
             images, set_index, shape = list(inputs.images), inputs.set_index, (len(inputs.images),)
-            num_sets = inputs.num_sets or int(set_index.max()) + 1
+            num_sets = max(inputs.num_sets, int(set_index.max()) + 1 if len(set_index) else 0)
         elif inputs and isinstance(inputs[0], ImageSample):
             images = list(inputs)  # type: ignore[arg-type]
             set_index, shape, num_sets = torch.arange(len(images)), (len(images),), len(images)

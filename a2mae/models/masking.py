@@ -78,7 +78,7 @@ def segment_rank(seg: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
 
 
 def select_anchor(layout: TokenLayout, policy: str, generator: torch.Generator | None) -> torch.Tensor:
-    """Anchor image index of each set ``[B]``."""
+    """Anchor image index of each set ``[B]`` (-1 for a set without images)."""
     dev = layout.img_set.device
     b = layout.num_sets
     n = layout.num_images
@@ -86,14 +86,16 @@ def select_anchor(layout: TokenLayout, policy: str, generator: torch.Generator |
     first = torch.cumsum(counts, 0) - counts
     if policy == "random":
         u = rand_uniform(b, generator, dev)
-        return first + torch.minimum((u * counts).long(), (counts - 1).clamp(min=0))
+        pick = first + torch.minimum((u * counts).long(), (counts - 1).clamp(min=0))
+        return torch.where(counts > 0, pick, torch.full_like(pick, -1))
     gsd = layout.img_gsd.to(torch.float64)
     key = gsd if policy == "finest_gsd" else -gsd
     best = torch.full((b,), float("inf"), dtype=torch.float64, device=dev)
     best = best.scatter_reduce(0, layout.img_set, key, reduce="amin")
     idx = torch.arange(n, device=dev)
     cand = torch.where(key <= best[layout.img_set], idx, torch.full_like(idx, n))
-    return torch.full((b,), n, dtype=torch.long, device=dev).scatter_reduce(0, layout.img_set, cand, "amin")
+    pick = torch.full((b,), n, dtype=torch.long, device=dev).scatter_reduce(0, layout.img_set, cand, "amin")
+    return torch.where(pick < n, pick, torch.full_like(pick, -1))
 
 
 def project_to_anchor(
@@ -217,7 +219,7 @@ def anchor_aware_mask(
     r = cfg.mask_ratio
     anchor = select_anchor(layout, cfg.anchor_policy, generator)
     is_anchor_img = torch.zeros(layout.num_images, dtype=torch.bool, device=dev)
-    is_anchor_img[anchor] = True
+    is_anchor_img[anchor[anchor >= 0]] = True
     tok_anchor = is_anchor_img[layout.tok_img]
     slab_hw = (layout.img_hw[:, 0] * layout.img_hw[:, 1])[layout.slab_img]
     # At least one visible token per slab/image, so no set is ever empty.
