@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -236,6 +237,7 @@ def test_stopped_driver_restarted_with_the_same_name_continues(
         log.close()
         for pid in _own_processes(ray_tmp):
             os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert "run driver: 30/30 steps (resumed; 2 starts)" in second.stdout
 
     from a2mae.train.state import read_train_state

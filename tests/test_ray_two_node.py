@@ -11,6 +11,7 @@ With one CPU per node and one CPU per training worker, Ray must place one worker
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -117,6 +118,7 @@ def two_node_cluster():
         time.sleep(2)
         for pid in _own_processes(markers):
             os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_one_worker_on_each_of_two_nodes(
