@@ -14,7 +14,7 @@ process is printed too (it is steadier). Goal: under 10 % steady-state overhead.
 
 Usage::
 
-    python benchmarks/ray_overhead.py                 # nano model, 60 steps
+    python benchmarks/ray_overhead.py                 # nano model, 100 steps, 2 rounds
     python benchmarks/ray_overhead.py --steps 200 --model a2mae_vit_tiny_p8_t96 --batch 16
 """
 
@@ -105,8 +105,8 @@ def run_ray(params, snapshot: str, name: str) -> tuple[dict[int, tuple[float, fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=60, help="optimiser steps per run")
-    ap.add_argument("--warmup", type=int, default=10, help="steps left out of the steady-state rate")
+    ap.add_argument("--steps", type=int, default=100, help="optimiser steps per run")
+    ap.add_argument("--warmup", type=int, default=20, help="steps left out of the steady-state rate")
     ap.add_argument("--model", default="a2mae_vit_nano_p8_t96")
     ap.add_argument("--batch", type=int, default=8, help="image sets per step")
     ap.add_argument("--rounds", type=int, default=2, help="in-process / Ray alternations")
@@ -118,10 +118,16 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)  # Ray sets the worker's OMP threads from its CPUs: the same
+    with tempfile.TemporaryDirectory(prefix="a2mae-bench-") as tmp:
+        measure(args, Path(tmp))
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> None:
+    """Run the rounds in ``tmp`` and print the comparison."""
+    import torch
 
     from a2mae.config import load_params
 
-    tmp = Path(tempfile.mkdtemp(prefix="a2mae-bench-"))
     snapshot = str(make_snapshot(tmp))
     cpus = args.threads
     params = load_params(
