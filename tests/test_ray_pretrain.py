@@ -118,7 +118,11 @@ def _slow_dataset(snapshot, params, delay_s):
     return _SlowDataset(StssdDataset(snapshot), delay_s)
 
 
-def test_killed_worker_recovers_from_its_last_checkpoint(pretrain_snapshot, tiny_pretrain_overrides):
+@pytest.mark.s3
+def test_killed_worker_recovers_from_its_last_checkpoint(
+    pretrain_snapshot, tiny_pretrain_overrides, s3_store
+):
+    """Checkpoints on S3 (SeaweedFS): the restarted workers find the newest one there."""
     import ray
     from ray import cloudpickle
     from ray.util.state import list_actors
@@ -130,6 +134,7 @@ def test_killed_worker_recovers_from_its_last_checkpoint(pretrain_snapshot, tiny
         "pretrain.max_steps=20",
         f"pretrain.checkpoint_every_steps={every}",
         "pretrain.max_failures=2",
+        f"pretrain.storage_path={s3_store.new_bucket()}/ray",
     )
     latest: dict = {}
     outcome: dict = {}
@@ -165,6 +170,7 @@ def test_killed_worker_recovers_from_its_last_checkpoint(pretrain_snapshot, tiny
     assert not t.is_alive() and "error" not in outcome, outcome.get("error")
     res = outcome["result"]
     assert res.global_step == 20 and len(res.attempts) == 2
+    assert res.checkpoint.startswith("s3://") and res.checkpoint.endswith("/fault/checkpoint_00000020")
     resumed_from = res.attempts[1]["start_step"]
     assert resumed_from >= (killed_at // every) * every  # the last checkpoint before the kill ...
     assert killed_at - resumed_from <= every  # ... so at most one checkpoint interval is lost
