@@ -21,7 +21,7 @@ from torch import nn
 
 from a2mae.data.types import ImageSample, SetBatch
 from a2mae.models.config import A2MAEConfig
-from a2mae.models.embed import GroupPatchEmbed, MetadataEmbedding, MetaDrop, key_name
+from a2mae.models.embed import GroupPatchEmbed, MetadataEmbedding, MetaDrop, key_name, take_rows
 from a2mae.models.layers import Block, Packer, bucket_order, init_weights
 from a2mae.models.layout import TokenLayout, build_layout, unpatchify
 from a2mae.models.loss import LossParts, masked_patch_loss, patch_stats
@@ -255,12 +255,12 @@ class A2MAE(nn.Module):
         parts, order = [], []
         for k in torch.unique(keys).tolist():
             rows = (keys == k).nonzero().squeeze(1)
-            out = self.heads[key_name(*self.vocab.keys[k])](x[rows])  # [m, c*pp]
+            out = self.heads[key_name(*self.vocab.keys[k])](take_rows(x, rows))  # [m, c*pp]
             parts.append(nn.functional.pad(out, (0, cmax * pp - out.shape[1])))
             order.append(rows)
         inv = torch.empty_like(keys)
         inv[torch.cat(order)] = torch.arange(len(keys), device=keys.device)
-        return torch.cat(parts)[inv].reshape(len(tokens), cmax, pp)
+        return take_rows(torch.cat(parts), inv).reshape(len(tokens), cmax, pp)
 
     # -------------------------------------------------------------------------------------- loss
     def target_valid(self, layout: TokenLayout, tokens: torch.Tensor) -> torch.Tensor:
@@ -273,13 +273,23 @@ class A2MAE(nn.Module):
     def forward_loss(
         self, layout: TokenLayout, pred: torch.Tensor, tokens: torch.Tensor, masked: torch.Tensor
     ) -> LossParts:
-        """Norm-pix MSE on the masked decoded tokens (per image -> per set -> batch)."""
+        """Norm-pix MSE on the masked decoded tokens (per image -> per set -> batch).
+
+        Args:
+            layout: Batch layout.
+            pred: ``[L, C_max, p*p]`` predictions of ``tokens``.
+            tokens: ``[L]`` decoded tokens.
+            masked: ``[T]`` bool mask of the batch.
+        """
+        rows = masked[tokens].nonzero().squeeze(1)  # only masked tokens are targets
+        targets = tokens[rows]
+        pred = take_rows(pred.flatten(1), rows).reshape(len(rows), *pred.shape[1:])
         return masked_patch_loss(
             pred,
-            layout.patches[tokens],
-            self.target_valid(layout, tokens),
-            masked[tokens],
-            layout.tok_img[tokens],
+            layout.patches[targets],
+            self.target_valid(layout, targets),
+            torch.ones(len(rows), dtype=torch.bool, device=pred.device),
+            layout.tok_img[targets],
             layout.img_set,
             layout.num_sets,
             norm_pix=self.config.norm_pix_loss,

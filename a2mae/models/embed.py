@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from a2mae.models import geo
@@ -35,6 +36,11 @@ class MetaDrop:
         """Nothing dropped."""
         z = torch.zeros(n, dtype=torch.bool, device=device)
         return cls(z, z, z)
+
+
+def take_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[index]`` for a 2-D ``x``, via ``F.embedding`` (its backward is much faster than indexing's)."""
+    return F.embedding(index, x)
 
 
 def key_name(sensor: str, group: str) -> str:
@@ -77,7 +83,7 @@ class GroupPatchEmbed(nn.Module):
         out = torch.cat(parts)
         inv = torch.empty_like(keys)
         inv[torch.cat(order)] = torch.arange(len(keys), device=keys.device)
-        return out[inv]
+        return take_rows(out, inv)
 
 
 class MetadataEmbedding(nn.Module):
@@ -141,7 +147,7 @@ class MetadataEmbedding(nn.Module):
         """Per-slab E_spec plus the sum of its missing-band vectors ``[S, dim]``."""
         miss = layout.slab_missing.to(self.band_missing.dtype)[:, :, None]  # [S, Cmax, 1]
         return self.spec(self.key_type[layout.slab_key]) + (
-            miss * self.band_missing[layout.slab_band_row]
+            miss * F.embedding(layout.slab_band_row, self.band_missing)
         ).sum(1)
 
     def cell_pos(self, layout: TokenLayout, cells: torch.Tensor, drop: MetaDrop) -> torch.Tensor:
@@ -169,6 +175,6 @@ class MetadataEmbedding(nn.Module):
         """
         cells, inv = torch.unique(layout.tok_cell[tokens], return_inverse=True)
         pos = self.cell_pos(layout, cells, drop)[inv]
-        img = self.image_terms(layout, drop)[layout.tok_img[tokens]]
-        slab = self.slab_terms(layout)[layout.tok_slab[tokens]]
+        img = take_rows(self.image_terms(layout, drop), layout.tok_img[tokens])
+        slab = take_rows(self.slab_terms(layout), layout.tok_slab[tokens])
         return pos + img + slab

@@ -235,8 +235,9 @@ def apply_affine(a: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
 
 def invert_affine(a: torch.Tensor) -> torch.Tensor:
     """Inverse ``(x, y) -> (u, v)`` of ``[N, 2, 3]`` affines (non-degenerate)."""
-    lin = a[:, :, :2]
-    inv = torch.linalg.inv(lin)
+    p, q, r, s = a[:, 0, 0], a[:, 0, 1], a[:, 1, 0], a[:, 1, 1]
+    det = p * s - q * r  # closed-form 2 x 2 inverse (a batched LAPACK call costs more here)
+    inv = torch.stack([torch.stack([s, -q], -1), torch.stack([-r, p], -1)], -2) / det[:, None, None]
     return torch.cat([inv, -(inv @ a[:, :, 2:])], dim=-1)
 
 

@@ -268,7 +268,8 @@ def build_layout(
     if bool(has_corners.any()):
         cxy = geo.local_xy(corners, img_centre)
         fitted = geo.affine_from_corners(cxy)
-        ok = has_corners & (torch.linalg.det(fitted[:, :, :2]).abs() > 1e-6)  # degenerate corners: nominal
+        det = fitted[:, 0, 0] * fitted[:, 1, 1] - fitted[:, 0, 1] * fitted[:, 1, 0]
+        ok = has_corners & (det.abs() > 1e-6)  # degenerate corners: nominal geometry
         affine = torch.where(ok[:, None, None], fitted, affine)
     n_cells = int(img_cells.sum())
     cell_xy = torch.empty(n_cells, 2, dtype=torch.float64, device=dev)
