@@ -96,6 +96,29 @@ class Splits:
         return self.train.info
 
 
+def _outcome(
+    kw: dict[str, Any],
+    metric: str,
+    test: dict[str, float],
+    val: dict[str, float],
+    log: Any,
+    model: Any,
+    **more: Any,
+) -> FinetuneOutcome:
+    """The outcome of one fine-tuning arm from its scores and training log."""
+    return FinetuneOutcome(
+        **kw,
+        score=test[metric],
+        metrics=test,
+        val_metrics=val,
+        steps=log.steps,
+        final_loss=log.losses[-1] if log.losses else math.nan,
+        seconds=log.seconds,
+        model=model,
+        **more,
+    )
+
+
 def registered_name(params: Params, task: str) -> str:
     """Registry name of a task's fine-tuned models, e.g. ``a2mae-change-detection``."""
     return f"{params.finetune.model_prefix}{task.replace('_', '-')}"
@@ -337,16 +360,7 @@ def finetune(
     if not track:
         with _progress(steps, f"fine-tune {task} {arm}", show) as on_step:
             log, test, val, _ = _train_and_score(on_step)
-        return FinetuneOutcome(
-            **outcome_kw,
-            score=test[metric],
-            metrics=test,
-            val_metrics=val,
-            steps=log.steps,
-            final_loss=log.losses[-1] if log.losses else math.nan,
-            seconds=log.seconds,
-            model=model,
-        )
+        return _outcome(outcome_kw, metric, test, val, log, model)
     return _tracked(
         params,
         model,
@@ -461,18 +475,7 @@ def _tracked(
                 c.set_model_version_tag(name, v, f"{VERSION_TAGS}{k}", str(val_))
             c.set_registered_model_alias(name, params.evaluate.challenger_alias, v)
             version = LoggedVersion(name, int(v), f"models:/{name}/{v}", run.info.run_id)
-    return FinetuneOutcome(
-        **kw,
-        score=test[metric],
-        metrics=test,
-        val_metrics=val,
-        steps=log.steps,
-        final_loss=log.losses[-1] if log.losses else math.nan,
-        seconds=log.seconds,
-        run_id=run.info.run_id,
-        version=version,
-        model=model,
-    )
+    return _outcome(kw, metric, test, val, log, model, run_id=run.info.run_id, version=version)
 
 
 @dataclass
