@@ -71,7 +71,7 @@ class SplitConfig(_Section):
 class TileConfig(_Section):
     """Tiling of co-located scenes into STSSD image sets."""
 
-    chip_size: int = Field(gt=0, multiple_of=8, description="Chip side in pixels (every sensor).")
+    chip_size: int = Field(gt=0, le=2048, multiple_of=8, description="Chip side in pixels (every sensor).")
     grid_m: float = Field(gt=0, description="Spacing of candidate set centres, metres.")
     max_nodata_fraction: float = Field(ge=0, le=1)
     max_cloud_fraction: float = Field(ge=0, le=1)
@@ -86,12 +86,12 @@ class TileConfig(_Section):
     thin_coarse_sets: bool = Field(
         description="Keep a set whose finest chip spans k >= 2 grid cells only at every k-th grid point."
     )
-    shard_max_mb: float = Field(gt=0, le=2048, description="Shard size bound, MB.")
+    shard_max_mb: float = Field(gt=0, le=2048, description="Shard size bound, MB; one worker task writes one shard.")
     split: SplitConfig
     executor: Literal["local", "ray"] = Field(description="Run per-scene work in local processes or Ray.")
     workers: int = Field(ge=1, description="Local worker processes.")
     ray_address: str | None = Field(description="Ray address when executor=ray.")
-    chips_per_task: int = Field(ge=1, description="Chips read by one task (bounds worker memory).")
+    chips_per_task: int = Field(ge=1, description="Chips a worker holds at once (bounds its memory).")
     snapshot: str = Field(description="Default output folder of `a2mae tile`.")
 
 

@@ -251,7 +251,7 @@ def test_tiling_twice_gives_identical_bytes_and_the_second_run_does_no_work(
     def boom(*args, **kwargs):
         raise AssertionError("chips were read although the snapshot is up to date")
 
-    monkeypatch.setattr(tiling, "read_chips", boom)
+    monkeypatch.setattr(tiling, "write_shard", boom)
     monkeypatch.setattr(tiling, "plan_sets", boom)
     again = tile(
         cat, a, params("tile.workers=2", "tile.executor=local"), progress=False

@@ -9,10 +9,12 @@ Layout (``docs/stssd.md`` has the full column list)::
       shards/shard-00000.bin  chips as int16 [C, H, W] (C order, little-endian), concatenated
 
 Chips of a set are written next to each other (a reader fetches a whole set with one range read),
-a chip shared by two sets of the same place is stored once, and a shard is closed before a set
-would push it past ``shard_max_mb``. :class:`SnapshotWriter` receives the sets in plan order with
-their chips and writes as it goes (bounded memory); statistics are sums of exact integers. So the
-same inputs and parameters give the same bytes whatever the worker count or completion order.
+a chip shared by two sets of the same place is stored once, and a shard holds the sets of
+consecutive grid points whose chips add up to at most ``shard_max_mb``. Each shard is written by one
+worker (:mod:`a2mae.data.packing`); :class:`SnapshotWriter` receives the results in plan order and
+writes the manifest and statistics as it goes (bounded memory); statistics are sums of exact
+integers. So the same inputs and parameters give the same bytes whatever the worker count or
+completion order.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import json
 import math
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -30,12 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from a2mae.data.chips import NODATA, REFLECTANCE_SCALE, ChipData
-from a2mae.data.grouping import ChipWindow, Plan, PlannedSet, chip_transform, transformer
+from a2mae.data.chips import NODATA, REFLECTANCE_SCALE
+from a2mae.data.grouping import Plan, PlannedSet, chip_transform, transformer
+from a2mae.data.packing import KeptImage, ShardResult
 from a2mae.errors import A2maeError
 
 FORMAT = "a2mae-stssd"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.parquet"
 STATS = "stats.json"
 INFO = "snapshot.json"
@@ -103,70 +106,6 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-class _ShardWriter:
-    """Appends chips to ``shards/shard-NNNNN.bin`` files of bounded size.
-
-    Each shard's ``chips_sha256`` is the sha256 over the sha256 digests of its chips, in order (the
-    workers hash the chips in parallel; the digest still changes with any byte of the shard).
-    """
-
-    def __init__(self, root: Path, max_bytes: int) -> None:
-        self.root = root / SHARD_DIR
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.max_bytes = max_bytes
-        self.shards: list[dict[str, Any]] = []
-        self._f = None
-        self._h = None
-        self._size = 0
-
-    def _open_next(self) -> None:
-        self.close()
-        name = f"{SHARD_DIR}/shard-{len(self.shards):05d}.bin"
-        self._f = open(self.root.parent / name, "wb", buffering=0)  # noqa: SIM115  (raw: see write)
-        self._h = hashlib.sha256()
-        self._size = 0
-        self.shards.append({"path": name, "bytes": 0, "chips_sha256": ""})
-
-    def reserve(self, nbytes: int) -> None:
-        """Start a new shard if ``nbytes`` more would overflow the current one."""
-        if self._f is None or (self._size > 0 and self._size + nbytes > self.max_bytes):
-            self._open_next()
-
-    def write(self, cd: ChipData, spill: int | None = None) -> tuple[str, int]:
-        """Append a chip: its bytes, or ``cd.nbytes`` at ``cd.spill_offset`` of the open file ``spill``.
-
-        Spilled chips are copied file to file by the kernel (``copy_file_range``), never through Python.
-        """
-        assert self._f is not None and self._h is not None
-        off = self._size
-        fd = self._f.fileno()
-        if cd.spill_offset is None:
-            view = memoryview(cd.data)
-            while view:
-                view = view[os.write(fd, view) :]
-        else:
-            assert spill is not None
-            todo, src = cd.nbytes, cd.spill_offset
-            while todo:
-                try:
-                    n = os.copy_file_range(spill, fd, todo, src)
-                except OSError:  # e.g. another filesystem on an old kernel: copy through memory
-                    n = os.write(fd, os.pread(spill, min(todo, 1 << 24), src))
-                if n == 0:
-                    raise OSError(f"chip spill file ended early (offset {src})")
-                todo, src = todo - n, src + n
-        self._h.update(cd.digest)
-        self._size += cd.nbytes
-        return self.shards[-1]["path"], off
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self.shards[-1]["bytes"] = self._size
-            self.shards[-1]["chips_sha256"] = self._h.hexdigest()  # type: ignore[union-attr]
-            self._f = None
-
-
 def _manifest_schema():
     import pyarrow as pa
 
@@ -231,18 +170,17 @@ def _fill_corners(rows: list[dict[str, Any]], chip: int) -> None:
 
 
 class SnapshotWriter:
-    """Writes a snapshot incrementally: sets arrive in plan order with their chips.
+    """Assembles a snapshot from the shard tasks' results, which arrive in plan order.
+
+    The workers write the chips (:func:`a2mae.data.packing.write_shard`); this class renames their
+    part files into the shard sequence, writes the manifest rows (bounded memory), merges the exact
+    statistics sums and the counts, and finally writes ``stats.json`` and ``snapshot.json``.
 
     Args:
         root: The (temporary) snapshot folder; must exist.
         plan: The plan.
         bands: Band ids written per scene index.
         chip: Chip side, pixels.
-        max_nodata: Drop chips with a larger nodata fraction.
-        max_cloud: Drop chips with a larger cloud fraction.
-        min_images: Drop sets with fewer surviving chips.
-        hires_sensors: Sensors whose chip defines a GF-S2 set (the set is dropped without it).
-        shard_max_mb: Shard size bound.
         info: Extra entries for ``snapshot.json`` (fingerprint, params, catalog hash).
     """
 
@@ -255,21 +193,15 @@ class SnapshotWriter:
         bands: dict[int, tuple[str, ...]],
         *,
         chip: int,
-        max_nodata: float,
-        max_cloud: float,
-        min_images: int,
-        hires_sensors: Iterable[str],
-        shard_max_mb: float,
         info: dict[str, Any],
     ) -> None:
         import pyarrow.parquet as pq
 
         self.root, self.plan, self.bands, self.chip = root, plan, bands, chip
-        self.max_nodata, self.max_cloud, self.min_images = max_nodata, max_cloud, min_images
-        self.hires = set(hires_sensors)
         self.info = info
         self.counts = SnapshotCounts(sets_planned=len(plan.sets))
-        self._shards = _ShardWriter(root, int(shard_max_mb * 1024 * 1024))
+        self.shards: list[dict[str, Any]] = []
+        (root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
         self._accs: dict[str, dict[str, dict[str, _BandAcc]]] = {"train": {}, "all": {}}
         self._rows: list[dict[str, Any]] = []
         self._nrows = 0
@@ -283,69 +215,54 @@ class SnapshotWriter:
             root / MANIFEST, _manifest_schema(), compression="zstd", write_statistics=True
         )
 
-    def _drop_reason(self, cd: ChipData) -> str | None:
-        if cd.nodata_fraction > self.max_nodata:
-            return "nodata"
-        if cd.cloud_fraction > self.max_cloud:
-            return "cloud"
-        return None
+    @property
+    def shard_dir(self) -> Path:
+        """Where workers write their part files."""
+        return self.root / SHARD_DIR
 
-    def add(
-        self, sets: Sequence[PlannedSet], chips: dict[ChipWindow, ChipData], spill: Path | None = None
-    ) -> None:
-        """Add sets (in plan order) whose chips were all read; a chip is in no later call.
+    def add(self, sets: Sequence[PlannedSet], result: ShardResult) -> None:
+        """Add one task's result (tasks in plan order).
 
         Args:
-            sets: Consecutive sets of the plan.
-            chips: Every chip of those sets, by window.
-            spill: The file holding the bytes of spilled chips (``ChipData.spill_offset``), if any.
+            sets: The task's planned sets.
+            result: What the task wrote.
         """
-        self.counts.chips_read += len(chips)
-        drop = {w: self._drop_reason(cd) for w, cd in chips.items()}
-        self._chips_dropped.update(r for r in drop.values() if r)
-        written: dict[ChipWindow, tuple[str, int]] = {}
-        first_row = len(self._rows)
-        spill_fd = os.open(spill, os.O_RDONLY) if spill is not None else None
-        try:
-            self._add_sets(sets, chips, drop, written, spill_fd)
-        finally:
-            if spill_fd is not None:
-                os.close(spill_fd)
-        self.counts.chips += len(written)
-        _fill_corners(self._rows[first_row:], self.chip)
-        if len(self._rows) >= self.ROW_GROUP:
-            self._flush()
-
-    def _add_sets(self, sets, chips, drop, written, spill_fd: int | None) -> None:
+        names = []
+        for part in result.parts:
+            name = f"{SHARD_DIR}/shard-{len(self.shards):05d}.bin"
+            if part.path is not None:
+                os.replace(part.path, self.root / name)
+            else:
+                assert part.data is not None
+                (self.root / name).write_bytes(part.data)
+            self.shards.append({"path": name, "bytes": part.nbytes, "crc32": f"{part.crc32:08x}"})
+            names.append(name)
+        c = self.counts
+        c.chips_read += result.chips_read
+        c.chips += result.chips_written
+        self._chips_dropped.update(result.chips_dropped)
+        self._sets_dropped.update(result.sets_dropped)
+        for name, by_sensor in result.sums.items():
+            for sensor, by_band in by_sensor.items():
+                acc = self._accs[name].setdefault(sensor, {})
+                for band, st in by_band.items():
+                    acc.setdefault(band, _BandAcc()).add(*st)
         recs = self.plan.records
-        for s in sets:
-            kept = [im for im in s.images if drop[im.window] is None]
-            if s.kind == "GF-S2" and not any(recs[im.window.scene].sensor in self.hires for im in kept):
-                self._sets_dropped["hires chip dropped"] += 1
-                continue
-            if not kept or len(kept) < self.min_images:
-                self._sets_dropped["too few chips"] += 1
-                continue
-            new = list(dict.fromkeys(im.window for im in kept if im.window not in written))
-            self._shards.reserve(sum(chips[w].nbytes for w in new))
-            for w in new:
-                written[w] = self._shards.write(chips[w], spill_fd)
-                self._count_stats(w, chips[w], s.split)
-            for k, im in enumerate(kept):
-                self._rows.append(self._row(s, k, im, chips[im.window], written[im.window]))
+        first_row = len(self._rows)
+        for si, images in result.kept:
+            s = sets[si]
+            for k, ki in enumerate(images):
+                im = s.images[ki.image]
+                self._rows.append(self._row(s, k, im, ki, names[ki.part]))
                 self._per_sensor[recs[im.window.scene].sensor] += 1
             self._per_kind[s.kind] += 1
             self._per_split[s.split] += 1
             self._set_index += 1
+        _fill_corners(self._rows[first_row:], self.chip)
+        if len(self._rows) >= self.ROW_GROUP:
+            self._flush()
 
-    def _count_stats(self, w: ChipWindow, cd: ChipData, split: str) -> None:
-        sensor = self.plan.records[w.scene].sensor
-        for name in ("all", "train") if split == "train" else ("all",):
-            acc = self._accs[name].setdefault(sensor, {})
-            for band, st in zip(self.bands[w.scene], cd.band_stats, strict=True):
-                acc.setdefault(band, _BandAcc()).add(*st)
-
-    def _row(self, s: PlannedSet, k: int, im, cd: ChipData, where: tuple[str, int]) -> dict[str, Any]:
+    def _row(self, s: PlannedSet, k: int, im, ki: KeptImage, shard: str) -> dict[str, Any]:
         w = im.window
         rec = self.plan.records[w.scene]
         tr = chip_transform(rec, w)
@@ -382,11 +299,11 @@ class SnapshotWriter:
             "grid_crs": s.point.crs,
             "centre_x": s.centre_xy[0],
             "centre_y": s.centre_xy[1],
-            "cloud_fraction": cd.cloud_fraction,
-            "nodata_fraction": cd.nodata_fraction,
-            "shard": where[0],
-            "offset": where[1],
-            "nbytes": cd.nbytes,
+            "cloud_fraction": ki.cloud_fraction,
+            "nodata_fraction": ki.nodata_fraction,
+            "shard": shard,
+            "offset": ki.offset,
+            "nbytes": ki.nbytes,
             "dtype": "int16",
         }
 
@@ -399,12 +316,13 @@ class SnapshotWriter:
             self._nrows += len(batch)
 
     def close(self) -> SnapshotCounts:
-        """Finish the shards and the manifest; write ``stats.json`` and ``snapshot.json``.
+        """Finish the manifest; write ``stats.json`` and ``snapshot.json``.
+
+        The snapshot id hashes the manifest, the statistics and each shard's size and CRC-32.
 
         Returns:
             The counts (also stored in ``snapshot.json``).
         """
-        self._shards.close()
         if self._rows or self._nrows == 0:
             import pyarrow as pa
 
@@ -412,7 +330,7 @@ class SnapshotWriter:
                 self._manifest.write_table(pa.Table.from_pylist([], schema=_manifest_schema()))
             self._flush()
         self._manifest.close()
-        root, c, shards = self.root, self.counts, self._shards.shards
+        root, c, shards = self.root, self.counts, self.shards
         (root / STATS).write_text(json.dumps(_stats_doc(self._accs), indent=1, sort_keys=True) + "\n")
         c.sets = self._set_index
         c.images = self._nrows
@@ -446,7 +364,6 @@ class SnapshotWriter:
 
     def abort(self) -> None:
         """Close open files after a failure (the caller removes the folder)."""
-        self._shards.close()
         self._manifest.close()
 
 

@@ -1,10 +1,11 @@
 """``a2mae tile``: scene catalog -> STSSD snapshot of co-located image sets.
 
-Steps: read the catalog; plan the sets from metadata (:mod:`a2mae.data.grouping`); read the chips
-of a few neighbouring grid points per task, in local processes or Ray tasks
-(:mod:`a2mae.data.executor`, :func:`a2mae.data.chips.read_chips`); as task results come back in
-plan order, drop chips over the nodata/cloud limits and the sets that lose what they need, and
-write the rest into shards, the manifest and the statistics (:mod:`a2mae.data.snapshot`).
+Steps: read the catalog; plan the sets from metadata (:mod:`a2mae.data.grouping`); cut the plan
+into shard tasks of consecutive grid points; each task, in a local process or a Ray task
+(:mod:`a2mae.data.executor`), reads its chips in bounded batches, drops chips over the nodata/cloud
+limits and the sets that lose what they need, and writes the rest into its shard
+(:func:`a2mae.data.packing.write_shard`); as results come back in plan order, this process writes
+the manifest and the statistics (:mod:`a2mae.data.snapshot`).
 
 * **Determinism**: the plan and the packing order depend only on the catalog content and the
   parameters; results are consumed in plan order, and statistics are exact integer sums.
@@ -31,9 +32,10 @@ from typing import Any
 
 from a2mae.config import Params, TileConfig
 from a2mae.data.catalog import SceneRecord, read_catalog
-from a2mae.data.chips import ReadTask, SceneSource, close_open_files, read_chips
+from a2mae.data.chips import SceneSource, close_open_files
 from a2mae.data.executor import run_tasks
-from a2mae.data.grouping import ChipWindow, Plan, plan_sets
+from a2mae.data.grouping import Plan, plan_sets
+from a2mae.data.packing import ShardTask, write_shard
 from a2mae.data.snapshot import (
     FORMAT_VERSION,
     INFO,
@@ -182,15 +184,6 @@ def _qa_decode(rec: SceneRecord, registry: SensorRegistry) -> QASpec | None:
     return registry.get(rec.sensor).product(rec.product).qa
 
 
-@dataclass(frozen=True)
-class TaskSpan:
-    """The sets a read task serves: ``plan.sets[start:stop]`` (whole grid points)."""
-
-    start: int
-    stop: int
-    windows: tuple[ChipWindow, ...]
-
-
 def _point_runs(plan: Plan) -> list[tuple[int, int]]:
     """``(start, stop)`` of the consecutive sets of each grid point."""
     runs: list[tuple[int, int]] = []
@@ -204,14 +197,16 @@ def _point_runs(plan: Plan) -> list[tuple[int, int]]:
 
 def build_tasks(
     plan: Plan, cfg: TileConfig, registry: SensorRegistry, s3: object | None = None
-) -> tuple[list[ReadTask], list[TaskSpan], dict[int, tuple[str, ...]]]:
-    """Read tasks for a plan: consecutive grid points, at most ``chips_per_task`` chips each.
+) -> tuple[list[ShardTask], dict[int, tuple[str, ...]]]:
+    """One task per shard: consecutive grid points whose chips add up to at most ``shard_max_mb``.
 
-    A grid point is never split across tasks (its sets share chips); the plan visits points block
-    by block, so a task's chips of one scene are neighbours and are read as one region.
+    The partition depends only on the plan and ``shard_max_mb`` (not on the worker count or
+    ``chips_per_task``), so it is part of the output's definition. A grid point is never split
+    (its sets share chips); the plan visits points block by block, so a task's chips of one scene
+    are neighbours and are read as regions.
 
     Returns:
-        ``(tasks, the sets each task serves, bands written per scene index)``.
+        ``(tasks in plan order, bands written per scene index)``; ``out_dir`` is left unset.
 
     Raises:
         TilingError: A scene has none of its sensor's pre-training bands.
@@ -246,33 +241,42 @@ def build_tasks(
             )
         return sources[scene]
 
-    tasks: list[ReadTask] = []
-    spans: list[TaskSpan] = []
-    cur: dict[ChipWindow, None] = {}
-    start = 0
+    max_bytes = int(cfg.shard_max_mb * 1024 * 1024)
+    chip_bytes = 2 * cfg.chip_size * cfg.chip_size
+    tasks: list[ShardTask] = []
 
-    def flush(stop: int) -> None:
-        scenes = sorted({w.scene for w in cur})
-        pos = {sc: k for k, sc in enumerate(scenes)}
+    def flush(a: int, b: int) -> None:
+        sets = tuple(plan.sets[a:b])
+        scenes = sorted({im.window.scene for st in sets for im in st.images})
         tasks.append(
-            ReadTask(
+            ShardTask(
+                unit=len(tasks),
                 chip=cfg.chip_size,
                 scenes=tuple(source(sc) for sc in scenes),
-                windows=tuple((pos[w.scene], w.row0, w.col0) for w in cur),
+                scene_index=tuple(scenes),
+                sensors=tuple(plan.records[sc].sensor for sc in scenes),
+                sets=sets,
+                max_nodata=cfg.max_nodata_fraction,
+                max_cloud=cfg.max_cloud_fraction,
+                min_images=cfg.min_images_per_set,
+                hires_sensors=frozenset(cfg.hires_sensors),
+                max_bytes=max_bytes,
+                batch_chips=cfg.chips_per_task,
                 s3=s3,
             )
         )
-        spans.append(TaskSpan(start, stop, tuple(cur)))
 
+    start, size = 0, 0
     for a, b in _point_runs(plan):
-        wins = dict.fromkeys(im.window for s in plan.sets[a:b] for im in s.images)
-        if cur and len(cur) + len(wins) > cfg.chips_per_task:
-            flush(a)
-            cur, start = {}, a
-        cur.update(wins)
-    if cur:
-        flush(len(plan.sets))
-    return tasks, spans, bands
+        wins = {im.window for st in plan.sets[a:b] for im in st.images}
+        nbytes = sum(len(source(w.scene).bands) * chip_bytes for w in wins)
+        if size and size + nbytes > max_bytes:
+            flush(start, a)
+            start, size = a, 0
+        size += nbytes
+    if size:
+        flush(start, len(plan.sets))
+    return tasks, bands
 
 
 def _input_bytes(records: Sequence[SceneRecord]) -> int:
@@ -378,53 +382,34 @@ def tile(
             f"{catalog}: no image set fits: every scene is smaller than a chip of tile.chip_size="
             f"{cfg.chip_size} px, or covers no point of the {cfg.grid_m:g} m grid; lower tile.chip_size"
         )
-    tasks, spans, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
+    tasks, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
-        if cfg.executor == "local" and cfg.workers > 1:  # chips travel through files, not pipes
-            (tmp / ".spill").mkdir()
-            tasks = [replace(t, spill=str(tmp / ".spill" / f"task-{i:06d}.bin")) for i, t in enumerate(tasks)]
-        writer = SnapshotWriter(
-            tmp,
-            plan,
-            bands,
-            chip=cfg.chip_size,
-            max_nodata=cfg.max_nodata_fraction,
-            max_cloud=cfg.max_cloud_fraction,
-            min_images=cfg.min_images_per_set,
-            hires_sensors=cfg.hires_sensors,
-            shard_max_mb=cfg.shard_max_mb,
-            info=info,
-        )
+        writer = SnapshotWriter(tmp, plan, bands, chip=cfg.chip_size, info=info)
+        if cfg.executor == "local":  # workers write the shards; a Ray worker may be on another machine
+            tasks = [replace(t, out_dir=str(writer.shard_dir)) for t in tasks]
         try:
             with _progress(progress) as bar:
                 job = bar.add_task("tiling", total=len(plan.sets))
                 results = run_tasks(
-                    read_chips,
+                    write_shard,
                     tasks,
                     executor=cfg.executor,
                     workers=cfg.workers,
                     ray_address=cfg.ray_address,
                     ordered=True,
                 )
-                for i, chips in results:
-                    span, spill = spans[i], tasks[i].spill
-                    sets = plan.sets[span.start : span.stop]
-                    writer.add(
-                        sets, dict(zip(span.windows, chips, strict=True)), Path(spill) if spill else None
-                    )
-                    if spill:
-                        os.unlink(spill)
-                    bar.advance(job, span.stop - span.start)
+                for i, result in results:
+                    writer.add(tasks[i].sets, result)
+                    bar.advance(job, len(tasks[i].sets))
             counts = writer.close()
         except BaseException:
             writer.abort()
             raise
         finally:
             close_open_files()  # the files this process opened (workers=1, or a failure)
-        shutil.rmtree(tmp / ".spill", ignore_errors=True)
         snapshot_id = json.loads((tmp / INFO).read_text())["snapshot_id"]
         _swap_into_place(tmp, out)
     except BaseException:
