@@ -86,7 +86,9 @@ class TileConfig(_Section):
     thin_coarse_sets: bool = Field(
         description="Keep a set whose finest chip spans k >= 2 grid cells only at every k-th grid point."
     )
-    shard_max_mb: float = Field(gt=0, le=2048, description="Shard size bound, MB; one worker task writes one shard.")
+    shard_max_mb: float = Field(
+        gt=0, le=2048, description="Shard size bound, MB; one worker task writes one shard."
+    )
     split: SplitConfig
     executor: Literal["local", "ray"] = Field(description="Run per-scene work in local processes or Ray.")
     workers: int = Field(ge=1, description="Local worker processes.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import subprocess
@@ -292,6 +293,31 @@ def test_shard_size_bound_is_respected(synthetic_scenes, tmp_path):
     # every chip lies inside its shard
     for r in manifest(out):
         assert r["offset"] + r["nbytes"] <= (out / r["shard"]).stat().st_size
+
+
+def test_shard_tasks_partition_the_plan_and_return_bytes_or_write_files_alike(synthetic_scenes, tmp_path):
+    """The Ray path (bytes come back) and the local path (the worker writes) give the same shards."""
+    from dataclasses import replace
+
+    from a2mae.data.packing import write_shard
+    from a2mae.data.tiling import build_tasks, load_catalog, on_chip_grid
+    from a2mae.sensors import get_registry
+
+    p = params("tile.shard_max_mb=0.5", "tile.chips_per_task=3")
+    reg = get_registry()
+    plan = plan_sets([on_chip_grid(r, reg, p.tile) for r in load_catalog(synthetic_scenes[2])], p.tile)
+    tasks, _ = build_tasks(plan, p.tile, reg)
+    assert len(tasks) > 2 and [s for t in tasks for s in t.sets] == plan.sets  # whole plan, in order
+    for a, b in itertools.pairwise(tasks):
+        assert a.sets[-1].point != b.sets[0].point  # a grid point is never split
+    for t in tasks[:3]:
+        in_memory = write_shard(t)
+        on_disk = write_shard(replace(t, out_dir=str(tmp_path), batch_chips=10_000))
+        assert [part.data for part in in_memory.parts] == [
+            Path(part.path).read_bytes() for part in on_disk.parts
+        ]
+        assert [(q.nbytes, q.crc32) for q in in_memory.parts] == [(q.nbytes, q.crc32) for q in on_disk.parts]
+        assert in_memory.kept == on_disk.kept and in_memory.sums == on_disk.sums
 
 
 # ------------------------------------------------------------------------------------------- atomicity

@@ -255,6 +255,11 @@ def _encode(dn: np.ndarray, scale: float, offset: float) -> np.ndarray:
     k, b = scale * REFLECTANCE_SCALE, offset * REFLECTANCE_SCALE
     if dn.dtype.kind == "u" and k == 1.0 and b == 0.0:
         return np.minimum(dn, 32767).astype("<i2")  # DNs are reflectance x 10000 already (S2, GF)
+    if dn.dtype.kind in "ui" and dn.dtype.itemsize <= 2 and k == 1.0 and b == round(b):
+        v = dn.astype(np.int32)  # S2 L2A baseline >= 04.00: an integer offset, exact in integers
+        v += int(b)
+        np.clip(v, -32767, 32767, out=v)
+        return v.astype("<i2")
     v = dn.astype(np.float32, copy=dn.dtype != np.float32)
     if k != 1.0:
         v *= np.float32(k)

@@ -56,14 +56,14 @@ class QASpec(_Strict):
     def masks(self, values: Any) -> tuple[Any, Any]:
         """``(nodata, cloud)`` boolean masks of QA ``values`` (any integer array); cloud excludes nodata.
 
-        8- and 16-bit layers are decoded through one lookup table per call (one gather per pixel).
+        8- and 16-bit layers are decoded through lookup tables built once per spec (one gather per
+        pixel).
         """
         import numpy as np
 
         values = np.asarray(values)
         if values.dtype in (np.uint8, np.uint16):
-            codes = np.arange(256 if values.dtype == np.uint8 else 65536, dtype=np.int64)
-            nodata_lut, cloud_lut = self._decode(codes)
+            nodata_lut, cloud_lut = _qa_luts(self, values.dtype.itemsize * 8)
             return nodata_lut[values], cloud_lut[values]
         return self._decode(values.astype(np.int64))
 
@@ -79,6 +79,16 @@ class QASpec(_Strict):
         for f in self.cloud_fields:
             cloud |= (v >> f.offset) & ((1 << f.width) - 1) >= f.min
         return nodata, cloud & ~nodata
+
+
+@functools.lru_cache(maxsize=64)
+def _qa_luts(spec: QASpec, bits: int) -> tuple[Any, Any]:
+    """``(nodata, cloud)`` lookup tables of every ``bits``-bit code of a QA spec (read-only)."""
+    import numpy as np
+
+    nodata, cloud = spec._decode(np.arange(1 << bits, dtype=np.int64))
+    nodata.flags.writeable = cloud.flags.writeable = False
+    return nodata, cloud
 
 
 class Product(_Strict):
