@@ -90,7 +90,8 @@ class ChipData:
     """One chip read and encoded.
 
     Attributes:
-        data: ``[C, H, W]`` int16 (little-endian, C order), a view into the region it was cut from.
+        data: ``[C, H, W]`` int16 (little-endian), a strided view into the encoded region it was cut
+            from (copied when written).
         nodata_fraction: Fraction of pixels that are nodata.
         cloud_fraction: Fraction of pixels flagged cloud by the QA layer.
         bad: ``[H, W]`` nodata mask (a view), for :func:`band_stats`.
@@ -142,7 +143,7 @@ def _read(ds, indexes: list[int], col: int, row: int, w: int, h: int, fill: floa
     return ds.read(indexes, window=_window(col, row, w, h), boundless=True, fill_value=fill)
 
 
-def _two_phase(i0: np.ndarray, i1: np.ndarray, f: np.ndarray):
+def _two_phase(i0: np.ndarray, i1: np.ndarray, f: np.ndarray) -> list[tuple[int, int, np.float32]] | None:
     """The sampling of one axis as two interleaved runs, when it is an exact 2x upsampling.
 
     Returns:
