@@ -498,3 +498,35 @@ def test_bilinear_fast_path_equals_the_gather_path(origin, ratio, n):
     assert np.array_equal(fast, slow)
     if ratio == 0.5 and origin > 1 and origin + n / 2 < 38:  # away from the edges: the fast path ran
         assert chips._two_phase(plan.ci0, plan.ci1, plan.fx) is not None
+
+
+def test_a_killed_runs_temporary_folder_is_removed_by_the_next_run(synthetic_scenes, tmp_path):
+    import os
+    import socket
+
+    from a2mae.data.tiling import OWNER
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    killed = tmp_path / ".snap.tmp-dead0001"  # a run that died half-way
+    (killed / "shards").mkdir(parents=True)
+    (killed / OWNER).write_text(f"{host} {dead.pid}\n")
+    (killed / "shards" / "part-000000-000.bin").write_bytes(b"x" * 100)
+    ownerless = tmp_path / ".snap.tmp-old00002"  # killed before it named its owner
+    ownerless.mkdir()
+    os.utime(ownerless, (1, 1))
+    live = tmp_path / ".snap.tmp-live0003"  # a run still going (this process)
+    live.mkdir()
+    (live / OWNER).write_text(f"{host} {os.getpid()}\n")
+    elsewhere = tmp_path / ".snap.tmp-host0004"  # a run on another machine (shared file system)
+    elsewhere.mkdir()
+    (elsewhere / OWNER).write_text(f"not-{host} {dead.pid}\n")
+    other = tmp_path / ".other.tmp-dead0005"  # another output's folder
+    other.mkdir()
+    (other / OWNER).write_text(f"{host} {dead.pid}\n")
+
+    tile(synthetic_scenes[2], tmp_path / "snap", params(), progress=False)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".other.tmp-dead0005", ".snap.tmp-host0004", ".snap.tmp-live0003", "snap"]
+    assert not (tmp_path / "snap" / OWNER).exists()

@@ -24,6 +24,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -307,6 +308,51 @@ def _check_target(out: Path) -> dict[str, Any] | None:
         return None  # an older or damaged snapshot: rebuilt and replaced
 
 
+#: In a temporary snapshot folder: ``<host> <pid>`` of the run building it.
+OWNER = ".owner"
+#: A temporary folder without an owner is left alone this long (its run may be starting).
+_OWNERLESS_GRACE_S = 60.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_temporaries(out: Path) -> list[Path]:
+    """Remove temporary folders of killed runs that targeted ``out`` (``.<name>.tmp-*``).
+
+    A folder is stale when its owner is a process of this host that no longer runs, or when it has
+    no owner file and is older than a minute. Folders of live runs, and of other hosts (a shared
+    file system), are left alone.
+
+    Returns:
+        The folders removed.
+    """
+    removed = []
+    host = socket.gethostname()
+    for p in sorted(out.parent.glob(f".{out.name}.tmp-*")):
+        try:
+            owner_host, pid = (p / OWNER).read_text().split()
+            stale = owner_host == host and not _pid_alive(int(pid))
+        except FileNotFoundError:
+            try:
+                stale = time.time() - p.stat().st_mtime > _OWNERLESS_GRACE_S
+            except FileNotFoundError:
+                continue
+        except (OSError, ValueError):
+            continue
+        if stale:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 def _swap_into_place(tmp: Path, out: Path) -> None:
     if out.exists():
         old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
@@ -363,6 +409,7 @@ def tile(
     records = load_catalog(catalog)
     registry = get_registry(params.data.sensor_files)
     fp, info = fingerprint(records, cfg, registry)
+    _remove_stale_temporaries(out)
     existing = _check_target(out)
     if (
         not force
@@ -386,6 +433,7 @@ def tile(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
     tmp.mkdir()
+    (tmp / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
     try:
         writer = SnapshotWriter(tmp, plan, bands, chip=cfg.chip_size, info=info)
         if cfg.executor == "local":  # workers write the shards; a Ray worker may be on another machine
@@ -411,6 +459,7 @@ def tile(
         finally:
             close_open_files()  # the files this process opened (workers=1, or a failure)
         snapshot_id = json.loads((tmp / INFO).read_text())["snapshot_id"]
+        (tmp / OWNER).unlink()
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
