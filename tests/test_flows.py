@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 import typing
 from pathlib import Path
 
@@ -142,13 +143,20 @@ def test_watch_plan_reports_each_settled_version_once(polls, settle):
 
 
 # ------------------------------------------------------------------------------ flows and caching
-def _task_states(flow_run_id) -> dict[str, str]:
+def _task_state(flow_run_id, task: str, timeout: float = 20.0) -> str:
+    """Final state name of a flow run's task (task runs reach the API asynchronously: poll)."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter
 
+    deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
-    return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
+            states = {r.name.rsplit("-", 1)[0]: r.state for r in runs if r.state is not None}
+            state = states.get(task)
+            if (state is not None and state.is_final()) or time.monotonic() > deadline:
+                return state.name if state is not None else "missing"
+            time.sleep(0.2)
 
 
 def _workspace(tmp_path: Path, synthetic_scenes) -> Path:
@@ -169,22 +177,22 @@ def test_ingest_and_tile_flows_cache_on_content_not_paths(prefect_harness, tmp_p
     assert first.is_completed() and len(first.result()["added"]) == len(synthetic_scenes[1])
     ingest_flow(form)  # the catalog changed in between: a miss, nothing new read
     third = ingest_flow(form, return_state=True)
-    assert _task_states(third.state_details.flow_run_id)["ingest-scenes"] == "Cached"
+    assert _task_state(third.state_details.flow_run_id, "ingest-scenes") == "Cached"
 
     # same path, new bytes: the listing fingerprint (size, mtime) changes, so the cache misses
     band = next((ws / "scenes").rglob("*B04*"))
     band.write_bytes(band.read_bytes() + b"\0")
     fourth = ingest_flow(form, return_state=True)
-    assert _task_states(fourth.state_details.flow_run_id)["ingest-scenes"] == "Completed"
+    assert _task_state(fourth.state_details.flow_run_id, "ingest-scenes") == "Completed"
 
     tile_form = TileParams.from_params(load_params(ws / "params.yaml"), project_dir=str(ws), workers=1)
     made = tile_flow(tile_form)
     assert made["counts"]["sets"] > 0 and (ws / "data" / "stssd" / "snapshot.json").is_file()
     again = tile_flow(tile_form, return_state=True)
-    assert _task_states(again.state_details.flow_run_id)["tile-snapshot"] == "Cached"
+    assert _task_state(again.state_details.flow_run_id, "tile-snapshot") == "Cached"
     shutil.rmtree(ws / "data" / "stssd")  # the output vanished: the cache must not be trusted
     rebuilt = tile_flow(tile_form, return_state=True)
-    assert _task_states(rebuilt.state_details.flow_run_id)["tile-snapshot"] == "Completed"
+    assert _task_state(rebuilt.state_details.flow_run_id, "tile-snapshot") == "Completed"
     assert rebuilt.result()["snapshot_id"] == made["snapshot_id"]  # deterministic content
 
 
