@@ -530,3 +530,27 @@ def test_a_killed_runs_temporary_folder_is_removed_by_the_next_run(synthetic_sce
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == [".other.tmp-dead0005", ".snap.tmp-host0004", ".snap.tmp-live0003", "snap"]
     assert not (tmp_path / "snap" / OWNER).exists()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale", "offset", "exact"),
+    [
+        ("uint16", 1e-4, 0.0, True),  # S2 before baseline 04.00, GF
+        ("uint16", 1e-4, -0.1, True),  # S2 L2A baseline >= 04.00: integer offset path
+        ("uint16", 2.75e-5, -0.2, False),  # Landsat C2 L2: float path
+        ("float32", 1e-4, 0.0, False),  # resampled (bilinear) values
+    ],
+)
+def test_encoding_matches_the_reflectance_formula(dtype, scale, offset, exact):
+    from a2mae.data.chips import _encode_into
+
+    rng = np.random.default_rng(1)
+    dn = rng.integers(0, 65535, (3, 17, 19)).astype(dtype)
+    if dtype == "float32":
+        dn += rng.random(dn.shape, dtype=np.float32)
+    enc = np.full((5, 17, 19), 7, np.int16)
+    _encode_into(enc, [4, 0, 2], dn.copy(), scale, offset)
+    want = np.clip(np.rint((dn.astype(np.float64) * scale + offset) * 10000), -32767, 32767)
+    got = enc[[4, 0, 2]].astype(np.float64)
+    assert (got == want).all() if exact else np.abs(got - want).max() <= 1
+    assert (enc[[1, 3]] == 7).all()  # other channels untouched

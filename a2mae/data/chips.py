@@ -251,24 +251,36 @@ def _nearest(ds, index: int, cols_f: np.ndarray, rows_f: np.ndarray) -> np.ndarr
     return np.take(np.take(src, ri - lo_r, axis=0), ci - lo_c, axis=1)
 
 
-def _encode(dn: np.ndarray, scale: float, offset: float) -> np.ndarray:
-    """DNs -> stored int16 ``round((DN * scale + offset) * 10000)``, clipped to ``[-32767, 32767]``."""
+def _encode_into(enc: np.ndarray, channels: list[int], dn: np.ndarray, scale: float, offset: float) -> None:
+    """Store DNs as int16 ``round((DN * scale + offset) * 10000)``, clipped to ``[-32767, 32767]``.
+
+    Args:
+        enc: ``[C, H, W]`` int16 output; band ``i`` of ``dn`` goes to channel ``channels[i]``.
+        channels: Output channel of each band of ``dn``.
+        dn: ``[K, H, W]`` DNs (integers, or float32 from resampling: modified in place).
+        scale: Reflectance scale of the DNs.
+        offset: Reflectance offset of the DNs.
+    """
     k, b = scale * REFLECTANCE_SCALE, offset * REFLECTANCE_SCALE
-    if dn.dtype.kind == "u" and k == 1.0 and b == 0.0:
-        return np.minimum(dn, 32767).astype("<i2")  # DNs are reflectance x 10000 already (S2, GF)
-    if dn.dtype.kind in "ui" and dn.dtype.itemsize <= 2 and k == 1.0 and b == round(b):
-        v = dn.astype(np.int32)  # S2 L2A baseline >= 04.00: an integer offset, exact in integers
-        v += int(b)
-        np.clip(v, -32767, 32767, out=v)
-        return v.astype("<i2")
-    v = dn.astype(np.float32, copy=dn.dtype != np.float32)
-    if k != 1.0:
-        v *= np.float32(k)
-    if b != 0.0:
-        v += np.float32(b)
-    np.rint(v, out=v)
-    np.clip(v, -32767, 32767, out=v)
-    return v.astype("<i2")
+    integer = dn.dtype.kind in "ui" and dn.dtype.itemsize <= 2
+    for i, ch in enumerate(channels):
+        dst = enc[ch]
+        if integer and dn.dtype.kind == "u" and k == 1.0 and b == 0.0:
+            np.minimum(dn[i], 32767, out=dst, casting="unsafe")  # reflectance x 10000 already (S2, GF)
+        elif integer and k == 1.0 and b == round(b):
+            v = dn[i].astype(np.int32)  # S2 L2A baseline >= 04.00: an integer offset, exact
+            v += int(b)
+            np.clip(v, -32767, 32767, out=v)
+            np.copyto(dst, v, casting="unsafe")
+        else:
+            v = dn[i] if dn.dtype == np.float32 else dn[i].astype(np.float32)
+            if k != 1.0:
+                v *= np.float32(k)
+            if b != 0.0:
+                v += np.float32(b)
+            np.rint(v, out=v)
+            np.clip(v, -32767, 32767, out=v)
+            np.copyto(dst, v, casting="unsafe")
 
 
 def _nodata_mask(vals: np.ndarray, nodata: list[float | None]) -> np.ndarray | None:
@@ -384,7 +396,7 @@ def _finish_region(src: SceneSource, f: _Fetched) -> tuple[np.ndarray, np.ndarra
         else:
             vals, b = _bilinear(vals, plan, nod)
             bad |= b
-        enc[order] = _encode(vals, src.scale, src.offset)
+        _encode_into(enc, order, vals, src.scale, src.offset)
     cloud = np.zeros((f.h, f.w), bool)
     if f.qa is not None and src.qa is not None:
         q_nodata, cloud = src.qa.masks(f.qa)
