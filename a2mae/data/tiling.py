@@ -430,6 +430,8 @@ def tile(
             f"{cfg.chip_size} px, or covers no point of the {cfg.grid_m:g} m grid; lower tile.chip_size"
         )
     tasks, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
+    if cfg.executor == "local" and cfg.workers > 1:
+        import a2mae.io.raster  # noqa: F401  (rasterio and GDAL load once here, not in every forked worker)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
     tmp.mkdir()
