@@ -297,8 +297,10 @@ def _nodata_mask(vals: np.ndarray, nodata: list[float | None]) -> np.ndarray | N
     return mask
 
 
-def band_stats(data: np.ndarray, bad: np.ndarray) -> list[tuple[int, int, int, int, int]]:
-    """Per band ``(count, sum, sum of squares, min, max)`` of a chip's valid stored values.
+def band_stats(
+    data: np.ndarray, bad: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Sums of a chip's valid stored values, per band.
 
     Exact integers (so sums do not depend on the order they are added in): the sums run in float64,
     exact for a chip (at most ``32767**2 * H * W`` < 2**53 for chips up to 2900 px a side).
@@ -306,17 +308,19 @@ def band_stats(data: np.ndarray, bad: np.ndarray) -> list[tuple[int, int, int, i
     Args:
         data: ``[C, H, W]`` int16 chip (C-contiguous is fastest).
         bad: ``[H, W]`` nodata mask.
+
+    Returns:
+        ``(valid pixel count, sum [C], sum of squares [C], min [C], max [C])`` (int64 arrays), or
+        None when no pixel is valid.
     """
     c = data.shape[0]
     v = data.reshape(c, -1) if not bad.any() else data[:, ~bad]  # [C, N]
     if v.shape[1] == 0:
-        return [(0, 0, 0, 0, 0)] * c
-    lo, hi = v.min(1), v.max(1)
+        return None
     x = v.astype(np.float64)
-    sums = x @ np.ones(x.shape[1])
-    squares = np.einsum("ij,ij->i", x, x)
-    n = v.shape[1]
-    return [(n, int(sums[k]), int(squares[k]), int(lo[k]), int(hi[k])) for k in range(c)]
+    sums = (x @ np.ones(x.shape[1])).astype(np.int64)
+    squares = np.einsum("ij,ij->i", x, x).astype(np.int64)
+    return v.shape[1], sums, squares, v.min(1).astype(np.int64), v.max(1).astype(np.int64)
 
 
 @dataclass

@@ -22,7 +22,6 @@ Rules (the same at any worker count):
 from __future__ import annotations
 
 import os
-import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -101,13 +100,11 @@ class Part:
     Attributes:
         path: Where the worker wrote it (None: ``data`` holds the bytes).
         nbytes: Size, bytes.
-        crc32: CRC-32 of the bytes.
         data: The bytes, when the task had no ``out_dir``.
     """
 
     path: str | None
     nbytes: int
-    crc32: int
     data: bytes | None = None
 
 
@@ -134,16 +131,46 @@ class ShardResult:
     sums: dict[str, dict[str, dict[str, BandSums]]] = field(default_factory=lambda: {"all": {}, "train": {}})
 
 
-def _add_sums(acc: dict[str, BandSums], bands: Sequence[str], stats: Sequence[BandSums]) -> None:
-    for band, (n, s, ss, lo, hi) in zip(bands, stats, strict=True):
-        if n == 0:
-            continue
-        old = acc.get(band)
-        acc[band] = (
-            (n, s, ss, lo, hi)
-            if old is None
-            else (old[0] + n, old[1] + s, old[2] + ss, min(old[3], lo), max(old[4], hi))
-        )
+class _Sums:
+    """Per-band sums of the chips a task writes, by category (``all``/``train``), sensor and band list.
+
+    int64 arrays while the task runs (a task's sums fit easily), Python ints in the result.
+    """
+
+    def __init__(self) -> None:
+        self._acc: dict[tuple[str, str, tuple[str, ...]], list[np.ndarray]] = {}
+
+    def add(self, names: Sequence[str], sensor: str, bands: tuple[str, ...], stats) -> None:
+        """Add one chip's :func:`~a2mae.data.chips.band_stats` (None: no valid pixel) to ``names``."""
+        if stats is None:
+            return
+        n, s, ss, lo, hi = stats
+        for name in names:
+            acc = self._acc.get((name, sensor, bands))
+            if acc is None:
+                count = np.full(len(bands), n, np.int64)
+                self._acc[(name, sensor, bands)] = [count, s.copy(), ss.copy(), lo, hi]
+            else:
+                acc[0] += n
+                acc[1] += s
+                acc[2] += ss
+                acc[3] = np.minimum(acc[3], lo)
+                acc[4] = np.maximum(acc[4], hi)
+
+    def result(self) -> dict[str, dict[str, dict[str, BandSums]]]:
+        """``{"all" | "train": {sensor: {band: (count, sum, sum of squares, min, max)}}}``."""
+        out: dict[str, dict[str, dict[str, BandSums]]] = {"all": {}, "train": {}}
+        for (name, sensor, bands), arrays in sorted(self._acc.items()):
+            per = out[name].setdefault(sensor, {})
+            for k, band in enumerate(bands):
+                n, s, ss, lo, hi = (int(a[k]) for a in arrays)
+                old = per.get(band)
+                per[band] = (
+                    (n, s, ss, lo, hi)
+                    if old is None
+                    else (old[0] + n, old[1] + s, old[2] + ss, min(old[3], lo), max(old[4], hi))
+                )
+        return out
 
 
 class _PartWriter:
@@ -155,7 +182,6 @@ class _PartWriter:
         self._fd: int | None = None
         self._buf: bytearray | None = None
         self._size = 0
-        self._crc = 0
 
     def reserve(self, nbytes: int) -> None:
         """Start a new part if ``nbytes`` more would overflow the current one."""
@@ -164,12 +190,12 @@ class _PartWriter:
             k = len(self.parts)
             if self.task.out_dir is None:
                 self._buf = bytearray()
-                self.parts.append(Part(None, 0, 0))
+                self.parts.append(Part(None, 0))
             else:
                 path = os.path.join(self.task.out_dir, f"part-{self.task.unit:06d}-{k:03d}.bin")
                 self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                self.parts.append(Part(path, 0, 0))
-            self._size, self._crc = 0, 0
+                self.parts.append(Part(path, 0))
+            self._size = 0
 
     def write(self, chip: np.ndarray) -> tuple[int, int]:
         """Append a C-contiguous ``[C, H, W]`` int16 chip; returns ``(part, offset)``."""
@@ -182,7 +208,6 @@ class _PartWriter:
             view = data
             while view:
                 view = view[os.write(self._fd, view) :]
-        self._crc = zlib.crc32(data, self._crc)
         self._size += len(data)
         return len(self.parts) - 1, off
 
@@ -190,7 +215,7 @@ class _PartWriter:
         if not self.parts:
             return
         last = self.parts[-1]
-        last.nbytes, last.crc32 = self._size, self._crc
+        last.nbytes = self._size
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -266,6 +291,7 @@ def write_shard(task: ShardTask) -> ShardResult:
     """
     res = ShardResult()
     writer = _PartWriter(task)
+    sums = _Sums()
     try:
         for a, b, wins in _batches(task):
             read = ReadTask(task.chip, task.scenes, tuple(wins), task.s3)
@@ -284,13 +310,12 @@ def write_shard(task: ShardTask) -> ShardResult:
                     continue
                 new = list(dict.fromkeys(keys[k] for k in kept if keys[k] not in written))
                 writer.reserve(sum(chips[key].nbytes for key in new))
+                names = ("all", "train") if s.split == "train" else ("all",)
                 for key in new:
                     data = np.ascontiguousarray(chips[key].data)
                     written[key] = writer.write(data)
                     stats = band_stats(data, chips[key].bad)
-                    sensor, bands = task.sensors[key[0]], task.scenes[key[0]].bands
-                    for name in ("all", "train") if s.split == "train" else ("all",):
-                        _add_sums(res.sums[name].setdefault(sensor, {}), bands, stats)
+                    sums.add(names, task.sensors[key[0]], task.scenes[key[0]].bands, stats)
                 images = []
                 for k in kept:
                     cd = chips[keys[k]]
@@ -300,4 +325,5 @@ def write_shard(task: ShardTask) -> ShardResult:
             res.chips_written += len(written)
     finally:
         res.parts = writer.close()
+    res.sums = sums.result()
     return res

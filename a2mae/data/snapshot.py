@@ -235,7 +235,7 @@ class SnapshotWriter:
             else:
                 assert part.data is not None
                 (self.root / name).write_bytes(part.data)
-            self.shards.append({"path": name, "bytes": part.nbytes, "crc32": f"{part.crc32:08x}"})
+            self.shards.append({"path": name, "bytes": part.nbytes})
             names.append(name)
         c = self.counts
         c.chips_read += result.chips_read
@@ -318,7 +318,8 @@ class SnapshotWriter:
     def close(self) -> SnapshotCounts:
         """Finish the manifest; write ``stats.json`` and ``snapshot.json``.
 
-        The snapshot id hashes the manifest, the statistics and each shard's size and CRC-32.
+        The snapshot id hashes the inputs' fingerprint, the manifest, the statistics and the shard
+        sizes (chip bytes are a function of the fingerprint; DVC checksums every file it versions).
 
         Returns:
             The counts (also stored in ``snapshot.json``).
@@ -342,7 +343,12 @@ class SnapshotWriter:
         c.sets_per_kind = dict(sorted(self._per_kind.items()))
         c.sets_per_split = {k: self._per_split.get(k, 0) for k in ("train", "val", "test")}
         files = {MANIFEST: _sha256_file(root / MANIFEST), STATS: _sha256_file(root / STATS)}
-        digest = hashlib.sha256(json.dumps({"files": files, "shards": shards}, sort_keys=True).encode())
+        digest = hashlib.sha256(
+            json.dumps(
+                {"fingerprint": self.info.get("fingerprint"), "files": files, "shards": shards},
+                sort_keys=True,
+            ).encode()
+        )
         doc = {
             "format": FORMAT,
             "version": FORMAT_VERSION,
