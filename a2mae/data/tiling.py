@@ -438,8 +438,10 @@ def tile(
     (tmp / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
     try:
         writer = SnapshotWriter(tmp, plan, bands, chip=cfg.chip_size, info=info)
-        if cfg.executor == "local":  # workers write the shards; a Ray worker may be on another machine
-            tasks = [replace(t, out_dir=str(writer.shard_dir)) for t in tasks]
+        in_workers = cfg.executor == "ray" or (cfg.workers > 1 and len(tasks) > 1)
+        # local workers write the shards; a Ray worker may be on another machine (bytes come back)
+        out_dir = str(writer.shard_dir) if cfg.executor == "local" else None
+        tasks = [replace(t, out_dir=out_dir, worker_process=in_workers) for t in tasks]
         try:
             with _progress(progress) as bar:
                 job = bar.add_task("tiling", total=len(plan.sets))
