@@ -345,8 +345,12 @@ def plan_sets(records: Sequence[SceneRecord], cfg: TileConfig) -> Plan:
             pixel[(i, p)] = cr
     sp = cfg.split
     sets: list[PlannedSet] = []
+    compositions: dict[tuple[int, ...], list[tuple[str, list[tuple[str, int]]]]] = {}
     for p in sorted(covering, key=_block_major):
-        composed = compose_sets(covering[p], recs, cfg)
+        key = tuple(covering[p])
+        if key not in compositions:  # points covered by the same scenes compose the same sets
+            compositions[key] = compose_sets(key, recs, cfg)
+        composed = compositions[key]
         if cfg.thin_coarse_sets:
             composed = [(k, m) for k, m in composed if _on_lattice(p, m, recs, chip, cfg.grid_m)]
         if not composed:
