@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -288,3 +289,41 @@ def test_coarse_only_sets_are_thinned_to_every_kth_grid_point():
     s2_points = {s.point for s in with_s2.sets if any(im.role.startswith("S2") for im in s.images)}
     assert len(s2_points) >= 16
     assert all(len(s.images) == 3 for s in with_s2.sets if s.point in s2_points)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cells=st.lists(
+        st.tuples(st.integers(0, 20), st.integers(0, 20), st.integers(1, 3), st.integers(1, 9)),
+        min_size=1,
+        max_size=60,
+        unique_by=lambda c: (c[0], c[1]),
+    ),
+    bound=st.integers(1, 40),
+)
+def test_pack_runs_cover_the_plan_with_whole_points_and_blocks(cells, bound):
+    """Runs cover every set in order, never split a grid point, keep blocks whole when they fit."""
+    from a2mae.data.grouping import GridPoint, PlannedSet, _block_major, block_of, pack_runs
+
+    weight_of: dict[GridPoint, int] = {}
+    sets = []
+    for ix, iy, nsets, w in sorted(cells, key=lambda c: _block_major(GridPoint(32650, c[1], c[0]))):
+        p = GridPoint(32650, iy, ix)
+        weight_of[p] = w
+        centre = (0.0, 0.0)
+        sets += [PlannedSet(f"{ix}-{iy}-{k}", "S2-L8", p, centre, centre, (), "train") for k in range(nsets)]
+    runs = pack_runs(sets, lambda ss: weight_of[ss[0].point], bound)
+    assert runs[0][0] == 0 and runs[-1][1] == len(sets)
+    assert all(a < b for a, b in runs) and all(r[1] == q[0] for r, q in itertools.pairwise(runs))
+    for a, b in runs:
+        points = list(dict.fromkeys(s.point for s in sets[a:b]))
+        assert a == 0 or sets[a - 1].point != sets[a].point  # a point is never split
+        total = sum(weight_of[p] for p in points)
+        assert total <= bound or len(points) == 1
+    block_weight: dict = {}
+    for p, w in weight_of.items():
+        block_weight[block_of(p)] = block_weight.get(block_of(p), 0) + w
+    for a, _ in runs[1:]:
+        block = block_of(sets[a].point)
+        if block_weight[block] <= bound:  # a block that fits is never cut
+            assert block_of(sets[a - 1].point) != block

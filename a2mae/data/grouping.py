@@ -30,7 +30,7 @@ import functools
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -373,7 +373,56 @@ BLOCK_POINTS = 8
 
 
 def _block_major(p: GridPoint) -> tuple[int, int, int, int, int]:
-    return (p.epsg, p.iy // BLOCK_POINTS, p.ix // BLOCK_POINTS, p.iy, p.ix)
+    return (*block_of(p), p.iy, p.ix)
+
+
+def block_of(p: GridPoint) -> tuple[int, int, int]:
+    """The block of ``BLOCK_POINTS`` x ``BLOCK_POINTS`` grid points containing ``p`` (visited whole)."""
+    return p.epsg, p.iy // BLOCK_POINTS, p.ix // BLOCK_POINTS
+
+
+def pack_runs(
+    sets: Sequence[PlannedSet], weight: Callable[[Sequence[PlannedSet]], int], bound: int
+) -> list[tuple[int, int]]:
+    """Cut consecutive planned sets into runs of at most ``bound`` total weight.
+
+    Runs hold whole blocks of grid points (a block's chips of one scene are then read as one
+    region, never split between runs); a block heavier than ``bound`` is cut between grid points;
+    a grid point is never split (its sets share chips), so a run is at least one point.
+
+    Args:
+        sets: Planned sets in plan order (grid points consecutive, blocks consecutive).
+        weight: Weight of the sets of one grid point (e.g. bytes or chips).
+        bound: Largest total weight of a run (exceeded only by a single heavier point).
+
+    Returns:
+        ``(start, stop)`` of each run, covering ``sets`` in order.
+    """
+    points: list[tuple[int, int, int]] = []  # (start, stop, weight) of each grid point
+    start = 0
+    for i in range(1, len(sets) + 1):
+        if i == len(sets) or sets[i].point != sets[start].point:
+            points.append((start, i, weight(sets[start:i])))
+            start = i
+    items: list[tuple[int, int, int]] = []  # whole blocks, or the points of a block above the bound
+    k = 0
+    while k < len(points):
+        j = k + 1
+        while j < len(points) and block_of(sets[points[j][0]].point) == block_of(sets[points[k][0]].point):
+            j += 1
+        total = sum(w for _, _, w in points[k:j])
+        items.extend(points[k:j] if total > bound else [(points[k][0], points[j - 1][1], total)])
+        k = j
+    runs: list[tuple[int, int]] = []
+    cur_start, cur_weight = 0, 0
+    for a, _, w in items:
+        if cur_weight and cur_weight + w > bound:
+            runs.append((cur_start, a))
+            cur_start, cur_weight = a, 0
+        cur_weight += w
+    if items:
+        runs.append((cur_start, len(sets)))
+    return runs
 
 
 def lattice_step(finest_gsd: float, chip: int, grid_m: float) -> int:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from a2mae.data.chips import ChipData, ReadTask, SceneSource, band_stats, read_chips
-from a2mae.data.grouping import PlannedSet
+from a2mae.data.grouping import PlannedSet, pack_runs
 
 #: Per band ``(count, sum, sum of squares, min, max)``: exact integers.
 BandSums = tuple[int, int, int, int, int]
@@ -242,26 +242,18 @@ def _keys(task: ShardTask, s: PlannedSet) -> list[Key]:
 
 
 def _batches(task: ShardTask) -> Iterator[tuple[int, int, list[Key]]]:
-    """Consecutive whole grid points of at most ``batch_chips`` distinct chips.
+    """Runs of whole blocks (or grid points) of at most ``batch_chips`` distinct chips.
 
     Yields:
         ``(first set, end set, distinct chip keys)``; a point is never split (its sets share chips).
     """
     sets = task.sets
-    start, cur = 0, dict[Key, None]()
-    i = 0
-    while i < len(sets):
-        j = i + 1
-        while j < len(sets) and sets[j].point == sets[i].point:
-            j += 1
-        wins = dict.fromkeys(k for s in sets[i:j] for k in _keys(task, s))
-        if cur and len(cur) + len(wins) > task.batch_chips:
-            yield start, i, list(cur)
-            start, cur = i, {}
-        cur.update(wins)
-        i = j
-    if cur:
-        yield start, len(sets), list(cur)
+
+    def chips(point_sets: Sequence[PlannedSet]) -> int:
+        return len({k for s in point_sets for k in _keys(task, s)})
+
+    for a, b in pack_runs(sets, chips, task.batch_chips):
+        yield a, b, list(dict.fromkeys(k for s in sets[a:b] for k in _keys(task, s)))
 
 
 def _drop_reason(cd: ChipData, task: ShardTask) -> str | None:

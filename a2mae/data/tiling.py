@@ -35,7 +35,7 @@ from a2mae.config import Params, TileConfig
 from a2mae.data.catalog import SceneRecord, read_catalog
 from a2mae.data.chips import SceneSource, close_open_files
 from a2mae.data.executor import run_tasks
-from a2mae.data.grouping import Plan, plan_sets
+from a2mae.data.grouping import Plan, pack_runs, plan_sets
 from a2mae.data.packing import ShardTask, write_shard
 from a2mae.data.snapshot import (
     FORMAT_VERSION,
@@ -185,26 +185,15 @@ def _qa_decode(rec: SceneRecord, registry: SensorRegistry) -> QASpec | None:
     return registry.get(rec.sensor).product(rec.product).qa
 
 
-def _point_runs(plan: Plan) -> list[tuple[int, int]]:
-    """``(start, stop)`` of the consecutive sets of each grid point."""
-    runs: list[tuple[int, int]] = []
-    start = 0
-    for i in range(1, len(plan.sets) + 1):
-        if i == len(plan.sets) or plan.sets[i].point != plan.sets[start].point:
-            runs.append((start, i))
-            start = i
-    return runs
-
-
 def build_tasks(
     plan: Plan, cfg: TileConfig, registry: SensorRegistry, s3: object | None = None
 ) -> tuple[list[ShardTask], dict[int, tuple[str, ...]]]:
-    """One task per shard: consecutive grid points whose chips add up to at most ``shard_max_mb``.
+    """One task per shard: whole blocks of grid points whose chips add up to at most ``shard_max_mb``.
 
-    The partition depends only on the plan and ``shard_max_mb`` (not on the worker count or
-    ``chips_per_task``), so it is part of the output's definition. A grid point is never split
-    (its sets share chips); the plan visits points block by block, so a task's chips of one scene
-    are neighbours and are read as regions.
+    The partition (:func:`~a2mae.data.grouping.pack_runs`) depends only on the plan and
+    ``shard_max_mb`` (not on the worker count or ``chips_per_task``), so it is part of the output's
+    definition. Runs hold whole 8 x 8 blocks of grid points where they fit, so a block's chips of
+    one scene are read as one region by one task.
 
     Returns:
         ``(tasks in plan order, bands written per scene index)``; ``out_dir`` is left unset.
@@ -267,16 +256,12 @@ def build_tasks(
             )
         )
 
-    start, size = 0, 0
-    for a, b in _point_runs(plan):
-        wins = {im.window for st in plan.sets[a:b] for im in st.images}
-        nbytes = sum(len(source(w.scene).bands) * chip_bytes for w in wins)
-        if size and size + nbytes > max_bytes:
-            flush(start, a)
-            start, size = a, 0
-        size += nbytes
-    if size:
-        flush(start, len(plan.sets))
+    def point_bytes(sets) -> int:
+        wins = {im.window for st in sets for im in st.images}
+        return sum(len(source(w.scene).bands) * chip_bytes for w in wins)
+
+    for a, b in pack_runs(plan.sets, point_bytes, max_bytes):
+        flush(a, b)
     return tasks, bands
 
 
