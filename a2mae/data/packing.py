@@ -1,9 +1,10 @@
 """Worker side of tiling: one task writes one shard of the snapshot.
 
-A :class:`ShardTask` holds the planned sets of consecutive grid points whose chips add up to at most
-``tile.shard_max_mb`` (the partition depends only on the plan and that bound, so the output does not
-depend on how many workers run it). :func:`write_shard` reads the chips in batches of at most
-``tile.chips_per_task`` chips (bounded memory), applies the drop rules, and appends the surviving
+A :class:`ShardTask` holds the planned sets of whole blocks of grid points whose chips add up to at
+most ``tile.shard_max_mb`` (:func:`a2mae.data.grouping.pack_runs`; the partition depends only on the
+plan and that bound, so the output does not depend on how many workers run it). :func:`write_shard`
+reads the chips in batches of at most ``tile.chips_per_task`` chips (whole blocks again; bounded
+memory), applies the drop rules, and appends the surviving
 chips to the shard file in set order; it returns only metadata (:class:`ShardResult`): which images
 were kept, where their chips are, drop counts and exact per-band sums. The main process never
 touches chip bytes (local executor); a Ray task, which may run on another machine, returns the bytes
@@ -46,7 +47,7 @@ class ShardTask:
         scenes: Scenes the sets use; ``scene_index[k]`` is the plan index of ``scenes[k]``.
         scene_index: Plan index of each of ``scenes``.
         sensors: Sensor of each of ``scenes`` (statistics keys, the GF-S2 rule).
-        sets: The planned sets, in plan order; grid points are whole.
+        sets: The planned sets, in plan order; grid points (and blocks, where they fit) are whole.
         max_nodata: Drop chips with a larger nodata fraction.
         max_cloud: Drop chips with a larger cloud fraction.
         min_images: Drop sets with fewer surviving chips.

@@ -420,8 +420,8 @@ def tile(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
     tmp.mkdir()
-    (tmp / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
     try:
+        (tmp / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
         writer = SnapshotWriter(tmp, plan, bands, chip=cfg.chip_size, info=info)
         in_workers = cfg.executor == "ray" or (cfg.workers > 1 and len(tasks) > 1)
         # local workers write the shards; a Ray worker may be on another machine (bytes come back)
