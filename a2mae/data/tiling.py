@@ -299,16 +299,6 @@ OWNER = ".owner"
 _OWNERLESS_GRACE_S = 60.0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale_temporaries(out: Path) -> list[Path]:
     """Remove temporary folders of killed runs that targeted ``out`` (``.<name>.tmp-*``).
 
@@ -319,12 +309,14 @@ def _remove_stale_temporaries(out: Path) -> list[Path]:
     Returns:
         The folders removed.
     """
+    from a2mae.services.daemon import pid_alive
+
     removed = []
     host = socket.gethostname()
     for p in sorted(out.parent.glob(f".{out.name}.tmp-*")):
         try:
             owner_host, pid = (p / OWNER).read_text().split()
-            stale = owner_host == host and not _pid_alive(int(pid))
+            stale = owner_host == host and not pid_alive(int(pid))
         except FileNotFoundError:
             try:
                 stale = time.time() - p.stat().st_mtime > _OWNERLESS_GRACE_S
