@@ -126,14 +126,8 @@ class StssdDataset(Dataset[ImageSetSample]):
         if self._fs_obj is None or self._fs_pid != os.getpid():
             from a2mae.io import storage
 
-            settings = self._s3 or storage.S3Settings.from_params()
-            fs = storage.s3_filesystem(settings)
-            if getattr(fs, "_pid", os.getpid()) != os.getpid():
-                # A forked DataLoader worker inherits the parent's cached s3fs instance, whose event
-                # loop is not fork-safe. Open a fresh, uncached one; leave the inherited one alone
-                # (releasing it here would close connections the parent still uses).
-                fs = storage._filesystem.__wrapped__(settings)
-            self._fs_obj = fs
+            # one per process: a forked DataLoader worker gets its own (see s3_filesystem)
+            self._fs_obj = storage.s3_filesystem(self._s3 or storage.S3Settings.from_params())
             self._fs_pid = os.getpid()
         return self._fs_obj
 

@@ -110,17 +110,21 @@ def split_s3(uri: str) -> tuple[str, str]:
 def s3_filesystem(settings: S3Settings | None = None):  # -> s3fs.S3FileSystem
     """An s3fs filesystem for ``settings`` (one per settings per process; no listing cache; short retries).
 
+    Cached per process id: a forked process (a DataLoader or tiling worker) opens its own, as s3fs's
+    event loop is not fork-safe, and leaves the inherited one alone (releasing it would close
+    connections the parent still uses).
+
     Args:
         settings: Endpoint and credentials; None resolves them from the environment.
 
     Returns:
         ``s3fs.S3FileSystem``.
     """
-    return _filesystem(settings or S3Settings.from_params())
+    return _filesystem(settings or S3Settings.from_params(), os.getpid())
 
 
 @functools.lru_cache(maxsize=8)
-def _filesystem(settings: S3Settings):  # -> s3fs.S3FileSystem
+def _filesystem(settings: S3Settings, pid: int):  # -> s3fs.S3FileSystem  (pid: the cache key only)
     import s3fs
 
     fs = s3fs.S3FileSystem(
