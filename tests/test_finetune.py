@@ -286,22 +286,22 @@ def test_encoder_handle_scratch_uses_model_params(downstream_params):
 def test_change_detection_learns_on_generated_pairs(tmp_path, downstream_params):
     """The siamese encoder + difference decoder actually learns: change F1 from 0 to well above chance."""
     make_change_pairs(tmp_path / "cd", n_train=16, n_val=1, n_test=4, size=32)
-    p = downstream_params(
+    setup = (
         "finetune.epochs=1000",
         "finetune.batch_size=8",
         "finetune.lr=3.0e-3",
         "finetune.decoder_channels=32",
         "finetune.protocol=full",
     )
-    before = finetune(p, task="change_detection", data=tmp_path / "cd", track=False, progress=False)
-    p = downstream_params(
-        "finetune.epochs=1000",
-        "finetune.batch_size=8",
-        "finetune.lr=3.0e-3",
-        "finetune.decoder_channels=32",
-        "finetune.protocol=full",
-        "finetune.max_steps=60",
+    before = finetune(
+        downstream_params(*setup), task="change_detection", data=tmp_path / "cd", track=False, progress=False
     )
-    after = finetune(p, task="change_detection", data=tmp_path / "cd", track=False, progress=False)
+    after = finetune(
+        downstream_params(*setup, "finetune.max_steps=60"),
+        task="change_detection",
+        data=tmp_path / "cd",
+        track=False,
+        progress=False,
+    )
     assert after.final_loss < 0.5 * before.final_loss
     assert after.metrics["change_f1"] > 0.5 > before.metrics["change_f1"]
