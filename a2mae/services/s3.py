@@ -25,7 +25,8 @@ import urllib.request
 from pathlib import Path
 
 from a2mae.io.storage import S3Settings, s3_error, s3_filesystem
-from a2mae.services.base import Service, ServiceError, free_port_pair, port_is_free
+from a2mae.services.base import Service, ServiceError, free_port_pair
+from a2mae.services.http import tcp_open
 
 _COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 GRPC_OFFSET = 10000
@@ -98,12 +99,16 @@ class SeaweedFS(Service):
         self.ports = {}
         for comp in _COMPONENTS:
             if comp == "s3" and self._fixed_s3_port:
+                # A fixed port is busy only when something answers there: right after a store stops,
+                # its port lingers in TIME_WAIT for up to a minute, which a bind test would refuse
+                # although `weed` binds it fine.
                 port = self._fixed_s3_port
-                if not (port_is_free(port, self.host) and port_is_free(port + GRPC_OFFSET, self.host)):
-                    raise ServiceError(
-                        f"seaweedfs: port {port} or {port + GRPC_OFFSET} on {self.host} is in use; "
-                        "stop the other store or choose another infra.s3_port"
-                    )
+                for p in (port, port + GRPC_OFFSET):
+                    if tcp_open(self.host, p):
+                        raise ServiceError(
+                            f"seaweedfs: port {p} on {self.host} is in use by another process; "
+                            "stop it or choose another infra.s3_port"
+                        )
             else:
                 port = free_port_pair(GRPC_OFFSET, self.host)
                 while port in self.ports.values() or port + GRPC_OFFSET in self.ports.values():

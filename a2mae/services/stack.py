@@ -31,40 +31,15 @@ from a2mae.errors import A2maeError
 from a2mae.services.base import Service, ServiceError
 from a2mae.services.daemon import DetachedService, launch, running_pid, terminate
 from a2mae.services.flows import FlowServer
-from a2mae.services.http import tcp_open
 from a2mae.services.mlflow import MlflowServer
 from a2mae.services.prefect import PrefectServer
 from a2mae.services.ray import RayHead
-from a2mae.services.s3 import GRPC_OFFSET, SeaweedFS
+from a2mae.services.s3 import SeaweedFS
 
 #: Start order (``down`` uses the reverse).
 SERVICES = ("s3", "mlflow", "prefect", "ray", "flows")
 #: Services started together: MLflow needs its S3 bucket, the deployments need everything.
 WAVES = (("s3", "prefect", "ray"), ("mlflow",), ("flows",))
-
-
-class StackSeaweedFS(SeaweedFS):
-    """The S3 store of the stack: its fixed S3 port counts as busy only when something answers there.
-
-    Right after the store is stopped its port lingers in TIME_WAIT for up to a minute; a plain bind
-    test would refuse to restart it on the same port, although ``weed`` itself binds it fine.
-    """
-
-    def prepare(self) -> None:
-        """Pick the other ports and write the credentials; check the fixed S3 port by connecting."""
-        fixed, self._fixed_s3_port = self._fixed_s3_port, None
-        try:
-            super().prepare()
-        finally:
-            self._fixed_s3_port = fixed
-        if fixed:
-            for port in (fixed, fixed + GRPC_OFFSET):
-                if tcp_open(self.host, port):
-                    raise ServiceError(
-                        f"seaweedfs: port {port} on {self.host} is in use by another process; stop it or "
-                        "set infra.s3_port"
-                    )
-            self.ports["s3"] = fixed
 
 
 @dataclass(frozen=True)
@@ -99,7 +74,7 @@ class Stack:
         self.home = home if home.is_absolute() else self.project_dir / home
         self.overrides = list(overrides)
         host = self.infra.host
-        self.s3 = StackSeaweedFS(self.home / "seaweedfs", host=host, s3_port=self.infra.s3_port)
+        self.s3 = SeaweedFS(self.home / "seaweedfs", host=host, s3_port=self.infra.s3_port)
         self.s3.ports = {"s3": self.infra.s3_port}  # known without starting (for health checks)
         self.mlflow = MlflowServer(
             self.home / "mlflow",
