@@ -11,7 +11,7 @@ from pyproj import Geod
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
 
-from a2mae.data.scene_geometry import crs_string, is_all_nodata, pixel_size_m, qa_masks, wgs84_geometry
+from a2mae.data.scene_geometry import crs_string, is_all_nodata, pixel_size_m, wgs84_geometry
 from a2mae.sensors.registry import QASpec
 
 GEOD = Geod(ellps="WGS84")
@@ -66,7 +66,7 @@ def test_pixel_size_in_feet_and_degrees():
 def test_qa_bit_masks(values, nodata_bits, cloud_bits):
     qa = QASpec(band="QA", nodata_bits=tuple(nodata_bits), cloud_bits=tuple(cloud_bits))
     arr = np.array(values, dtype=np.uint16)
-    nodata, cloud = qa_masks(qa, arr)
+    nodata, cloud = qa.masks(arr)
     for v, n, c in zip(values, nodata, cloud, strict=True):
         assert n == any(v >> b & 1 for b in nodata_bits)
         assert c == (not n and any(v >> b & 1 for b in cloud_bits))
@@ -74,7 +74,7 @@ def test_qa_bit_masks(values, nodata_bits, cloud_bits):
 
 def test_qa_value_masks_scl():
     qa = QASpec(band="SCL", nodata_values=(0, 1), cloud_values=(3, 8, 9, 10))
-    nodata, cloud = qa_masks(qa, np.arange(12, dtype=np.uint8))
+    nodata, cloud = qa.masks(np.arange(12, dtype=np.uint8))
     assert nodata.nonzero()[0].tolist() == [0, 1]
     assert cloud.nonzero()[0].tolist() == [3, 8, 9, 10]
 

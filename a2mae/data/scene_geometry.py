@@ -11,8 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from a2mae.sensors.registry import QASpec
-
 FOOTPRINT_POINTS_PER_EDGE = 8
 
 Corners = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
@@ -84,11 +82,6 @@ def crs_string(crs: Any) -> str:
     """``EPSG:nnnn`` when the CRS is exactly an EPSG CRS, else its WKT (a near match is not enough)."""
     epsg = crs.to_epsg(confidence_threshold=100)
     return f"EPSG:{epsg}" if epsg else crs.to_wkt()
-
-
-def qa_masks(qa: QASpec, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(nodata, cloud)`` boolean masks of a QA layer (see :meth:`QASpec.masks`)."""
-    return qa.masks(values)
 
 
 def is_all_nodata(values: np.ndarray, nodata: float | None) -> bool:

@@ -20,7 +20,7 @@ from a2mae.config import GrowthPeriodConfig
 from a2mae.data.catalog import BandFile, SceneRecord
 from a2mae.data.discover import IngestError, SceneSpec
 from a2mae.data.period import growth_period
-from a2mae.data.scene_geometry import crs_string, is_all_nodata, pixel_size_m, qa_masks, wgs84_geometry
+from a2mae.data.scene_geometry import crs_string, is_all_nodata, pixel_size_m, wgs84_geometry
 from a2mae.data.sidecars import (
     acquisition_datetime,
     is_stac_item,
@@ -246,7 +246,7 @@ def _read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None) -> S
         qa_values = _decimated(
             qa_header.info, 1, qa_header.height, qa_header.width, QA_READ_SIDE, ctx.settings
         )
-        no, cloud = qa_masks(product.qa, qa_values)
+        no, cloud = product.qa.masks(qa_values)
         valid = int((~no).sum())
         if valid == 0:
             raise IngestError(
