@@ -59,8 +59,7 @@ _SERVICE_KEYS = (
     "infra.prefect_port=",
     "infra.mlflow_port=",
     "infra.s3_port=",
-    "infra.ray_port=",
-    "infra.ray_",
+    "infra.ray_",  # every Ray setting of the head (port, dashboard, ...)
     "infra.start_timeout_s=",
     "infra.buckets=",
     "infra.mlflow_artifacts=",

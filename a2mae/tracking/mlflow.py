@@ -318,8 +318,8 @@ class StepLogger:
 
         self.run_id = run_id
         self._client = MlflowClient(tracking_uri)
-        self._uris = mlflow_uris(tracking_uri)  # restored by close()
-        self._uris.__enter__()
+        self._restore = contextlib.ExitStack()  # the MLflow URIs, put back by close()
+        self._restore.enter_context(mlflow_uris(tracking_uri))
         _activate_experiment_of(self._client, run_id)
         self._run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
         self.logged_until = self._last_steps()
@@ -393,7 +393,7 @@ class StepLogger:
         try:
             mlflow.end_run(status="FAILED" if failed else "FINISHED")
         finally:
-            self._uris.__exit__(None, None, None)
+            self._restore.close()
 
 
 # -------------------------------------------------------------------------------------------- encoder
