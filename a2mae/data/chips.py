@@ -487,34 +487,29 @@ def read_chips(task: ReadTask) -> list[ChipData]:
     where: dict[tuple[int, int, int], list[int]] = {}
     for k, win in enumerate(task.windows):
         where.setdefault(win, []).append(k)
-    work: list[tuple[int, tuple[int, int, int, int]]] = []
-    served_by: list[list[tuple[int, int]]] = []
-    for pos in sorted({p for p, _, _ in task.windows}):
-        t = task.scenes[pos].transform
-        if t[1] != 0 or t[3] != 0:
-            raise ChipReadError(
-                f"scene {task.scenes[pos].scene_id}: rotated grids are not supported; warp it north-up"
-            )
-        wins = [(r, c) for p, r, c in task.windows if p == pos]
-        for region, served in _regions(wins, chip):
-            work.append((pos, region))
-            served_by.append(served)
     area = float(chip * chip)
     with raster_env(task.s3):  # type: ignore[arg-type]
-        for (pos, (r0, c0, h, w)), served in zip(work, served_by, strict=True):
+        for pos in sorted({p for p, _, _ in task.windows}):
             src = task.scenes[pos]
+            t = src.transform
+            if t[1] != 0 or t[3] != 0:
+                raise ChipReadError(
+                    f"scene {src.scene_id}: rotated grids are not supported; warp it north-up"
+                )
             uris = sorted({bf.uri for bf in src.band_files} | ({src.qa_file.uri} if src.qa_file else set()))
             ds = {u: _cached_open(u, src.content_hash) for u in uris}
-            enc, bad, cloud = _finish_region(src, _fetch_region(ds, src, r0, c0, h, w))
-            for row0, col0 in served:
-                i, j = row0 - r0, col0 - c0
-                b = bad[i : i + chip, j : j + chip]
-                cd = ChipData(
-                    data=enc[:, i : i + chip, j : j + chip],
-                    nodata_fraction=np.count_nonzero(b) / area,
-                    cloud_fraction=np.count_nonzero(cloud[i : i + chip, j : j + chip]) / area,
-                    bad=b,
-                )
-                for k in where[(pos, row0, col0)]:
-                    out[k] = cd
+            wins = [(r, c) for p, r, c in task.windows if p == pos]
+            for (r0, c0, h, w), served in _regions(wins, chip):
+                enc, bad, cloud = _finish_region(src, _fetch_region(ds, src, r0, c0, h, w))
+                for row0, col0 in served:
+                    i, j = row0 - r0, col0 - c0
+                    b = bad[i : i + chip, j : j + chip]
+                    cd = ChipData(
+                        data=enc[:, i : i + chip, j : j + chip],
+                        nodata_fraction=np.count_nonzero(b) / area,
+                        cloud_fraction=np.count_nonzero(cloud[i : i + chip, j : j + chip]) / area,
+                        bad=b,
+                    )
+                    for k in where[(pos, row0, col0)]:
+                        out[k] = cd
     return out  # type: ignore[return-value]

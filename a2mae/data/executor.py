@@ -30,6 +30,11 @@ class ExecutorError(A2maeError, RuntimeError):
     """The configured executor cannot be started (e.g. an unreachable Ray address)."""
 
 
+def in_process(executor: Literal["local", "ray"], workers: int, n_items: int) -> bool:
+    """Whether :func:`run_tasks` runs the items in the calling process (no pool, no Ray)."""
+    return executor == "local" and (workers <= 1 or n_items <= 1)
+
+
 def run_tasks(
     fn: Callable[[T], R],
     items: Iterable[T],
@@ -59,7 +64,7 @@ def run_tasks(
     items = list(items)
     if executor == "ray":
         yield from _run_ray(fn, items, workers, ray_address, ordered)
-    elif workers <= 1 or len(items) <= 1:
+    elif in_process(executor, workers, len(items)):
         for i, item in enumerate(items):
             yield i, fn(item)
     else:

@@ -237,24 +237,29 @@ class _PartWriter:
 Key = tuple[int, int, int]  # (position in task.scenes, row0, col0)
 
 
-def _keys(task: ShardTask, s: PlannedSet) -> list[Key]:
-    pos = task.scene_index.index
-    return [(pos(im.window.scene), im.window.row0, im.window.col0) for im in s.images]
+def _set_keys(task: ShardTask) -> list[list[Key]]:
+    """The chip keys of each of the task's sets, in image order."""
+    pos = {scene: k for k, scene in enumerate(task.scene_index)}
+    return [[(pos[im.window.scene], im.window.row0, im.window.col0) for im in s.images] for s in task.sets]
 
 
-def _batches(task: ShardTask) -> Iterator[tuple[int, int, list[Key]]]:
+def _batches(task: ShardTask, keys: list[list[Key]]) -> Iterator[tuple[int, int, list[Key]]]:
     """Runs of whole blocks (or grid points) of at most ``batch_chips`` distinct chips.
+
+    Args:
+        task: The task.
+        keys: :func:`_set_keys` of the task.
 
     Yields:
         ``(first set, end set, distinct chip keys)``; a point is never split (its sets share chips).
     """
-    sets = task.sets
+    index = {id(s): i for i, s in enumerate(task.sets)}
 
     def chips(point_sets: Sequence[PlannedSet]) -> int:
-        return len({k for s in point_sets for k in _keys(task, s)})
+        return len({k for s in point_sets for k in keys[index[id(s)]]})
 
-    for a, b in pack_runs(sets, chips, task.batch_chips):
-        yield a, b, list(dict.fromkeys(k for s in sets[a:b] for k in _keys(task, s)))
+    for a, b in pack_runs(task.sets, chips, task.batch_chips):
+        yield a, b, list(dict.fromkeys(k for i in range(a, b) for k in keys[i]))
 
 
 def _drop_reason(cd: ChipData, task: ShardTask) -> str | None:
@@ -321,7 +326,8 @@ def write_shard(task: ShardTask) -> ShardResult:
     writer = _PartWriter(task)
     sums = _Sums()
     try:
-        for a, b, wins in _batches(task):
+        set_keys = _set_keys(task)
+        for a, b, wins in _batches(task, set_keys):
             read = ReadTask(task.chip, task.scenes, tuple(wins), task.s3)
             chips = dict(zip(wins, read_chips(read), strict=True))
             res.chips_read += len(wins)
@@ -330,7 +336,7 @@ def write_shard(task: ShardTask) -> ShardResult:
             written: dict[Key, tuple[int, int]] = {}
             for si in range(a, b):
                 s = task.sets[si]
-                keys = _keys(task, s)
+                keys = set_keys[si]
                 kept = [k for k, key in enumerate(keys) if drop[key] is None]
                 reason = _set_drop_reason(task, s, keys, kept)
                 if reason:

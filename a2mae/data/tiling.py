@@ -34,7 +34,7 @@ from typing import Any
 from a2mae.config import Params, TileConfig
 from a2mae.data.catalog import SceneRecord, read_catalog
 from a2mae.data.chips import SceneSource, close_open_files
-from a2mae.data.executor import run_tasks
+from a2mae.data.executor import in_process, run_tasks
 from a2mae.data.grouping import Plan, pack_runs, plan_sets
 from a2mae.data.packing import ShardTask, write_shard
 from a2mae.data.snapshot import (
@@ -407,7 +407,8 @@ def tile(
             f"{cfg.chip_size} px, or covers no point of the {cfg.grid_m:g} m grid; lower tile.chip_size"
         )
     tasks, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
-    if cfg.executor == "local" and cfg.workers > 1:
+    in_workers = not in_process(cfg.executor, cfg.workers, len(tasks))
+    if in_workers and cfg.executor == "local":
         import a2mae.io.raster  # noqa: F401  (rasterio and GDAL load once here, not in every forked worker)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
@@ -415,7 +416,6 @@ def tile(
     try:
         (tmp / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
         writer = SnapshotWriter(tmp, plan, bands, chip=cfg.chip_size, info=info)
-        in_workers = cfg.executor == "ray" or (cfg.workers > 1 and len(tasks) > 1)
         # local workers write the shards; a Ray worker may be on another machine (bytes come back)
         out_dir = str(writer.shard_dir) if cfg.executor == "local" else None
         tasks = [replace(t, out_dir=out_dir, worker_process=in_workers) for t in tasks]
