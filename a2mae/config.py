@@ -94,6 +94,9 @@ class TileConfig(_Section):
     workers: int = Field(ge=1, description="Local worker processes.")
     ray_address: str | None = Field(description="Ray address when executor=ray.")
     chips_per_task: int = Field(ge=1, description="Chips a worker holds at once (bounds its memory).")
+    gdal_cache_mb: int = Field(
+        ge=8, le=65536, description="GDAL block cache per worker, MB (decoded tiles kept between regions)."
+    )
     snapshot: str = Field(description="Default output folder of `a2mae tile`.")
 
 

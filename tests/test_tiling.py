@@ -488,16 +488,33 @@ def test_bilinear_fast_path_equals_the_gather_path(origin, ratio, n):
     plan = chips._BilinearPlan.make((40, 40), coords, coords[::-1] if ratio != 0.5 else coords)
     win = plan.window
     a = src[:, win.row_off : win.row_off + win.height, win.col_off : win.col_off + win.width]
-    fast = plan.interp(a)
+    fast = plan.interp(a, "fast").copy()  # results live in scratch slots: keep a copy
     real = chips._two_phase
     try:
         chips._two_phase = lambda *args: None  # force the gathers
-        slow = plan.interp(a)
+        slow = plan.interp(a, "slow")
     finally:
         chips._two_phase = real
     assert np.array_equal(fast, slow)
     if ratio == 0.5 and origin > 1 and origin + n / 2 < 38:  # away from the edges: the fast path ran
         assert chips._two_phase(plan.ci0, plan.ci1, plan.fx) is not None
+
+
+def test_scratch_slots_reuse_their_memory_and_never_alias_each_other():
+    from a2mae.data import chips
+
+    scratch = chips._Scratch()
+    a = scratch.get("a", (3, 40, 40), np.float32)
+    a[:] = 1.0
+    b = scratch.get("b", (3, 40, 40), np.float32)
+    b[:] = 2.0
+    assert np.all(a == 1.0) and not np.shares_memory(a, b)
+    smaller = scratch.get("a", (2, 10), np.int16)  # same slot: the same memory, any shape and type
+    assert np.shares_memory(a, smaller) and smaller.shape == (2, 10) and smaller.flags.c_contiguous
+    bigger = scratch.get("a", (4, 40, 40), np.float64)  # grows
+    assert bigger.nbytes == 4 * 40 * 40 * 8 and not np.shares_memory(bigger, b)
+    scratch.clear()
+    assert not scratch.buffers
 
 
 def test_a_killed_runs_temporary_folder_is_removed_by_the_next_run(synthetic_scenes, tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,35 @@ from a2mae.sensors import QASpec
 NODATA = -32768
 #: Stored values are reflectance times this.
 REFLECTANCE_SCALE = 10000.0
+
+
+class _Scratch(threading.local):
+    """Reusable temporaries of this thread, one buffer per named slot, grown as needed.
+
+    Resampling and encoding a region needs a few arrays of tens of MB. Allocating them afresh for
+    every region makes a new process touch fresh pages again and again (the heap fragments around
+    GDAL's cached blocks), and a fresh page costs a page fault; a slot reuses its pages instead.
+    A slot's array is valid until the slot is asked for again.
+    """
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, np.ndarray] = {}
+
+    def get(self, slot: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """An uninitialised C-contiguous array of ``shape`` and ``dtype`` in ``slot``'s buffer."""
+        dtype = np.dtype(dtype)
+        n = math.prod(shape) * dtype.itemsize
+        buf = self.buffers.get(slot)
+        if buf is None or buf.size < n:
+            buf = self.buffers[slot] = np.empty(max(n, 1), np.uint8)
+        return buf[:n].view(dtype).reshape(shape)
+
+    def clear(self) -> None:
+        """Free every slot."""
+        self.buffers.clear()
+
+
+_SCRATCH = _Scratch()
 
 
 class ChipReadError(A2maeError):
@@ -77,12 +107,17 @@ class ReadTask:
         scenes: The scenes involved.
         windows: ``(position in scenes, row0, col0)`` of each chip, in the scene's finest grid.
         s3: :class:`~a2mae.io.storage.S3Settings` for ``s3://`` scenes (None: from the environment).
+        gdal_cache_mb: GDAL's block cache while reading, MB (None: GDAL's default, 5 % of RAM in
+            every process). Decoded tiles are kept so that neighbouring regions do not decode them
+            again (two rows of tiles of the scenes a task reads is enough); a bound keeps many
+            workers within the machine's memory.
     """
 
     chip: int
     scenes: tuple[SceneSource, ...]
     windows: tuple[tuple[int, int, int], ...]
     s3: object | None = None
+    gdal_cache_mb: int | None = None
 
 
 @dataclass
@@ -136,11 +171,40 @@ def _window(col: int, row: int, w: int, h: int):
     return Window(col, row, w, h)
 
 
-def _read(ds, indexes: list[int], col: int, row: int, w: int, h: int, fill: float) -> np.ndarray:
+def _read(ds, indexes: list[int], col: int, row: int, w: int, h: int, fill: float, out=None) -> np.ndarray:
     inside = col >= 0 and row >= 0 and col + w <= ds.width and row + h <= ds.height
     if inside:
-        return ds.read(indexes, window=_window(col, row, w, h))
-    return ds.read(indexes, window=_window(col, row, w, h), boundless=True, fill_value=fill)
+        return ds.read(indexes, window=_window(col, row, w, h), out=out)
+    data = ds.read(indexes, window=_window(col, row, w, h), boundless=True, fill_value=fill)
+    if out is None:
+        return data
+    out[...] = data
+    return out
+
+
+def _read_group(
+    reads: list[tuple[Any, list[int]]], slot: str, col: int, row: int, w: int, h: int, fill: float
+) -> np.ndarray:
+    """A window of the bands of several files on one grid, stacked ``[K, h, w]``.
+
+    Args:
+        reads: ``(dataset, band indexes)`` per file.
+        slot: :data:`_SCRATCH` slot of the result (read in place; valid until the slot is reused).
+        col: Window column offset (may reach outside the grid: ``fill`` there).
+        row: Window row offset.
+        w: Window width.
+        h: Window height.
+        fill: Value outside the grid.
+    """
+    dtypes = {ds.dtypes[i - 1] for ds, idx in reads for i in idx}
+    if len(dtypes) != 1:  # mixed types: let numpy choose the common one
+        return np.concatenate([_read(ds, idx, col, row, w, h, fill) for ds, idx in reads])
+    out = _SCRATCH.get(slot, (sum(len(idx) for _, idx in reads), h, w), dtypes.pop())
+    k = 0
+    for ds, idx in reads:
+        _read(ds, idx, col, row, w, h, fill, out[k : k + len(idx)])
+        k += len(idx)
+    return out
 
 
 def _two_phase(i0: np.ndarray, i1: np.ndarray, f: np.ndarray) -> list[tuple[int, int, np.float32]] | None:
@@ -195,29 +259,42 @@ class _BilinearPlan:
             fy,
         )
 
-    def interp(self, a: np.ndarray) -> np.ndarray:
-        """Separable bilinear samples ``[K, Hs, Ws]`` (the window) -> ``[K, rows, cols]`` float32."""
+    def interp(self, a: np.ndarray, slot: str = "v") -> np.ndarray:
+        """Separable bilinear samples ``[K, Hs, Ws]`` (the window) -> ``[K, rows, cols]`` float32.
+
+        The result and the temporaries live in :data:`_SCRATCH` slots named after ``slot`` (valid
+        until the next call with the same ``slot``).
+        """
+        k = a.shape[0]
         cols2, rows2 = _two_phase(self.ci0, self.ci1, self.fx), _two_phase(self.ri0, self.ri1, self.fy)
+        tmp = _SCRATCH.get(f"{slot}.cols", (k, a.shape[1], self.fx.size), np.float32)
         if cols2 is None:  # gathers (take + in-place: ~3x faster than fancy indexing)
-            tmp = np.take(a, self.ci0, axis=2)
+            np.take(a, self.ci0, axis=2, out=tmp)
             tmp *= 1 - self.fx
-            tmp += np.take(a, self.ci1, axis=2) * self.fx
+            nxt = np.take(a, self.ci1, axis=2, out=_SCRATCH.get(f"{slot}.next", tmp.shape, np.float32))
+            nxt *= self.fx
+            tmp += nxt
         else:  # 2x upsampling away from the edges (S2 20 m -> 10 m): strided slices, same arithmetic
-            tmp = np.empty((*a.shape[:2], self.fx.size), np.float32)
             for p, (s, n, f) in enumerate(cols2):
                 v = tmp[:, :, p::2]
                 np.multiply(a[:, :, s : s + n], 1 - f, out=v)
-                v += a[:, :, s + 1 : s + 1 + n] * f
+                v += np.multiply(
+                    a[:, :, s + 1 : s + 1 + n], f, out=_SCRATCH.get(f"{slot}.next", v.shape, np.float32)
+                )
+        out = _SCRATCH.get(f"{slot}.out", (k, self.fy.size, tmp.shape[2]), np.float32)
         if rows2 is None:
-            out = np.take(tmp, self.ri0, axis=1)
+            np.take(tmp, self.ri0, axis=1, out=out)
             out *= (1 - self.fy)[:, None]
-            out += np.take(tmp, self.ri1, axis=1) * self.fy[:, None]
+            nxt = np.take(tmp, self.ri1, axis=1, out=_SCRATCH.get(f"{slot}.next", out.shape, np.float32))
+            nxt *= self.fy[:, None]
+            out += nxt
         else:
-            out = np.empty((tmp.shape[0], self.fy.size, tmp.shape[2]), np.float32)
             for p, (s, n, f) in enumerate(rows2):
                 v = out[:, p::2, :]
                 np.multiply(tmp[:, s : s + n, :], 1 - f, out=v)
-                v += tmp[:, s + 1 : s + 1 + n, :] * f
+                v += np.multiply(
+                    tmp[:, s + 1 : s + 1 + n, :], f, out=_SCRATCH.get(f"{slot}.next", v.shape, np.float32)
+                )
         return out
 
 
@@ -235,12 +312,15 @@ def _bilinear(
         ``[K, rows, cols]`` float32 values, and the ``[rows, cols]`` mask of pixels with a nodata
         source pixel of non-zero weight.
     """
-    src = raw.astype(np.float32)
-    out = plan.interp(src)
+    src = _SCRATCH.get("bilinear.src", raw.shape, np.float32)
+    np.copyto(src, raw, casting="unsafe")
+    out = plan.interp(src, "values")
     m = _nodata_mask(src, nodata)
     if m is None:
         return out, np.zeros(out.shape[1:], bool)
-    return out, plan.interp(m[None].astype(np.float32))[0] > 0
+    msrc = _SCRATCH.get("bilinear.mask", (1, *m.shape), np.float32)
+    np.copyto(msrc[0], m, casting="unsafe")
+    return out, plan.interp(msrc, "mask")[0] > 0
 
 
 def _nearest(ds, index: int, cols_f: np.ndarray, rows_f: np.ndarray) -> np.ndarray:
@@ -268,12 +348,17 @@ def _encode_into(enc: np.ndarray, channels: list[int], dn: np.ndarray, scale: fl
         if integer and dn.dtype.kind == "u" and k == 1.0 and b == 0.0:
             np.minimum(dn[i], 32767, out=dst, casting="unsafe")  # reflectance x 10000 already (S2, GF)
         elif integer and k == 1.0 and b == round(b):
-            v = dn[i].astype(np.int32)  # S2 L2A baseline >= 04.00: an integer offset, exact
+            v = _SCRATCH.get("encode.int32", dn[i].shape, np.int32)  # S2 L2A baseline >= 04.00:
+            np.copyto(v, dn[i], casting="unsafe")  # an integer offset, exact
             v += int(b)
             np.clip(v, -32767, 32767, out=v)
             np.copyto(dst, v, casting="unsafe")
         else:
-            v = dn[i] if dn.dtype == np.float32 else dn[i].astype(np.float32)
+            if dn.dtype == np.float32:
+                v = dn[i]
+            else:
+                v = _SCRATCH.get("encode.float32", dn[i].shape, np.float32)
+                np.copyto(v, dn[i], casting="unsafe")
             if k != 1.0:
                 v *= np.float32(k)
             if b != 0.0:
@@ -354,7 +439,7 @@ def _fetch_region(ds: dict, src: SceneSource, row0: int, col0: int, h: int, w: i
             )
         grids.setdefault((bf.transform, bf.width, bf.height), []).append(k)
     groups = []
-    for (band_t, bw, bh), ks in grids.items():
+    for g, ((band_t, bw, bh), ks) in enumerate(grids.items()):
         by_file: dict[str, list[int]] = {}
         for k in ks:
             by_file.setdefault(src.band_files[k].uri, []).append(k)
@@ -364,13 +449,14 @@ def _fetch_region(ds: dict, src: SceneSource, row0: int, col0: int, h: int, w: i
         off = _aligned_offset(grid_t, band_t)
         if off is not None:
             fill = next((v for v in nod if v is not None), 0)
-            vals = np.concatenate([_read(d, idx, off[0], off[1], w, h, fill) for d, idx in reads])
+            vals = _read_group(reads, f"fetch.{g}", off[0], off[1], w, h, fill)
             groups.append((order, nod, vals, None))
         else:
             plan = _BilinearPlan.make(
                 (bw, bh), _axis_coords(0, w, grid_t, band_t, 0), _axis_coords(0, h, grid_t, band_t, 1)
             )
-            raw = np.concatenate([d.read(idx, window=plan.window) for d, idx in reads])
+            win = plan.window
+            raw = _read_group(reads, f"fetch.{g}", win.col_off, win.row_off, win.width, win.height, 0)
             groups.append((order, nod, raw, plan))
     qa = None
     if src.qa_file is not None and src.qa is not None:
@@ -461,10 +547,11 @@ def _cached_open(uri: str, content: str):
 
 
 def close_open_files() -> None:
-    """Close the datasets this process keeps open between tasks."""
+    """Close the datasets this process keeps open between tasks; free this thread's temporaries."""
     while _OPEN:
         _, (stack, _) = _OPEN.popitem()
         stack.close()
+    _SCRATCH.clear()
 
 
 def read_chips(task: ReadTask) -> list[ChipData]:
@@ -488,7 +575,8 @@ def read_chips(task: ReadTask) -> list[ChipData]:
     for k, win in enumerate(task.windows):
         where.setdefault(win, []).append(k)
     area = float(chip * chip)
-    with raster_env(task.s3):  # type: ignore[arg-type]
+    options = {} if task.gdal_cache_mb is None else {"GDAL_CACHEMAX": task.gdal_cache_mb << 20}
+    with raster_env(task.s3, **options):  # type: ignore[arg-type]
         for pos in sorted({p for p, _, _ in task.windows}):
             src = task.scenes[pos]
             t = src.transform

@@ -54,6 +54,7 @@ class ShardTask:
         hires_sensors: Sensors whose chip a ``GF-S2`` set cannot lose.
         max_bytes: Shard size bound.
         batch_chips: Chips read and held at once (memory bound).
+        gdal_cache_mb: GDAL block cache while reading, MB (None: GDAL's default).
         out_dir: Folder to write the part files to; None returns the bytes in the result (Ray).
         s3: S3 settings for ``s3://`` scenes.
         worker_process: The task runs in a worker process (pool or Ray), not in the caller's
@@ -72,6 +73,7 @@ class ShardTask:
     hires_sensors: frozenset[str]
     max_bytes: int
     batch_chips: int
+    gdal_cache_mb: int | None = None
     out_dir: str | None = None
     s3: object | None = None
     worker_process: bool = False
@@ -328,7 +330,7 @@ def write_shard(task: ShardTask) -> ShardResult:
     try:
         set_keys = _set_keys(task)
         for a, b, wins in _batches(task, set_keys):
-            read = ReadTask(task.chip, task.scenes, tuple(wins), task.s3)
+            read = ReadTask(task.chip, task.scenes, tuple(wins), task.s3, task.gdal_cache_mb)
             chips = dict(zip(wins, read_chips(read), strict=True))
             res.chips_read += len(wins)
             drop = {w: _drop_reason(cd, task) for w, cd in chips.items()}

@@ -50,7 +50,7 @@ from a2mae.sensors import get_registry
 from a2mae.sensors.registry import QASpec, SensorRegistry
 
 #: Tile parameters that do not change the output (how the work runs, where it goes).
-EXECUTION_KEYS = ("executor", "workers", "ray_address", "chips_per_task", "snapshot")
+EXECUTION_KEYS = ("executor", "workers", "ray_address", "chips_per_task", "gdal_cache_mb", "snapshot")
 
 
 class TilingError(A2maeError):
@@ -252,6 +252,7 @@ def build_tasks(
                 hires_sensors=frozenset(cfg.hires_sensors),
                 max_bytes=max_bytes,
                 batch_chips=cfg.chips_per_task,
+                gdal_cache_mb=cfg.gdal_cache_mb,
                 s3=s3,
             )
         )
