@@ -2,16 +2,21 @@
 
 :func:`run_tasks` maps a top-level function over items and yields ``(index, result)``, either in
 item order (``ordered=True``: what tiling uses, so shard packing never depends on which worker
-finishes first) or as results arrive. At most ``2 * workers`` items are submitted ahead of the
-oldest result not yet yielded, so memory stays bounded however many items there are.
+finishes first) or as results arrive. Only a bounded number of items runs ahead of the oldest
+result not yet yielded, so memory stays bounded however many items there are.
 
 * ``executor="local"``, ``workers=1``: in this process (no pool; easiest to debug and profile).
-* ``executor="local"``, ``workers>1``: a ``ProcessPoolExecutor``. Workers are forked when this
-  process runs a single thread (the CLI: workers start at once with the modules already imported)
-  and spawned otherwise (forking next to running threads, e.g. inside Prefect, can deadlock).
+* ``executor="local"``, ``workers>1``: one single-process ``ProcessPoolExecutor`` per worker, fed
+  by a :class:`RunScheduler`: each worker takes **runs of consecutive items** (up to 8; neighbouring
+  shard tasks read the same image tiles, which stay decoded in the worker's GDAL cache), two items
+  in flight, and an idle worker steals the back half of another's run at the end. Workers are
+  forked when this process runs a single thread (the CLI: workers start at once with the modules
+  already imported) and spawned otherwise (forking next to running threads, e.g. inside Prefect,
+  can deadlock).
 * ``executor="ray"``: Ray remote tasks on the cluster at ``ray_address`` (else ``$RAY_ADDRESS``, else
-  a local Ray started for this call with ``include_dashboard=False`` and shut down afterwards). The
-  function and its module must be importable on the workers (install the package there).
+  a local Ray started for this call with ``include_dashboard=False`` and shut down afterwards), at
+  most ``2 * workers`` ahead of the oldest result. The function and its module must be importable
+  on the workers (install the package there).
 """
 
 from __future__ import annotations
@@ -71,37 +76,112 @@ def run_tasks(
         yield from _run_pool(fn, items, workers, ordered)
 
 
+class RunScheduler:
+    """Hands item indexes to local workers in runs of consecutive items, stealing at the end.
+
+    Consecutive items often read the same inputs (neighbouring shard tasks share image tiles, which
+    a worker keeps decoded in its cache), so each worker takes its items from the front of a run of
+    its own. A worker whose run is used up gets the next ``run`` items nobody has taken, as long as
+    that keeps every taken item fewer than ``ahead`` items past the oldest result not yet consumed
+    (bounded memory for ordered results); otherwise, once it is idle, it takes the back half of the
+    largest run another worker has not started yet (balanced ends).
+
+    Args:
+        n: Number of items.
+        workers: Number of workers.
+        run: Items per run.
+        ahead: How far past the oldest unconsumed item a new run may start.
+    """
+
+    def __init__(self, n: int, workers: int, run: int, ahead: int) -> None:
+        self.n, self.run, self.ahead = n, max(1, run), max(1, ahead)
+        self.frontier = 0  # first item of no run
+        self.runs = [[0, 0] for _ in range(workers)]  # [next, stop) per worker
+
+    def take(self, worker: int, oldest: int, idle: bool) -> int | None:
+        """The next item for ``worker`` (None: nothing it may take now).
+
+        Args:
+            worker: The worker asking.
+            oldest: Index of the oldest result not yet consumed.
+            idle: The worker has nothing to do (only then may it steal: a worker that still has
+                work would take items its owner will reach as soon).
+        """
+        own = self.runs[worker]
+        if own[0] >= own[1]:
+            if self.frontier < self.n and self.frontier < oldest + self.ahead:
+                own[:] = [self.frontier, min(self.n, self.frontier + self.run)]
+                self.frontier = own[1]
+            elif not idle:
+                return None
+            else:
+                victim = max(self.runs, key=lambda r: r[1] - r[0])
+                left = victim[1] - victim[0]
+                if left <= 0:
+                    return None
+                cut = victim[1] - (left + 1) // 2
+                own[:] = [cut, victim[1]]
+                victim[1] = cut
+        own[0] += 1
+        return own[0] - 1
+
+
 def _run_pool(
     fn: Callable[[Any], Any], items: list[Any], workers: int, ordered: bool
 ) -> Iterator[tuple[int, Any]]:
+    """One single-process pool per worker, fed by a :class:`RunScheduler` (two items in flight each)."""
+    import math
     import multiprocessing as mp
     import threading
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
     ctx = mp.get_context(
         "fork" if threading.active_count() == 1 and "fork" in mp.get_all_start_methods() else "spawn"
     )
-    limit = 2 * workers
-    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx) as pool:
-        pending: dict[int, Any] = {}
-        nxt = 0  # next item to submit
-        try:
-            while pending or nxt < len(items):
-                oldest = min(pending, default=nxt)
-                while nxt < len(items) and nxt - oldest < limit:
-                    pending[nxt] = pool.submit(fn, items[nxt])
-                    nxt += 1
-                if ordered:
-                    i = min(pending)
-                    yield i, pending.pop(i).result()
-                    continue
-                done, _ = wait(pending.values(), return_when=FIRST_COMPLETED)
-                for i in sorted(i for i, f in pending.items() if f in done):
-                    yield i, pending.pop(i).result()
-        except BaseException:
-            for fut in pending.values():
-                fut.cancel()
-            raise
+    n = len(items)
+    workers = min(workers, n)
+    run = min(_MAX_RUN, math.ceil(n / workers))
+    sched = RunScheduler(n, workers, run, 2 * workers * run)
+    pools = [ProcessPoolExecutor(max_workers=1, mp_context=ctx) for _ in range(workers)]
+    pending: dict[Future, tuple[int, int]] = {}  # future -> (worker, item)
+    busy = [0] * workers
+    done: dict[int, Any] = {}
+    oldest = 0  # next item to yield (ordered)
+    try:
+
+        def feed() -> None:
+            for w in range(workers):
+                while busy[w] < 2:
+                    i = sched.take(w, oldest if ordered else sched.frontier, busy[w] == 0)
+                    if i is None:
+                        break
+                    pending[pools[w].submit(fn, items[i])] = (w, i)
+                    busy[w] += 1
+
+        feed()
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                w, i = pending.pop(fut)
+                busy[w] -= 1
+                done[i] = fut.result()
+            feed()  # before yielding: the caller's work on the results must not keep workers waiting
+            if not ordered:
+                for i in sorted(done):
+                    yield i, done.pop(i)
+            while oldest in done:
+                yield oldest, done.pop(oldest)
+                oldest += 1
+                feed()  # a consumed result may let a new run start
+    finally:
+        for fut in pending:
+            fut.cancel()
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+#: Longest run of consecutive items one local worker takes at a time (:class:`RunScheduler`).
+_MAX_RUN = 8
 
 
 def _run_ray(
