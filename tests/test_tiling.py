@@ -124,6 +124,34 @@ def test_manifest_metadata_and_stats(tiny_snapshot, synthetic_scenes):
     assert info["counts"]["chips"] < info["counts"]["images"]  # a chip shared by sets is stored once
 
 
+def test_statistics_equal_a_recomputation_from_the_stored_chips(tiny_snapshot):
+    """stats.json: exact sums over each stored chip's valid pixels (train chips when there are any)."""
+    values: dict[str, dict[str, dict[str, list[np.ndarray]]]] = {"all": {}, "train": {}}
+    seen = set()
+    for r in manifest(tiny_snapshot):  # set order: a chip counts for the first set that stores it
+        if (r["shard"], r["offset"]) in seen:
+            continue
+        seen.add((r["shard"], r["offset"]))
+        raw = (tiny_snapshot / r["shard"]).read_bytes()[r["offset"] : r["offset"] + r["nbytes"]]
+        chip = np.frombuffer(raw, "<i2").reshape(r["channels"], r["height"], r["width"])
+        valid = chip[0] != -32768  # a nodata pixel is nodata in every band
+        for name in ("all", "train") if r["split"] == "train" else ("all",):
+            per = values[name].setdefault(r["sensor"], {})
+            for band, plane in zip(r["bands"], chip, strict=True):
+                per.setdefault(band, []).append(plane[valid].astype(np.int64))
+    stats = json.loads((tiny_snapshot / "stats.json").read_text())["sensors"]
+    assert set(stats) == set(values["all"])
+    for sensor, bands in stats.items():
+        for band, got in bands.items():
+            source = got["computed_on"]
+            assert source == ("train" if sensor in values["train"] else "all")
+            v = np.concatenate(values[source][sensor][band])
+            assert got["count"] == v.size
+            assert got["mean"] == pytest.approx(v.mean() / 1e4, abs=1e-8)
+            assert got["std"] == pytest.approx(v.std() / 1e4, abs=1e-8)
+            assert (got["min"], got["max"]) == (v.min() / 1e4, v.max() / 1e4)
+
+
 def test_chip_pixels_equal_the_source_on_the_same_grid(tiny_snapshot):
     rows = manifest(tiny_snapshot)
     for r in rows:

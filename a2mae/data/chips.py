@@ -387,8 +387,9 @@ def band_stats(
 ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """Sums of a chip's valid stored values, per band.
 
-    Exact integers (so sums do not depend on the order they are added in): the sums run in float64,
-    exact for a chip (at most ``32767**2 * H * W`` < 2**53 for chips up to 2900 px a side).
+    Exact integers (so sums do not depend on the order they are added in): the sums run in float64
+    BLAS dot products, exact in any order while every partial sum is an integer below 2**53, which
+    holds for a chip (at most ``32767**2 * H * W`` < 2**53 for chips up to 2900 px a side).
 
     Args:
         data: ``[C, H, W]`` int16 chip (C-contiguous is fastest).
@@ -404,7 +405,7 @@ def band_stats(
         return None
     x = v.astype(np.float64)
     sums = (x @ np.ones(x.shape[1])).astype(np.int64)
-    squares = np.einsum("ij,ij->i", x, x).astype(np.int64)
+    squares = np.array([row @ row for row in x]).astype(np.int64)  # BLAS dot: 2x faster than einsum
     return v.shape[1], sums, squares, v.min(1).astype(np.int64), v.max(1).astype(np.int64)
 
 
