@@ -147,6 +147,7 @@ def _run_pool(
     busy = [0] * workers
     done: dict[int, Any] = {}
     oldest = 0  # next item to yield (ordered)
+    finished_all = False
     try:
 
         def feed() -> None:
@@ -173,11 +174,12 @@ def _run_pool(
                 yield oldest, done.pop(oldest)
                 oldest += 1
                 feed()  # a consumed result may let a new run start
+        finished_all = True
     finally:
         for fut in pending:
             fut.cancel()
-        for pool in pools:
-            pool.shutdown(wait=True, cancel_futures=True)
+        for pool in pools:  # after the last result the workers exit while the caller goes on
+            pool.shutdown(wait=not finished_all, cancel_futures=True)
 
 
 #: Longest run of consecutive items one local worker takes at a time (:class:`RunScheduler`).
