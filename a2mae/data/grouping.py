@@ -38,6 +38,9 @@ import numpy as np
 from a2mae.config import TileConfig
 from a2mae.data.catalog import SceneRecord
 
+#: Coordinates: arrays (vectorised membership tests) or floats (one chip at a time).
+ArrayOrFloat = np.ndarray | float
+
 SET_KINDS = ("S2-L8", "GF-S2", "single")
 _KIND_TAG = {"S2-L8": "t", "GF-S2": "h", "single": "s"}
 
@@ -130,7 +133,7 @@ def _inside(rec: SceneRecord, cols: np.ndarray, rows: np.ndarray, chip: int, mar
     )
 
 
-def _pixel_coords(rec: SceneRecord, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pixel_coords(rec: SceneRecord, x: ArrayOrFloat, y: ArrayOrFloat) -> tuple[ArrayOrFloat, ArrayOrFloat]:
     a, b, c, d, e, f = rec.transform
     det = a * e - b * d
     cols = (e * (x - c) - b * (y - f)) / det
@@ -460,8 +463,8 @@ def _place_images(members, centre, recs, chip: int, required: Sequence[str]) -> 
     for role, i in members:
         rec = recs[i]
         sx, sy = (qx, qy) if rec.crs == crs else transformer(crs, rec.crs).transform(qx, qy)
-        cc, rc = _pixel_coords(rec, np.asarray(sx), np.asarray(sy))
-        c0, r0 = _window_at(rec, float(cc), float(rc), chip)
+        cc, rc = _pixel_coords(rec, float(sx), float(sy))  # floats: same arithmetic, no array overhead
+        c0, r0 = _window_at(rec, cc, rc, chip)
         if _fits(rec, c0, r0, chip):  # near a scene edge the shifted centre may not fit: leave it out
             images.append(PlannedImage(role, ChipWindow(i, r0, c0)))
         elif rec.sensor in required:
