@@ -94,3 +94,11 @@ def test_unordered_results_cover_every_item():
 def test_a_failing_item_raises_in_the_caller():
     with pytest.raises(ValueError, match="item 3 is bad"):
         list(run_tasks(_fail_on_three, range(8), workers=2, ordered=True))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_on_done_reports_every_item_once_before_it_is_yielded(workers):
+    reported: list[int] = []
+    for i, _ in run_tasks(_square_and_pid, range(10), workers=workers, ordered=True, on_done=reported.append):
+        assert i in reported  # progress counts an item as soon as its result is back
+    assert sorted(reported) == list(range(10))

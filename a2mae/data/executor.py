@@ -48,6 +48,7 @@ def run_tasks(
     workers: int = 1,
     ray_address: str | None = None,
     ordered: bool = False,
+    on_done: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[int, R]]:
     """Apply ``fn`` to every item in parallel; yield ``(item index, result)``.
 
@@ -59,6 +60,8 @@ def run_tasks(
             a locally started Ray and the in-flight bound.
         ray_address: Ray cluster address (``auto``, ``ray://host:10001``, ...) when ``executor="ray"``.
         ordered: Yield in item order (else in completion order).
+        on_done: Called with an item's index as soon as its result is back, before it waits for
+            its turn in item order (progress bars: local workers finish runs out of order).
 
     Yields:
         ``(index, fn(items[index]))`` for every item.
@@ -68,12 +71,15 @@ def run_tasks(
     """
     items = list(items)
     if executor == "ray":
-        yield from _run_ray(fn, items, workers, ray_address, ordered)
+        yield from _run_ray(fn, items, workers, ray_address, ordered, on_done)
     elif in_process(executor, workers, len(items)):
         for i, item in enumerate(items):
-            yield i, fn(item)
+            result = fn(item)
+            if on_done is not None:
+                on_done(i)
+            yield i, result
     else:
-        yield from _run_pool(fn, items, workers, ordered)
+        yield from _run_pool(fn, items, workers, ordered, on_done)
 
 
 class RunScheduler:
@@ -127,7 +133,11 @@ class RunScheduler:
 
 
 def _run_pool(
-    fn: Callable[[Any], Any], items: list[Any], workers: int, ordered: bool
+    fn: Callable[[Any], Any],
+    items: list[Any],
+    workers: int,
+    ordered: bool,
+    on_done: Callable[[int], None] | None,
 ) -> Iterator[tuple[int, Any]]:
     """One single-process pool per worker, fed by a :class:`RunScheduler` (two items in flight each)."""
     import math
@@ -166,6 +176,8 @@ def _run_pool(
                 w, i = pending.pop(fut)
                 busy[w] -= 1
                 done[i] = fut.result()
+                if on_done is not None:
+                    on_done(i)
             feed()  # before yielding: the caller's work on the results must not keep workers waiting
             if not ordered:
                 for i in sorted(done):
@@ -187,7 +199,12 @@ _MAX_RUN = 8
 
 
 def _run_ray(
-    fn: Callable[[Any], Any], items: list[Any], workers: int, address: str | None, ordered: bool
+    fn: Callable[[Any], Any],
+    items: list[Any],
+    workers: int,
+    address: str | None,
+    ordered: bool,
+    on_done: Callable[[int], None] | None,
 ) -> Iterator[tuple[int, Any]]:
     import ray
     from ray.exceptions import RayTaskError
@@ -228,6 +245,8 @@ def _run_ray(
                 if isinstance(cause, BaseException):
                     raise cause from None
                 raise
+            if on_done is not None:
+                on_done(i)
             yield i, result
     finally:
         if started:

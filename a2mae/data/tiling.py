@@ -430,10 +430,10 @@ def tile(
                     workers=cfg.workers,
                     ray_address=cfg.ray_address,
                     ordered=True,
+                    on_done=lambda i: bar.advance(job, len(tasks[i].sets)),  # as shards finish
                 )
                 for i, result in results:
                     writer.add(tasks[i].sets, result)
-                    bar.advance(job, len(tasks[i].sets))
             counts = writer.close()
         except BaseException:
             writer.abort()
