@@ -143,6 +143,7 @@ def _run_pool(
     import math
     import multiprocessing as mp
     import threading
+    from collections import Counter
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
     ctx = mp.get_context(
@@ -151,30 +152,30 @@ def _run_pool(
     n = len(items)
     workers = min(workers, n)
     run = min(_MAX_RUN, math.ceil(n / workers))
-    sched = RunScheduler(n, workers, run, 2 * workers * run)
+    # ordered results wait for their turn: bound how far runs may start past the oldest unyielded one
+    sched = RunScheduler(n, workers, run, 2 * workers * run if ordered else n)
     pools = [ProcessPoolExecutor(max_workers=1, mp_context=ctx) for _ in range(workers)]
     pending: dict[Future, tuple[int, int]] = {}  # future -> (worker, item)
-    busy = [0] * workers
     done: dict[int, Any] = {}
-    oldest = 0  # next item to yield (ordered)
+    oldest = 0  # next item to yield in item order
     finished_all = False
+
+    def feed() -> None:
+        busy = Counter(w for w, _ in pending.values())
+        for w in range(workers):
+            while busy[w] < 2:
+                i = sched.take(w, oldest, idle=busy[w] == 0)
+                if i is None:
+                    break
+                pending[pools[w].submit(fn, items[i])] = (w, i)
+                busy[w] += 1
+
     try:
-
-        def feed() -> None:
-            for w in range(workers):
-                while busy[w] < 2:
-                    i = sched.take(w, oldest if ordered else sched.frontier, busy[w] == 0)
-                    if i is None:
-                        break
-                    pending[pools[w].submit(fn, items[i])] = (w, i)
-                    busy[w] += 1
-
         feed()
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
-                w, i = pending.pop(fut)
-                busy[w] -= 1
+                _, i = pending.pop(fut)
                 done[i] = fut.result()
                 if on_done is not None:
                     on_done(i)
@@ -182,6 +183,7 @@ def _run_pool(
             if not ordered:
                 for i in sorted(done):
                     yield i, done.pop(i)
+                continue
             while oldest in done:
                 yield oldest, done.pop(oldest)
                 oldest += 1
