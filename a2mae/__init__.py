@@ -1,7 +1,7 @@
 """A²-MAE: anchor-aware masked autoencoder for co-located multi-sensor remote-sensing image sets.
 
 The package is importable without torch, Prefect, Ray or MLflow being imported: heavy modules are
-loaded by the submodules that need them (``a2mae.models``, ``a2mae.train``, ...).
+loaded by the submodules that need them (``a2mae.models``, ``a2mae.pretrain``, ...).
 """
 
 from __future__ import annotations

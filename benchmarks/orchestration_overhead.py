@@ -42,14 +42,14 @@ def direct(ws: Path, sources: list[str], sets: list[str]) -> float:
     """The pipeline as plain library calls; returns wall seconds."""
     from mlflow.tracking import MlflowClient
 
-    from a2mae.data.ingest import ingest
-    from a2mae.data.tiling import tile
     from a2mae.dvc import DvcWorkspace
+    from a2mae.evaluate.run import evaluate_version
     from a2mae.finetune.run import finetune
+    from a2mae.ingest.run import ingest
+    from a2mae.pretrain.run import run_pretrain
     from a2mae.registry import aliases
-    from a2mae.registry.evaluation import evaluate_version
-    from a2mae.registry.tracking import tracking_uri
-    from a2mae.train.pretrain import run_pretrain
+    from a2mae.stssd.run import tile
+    from a2mae.tracking.client import tracking_uri
     from flows.params import RetrainParams
 
     t0 = time.perf_counter()

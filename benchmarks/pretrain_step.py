@@ -32,8 +32,8 @@ import torch
 
 from a2mae.models import create_model
 from a2mae.models.a2mae import A2MAE
-from a2mae.models.baseline import PlainMAE
-from a2mae.models.synthetic import synthetic_batch
+from a2mae.testing.batches import synthetic_batch
+from benchmarks.baseline import PlainMAE
 
 SIZES = {
     "nano": "a2mae_vit_nano_p8_t96",

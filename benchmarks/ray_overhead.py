@@ -1,6 +1,6 @@
 """Ray Train overhead: the same training loop in this process and under Ray Train with one worker.
 
-Both runs execute :func:`a2mae.train.loop.run_worker` on the same tiny snapshot (synthetic scenes tiled
+Both runs execute :func:`a2mae.pretrain.loop.run_worker` on the same tiny snapshot (synthetic scenes tiled
 into 32-px chips), the same model and batches, without MLflow and without checkpoints in the measured
 window. Steady-state throughput is taken from the worker's own per-step timestamps after a warm-up, so
 Ray's start-up does not count against it; the start-up costs are printed separately:
@@ -34,9 +34,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 def make_snapshot(root: Path) -> Path:
     """Tile synthetic co-located scenes into a small snapshot (32-px chips)."""
     from a2mae.config import load_params
-    from a2mae.data.catalog import write_catalog
-    from a2mae.data.synthetic import default_specs, make_scenes
-    from a2mae.data.tiling import tile
+    from a2mae.ingest.catalog import write_catalog
+    from a2mae.stssd.run import tile
+    from a2mae.testing.scenes import default_specs, make_scenes
 
     records = make_scenes(root / "scenes", default_specs(1.0))
     write_catalog(records, root / "catalog.parquet")
@@ -55,7 +55,7 @@ def steady_rate(times: dict[int, tuple[float, float]], warmup: int) -> tuple[flo
 
 def run_in_process(params, snapshot: str, run_dir: Path) -> dict[int, tuple[float, float]]:
     """Per-step timestamps of the loop in this process."""
-    from a2mae.train.loop import make_loop_config, run_local
+    from a2mae.pretrain.loop import make_loop_config, run_local
 
     times: dict[int, tuple[float, float]] = {}
 
@@ -71,8 +71,8 @@ def run_ray(params, snapshot: str, name: str) -> tuple[dict[int, tuple[float, fl
     """Per-step timestamps under Ray Train, ``ray.init`` seconds and fit-to-first-step seconds."""
     import ray
 
-    from a2mae.train.loop import make_loop_config
-    from a2mae.train.ray_train import build_trainer, init_ray, resolve_storage
+    from a2mae.pretrain.loop import make_loop_config
+    from a2mae.pretrain.ray_train import build_trainer, init_ray, resolve_storage
 
     t0 = time.perf_counter()
     init_ray(params)

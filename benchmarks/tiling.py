@@ -47,7 +47,7 @@ def _cpu() -> float:
 def _tile_best_of(root: Path, workers: int, repeat: int) -> tuple[float, float, dict]:
     """Best wall time and CPU seconds of ``repeat`` tilings (runs in its own fresh process)."""
     from a2mae.config import load_params
-    from a2mae.data.tiling import tile
+    from a2mae.stssd.run import tile
 
     best, cpu, counts = float("inf"), float("inf"), {}
     for i in range(repeat):
@@ -72,8 +72,8 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, default=None, help="keep the scenes and snapshots here")
     args = ap.parse_args()
 
-    from a2mae.data.catalog import write_catalog
-    from a2mae.data.synthetic import default_specs, make_scenes
+    from a2mae.ingest.catalog import write_catalog
+    from a2mae.testing.scenes import default_specs, make_scenes
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="a2mae-bench-tiling-"))
     try:

@@ -1,6 +1,6 @@
 """Evaluation flow: challenger vs champion on the same frozen split, with the gated alias move.
 
-Calls :func:`a2mae.registry.evaluation.evaluate_version`, the function behind ``a2mae evaluate``. A
+Calls :func:`a2mae.evaluate.run.evaluate_version`, the function behind ``a2mae evaluate``. A
 table artifact compares the two versions; links point at the MLflow evaluation run and the model.
 """
 
@@ -20,7 +20,7 @@ def evaluate_task(
     doc: dict[str, Any], model: str, version: int, data: str | None, promote: bool
 ) -> dict[str, Any]:
     """Score challenger and champion; move the alias when the gate passes."""
-    from a2mae.registry.evaluation import evaluate_version
+    from a2mae.evaluate.run import evaluate_version
 
     e = evaluate_version(params_from(doc), model, version, data=data, promote=promote)
     return {
@@ -43,7 +43,7 @@ def evaluate_task(
 
 def report(doc: dict[str, Any], e: dict[str, Any]) -> None:
     """Artifacts of an evaluation: metrics side by side, the decision, links to MLflow."""
-    from a2mae.registry.tracking import tracking_uri
+    from a2mae.tracking.client import tracking_uri
 
     names = sorted(set(e["challenger_metrics"]) | set(e["champion_metrics"]))
     rows = [

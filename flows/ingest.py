@@ -1,6 +1,6 @@
 """Ingest flow: scene metadata from folders or ``s3://`` prefixes into the scene catalog.
 
-Calls :func:`a2mae.data.ingest.ingest`, the function behind ``a2mae ingest``. The listing is a task of
+Calls :func:`a2mae.ingest.run.ingest`, the function behind ``a2mae ingest``. The listing is a task of
 its own (I/O, retried); the ingest task is cached on the listing's fingerprint (URIs, sizes, S3 ETags
 or mtimes), the catalog's MD5 and the ``data`` parameters, so re-running over unchanged inputs costs a
 listing only.
@@ -20,8 +20,8 @@ from flows.params import IngestParams
 @task(name="list-sources", retries=2, retry_delay_seconds=[2, 5])
 def fingerprint_sources(sources: list[str], doc: dict[str, Any]) -> str:
     """List the sources (no file is opened) and hash what they hold: one fingerprint per scene."""
-    from a2mae.data.discover import discover
-    from a2mae.data.scene_reader import listing_fingerprint
+    from a2mae.ingest.discover import discover
+    from a2mae.ingest.scene_reader import listing_fingerprint
     from a2mae.io.storage import S3Settings
     from a2mae.sensors import get_registry
     from a2mae.sensors.detect import band_vocabulary
@@ -43,7 +43,7 @@ def ingest_scenes(
     sources: list[str], catalog: str, doc: dict[str, Any], listing: str, catalog_md5: str, skip_bad: bool
 ) -> dict[str, Any]:
     """Read new scenes into the catalog (append-only, atomic); returns a summary with a row per scene."""
-    from a2mae.data.ingest import ingest
+    from a2mae.ingest.run import ingest
 
     report = ingest(sources, catalog, params_from(doc), skip_bad=skip_bad, progress=False)
     rows = [

@@ -1,6 +1,6 @@
 """Pre-training flow: A²-MAE on a snapshot with Ray Train, tracked in MLflow, encoder registered.
 
-Calls :func:`a2mae.train.pretrain.run_pretrain`, the function behind ``a2mae pretrain``, from one
+Calls :func:`a2mae.pretrain.run.run_pretrain`, the function behind ``a2mae pretrain``, from one
 ordinary task (the flow process is the Ray driver; no Ray task runner). The task holds a slot of the
 global concurrency limit ``infra.accelerator_limit`` so two trainings never share one machine's
 accelerator. With ``from_champion`` the run starts from the weights of the encoder registered as
@@ -22,34 +22,6 @@ from flows.common import ensure_concurrency_limit, link_mlflow, log, params_from
 from flows.params import PretrainParams
 
 
-class InitFromCheckpoint:
-    """Model factory of a run that starts from a checkpoint's weights (picklable for Ray workers).
-
-    The model is built from the run's own parameters, so an architecture that differs from the
-    checkpoint's fails loudly instead of training something else.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __call__(self, params: Any) -> Any:
-        """Build the run's model and load the checkpoint's weights into it."""
-        from a2mae.checkpoint import load_checkpoint
-        from a2mae.errors import A2maeError
-        from a2mae.train.loop import build_model
-
-        model = build_model(params)
-        source, _ = load_checkpoint(self.path)
-        try:
-            model.load_state_dict(source.state_dict())
-        except RuntimeError as err:
-            raise A2maeError(
-                f"champion encoder {self.path}: its architecture differs from model.name "
-                f"{params.model.name} ({str(err).splitlines()[0]}); pre-train from scratch instead"
-            ) from None
-        return model.train()
-
-
 @task(name="champion-encoder", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
 def fetch_champion(doc: dict[str, Any], dest: str) -> dict[str, str] | None:
     """Download the ``@champion`` encoder's checkpoint; None when there is no champion yet."""
@@ -57,8 +29,9 @@ def fetch_champion(doc: dict[str, Any], dest: str) -> dict[str, str] | None:
     from mlflow.exceptions import MlflowException
 
     from a2mae.registry import aliases
-    from a2mae.registry.tracking import RegistryError, client, tracking_uri
-    from a2mae.tracking.encoder_pyfunc import checkpoint_file
+    from a2mae.registry.encoder_pyfunc import checkpoint_file
+    from a2mae.registry.errors import RegistryError
+    from a2mae.tracking.client import client, tracking_uri
 
     p = params_from(doc)
     name, alias = p.registry.encoder_model, p.registry.champion_alias
@@ -76,7 +49,7 @@ def fetch_champion(doc: dict[str, Any], dest: str) -> dict[str, str] | None:
 @task(name="pretrain", cache_policy=NO_CACHE)
 def pretrain_task(snapshot: str, doc: dict[str, Any], run_name: str, init_from: str | None) -> dict[str, Any]:
     """Train (or resume) the run under the accelerator limit; returns MLflow ids and the version."""
-    from a2mae.train.pretrain import run_pretrain
+    from a2mae.pretrain.run import run_pretrain
 
     p = params_from(doc)
     ensure_concurrency_limit(p.infra.accelerator_limit, p.infra.accelerator_slots)
@@ -90,6 +63,8 @@ def pretrain_task(snapshot: str, doc: dict[str, Any], run_name: str, init_from: 
             shown[0] = pct
             with contextlib.suppress(Exception):  # progress display must never fail a training
                 update_progress_artifact(bar, pct)
+
+    from a2mae.pretrain.init import InitFromCheckpoint
 
     model_fn = InitFromCheckpoint(init_from) if init_from else None
     with concurrency(p.infra.accelerator_limit, occupy=1):
@@ -111,7 +86,7 @@ def run_summary(doc: dict[str, Any], run_id: str, key: str, title: str) -> dict[
     """Link the MLflow run and table its final metrics; returns the metrics."""
     from mlflow.tracking import MlflowClient
 
-    from a2mae.registry.tracking import tracking_uri
+    from a2mae.tracking.client import tracking_uri
 
     uri = tracking_uri(params_from(doc))
     run = MlflowClient(uri).get_run(run_id)

@@ -19,7 +19,7 @@ from flows.params import PromoteParams
 def move_alias(doc: dict[str, Any], model: str, version: int, action: str, reason: str) -> dict[str, Any]:
     """Promote ``version`` or roll back to the previous champion; returns the alias event."""
     from a2mae.registry import aliases
-    from a2mae.registry.tracking import client
+    from a2mae.tracking.client import client
 
     p = params_from(doc)
     alias = p.registry.champion_alias
@@ -40,7 +40,7 @@ def promote_flow(params: PromoteParams) -> dict[str, Any]:
     Returns:
         The alias event (new and previous champion version).
     """
-    from a2mae.registry.tracking import tracking_uri
+    from a2mae.tracking.client import tracking_uri
 
     p = params.resolve()
     doc = p.model_dump(mode="json")

@@ -40,14 +40,14 @@ def promote_encoder(doc: dict[str, Any], version: str, reason: str) -> None:
     """Move the encoder's champion alias to the version behind the newly promoted downstream model."""
     from a2mae.config import validate_params
     from a2mae.registry import aliases
-    from a2mae.registry.tracking import client
+    from a2mae.tracking.client import client
 
     p = validate_params(doc)
     aliases.move(client(p), p.registry.encoder_model, str(version), p.registry.champion_alias, "auto", reason)
 
 
 def _summary(doc: dict[str, Any], out: dict[str, Any]) -> None:
-    from a2mae.registry.tracking import tracking_uri
+    from a2mae.tracking.client import tracking_uri
 
     base = mlflow_ui_url(tracking_uri(_params(doc))) or "(mlflow ui)"
     snap = out["snapshot"]

@@ -1,6 +1,6 @@
 """Tile flow: cut the catalog's co-located scenes into an STSSD snapshot (image sets in shards).
 
-Calls :func:`a2mae.data.tiling.tile`, the function behind ``a2mae tile``. The task is cached on the
+Calls :func:`a2mae.stssd.run.tile`, the function behind ``a2mae tile``. The task is cached on the
 catalog's MD5 and the tile parameters (a snapshot is a pure function of both); when the snapshot
 folder has gone missing, the cache is refreshed instead of trusted. Reads of ``s3://`` scenes are
 retried. A table artifact shows the snapshot's statistics.
@@ -29,7 +29,7 @@ def tile_snapshot(
     catalog: str, out: str, doc: dict[str, Any], catalog_md5: str, force: bool
 ) -> dict[str, Any]:
     """Write (or confirm) the snapshot; returns its id and counts."""
-    from a2mae.data.tiling import tile
+    from a2mae.stssd.run import tile
 
     s = tile(catalog, out, params_from(doc), progress=False, force=force)
     return {

@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.params import PATH_KEYS
 
-#: Run and version tag holding the snapshot's DVC hash (same key as a2mae.tracking.mlflow.lineage_tags).
+#: Run and version tag holding the snapshot's DVC hash (same key as a2mae.tracking.lineage.snapshot_tags).
 DVC_TAG = "a2mae.snapshot_dvc_hash"
 
 
@@ -78,7 +78,7 @@ def tag_lineage(
 ) -> None:
     """Set ``tags`` (snapshot DVC hash, git commit) on MLflow runs and registered model versions."""
     from a2mae.config import validate_params
-    from a2mae.registry.tracking import client
+    from a2mae.tracking.client import client
 
     c = client(validate_params(doc))
     for run_id in runs:
@@ -96,7 +96,8 @@ def champion_snapshot(doc: dict[str, Any]) -> str | None:
 
     from a2mae.config import validate_params
     from a2mae.registry import aliases
-    from a2mae.registry.tracking import RegistryError, client
+    from a2mae.registry.errors import RegistryError
+    from a2mae.tracking.client import client
 
     p = validate_params(doc)
     try:

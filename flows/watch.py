@@ -4,7 +4,7 @@ A scheduled flow lists a folder or ``s3://`` prefix and emits one event per new 
 the retrain deployment's trigger reacts to them.
 
 Prefect's open-source server has events and automations but no webhooks, so this sensor flow is how
-an upload starts a retrain. Scenes are grouped by :func:`a2mae.data.discover.discover` (the same
+an upload starts a retrain. Scenes are grouped by :func:`a2mae.ingest.discover.discover` (the same
 grouping ingest uses) and recognised by their listing fingerprint (URIs, sizes, S3 ETags or mtimes).
 A scene is reported once its listing has stayed the same for ``settle_polls`` runs, so a folder still
 being uploaded is not announced half-way. The state (what was reported, what is settling) is a JSON
@@ -33,8 +33,8 @@ RESOURCE_PREFIX = "a2mae.scene."
 @task(name="list-scenes", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
 def list_scenes(uri: str, doc: dict[str, Any]) -> dict[str, str]:
     """``{scene source: listing fingerprint}`` under ``uri`` (empty when nothing is there yet)."""
-    from a2mae.data.discover import discover
-    from a2mae.data.scene_reader import listing_fingerprint
+    from a2mae.ingest.discover import discover
+    from a2mae.ingest.scene_reader import listing_fingerprint
     from a2mae.io.storage import S3Settings, is_s3, list_files
     from a2mae.sensors import get_registry
     from a2mae.sensors.detect import band_vocabulary

@@ -5,7 +5,7 @@ Usage::
 
     .venv/bin/python scripts/make_synthetic_scenes.py OUT_DIR [--scale 1.0] [--seed 0] [--lat LAT --lon LON]
 
-Writes ``OUT_DIR/{S2,L8,GF1,GF2}/...`` in the archives' own layouts (see ``a2mae/data/synthetic.py``)
+Writes ``OUT_DIR/{S2,L8,GF1,GF2}/...`` in the archives' own layouts (see ``a2mae/testing/scenes.py``)
 and ``OUT_DIR/catalog.parquet`` (the records the generator knows exactly; ``a2mae ingest OUT_DIR``
 builds the same kind of catalog from the files). Then, for example::
 
@@ -21,8 +21,8 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, write the scenes and the catalog; return the exit code."""
-    from a2mae.data.catalog import write_catalog
-    from a2mae.data.synthetic import Place, default_specs, make_scenes
+    from a2mae.ingest.catalog import write_catalog
+    from a2mae.testing.scenes import Place, default_specs, make_scenes
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir", type=Path)

@@ -23,10 +23,10 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 def synthetic_scenes(tmp_path_factory):
     """Co-located synthetic S2 L2A, L8 C2 L2, GF1 and GF2 scenes with their catalog (read-only!).
 
-    Returns ``(folder, records, catalog_path)``; see ``a2mae/data/synthetic.py``.
+    Returns ``(folder, records, catalog_path)``; see ``a2mae/testing/scenes.py``.
     """
-    from a2mae.data.catalog import write_catalog
-    from a2mae.data.synthetic import make_scenes
+    from a2mae.ingest.catalog import write_catalog
+    from a2mae.testing.scenes import make_scenes
 
     root = tmp_path_factory.mktemp("synthetic_scenes")
     records = make_scenes(root / "scenes")
@@ -39,7 +39,7 @@ def synthetic_scenes(tmp_path_factory):
 def tiny_snapshot(tmp_path_factory, synthetic_scenes):
     """A small STSSD snapshot tiled from ``synthetic_scenes`` (read-only!): S2-L8 and GF-S2 sets."""
     from a2mae.config import load_params
-    from a2mae.data.tiling import tile
+    from a2mae.stssd.run import tile
 
     out = tmp_path_factory.mktemp("tiny_snapshot") / "stssd"
     tile(synthetic_scenes[2], out, load_params(overrides=["tile.workers=1"]), progress=False)
@@ -254,9 +254,9 @@ def pretrain_snapshot(tmp_path_factory):
     """A very small STSSD snapshot for training tests (read-only!): 32-px chips, ~37 train sets of
     S2, L8, GF1 and GF2 images, tiled from half-size synthetic scenes. Returns the folder."""
     from a2mae.config import load_params
-    from a2mae.data.catalog import write_catalog
-    from a2mae.data.synthetic import default_specs, make_scenes
-    from a2mae.data.tiling import tile
+    from a2mae.ingest.catalog import write_catalog
+    from a2mae.stssd.run import tile
+    from a2mae.testing.scenes import default_specs, make_scenes
 
     root = tmp_path_factory.mktemp("pretrain_snapshot")
     records = make_scenes(root / "scenes", default_specs(0.5))

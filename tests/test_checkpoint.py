@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from a2mae.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from a2mae.models import create_model
-from a2mae.models.synthetic import synthetic_batch, synthetic_image
+from a2mae.testing.batches import synthetic_batch, synthetic_image
 
 SMALL = {
     "depth": 2,

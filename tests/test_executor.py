@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from a2mae.data.executor import RunScheduler, run_tasks
+from a2mae.executor import RunScheduler, run_tasks
 
 
 def _square_and_pid(x: int) -> tuple[int, int]:

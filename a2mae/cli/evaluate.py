@@ -28,7 +28,7 @@ def evaluate_cmd(
     set_: SetOpt = None,
 ) -> None:
     """Score VERSION and the current @champion on the same frozen split; promote only past the margin."""
-    from a2mae.registry.evaluation import evaluate_version
+    from a2mae.evaluate.run import evaluate_version
 
     p = resolve_params(params, set_)
     e = evaluate_version(p, model, version, data=data, promote=promote)

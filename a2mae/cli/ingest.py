@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from a2mae.cli.app import ParamsOpt, SetOpt, app, resolve_params
-from a2mae.data.catalog import SceneRecord
 from a2mae.errors import A2maeError
+from a2mae.ingest.catalog import SceneRecord
 
 
 class IngestFailed(A2maeError):
@@ -65,7 +65,7 @@ def ingest_cmd(
 
     Metadata only; unchanged inputs are skipped; new scenes are appended; atomic writes.
     """
-    from a2mae.data.ingest import ingest
+    from a2mae.ingest.run import ingest
 
     p = resolve_params(params, set_)
     target = catalog if catalog is not None else Path(p.data.catalog)

@@ -33,7 +33,7 @@ def pretrain_cmd(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from a2mae.train.pretrain import preflight, run_pretrain
+    from a2mae.pretrain.run import preflight, run_pretrain
 
     p = resolve_params(params, set_)
     preflight(p, snapshot)  # one-line errors before the progress display appears

@@ -21,7 +21,7 @@ def promote_cmd(
 ) -> None:
     """Manually move @champion to VERSION (recorded with the reason in the alias history)."""
     from a2mae.registry import aliases
-    from a2mae.registry.tracking import client
+    from a2mae.tracking.client import client
 
     p = resolve_params(params, set_)
     alias = p.registry.champion_alias
@@ -38,7 +38,7 @@ def rollback_cmd(
 ) -> None:
     """Move @champion back to the previous champion of the alias history."""
     from a2mae.registry import aliases
-    from a2mae.registry.tracking import client
+    from a2mae.tracking.client import client
 
     p = resolve_params(params, set_)
     alias = p.registry.champion_alias
@@ -50,7 +50,7 @@ def rollback_cmd(
 def history_cmd(model: ModelArg, params: ParamsOpt = None, set_: SetOpt = None) -> None:
     """Print the @champion alias history of a registered model."""
     from a2mae.registry import aliases
-    from a2mae.registry.tracking import client
+    from a2mae.tracking.client import client
 
     p = resolve_params(params, set_)
     c = client(p)

@@ -27,7 +27,7 @@ def tile_cmd(
     ] = True,
 ) -> None:
     """Group co-located scenes into image sets and write an STSSD snapshot (atomic, deterministic)."""
-    from a2mae.data.tiling import tile
+    from a2mae.stssd.run import tile
 
     p = resolve_params(params, set_)
     catalog = catalog or Path(p.data.catalog)

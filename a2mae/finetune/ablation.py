@@ -2,7 +2,7 @@
 
 Variants come from ``finetune.ablation.variants`` (masking policy ``aligned`` / ``independent`` /
 ``complementary`` and geographic encoding on / off). Each one is pre-trained in this process with
-:func:`a2mae.train.pretrain.run_pretrain` (``pretrain.num_workers=0``, ``pretrain.max_steps =
+:func:`a2mae.pretrain.run.run_pretrain` (``pretrain.num_workers=0``, ``pretrain.max_steps =
 finetune.ablation.pretrain_steps``, same seed and snapshot for all), under a run name derived from the
 variant and the parameters, so re-running an unchanged ablation reuses the finished pre-training runs.
 Every encoder then goes through :func:`a2mae.finetune.run.finetune` for each protocol of
@@ -54,8 +54,8 @@ def variant_params(params: Params, name: str, masking: str, geo: bool) -> tuple[
 
 def _pretrain(p: Params, snapshot: str, run_name: str) -> tuple[EncoderHandle, float | None]:
     from a2mae.checkpoint import load_checkpoint
-    from a2mae.train.pretrain import run_pretrain
-    from a2mae.train.state import MODEL_FILE
+    from a2mae.pretrain.run import run_pretrain
+    from a2mae.pretrain.state import MODEL_FILE
 
     last: dict[str, Any] = {}
 
@@ -65,7 +65,7 @@ def _pretrain(p: Params, snapshot: str, run_name: str) -> tuple[EncoderHandle, f
 
     import mlflow
 
-    from a2mae.registry.tracking import configure
+    from a2mae.tracking.client import configure
 
     configure(p)
     mlflow.set_experiment(p.pretrain.experiment)  # its in-process loop resumes runs through the fluent API
@@ -80,7 +80,7 @@ def _pretrain(p: Params, snapshot: str, run_name: str) -> tuple[EncoderHandle, f
     if loss is None:
         import mlflow.tracking
 
-        from a2mae.registry.tracking import tracking_uri
+        from a2mae.tracking.client import tracking_uri
 
         loss = mlflow.tracking.MlflowClient(tracking_uri(p)).get_run(res.run_id).data.metrics.get("loss")
     return EncoderHandle(model, f"ablation:{run_name}", dict(meta.get("norm_stats") or {}), info), loss
@@ -138,7 +138,8 @@ def ablate(
         if track:
             import mlflow
 
-            from a2mae.registry.tracking import configure, lineage_tags
+            from a2mae.tracking.client import configure
+            from a2mae.tracking.lineage import lineage_tags
 
             configure(params)
             mlflow.set_experiment(ft.experiment)

@@ -20,9 +20,9 @@ import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from a2mae.data.types import ImageMeta
 from a2mae.errors import A2maeError
 from a2mae.sensors import get_registry
+from a2mae.types import ImageMeta
 
 SENSOR_TAG = "A2MAE_SENSOR"
 DATETIME_TAGS = ("A2MAE_DATETIME", "ACQUISITION_DATETIME", "TIFFTAG_DATETIME")

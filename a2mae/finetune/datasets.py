@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from a2mae.data.types import ImageMeta
 from a2mae.finetune.chips import BandSpec, DatasetError, EmptySplitError, raster_size, read_chip, read_mask
+from a2mae.types import ImageMeta
 
 Task = Literal["classification", "segmentation", "change_detection"]
 TASKS: tuple[str, ...] = ("classification", "segmentation", "change_detection")

@@ -3,7 +3,7 @@
 ``load_encoder(uri, params)`` accepts:
 
 * ``models:/a2mae-encoder@champion`` / ``models:/a2mae-encoder/3`` (any registered name, alias or
-  version) -- the encoder model logged by pre-training (:func:`a2mae.tracking.mlflow.log_encoder`): its
+  version) -- the encoder model logged by pre-training (:func:`a2mae.registry.encoder.log_encoder`): its
   a2mae checkpoint is downloaded and rebuilt, nothing unpickled;
 * a local ``.safetensors`` checkpoint written by :func:`a2mae.checkpoint.save_checkpoint`;
 * ``scratch`` -- a randomly initialised encoder of the ``model`` section of the parameters (the
@@ -62,7 +62,7 @@ def _from_checkpoint(path: Path, source: str) -> EncoderHandle:
 
 
 def _registry_info(uri: str, params: Params) -> dict[str, Any]:
-    from a2mae.registry.tracking import client
+    from a2mae.tracking.client import client
 
     rest = uri[len("models:/") :]
     c = client(params)
@@ -84,8 +84,8 @@ def _from_registry(uri: str, params: Params) -> EncoderHandle:
     from mlflow.exceptions import MlflowException
 
     from a2mae.checkpoint import CheckpointError
-    from a2mae.registry.tracking import tracking_uri
-    from a2mae.tracking.mlflow import load_encoder as load_logged_encoder
+    from a2mae.registry.encoder import load_encoder as load_logged_encoder
+    from a2mae.tracking.client import tracking_uri
 
     info = _registry_info(uri, params)
     try:

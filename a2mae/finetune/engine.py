@@ -1,6 +1,6 @@
 """Fine-tuning and scoring loops (no MLflow here; :mod:`a2mae.finetune.run` does the tracking).
 
-One optimiser step per batch, AdamW with layer-wise lr decay (:func:`a2mae.finetune.model.param_groups`),
+One optimiser step per batch, AdamW with layer-wise lr decay (:func:`a2mae.finetune.optim.param_groups`),
 linear warm-up then cosine decay per step. The budget is ``finetune.epochs`` passes over the train split,
 capped at ``finetune.max_steps``; with the same seed, two arms (pre-trained vs scratch) see the same
 batches in the same order.
@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from a2mae.finetune.datasets import Batch, DownstreamDataset, Sample, collate
 from a2mae.finetune.metrics import TaskMetrics
-from a2mae.finetune.model import DownstreamModel, param_groups
+from a2mae.finetune.optim import param_groups
+from a2mae.models.downstream import DownstreamModel
 
 
 class CachedDataset(Dataset[Sample]):

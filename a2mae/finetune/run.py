@@ -28,11 +28,11 @@ from a2mae.finetune.chips import DatasetError, EmptySplitError
 from a2mae.finetune.datasets import TASKS, DatasetInfo, DownstreamDataset, open_dataset
 from a2mae.finetune.encoder import SCRATCH, EncoderHandle, load_encoder
 from a2mae.finetune.metrics import confusion_png, metric_kind
-from a2mae.finetune.model import DownstreamModel, ModelSpec, strip_decoder
 from a2mae.finetune.report import comparison_markdown
 from a2mae.io.atomic import atomic_path
 from a2mae.models import A2MAE
-from a2mae.registry.models import LoggedVersion, log_model
+from a2mae.models.downstream import DownstreamModel, ModelSpec, strip_decoder
+from a2mae.registry.downstream import LoggedVersion, log_model
 
 VERSION_TAGS = "a2mae."
 
@@ -394,7 +394,8 @@ def _tracked(
     import mlflow
     from mlflow.entities import Metric
 
-    from a2mae.registry.tracking import client, configure, lineage_tags
+    from a2mae.tracking.client import client, configure
+    from a2mae.tracking.lineage import lineage_tags
 
     ft = params.finetune
     task, metric = kw["task"], kw["metric"]
@@ -525,7 +526,8 @@ def compare_scratch(
         if track:
             import mlflow
 
-            from a2mae.registry.tracking import configure, lineage_tags
+            from a2mae.tracking.client import configure
+            from a2mae.tracking.lineage import lineage_tags
 
             configure(params)
             mlflow.set_experiment(ft.experiment)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from a2mae.models.a2mae import A2MAE, A2MAEOutput, FeatureOutput
 from a2mae.models.config import A2MAEConfig
-from a2mae.models.registry import (
+from a2mae.models.variants import (
     ModelConfigError,
     UnknownModelError,
     create_model,

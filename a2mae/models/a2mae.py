@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from a2mae.data.types import ImageSample, SetBatch
 from a2mae.models.config import A2MAEConfig
 from a2mae.models.embed import GroupPatchEmbed, MetadataEmbedding, MetaDrop, key_name, take_rows
 from a2mae.models.layers import Block, Packer, bucket_order, init_weights
@@ -28,6 +27,7 @@ from a2mae.models.loss import LossParts, masked_patch_loss, patch_stats
 from a2mae.models.masking import MaskResult, anchor_aware_mask, rand_uniform, segment_rank
 from a2mae.models.vocab import ModelInputError, Vocabulary
 from a2mae.sensors.registry import SensorRegistry, get_registry
+from a2mae.types import ImageSample, SetBatch
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Architecture and objective configuration of an A²-MAE model (JSON-serialisable, stored in checkpoints).
 
-The architecture fields come from the registered variant (:mod:`a2mae.models.registry`); the objective
+The architecture fields come from the registered variant (:mod:`a2mae.models.variants`); the objective
 fields (mask ratio, anchor and masking policies, metadata dropout, ...) mirror the ``model`` section of
 ``params.yaml``. The defaults of the objective fields here equal those of ``params.yaml`` (a test checks
 it): a model created by name without overrides behaves like the project's default configuration.

@@ -1,6 +1,6 @@
 """Token embeddings: one patch embedding per (sensor, group) and the additive metadata embeddings.
 
-SPEC 5.3 (additive combination)::
+The additive combination (docs/model.md, "Geographic and metadata encoding")::
 
     z = PatchEmbed_{sensor,g}(x) + PE_loc(x_ij, y_ij) + E_global(lat0, lon0) + E_gsd(Geo_GSD)
         + E_spec(g) + E_time(t) + E_period + E_sensor (+ learned "band missing" vectors)

@@ -1,4 +1,4 @@
-"""Geographic encoding (SPEC 5.3): Eq. 1 token geolocation, Eq. 2 metric sin-cos, global and GSD terms.
+"""Geographic encoding (docs/model.md): Eq. 1 token geolocation, Eq. 2 metric sin-cos, global and GSD terms.
 
 All functions are pure tensor maths. Geographic coordinates are handled in float64 (a float32 longitude
 near 100 degrees has a resolution of about a metre); encodings are returned in float32.
@@ -42,7 +42,7 @@ def sincos_1d(pos: torch.Tensor, dim: int, temperature: float = 10000.0) -> torc
 
 
 def sincos_2d(x: torch.Tensor, y: torch.Tensor, dim: int) -> torch.Tensor:
-    """2-D sin-cos (SPEC Eq. 2 layout): first half encodes ``x``, second half ``y``.
+    """2-D sin-cos (Eq. 2 layout): first half encodes ``x``, second half ``y``.
 
     Args:
         x: ``[N]`` first coordinate (already scaled, e.g. metres / G_ref).
@@ -96,7 +96,7 @@ def grid_uv(h: int, w: int, supersample: int = 1, device: torch.device | None = 
 
 
 def bilinear_latlon(corners: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-    """SPEC Eq. 1: bilinear interpolation of the four corners.
+    """Eq. 1: bilinear interpolation of the four corners.
 
     Args:
         corners: ``[N, 4, 2]`` (lat, lon) of UL, UR, LR, LL in degrees.
@@ -125,7 +125,7 @@ def _wrap180(dlon: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------- Eq. 2
 def local_xy(latlon: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-    """East/north offsets in metres from a centre (SPEC Eq. 2, local equirectangular).
+    """East/north offsets in metres from a centre (Eq. 2, local equirectangular).
 
     Args:
         latlon: ``[N, P, 2]`` (lat, lon) degrees.
@@ -143,7 +143,7 @@ def local_xy(latlon: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
 
 
 def metric_pos_embed(xy: torch.Tensor, dim: int, g_ref_m: float) -> torch.Tensor:
-    """PE_loc of SPEC Eq. 2.
+    """PE_loc of Eq. 2.
 
     Args:
         xy: ``[N, 2]`` ground offsets ``(x, y)`` in metres from the set centre.

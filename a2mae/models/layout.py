@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from a2mae.data.types import ImageSample
 from a2mae.models import geo
 from a2mae.models.vocab import ModelInputError, Vocabulary
+from a2mae.types import ImageSample
 
 PERIODS = {"g": 0, "ng": 1, "na": 2}
 

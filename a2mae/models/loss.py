@@ -1,4 +1,4 @@
-"""Norm-pix MSE on masked tokens, averaged per image, then per set, then over the batch (SPEC 6.3)."""
+"""Norm-pix MSE on masked tokens, averaged per image, then per set, then over the batch."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Anchor-aware masking in ground coordinates (SPEC 4.3), vectorised over the whole batch.
+"""Anchor-aware masking in ground coordinates (docs/model.md), vectorised over the whole batch.
 
 1. An anchor image is chosen per set (``random``, ``finest_gsd`` or ``coarsest_gsd``).
 2. Its token grid defines ground cells; a subset of ratio ``r`` is masked, shared by its groups

@@ -1,5 +1,9 @@
-"""Model registry of the downstream stage.
+"""Model registry: every MLflow model the pipeline logs, and the ``@champion`` alias.
 
-Fine-tuned versions, challenger-vs-champion evaluation, gated promotion with evidence tags, manual
-promotion and rollback with alias history. See ``docs/registry.md``.
+* :mod:`a2mae.registry.encoder` -- log and register the pre-trained encoder, load it back.
+* :mod:`a2mae.registry.encoder_pyfunc` -- the MLflow ``python_function`` loader of a logged encoder.
+* :mod:`a2mae.registry.downstream` -- log, register and load fine-tuned models.
+* :mod:`a2mae.registry.aliases` -- promote, rollback and the alias history.
+
+See ``docs/registry.md``.
 """

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from a2mae.registry.tracking import RegistryError
+from a2mae.registry.errors import RegistryError
 
 HISTORY_TAG = "a2mae.champion_history"
 FROM_TAG = "a2mae.champion_from"

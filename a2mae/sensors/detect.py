@@ -25,10 +25,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from a2mae.errors import A2maeError
 from a2mae.sensors.registry import Sensor, SensorRegistry
+from a2mae.sensors.rules import DetectRules, compile_pattern
 
 #: GeoTIFF tags that name the sensor and product explicitly.
 SENSOR_TAG = "A2MAE_SENSOR"
@@ -42,95 +41,6 @@ class DetectionError(A2maeError):
     """No product, or more than one, matches a scene."""
 
 
-class DetectRules(BaseModel):
-    """Schema of a product's ``detect:`` mapping in a sensor YAML file.
-
-    All keys are optional. Patterns are Python regular expressions matched with ``re.search``,
-    case-insensitively.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    filenames: tuple[str, ...] = Field(
-        default=(), description="Evidence: any file name of the scene (bands and sidecars) matches one."
-    )
-    stac: dict[str, str] = Field(
-        default_factory=dict,
-        description="STAC item key -> pattern (keys: properties, plus 'id' and 'collection').",
-    )
-    mtl: dict[str, str] = Field(
-        default_factory=dict,
-        description="Landsat MTL field -> pattern ('KEY' is its first occurrence, 'GROUP.KEY' one group).",
-    )
-    tags: dict[str, str] = Field(default_factory=dict, description="GDAL dataset tag -> pattern.")
-    bands_any: tuple[str, ...] = Field(default=(), description="Evidence: one of these bands/QA is present.")
-    bands_none: tuple[str, ...] = Field(
-        default=(), description="Veto: none of these bands/QA may be present."
-    )
-    band_count: tuple[int, ...] = Field(
-        default=(), description="Single-file scenes only: the allowed numbers of bands."
-    )
-    stacks: tuple[tuple[str, ...], ...] = Field(
-        default=(),
-        description="Band order of a multi-band file without band descriptions, chosen by band count.",
-    )
-
-    @field_validator("filenames")
-    @classmethod
-    def _check_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in value:
-            _compile(pattern)
-        return value
-
-    @field_validator("stac", "mtl", "tags")
-    @classmethod
-    def _check_mapping(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, pattern in value.items():
-            if not isinstance(pattern, str):
-                raise ValueError(f"{key}: expected a pattern string")
-            _compile(pattern)
-        return value
-
-    @field_validator("band_count")
-    @classmethod
-    def _check_counts(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if any(n < 1 for n in value):
-            raise ValueError("band counts must be >= 1")
-        return value
-
-
-def _compile(pattern: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern, re.IGNORECASE)
-    except re.error as err:
-        raise ValueError(f"invalid regular expression {pattern!r}: {err}") from None
-
-
-def check_rules(sensor: Sensor) -> None:
-    """Validate every product's ``detect`` rules against the sensor (names of bands and QA layers).
-
-    Raises:
-        ValueError: The first problem, as ``products.<level>.detect.<key>: ...``.
-    """
-    known = {b.upper() for b in sensor.bands} | qa_names(sensor)
-    for level, product in sensor.products.items():
-        where = f"products.{level}.detect"
-        try:
-            rules = DetectRules.model_validate(product.detect)
-        except Exception as err:  # pydantic ValidationError
-            first = err.errors()[0] if hasattr(err, "errors") else {"loc": (), "msg": str(err)}
-            loc = ".".join(str(p) for p in first["loc"])
-            raise ValueError(f"{where}.{loc}: {first['msg']}") from None
-        for key in ("bands_any", "bands_none"):
-            for name in getattr(rules, key):
-                if name.upper() not in known and sensor.band_id(name) is None:
-                    raise ValueError(f"{where}.{key}: unknown band or QA layer {name!r}")
-        for stack in rules.stacks:
-            for name in stack:
-                if sensor.band_id(name) is None:
-                    raise ValueError(f"{where}.stacks: unknown band {name!r}")
-
-
 def rules_of(sensor: Sensor, level: str) -> DetectRules:
     """Parsed detection rules of one product."""
     return DetectRules.model_validate(sensor.products[level].detect)
@@ -138,7 +48,7 @@ def rules_of(sensor: Sensor, level: str) -> DetectRules:
 
 def qa_names(sensor: Sensor) -> set[str]:
     """Upper-case names of the QA layers of all products of ``sensor``."""
-    return {p.qa.band.upper() for p in sensor.products.values() if p.qa is not None}
+    return sensor.qa_layer_names()
 
 
 # ------------------------------------------------------------------------------------ band tokens
@@ -225,7 +135,7 @@ def _clause(rule: Mapping[str, str], source: Mapping[str, Any] | None) -> bool |
             continue
         seen = True
         values = value if isinstance(value, list | tuple) else [value]
-        if not any(_compile(pattern).search(str(v)) for v in values):
+        if not any(compile_pattern(pattern).search(str(v)) for v in values):
             return False
     return True if seen else None
 
@@ -257,7 +167,8 @@ def score_product(sensor: Sensor, level: str, ev: SceneEvidence) -> tuple[int, l
         if verdict:
             score += 1
             reasons.append(name)
-    if rules.filenames and any(_compile(p).search(name) for p in rules.filenames for name in ev.file_names):
+    names = ev.file_names
+    if rules.filenames and any(compile_pattern(p).search(n) for p in rules.filenames for n in names):
         score += 1
         reasons.append("filenames")
     if rules.bands_any and any((sensor.band_id(n) or n).upper() in present for n in rules.bands_any):

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from a2mae.errors import A2maeError
+from a2mae.sensors.rules import check_rules
 
 BUILTIN_PATH = Path(__file__).with_name("builtin.yaml")
 ENV_VAR = "A2MAE_SENSOR_FILES"
@@ -119,10 +120,12 @@ class Sensor(_Strict):
                     raise ValueError(f"token group {group!r} names unknown band {name!r}")
         if not self.products:
             raise ValueError("needs at least one product")
-        from a2mae.sensors.detect import check_rules  # detect imports this module
-
-        check_rules(self)
+        check_rules(self.products, {b.upper() for b in self.bands} | self.qa_layer_names(), self.band_id)
         return self
+
+    def qa_layer_names(self) -> set[str]:
+        """Upper-case names of the QA layers of all products."""
+        return {p.qa.band.upper() for p in self.products.values() if p.qa is not None}
 
     @property
     def pretrain_bands(self) -> tuple[str, ...]:

@@ -1,7 +1,10 @@
-"""Experiment tracking with MLflow: run context, lineage tags, metrics, figures and the encoder model.
+"""Experiment tracking with MLflow, shared by the training stages.
 
-* :mod:`a2mae.tracking.mlflow` -- tracking URI, runs that resume, step-exact metric logging, lineage,
-  logging and registering the encoder.
+* :mod:`a2mae.tracking.client` -- which tracking store (``$MLFLOW_TRACKING_URI`` or
+  ``registry.tracking_uri``), pointing MLflow at it, failing fast when it is down.
+* :mod:`a2mae.tracking.lineage` -- tags tying a run to its code, parameters and data.
+* :mod:`a2mae.tracking.runs` -- one MLflow run per training run name, step-exact metric logging.
 * :mod:`a2mae.tracking.figures` -- PNG panels of original / masked / reconstructed images (matplotlib Agg).
-* :mod:`a2mae.tracking.encoder_pyfunc` -- the MLflow ``python_function`` loader of a logged encoder.
+
+Logging and loading *models* is the registry's job (:mod:`a2mae.registry`).
 """

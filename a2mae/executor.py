@@ -1,0 +1,264 @@
+"""One code path for parallel work: local processes by default, Ray tasks when configured.
+
+:func:`run_tasks` maps a top-level function over items and yields ``(index, result)``, either in
+item order (``ordered=True``: what tiling uses, so shard packing never depends on which worker
+finishes first) or as results arrive. Only a bounded number of items runs ahead of the oldest
+result not yet yielded, so memory stays bounded however many items there are.
+
+* ``executor="local"``, ``workers=1``: in this process (no pool; easiest to debug and profile).
+* ``executor="local"``, ``workers>1``: one single-process ``ProcessPoolExecutor`` per worker, fed
+  by a :class:`RunScheduler`: each worker takes **runs of consecutive items** (up to 8; neighbouring
+  shard tasks read the same image tiles, which stay decoded in the worker's GDAL cache), two items
+  in flight, and an idle worker steals the back half of another's run at the end. Workers are
+  forked when this process runs a single thread (the CLI: workers start at once with the modules
+  already imported) and spawned otherwise (forking next to running threads, e.g. inside Prefect,
+  can deadlock).
+* ``executor="ray"``: Ray remote tasks on the cluster at ``ray_address`` (else ``$RAY_ADDRESS``, else
+  a local Ray started for this call with ``include_dashboard=False`` and shut down afterwards), at
+  most ``2 * workers`` ahead of the oldest result. The function and its module must be importable
+  on the workers (install the package there).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal, TypeVar
+
+from a2mae.errors import A2maeError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class ExecutorError(A2maeError, RuntimeError):
+    """The configured executor cannot be started (e.g. an unreachable Ray address)."""
+
+
+def start_method() -> str:
+    """How to start worker processes here: ``fork`` in a single-threaded process, else ``spawn``.
+
+    Forking next to running threads is unsafe, and a process that ran a Prefect flow leaves thread-exit
+    hooks behind that fail in a forked child (its worker exits with code 1 after its work is done).
+    """
+    import multiprocessing as mp
+    import threading
+
+    return "fork" if threading.active_count() == 1 and "fork" in mp.get_all_start_methods() else "spawn"
+
+
+def in_process(executor: Literal["local", "ray"], workers: int, n_items: int) -> bool:
+    """Whether :func:`run_tasks` runs the items in the calling process (no pool, no Ray)."""
+    return executor == "local" and (workers <= 1 or n_items <= 1)
+
+
+def run_tasks(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    executor: Literal["local", "ray"] = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
+    ordered: bool = False,
+    on_done: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, R]]:
+    """Apply ``fn`` to every item in parallel; yield ``(item index, result)``.
+
+    Args:
+        fn: A module-level function (picklable by reference).
+        items: Picklable work items.
+        executor: ``local`` (processes) or ``ray``.
+        workers: Local worker processes (``1`` runs in this process); for Ray, the number of CPUs of
+            a locally started Ray and the in-flight bound.
+        ray_address: Ray cluster address (``auto``, ``ray://host:10001``, ...) when ``executor="ray"``.
+        ordered: Yield in item order (else in completion order).
+        on_done: Called with an item's index as soon as its result is back, before it waits for
+            its turn in item order (progress bars: local workers finish runs out of order).
+
+    Yields:
+        ``(index, fn(items[index]))`` for every item.
+
+    Raises:
+        ExecutorError: Ray cannot be started or reached.
+    """
+    items = list(items)
+    if executor == "ray":
+        yield from _run_ray(fn, items, workers, ray_address, ordered, on_done)
+    elif in_process(executor, workers, len(items)):
+        for i, item in enumerate(items):
+            result = fn(item)
+            if on_done is not None:
+                on_done(i)
+            yield i, result
+    else:
+        yield from _run_pool(fn, items, workers, ordered, on_done)
+
+
+class RunScheduler:
+    """Hands item indexes to local workers in runs of consecutive items, stealing at the end.
+
+    Consecutive items often read the same inputs (neighbouring shard tasks share image tiles, which
+    a worker keeps decoded in its cache), so each worker takes its items from the front of a run of
+    its own. A worker whose run is used up gets the next ``run`` items nobody has taken, as long as
+    that keeps every taken item fewer than ``ahead`` items past the oldest result not yet consumed
+    (bounded memory for ordered results); otherwise, once it is idle, it takes the back half of the
+    largest run another worker has not started yet (balanced ends).
+
+    Args:
+        n: Number of items.
+        workers: Number of workers.
+        run: Items per run.
+        ahead: How far past the oldest unconsumed item a new run may start.
+    """
+
+    def __init__(self, n: int, workers: int, run: int, ahead: int) -> None:
+        self.n, self.run, self.ahead = n, max(1, run), max(1, ahead)
+        self.frontier = 0  # first item of no run
+        self.runs = [[0, 0] for _ in range(workers)]  # [next, stop) per worker
+
+    def take(self, worker: int, oldest: int, idle: bool) -> int | None:
+        """The next item for ``worker`` (None: nothing it may take now).
+
+        Args:
+            worker: The worker asking.
+            oldest: Index of the oldest result not yet consumed.
+            idle: The worker has nothing to do (only then may it steal: a worker that still has
+                work would take items its owner will reach as soon).
+        """
+        own = self.runs[worker]
+        if own[0] >= own[1]:
+            if self.frontier < self.n and self.frontier < oldest + self.ahead:
+                own[:] = [self.frontier, min(self.n, self.frontier + self.run)]
+                self.frontier = own[1]
+            elif not idle:
+                return None
+            else:
+                victim = max(self.runs, key=lambda r: r[1] - r[0])
+                left = victim[1] - victim[0]
+                if left <= 0:
+                    return None
+                cut = victim[1] - (left + 1) // 2
+                own[:] = [cut, victim[1]]
+                victim[1] = cut
+        own[0] += 1
+        return own[0] - 1
+
+
+def _run_pool(
+    fn: Callable[[Any], Any],
+    items: list[Any],
+    workers: int,
+    ordered: bool,
+    on_done: Callable[[int], None] | None,
+) -> Iterator[tuple[int, Any]]:
+    """One single-process pool per worker, fed by a :class:`RunScheduler` (two items in flight each)."""
+    import math
+    import multiprocessing as mp
+    from collections import Counter
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+    ctx = mp.get_context(start_method())
+    n = len(items)
+    workers = min(workers, n)
+    run = min(_MAX_RUN, math.ceil(n / workers))
+    # ordered results wait for their turn: bound how far runs may start past the oldest unyielded one
+    sched = RunScheduler(n, workers, run, 2 * workers * run if ordered else n)
+    pools = [ProcessPoolExecutor(max_workers=1, mp_context=ctx) for _ in range(workers)]
+    pending: dict[Future, tuple[int, int]] = {}  # future -> (worker, item)
+    done: dict[int, Any] = {}
+    oldest = 0  # next item to yield in item order
+    finished_all = False
+
+    def feed() -> None:
+        busy = Counter(w for w, _ in pending.values())
+        for w in range(workers):
+            while busy[w] < 2:
+                i = sched.take(w, oldest, idle=busy[w] == 0)
+                if i is None:
+                    break
+                pending[pools[w].submit(fn, items[i])] = (w, i)
+                busy[w] += 1
+
+    try:
+        feed()
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                _, i = pending.pop(fut)
+                done[i] = fut.result()
+                if on_done is not None:
+                    on_done(i)
+            feed()  # before yielding: the caller's work on the results must not keep workers waiting
+            if not ordered:
+                for i in sorted(done):
+                    yield i, done.pop(i)
+                continue
+            while oldest in done:
+                yield oldest, done.pop(oldest)
+                oldest += 1
+                feed()  # a consumed result may let a new run start
+        finished_all = True
+    finally:
+        for fut in pending:
+            fut.cancel()
+        for pool in pools:  # after the last result the workers exit while the caller goes on
+            pool.shutdown(wait=not finished_all, cancel_futures=True)
+
+
+#: Longest run of consecutive items one local worker takes at a time (:class:`RunScheduler`).
+_MAX_RUN = 8
+
+
+def _run_ray(
+    fn: Callable[[Any], Any],
+    items: list[Any],
+    workers: int,
+    address: str | None,
+    ordered: bool,
+    on_done: Callable[[int], None] | None,
+) -> Iterator[tuple[int, Any]]:
+    import ray
+    from ray.exceptions import RayTaskError
+
+    started = False
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR"}
+        if address is None:
+            kwargs["num_cpus"] = workers
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise ExecutorError(
+                f"cannot start or reach Ray at {address or 'a new local instance'} ({err}); "
+                "check tile.ray_address / RAY_ADDRESS or use tile.executor=local"
+            ) from None
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1)(fn)
+        limit = max(2, 2 * workers)
+        pending: dict[int, Any] = {}
+        nxt = 0
+        while pending or nxt < len(items):
+            oldest = min(pending, default=nxt)
+            while nxt < len(items) and nxt - oldest < limit:
+                pending[nxt] = remote.remote(items[nxt])
+                nxt += 1
+            if ordered:
+                i = min(pending)
+            else:
+                (ref,), _ = ray.wait(list(pending.values()), num_returns=1)
+                i = next(k for k, v in pending.items() if v == ref)
+            try:
+                result = ray.get(pending.pop(i))
+            except RayTaskError as err:
+                cause = getattr(err, "cause", None)
+                if isinstance(cause, BaseException):
+                    raise cause from None
+                raise
+            if on_done is not None:
+                on_done(i)
+            yield i, result
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,215 @@
+"""``a2mae ingest``: read scene metadata from local files, folders or ``s3://`` prefixes into the catalog.
+
+Steps (``docs/ingest.md``):
+
+1. :func:`~a2mae.ingest.discover.discover` lists the sources and groups files into scenes (no raster is
+   opened).
+2. A scene whose listing fingerprint (URIs, sizes, mtimes or ETags) is already in the catalog is
+   skipped without reading any of its files; so is one whose content hash is (the same files copied
+   elsewhere).
+3. The other scenes are read in parallel (``params.data.workers`` threads) by
+   :func:`~a2mae.ingest.scene_reader.read_scene`: headers, sidecars, detection, grid checks, cloud
+   fraction, WGS84 corners, period.
+4. New records are merged with the existing ones and the catalog is rewritten atomically, once. When
+   nothing is new the catalog file is not touched.
+
+Any bad scene stops the run with an :class:`IngestError` (nothing written) unless ``skip_bad`` is set,
+in which case it is reported in :attr:`IngestReport.failed` and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from a2mae.config import Params
+from a2mae.errors import A2maeError
+from a2mae.ingest.catalog import SceneRecord, read_catalog, write_catalog
+from a2mae.ingest.discover import IngestError, SceneSpec, discover
+from a2mae.ingest.scene_reader import ReadContext, listing_fingerprint, read_scene
+from a2mae.io.raster import raster_env
+from a2mae.io.storage import S3Settings, is_s3
+from a2mae.sensors.detect import band_vocabulary
+from a2mae.sensors.registry import get_registry
+
+__all__ = ["Failure", "IngestError", "IngestReport", "ingest"]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A scene (or source) that could not be ingested, with the one-line reason."""
+
+    source: str
+    message: str
+
+
+@dataclass
+class IngestReport:
+    """Outcome of one ingest run."""
+
+    catalog: Path
+    added: list[SceneRecord] = field(default_factory=list)
+    skipped: list[SceneRecord] = field(default_factory=list)  # already in the catalog
+    failed: list[Failure] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # auxiliary files next to per-band scenes
+    written: bool = False  # whether the catalog file was (re)written
+
+    def summary(self) -> str:
+        """One line: counts and the catalog path."""
+        return (
+            f"{len(self.added)} added, {len(self.skipped)} already in the catalog, "
+            f"{len(self.failed)} failed -> {self.catalog}"
+        )
+
+
+def ingest(
+    sources: Sequence[str],
+    catalog: str | Path,
+    params: Params,
+    *,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> IngestReport:
+    """Ingest scenes into the scene catalog (metadata only; append-only; atomic).
+
+    Args:
+        sources: Local files, local folders or ``s3://`` prefixes.
+        catalog: Local path of the Parquet catalog (created when missing).
+        params: Parameters (``data`` section: sensor files, workers, S3, growth period).
+        skip_bad: Go on past bad scenes and report them instead of stopping.
+        progress: Show a progress bar (only on a terminal).
+
+    Returns:
+        What was added, skipped (already present) and failed.
+
+    Raises:
+        IngestError: Bad input (without ``skip_bad``), a bad catalog path, or no source at all.
+    """
+    if not sources:
+        raise IngestError("no source given; pass files, folders or s3:// prefixes to ingest")
+    if is_s3(catalog):
+        raise IngestError(f"{catalog}: the catalog must be a local path (copy it to S3 afterwards)")
+    catalog = Path(catalog)
+    if catalog.exists() and not catalog.is_file():
+        raise IngestError(f"{catalog}: the catalog path is a folder; give a .parquet file path")
+    try:
+        existing = read_catalog(catalog)
+    except Exception as err:
+        raise IngestError(
+            f"{catalog}: cannot read the existing catalog ({' '.join(str(err).split())[:200]}); "
+            "move it away or give another --catalog"
+        ) from None
+    report = IngestReport(catalog=catalog)
+    registry = get_registry(params.data.sensor_files)
+    settings = S3Settings.from_params(params.data.s3)
+    ctx = ReadContext(registry=registry, settings=settings, growth=params.data.growth_period)
+
+    specs: list[SceneSpec] = []
+    for src in sources:
+        try:
+            found = discover([src], band_vocabulary(registry), settings)
+        except A2maeError as err:
+            if not skip_bad:
+                raise IngestError(str(err)) from None
+            report.failed.append(Failure(str(src), str(err)))
+            continue
+        specs.extend(found.scenes)
+        report.ignored.extend(found.ignored)
+
+    by_fingerprint = {r.fingerprint: r for r in existing if r.fingerprint}
+    by_hash = {r.content_hash: r for r in existing}
+    todo: list[tuple[SceneSpec, str]] = []
+    seen_sources: set[str] = set()
+    for spec in specs:
+        if spec.source in seen_sources:
+            continue
+        seen_sources.add(spec.source)
+        fp = listing_fingerprint(spec)
+        if fp in by_fingerprint:
+            report.skipped.append(by_fingerprint[fp])
+        else:
+            todo.append((spec, fp))
+
+    new = _read_all(todo, ctx, report, skip_bad=skip_bad, progress=progress, workers=params.data.workers)
+    for record in new:
+        if record.content_hash in by_hash:
+            report.skipped.append(by_hash[record.content_hash])
+        else:
+            by_hash[record.content_hash] = record
+            report.added.append(record)
+    if report.added:
+        write_catalog([*existing, *report.added], catalog)
+        report.written = True
+    report.added.sort(key=lambda r: r.scene_id)
+    return report
+
+
+def _read_all(
+    todo: Sequence[tuple[SceneSpec, str]],
+    ctx: ReadContext,
+    report: IngestReport,
+    *,
+    skip_bad: bool,
+    progress: bool,
+    workers: int,
+) -> list[SceneRecord]:
+    if not todo:
+        return []
+
+    def work(spec: SceneSpec, fp: str) -> SceneRecord:
+        with raster_env(ctx.settings):  # GDAL options are thread-local
+            return read_scene(spec, ctx, fp)
+
+    records: list[SceneRecord] = []
+    bar = _progress(progress, len(todo))
+    with bar as prog, ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
+        task = prog.add_task("ingest", total=len(todo)) if prog is not None else None
+        futures: dict[Future[SceneRecord], SceneSpec] = {pool.submit(work, s, fp): s for s, fp in todo}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in sorted(done, key=lambda f: futures[f].source):
+                spec = futures[fut]
+                err = fut.exception()
+                if prog is not None and task is not None:
+                    prog.advance(task)
+                if err is None:
+                    records.append(fut.result())
+                elif isinstance(err, A2maeError) and skip_bad:
+                    report.failed.append(Failure(spec.source, str(err)))
+                else:
+                    for other in pending:
+                        other.cancel()
+                    if isinstance(err, A2maeError):
+                        raise IngestError(str(err)) from None
+                    raise err
+    return records
+
+
+class _NoProgress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _progress(enabled: bool, total: int):
+    """A rich progress bar on stderr when enabled and stderr is a terminal, else a no-op."""
+    if not enabled or total < 2 or not sys.stderr.isatty() or os.environ.get("CI"):
+        return _NoProgress()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )

@@ -1,0 +1,417 @@
+"""Read one scene's metadata into a :class:`~a2mae.ingest.catalog.SceneRecord` (headers, sidecars, QA).
+
+Pixel reads are limited to three small ones per scene: the last block of each file (a truncated
+download fails there), a decimated read of the finest band (an all-nodata scene is refused) and a
+decimated read of the QA/SCL layer, when there is one, for the cloud fraction. Everything else comes
+from the raster headers and the sidecars.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from a2mae.config import GrowthPeriodConfig
+from a2mae.errors import A2maeError
+from a2mae.ingest.catalog import BandFile, SceneRecord
+from a2mae.ingest.discover import IngestError, SceneSpec
+from a2mae.ingest.period import growth_period
+from a2mae.ingest.scene_geometry import crs_string, is_all_nodata, pixel_size_m, wgs84_geometry
+from a2mae.ingest.sidecars import (
+    acquisition_datetime,
+    is_stac_item,
+    parse_json,
+    parse_mtl_json,
+    parse_mtl_text,
+    scale_offset_from_mtl,
+    scale_offset_from_stac,
+)
+from a2mae.io.raster import describe_open_error, open_raster
+from a2mae.io.storage import FileInfo, S3Settings, content_md5, read_bytes
+from a2mae.sensors.detect import (
+    SceneEvidence,
+    assign_stack,
+    band_vocabulary,
+    canonical_band,
+    detect_product,
+)
+from a2mae.sensors.registry import Product, Sensor, SensorRegistry
+
+SIDECAR_MAX_BYTES = 5 << 20
+NODATA_READ_SIDE = 256  # decimated read for the all-nodata check, pixels per side
+QA_READ_SIDE = 512  # decimated read of the QA layer for the cloud fraction
+
+
+@dataclass
+class _Header:
+    """What one raster file's header says."""
+
+    info: FileInfo
+    crs: Any
+    transform: Any
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: float | None
+    tags: dict[str, str]
+    descriptions: tuple[str | None, ...]
+
+    @property
+    def gsd(self) -> float:
+        return math.sqrt(abs(self.transform.a * self.transform.e - self.transform.b * self.transform.d))
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        from rasterio.transform import array_bounds
+
+        west, south, east, north = array_bounds(self.height, self.width, self.transform)
+        return (west, south, east, north)
+
+
+# ------------------------------------------------------------------------------------------- headers
+def _read_header(info: FileInfo, settings: S3Settings | None) -> _Header:
+    import rasterio
+
+    try:
+        with open_raster(info.uri, settings) as ds:
+            if ds.crs is None:
+                raise IngestError(
+                    f"{info.uri}: raster has no CRS; georeference it (e.g. gdal_edit.py -a_srs EPSG:xxxx) "
+                    "or use the archive's original file"
+                )
+            if ds.transform.is_identity:
+                how = (
+                    "only ground control points; warp it first (gdalwarp)"
+                    if ds.gcps[0]
+                    else "georeference it (gdal_translate -a_ullr ...) or use the archive's original file"
+                )
+                raise IngestError(f"{info.uri}: raster has no geotransform; {how}")
+            if ds.width < 1 or ds.height < 1 or ds.count < 1:
+                raise IngestError(f"{info.uri}: raster has no pixels or no bands")
+            header = _Header(
+                info=info,
+                crs=ds.crs,
+                transform=ds.transform,
+                width=ds.width,
+                height=ds.height,
+                count=ds.count,
+                dtype=ds.dtypes[0],
+                nodata=ds.nodata,
+                tags={str(k): str(v) for k, v in ds.tags().items()},
+                descriptions=tuple(ds.descriptions),
+            )
+            # A truncated download keeps its header: read the last block of the last band.
+            rows, cols = ds.block_shapes[-1]
+            last = ds.block_window(ds.count, (ds.height - 1) // rows, (ds.width - 1) // cols)
+            ds.read(ds.count, window=last)
+    except rasterio.errors.RasterioIOError as err:
+        raise IngestError(f"{info.uri}: {_read_error(err)}") from None
+    except A2maeError as err:
+        raise IngestError(str(err)) from None
+    return header
+
+
+def _read_error(err: BaseException) -> str:
+    causes = _causes(err)
+    chain = " ".join(" ".join(str(e).split()) for e in causes).lower()
+    if "read failed" in chain or "tiffread" in chain or "read error" in chain:
+        detail = " ".join(str(causes[-1]).split())
+        detail = detail.split(": ", 1)[-1][:120]
+        return f"truncated or corrupt file (pixel data cannot be read: {detail}); download it again"
+    return describe_open_error(err)
+
+
+def _causes(err: BaseException | None) -> list[BaseException]:
+    out = []
+    while err is not None and len(out) < 5:
+        out.append(err)
+        err = err.__cause__ or err.__context__
+    return out
+
+
+def _decimated(info: FileInfo, band: int, height: int, width: int, side: int, settings) -> np.ndarray:
+    """Nearest-neighbour read of one band at most ``side`` pixels on its longer side (uses overviews)."""
+    import rasterio
+
+    factor = max(1, math.ceil(max(height, width) / side))
+    shape = (max(1, math.ceil(height / factor)), max(1, math.ceil(width / factor)))
+    try:
+        with open_raster(info.uri, settings) as ds:
+            return ds.read(band, out_shape=shape)
+    except rasterio.errors.RasterioIOError as err:
+        raise IngestError(f"{info.uri}: {_read_error(err)}") from None
+
+
+# ------------------------------------------------------------------------------------------ sidecars
+def _read_sidecars(
+    spec: SceneSpec, settings: S3Settings | None
+) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
+    stac: dict[str, Any] | None = None
+    mtl: dict[str, str] | None = None
+    mtl_json: dict[str, str] | None = None
+    for info in spec.sidecars:
+        name = info.name.lower()
+        if info.size > SIDECAR_MAX_BYTES or not (name.endswith(".json") or name.endswith("mtl.txt")):
+            continue
+        data = read_bytes(info.uri, settings, max_bytes=SIDECAR_MAX_BYTES)
+        if name.endswith(".txt"):
+            mtl = mtl or parse_mtl_text(data.decode("utf-8", errors="replace"))
+            continue
+        doc = parse_json(data)
+        if is_stac_item(doc):
+            stac = stac or doc
+        elif isinstance(doc, dict) and (flat := parse_mtl_json(doc)) is not None:
+            mtl_json = mtl_json or flat
+    return stac, mtl or mtl_json
+
+
+# ---------------------------------------------------------------------------------------------- read
+@dataclass(frozen=True)
+class ReadContext:
+    """What :func:`read_scene` needs besides the scene: registry, S3 settings, period rule."""
+
+    registry: SensorRegistry
+    settings: S3Settings | None
+    growth: GrowthPeriodConfig
+
+
+def read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None = None) -> SceneRecord:
+    """Read a scene's metadata and build its catalog record.
+
+    Args:
+        spec: The scene from discovery.
+        ctx: Registry, S3 settings and the growth-period rule.
+        fingerprint: Listing fingerprint stored with the record (see :mod:`a2mae.ingest.run`).
+
+    Returns:
+        The record.
+
+    Raises:
+        IngestError: Bad input, with one line naming the file and what to do.
+    """
+    try:
+        return _read_scene(spec, ctx, fingerprint)
+    except IngestError:
+        raise
+    except A2maeError as err:  # storage, raster and detection errors already name the file
+        raise IngestError(str(err)) from None
+
+
+def _read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None) -> SceneRecord:
+    stac, mtl = _read_sidecars(spec, ctx.settings)
+    headers = [_read_header(info, ctx.settings) for info in spec.rasters]
+    first = headers[0]
+    vocab = band_vocabulary(ctx.registry)
+    if spec.single_file and first.count > 1:
+        tokens = tuple(d for d in first.descriptions if d and d.upper() in vocab)
+        tokens = tokens if len(tokens) == first.count else ()
+    else:
+        tokens = tuple(spec.tokens[h.info.uri] for h in headers if h.info.uri in spec.tokens)
+    evidence = SceneEvidence(
+        file_names=tuple(f.name for f in spec.files),
+        band_tokens=tokens,
+        stac=stac,
+        mtl=mtl,
+        tags=first.tags,
+        band_count=first.count,
+        single_file=spec.single_file,
+    )
+    found = detect_product(evidence, ctx.registry, spec.source)
+    sensor = ctx.registry.get(found.sensor)
+    product = sensor.product(found.product)
+
+    band_files, qa_file, grids = _assign_bands(spec, headers, sensor, found.product, product)
+    _check_grids(grids, spec.source)
+    ref = min(grids, key=lambda g: (round(g[1].gsd, 6), sensor_order(sensor, g[0].band)))
+    ref_band, ref_header = ref
+
+    nodata = ref_band.nodata
+    values = _decimated(
+        ref_header.info, ref_band.index, ref_header.height, ref_header.width, NODATA_READ_SIDE, ctx.settings
+    )
+    if is_all_nodata(values, nodata):
+        raise IngestError(
+            f"{spec.source}: all-nodata scene (band {ref_band.band} holds only the nodata value {nodata:g}); "
+            "remove it from the inputs or use --skip-bad"
+        )
+    cloud_fraction = None
+    if qa_file is not None and product.qa is not None:
+        qa_header = next(h for b, h in grids if b is qa_file)
+        qa_values = _decimated(
+            qa_header.info, 1, qa_header.height, qa_header.width, QA_READ_SIDE, ctx.settings
+        )
+        no, cloud = product.qa.masks(qa_values)
+        valid = int((~no).sum())
+        if valid == 0:
+            raise IngestError(
+                f"{spec.source}: all-nodata scene (its {product.qa.band} layer marks every pixel nodata); "
+                "remove it from the inputs or use --skip-bad"
+            )
+        cloud_fraction = float(cloud.sum()) / valid
+
+    when, when_source = acquisition_datetime(stac, mtl, first.tags, [f.name for f in spec.files])
+    corners, footprint, (clat, _) = wgs84_geometry(
+        ref_header.crs, ref_header.transform, ref_header.width, ref_header.height
+    )
+    period = growth_period(when, clat, ctx.growth.growth_months, ctx.growth.tropics_lat)
+    scale, offset = (
+        (scale_offset_from_stac(stac) if stac else None)
+        or (scale_offset_from_mtl(mtl) if mtl else None)
+        or (product.scale, product.offset)
+    )
+    content_hash = scene_content_hash(spec, ctx.settings)
+    date = when.strftime("%Y%m%d") if when else "nodate"
+    ordered = sorted(band_files, key=lambda b: sensor_order(sensor, b.band))
+    t = ref_header.transform
+    return SceneRecord(
+        scene_id=f"{sensor.id}_{found.product}_{date}_{content_hash[:8]}",
+        sensor=sensor.id,
+        product=found.product,
+        source=spec.source,
+        datetime=when,
+        datetime_source=when_source,
+        period=period,
+        crs=crs_string(ref_header.crs),
+        transform=(t.a, t.b, t.c, t.d, t.e, t.f),
+        width=ref_header.width,
+        height=ref_header.height,
+        gsd_m=ref_band.gsd_m,
+        bounds=ref_header.bounds,
+        corners=corners,  # type: ignore[arg-type]
+        footprint_wkt=footprint,
+        bands=tuple(b.band for b in ordered),
+        band_files=tuple(ordered),
+        qa_file=qa_file,
+        cloud_fraction=cloud_fraction,
+        scale=float(scale),
+        offset=float(offset),
+        content_hash=content_hash,
+        fingerprint=fingerprint,
+    )
+
+
+def sensor_order(sensor: Sensor, band: str) -> int:
+    """Position of a band in the sensor's registry order (QA layers last)."""
+    names = list(sensor.bands)
+    return names.index(band) if band in names else len(names)
+
+
+def _band_file(band: str, header: _Header, index: int, product: Product) -> BandFile:
+    t = header.transform
+    return BandFile(
+        band=band,
+        uri=header.info.uri,
+        index=index,
+        gsd_m=round(pixel_size_m(header.crs, header.transform, header.width, header.height), 6),
+        width=header.width,
+        height=header.height,
+        transform=(t.a, t.b, t.c, t.d, t.e, t.f),
+        dtype=header.dtype,
+        nodata=header.nodata if header.nodata is not None else product.nodata,
+    )
+
+
+def _assign_bands(
+    spec: SceneSpec, headers: Sequence[_Header], sensor: Sensor, level: str, product: Product
+) -> tuple[list[BandFile], BandFile | None, list[tuple[BandFile, _Header]]]:
+    qa_name = product.qa.band.upper() if product.qa else None
+    band_files: list[BandFile] = []
+    qa_file: BandFile | None = None
+    grids: list[tuple[BandFile, _Header]] = []
+    if spec.single_file and headers[0].count > 1:
+        h = headers[0]
+        try:
+            ids = assign_stack(sensor, level, h.count, h.descriptions)
+        except A2maeError as err:
+            raise IngestError(f"{h.info.uri}: {err}") from None
+        for i, band in enumerate(ids, start=1):
+            bf = _band_file(band, h, i, product)
+            band_files.append(bf)
+            grids.append((bf, h))
+        return band_files, None, grids
+    seen: dict[str, str] = {}
+    for h in headers:
+        token = spec.tokens.get(h.info.uri)
+        band = canonical_band(sensor, token) if token else None
+        if band is None and spec.single_file:
+            try:
+                band = assign_stack(sensor, level, 1, h.descriptions)[0]
+            except A2maeError as err:
+                raise IngestError(f"{h.info.uri}: {err}") from None
+        if band is None:
+            continue  # QA layer of another product (e.g. C2 QA_PIXEL next to a C1 product): not used
+        if band in seen:
+            raise IngestError(
+                f"{spec.source}: two files for band {band} ({seen[band]} and {h.info.name}); keep one"
+            )
+        seen[band] = h.info.name
+        if h.count != 1:
+            raise IngestError(
+                f"{h.info.uri}: a per-band file must hold one band, this one has {h.count}; split it"
+            )
+        bf = _band_file(band, h, 1, product)
+        if band in sensor.bands:
+            band_files.append(bf)
+            grids.append((bf, h))
+        elif band == qa_name:
+            qa_file = bf.model_copy(update={"nodata": h.nodata})  # QA layers: the file's nodata only
+            grids.append((qa_file, h))
+    if not band_files:
+        raise IngestError(f"{spec.source}: no spectral band of {sensor.id} found (only QA layers)")
+    return band_files, qa_file, grids
+
+
+def _check_grids(grids: Sequence[tuple[BandFile, _Header]], source: str) -> None:
+    """All files share the CRS; same-GSD files share the grid; others cover the same extent.
+
+    Raises:
+        IngestError: Bands of inconsistent shape, naming the odd file.
+    """
+    ref_band, ref = min(grids, key=lambda g: g[1].gsd)
+    for band, h in grids:
+        if h.crs != ref.crs:
+            raise IngestError(
+                f"{h.info.uri}: band {band.band} is in {crs_string(h.crs)} but {ref_band.band} in "
+                f"{crs_string(ref.crs)}; reproject the bands of a scene to one CRS"
+            )
+        tol = max(h.gsd, ref.gsd)
+        same_gsd = math.isclose(h.gsd, ref.gsd, rel_tol=1e-6)
+        if same_gsd:
+            ok = (h.width, h.height) == (ref.width, ref.height) and all(
+                math.isclose(a, b, abs_tol=1e-6 * tol)
+                for a, b in zip(h.transform, ref.transform, strict=False)
+            )
+        else:
+            ok = all(abs(a - b) <= tol + 1e-6 for a, b in zip(h.bounds, ref.bounds, strict=True))
+        if not ok:
+            raise IngestError(
+                f"{h.info.uri}: bands of inconsistent shape: band {band.band} is {h.width}x{h.height} px at "
+                f"{h.gsd:g} m covering {_fmt_bounds(h.bounds)}, but {ref_band.band} "
+                f"({ref.info.name}) is {ref.width}x{ref.height} px at {ref.gsd:g} m covering "
+                f"{_fmt_bounds(ref.bounds)}; re-export the band on the scene's grid"
+            )
+
+
+def _fmt_bounds(b: tuple[float, float, float, float]) -> str:
+    return "(" + ", ".join(f"{v:.1f}" for v in b) + ")"
+
+
+def scene_content_hash(spec: SceneSpec, settings: S3Settings | None) -> str:
+    """sha256 over ``name<TAB>md5`` lines of every file of the scene (rasters and sidecars), by name.
+
+    File names only (not folders), so a copy of the scene elsewhere, local or on S3, hashes the same.
+    """
+    lines = [f"{f.name}\t{content_md5(f, settings)}\n" for f in spec.files]
+    return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
+
+
+def listing_fingerprint(spec: SceneSpec) -> str:
+    """sha256 over the scene's source and every file's URI, size and mtime/ETag (no file is read)."""
+    lines = [spec.source + "\n"] + [f"{f.uri}\t{f.marker}\n" for f in spec.files]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()

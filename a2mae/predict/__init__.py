@@ -1,0 +1,1 @@
+"""Stage 6, predict: apply a registered model to imagery (maps, labels, embeddings)."""

@@ -1,0 +1,283 @@
+"""The pre-training driver: what ``a2mae pretrain`` and the Prefect flow call.
+
+:func:`run_pretrain`:
+
+1. checks the snapshot and the tracking store (one-line errors);
+2. finds or creates the MLflow run of ``(storage path, run name)`` -- starting again with the same name
+   continues the same run, with lineage tags (git commit, snapshot id, DVC hash) and the resolved
+   parameters as params;
+3. trains: in this process when ``pretrain.num_workers`` is 0, else with a Ray Train ``TorchTrainer``
+   (:mod:`a2mae.pretrain.ray_train`); either way the loop resumes from the run's newest checkpoint;
+4. logs the final model as the run's ``encoder`` MLflow model and registers it as a new version of
+   ``registry.encoder_model`` (once per final step: re-running a finished run registers nothing new).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from a2mae.config import Params, params_to_flat
+from a2mae.errors import A2maeError
+from a2mae.pretrain.loop import make_loop_config, run_local
+from a2mae.pretrain.ray_train import Storage, build_trainer, init_ray, progress_actor, resolve_storage
+from a2mae.pretrain.state import MODEL_FILE, read_train_state
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+class PretrainError(A2maeError):
+    """Pre-training failed (after Ray's restarts) or its input cannot be used."""
+
+
+@dataclass
+class PretrainResult:
+    """Outcome of a run.
+
+    Attributes:
+        run_name: Training run name.
+        run_id: MLflow run id.
+        resumed: The run existed before (it was continued).
+        global_step: Optimiser steps completed.
+        total_steps: Optimiser steps of the run.
+        checkpoint: Location of the final checkpoint.
+        model_uri: URI of the logged encoder model.
+        registered_version: Registered version of ``registry.encoder_model`` (None when not registered).
+        attempts: Starts of the training loop: ``{"attempt", "start_step", "world_size"}``.
+        seconds: Wall time.
+    """
+
+    run_name: str
+    run_id: str
+    resumed: bool
+    global_step: int
+    total_steps: int
+    checkpoint: str
+    model_uri: str | None
+    registered_version: str | None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def snapshot_identity(snapshot: str, params: Params) -> str:
+    """The snapshot id from ``snapshot.json`` (checks that the snapshot exists and is one).
+
+    Raises:
+        A2maeError: Missing or not a snapshot (one line).
+    """
+    from a2mae.stssd.snapshot import read_info
+
+    fs = None
+    if snapshot.startswith("s3://"):
+        from a2mae.io.storage import S3Settings, s3_filesystem
+
+        fs = s3_filesystem(S3Settings.from_params(params))
+    elif not Path(snapshot).exists():
+        raise PretrainError(f"{snapshot}: no such snapshot folder; build one with `a2mae tile`")
+    return str(read_info(snapshot, fs).get("snapshot_id", "unknown"))
+
+
+def preflight(params: Params, snapshot: str, check_snapshot: bool = True) -> tuple[str, str, Storage, str]:
+    """Check what a run needs before starting it (one-line errors).
+
+    Returns:
+        ``(snapshot URI, snapshot id, checkpoint storage, tracking URI)``.
+
+    Raises:
+        A2maeError: Missing or invalid snapshot, bad storage path, unreachable tracking store.
+    """
+    from a2mae.tracking.client import check_tracking_uri, resolve_tracking_uri
+
+    snapshot = snapshot.rstrip("/") if snapshot.startswith("s3://") else str(Path(snapshot).resolve())
+    snapshot_id = snapshot_identity(snapshot, params) if check_snapshot else "custom"
+    storage = resolve_storage(params)
+    tracking_uri = resolve_tracking_uri(params.registry.tracking_uri)
+    check_tracking_uri(tracking_uri)
+    return snapshot, snapshot_id, storage, tracking_uri
+
+
+def _watch_progress(actor: Any, progress: ProgressFn, stop: threading.Event) -> None:
+    import ray
+
+    last = None
+    while not stop.wait(0.5):
+        try:
+            info = ray.get(actor.latest.remote(), timeout=5)
+        except Exception:
+            continue
+        if info and info != last:
+            progress(info)
+            last = info
+
+
+def _fit_ray(
+    params: Params, name: str, config: dict[str, Any], storage: Storage, progress: ProgressFn | None
+):
+    init_ray(params)
+    actor = progress_actor() if progress is not None else None
+    config = {**config, "progress": actor}
+    stop = threading.Event()
+    watcher = None
+    if actor is not None and progress is not None:
+        watcher = threading.Thread(target=_watch_progress, args=(actor, progress, stop), daemon=True)
+        watcher.start()
+    try:
+        result = build_trainer(params, name, config, storage).fit()
+    except Exception as err:
+        raise PretrainError(f"pre-training run {name!r} failed: {_root_cause(err)}") from err
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join(timeout=5)
+    if result.error is not None:
+        raise PretrainError(f"pre-training run {name!r} failed: {_root_cause(result.error)}")
+    if result.checkpoint is None:
+        raise PretrainError(f"pre-training run {name!r} finished without a checkpoint")
+    return result.checkpoint
+
+
+_ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception|Interrupt)): (.+)$")
+
+
+def _root_cause(err: BaseException) -> str:
+    """One line naming the innermost error (Ray wraps worker errors with their traceback as text)."""
+    seen = err
+    while seen.__cause__ is not None:
+        seen = seen.__cause__
+    lines = str(seen).strip().splitlines()
+    for line in reversed(lines):
+        m = _ERROR_LINE.match(line)
+        if m:
+            return f"{m.group(1)}: {m.group(2)}"
+    return f"{type(seen).__name__}: {lines[0] if lines else ''}"
+
+
+def run_pretrain(
+    params: Params,
+    snapshot: str,
+    *,
+    name: str | None = None,
+    progress: ProgressFn | None = None,
+    register: bool = True,
+    model_fn: Callable[[Params], Any] | None = None,
+    dataset_fn: Callable[[str, Params], Any] | None = None,
+) -> PretrainResult:
+    """Pre-train (or continue pre-training) and register the encoder.
+
+    Args:
+        params: Resolved parameters.
+        snapshot: STSSD snapshot folder or ``s3://`` prefix.
+        name: Run name (default ``pretrain.run_name``); the same name continues the run.
+        progress: Called on the driver with progress dicts (``step``, ``total``, ``loss``, ...).
+        register: Log and register the encoder at the end.
+        model_fn: Model factory replacing the registered variant (tests, benchmarks).
+        dataset_fn: Dataset factory replacing ``StssdDataset`` (tests, benchmarks).
+
+    Returns:
+        What happened (MLflow run id, registered version, steps, ...).
+
+    Raises:
+        A2maeError: Bad snapshot, unreachable tracking store or Ray cluster, or a failed run.
+    """
+    import mlflow.tracking
+
+    from a2mae.tracking.lineage import snapshot_tags
+    from a2mae.tracking.runs import find_or_create_run
+
+    t0 = time.perf_counter()
+    pt = params.pretrain
+    name = name or pt.run_name
+    snapshot, snapshot_id, storage, tracking_uri = preflight(
+        params, snapshot, check_snapshot=dataset_fn is None
+    )
+    run_id, resumed = find_or_create_run(
+        tracking_uri,
+        pt.experiment,
+        run_key=storage.run_dir(name),
+        run_name=name,
+        params=params_to_flat(params),
+        tags={**snapshot_tags(snapshot, snapshot_id), "a2mae.storage": storage.run_dir(name)},
+    )
+    config = make_loop_config(
+        params,
+        snapshot,
+        tracking={"uri": tracking_uri, "run_id": run_id},
+        model_fn=model_fn,
+        dataset_fn=dataset_fn,
+    )
+    if pt.num_workers == 0:
+        run_dir = Path(storage.run_dir(name))
+        if storage.filesystem is not None:
+            raise PretrainError("pretrain.num_workers=0 (in-process) needs a local pretrain.storage_path")
+        run_local({**config, "progress": progress}, run_dir, pt.checkpoints_to_keep)
+        from a2mae.pretrain.context import LocalContext
+
+        found = LocalContext(run_dir, pt.checkpoints_to_keep).checkpoints()
+        ckpt_dir, ckpt_display = found[-1][1], str(found[-1][1])
+        state = read_train_state(ckpt_dir)
+        model_uri, version = _export(params, tracking_uri, run_id, ckpt_dir, state.global_step, register)
+    else:
+        ckpt = _fit_ray(params, name, config, storage, progress)
+        ckpt_display = storage.display_of(ckpt.path)
+        with ckpt.as_directory() as d:
+            state = read_train_state(d)
+            model_uri, version = _export(params, tracking_uri, run_id, Path(d), state.global_step, register)
+
+    client = mlflow.tracking.MlflowClient(tracking_uri)
+    client.set_tag(run_id, "a2mae.attempts", str(len(state.attempts)))
+    client.set_terminated(run_id, "FINISHED")
+    return PretrainResult(
+        run_name=name,
+        run_id=run_id,
+        resumed=resumed,
+        global_step=state.global_step,
+        total_steps=state.total_steps,
+        checkpoint=ckpt_display,
+        model_uri=model_uri,
+        registered_version=version,
+        attempts=state.attempts,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _export(
+    params: Params, tracking_uri: str, run_id: str, ckpt_dir: Path, step: int, register: bool
+) -> tuple[str | None, str | None]:
+    """Log (and register) the checkpoint's model, unless the model of this step was logged already.
+
+    Returns:
+        ``(model_uri, registered version)``; for an already logged step, the ones recorded then.
+    """
+    import mlflow.tracking
+
+    from a2mae.checkpoint import read_checkpoint_meta
+    from a2mae.registry.encoder import MODEL_URI_TAG, REGISTERED_STEP_TAG, REGISTERED_VERSION_TAG, log_encoder
+
+    if not register:
+        return None, None
+    tags = mlflow.tracking.MlflowClient(tracking_uri).get_run(run_id).data.tags
+    if tags.get(REGISTERED_STEP_TAG) == str(step):
+        return tags.get(MODEL_URI_TAG), tags.get(REGISTERED_VERSION_TAG)
+    model_file = ckpt_dir / MODEL_FILE
+    doc = read_checkpoint_meta(model_file)
+    meta = {
+        "a2mae_run_id": run_id,
+        "global_step": step,
+        "variant": doc.get("variant"),
+        "config": doc.get("config"),
+        "sensors": sorted(doc.get("sensors") or {}),
+        "snapshot_id": doc.get("extra", {}).get("snapshot_id"),
+    }
+    return log_encoder(
+        tracking_uri,
+        run_id,
+        model_file,
+        registered_name=params.registry.encoder_model,
+        metadata=meta,
+        step=step,
+    )

@@ -1,0 +1,472 @@
+"""Co-located image sets: ground grid, set composition, chip windows and the split by location.
+
+The plan is metadata-only (no pixel is read here):
+
+1. **Ground grid.** Candidate set centres lie on a global grid: in the UTM zone that contains the
+   point (EPSG 326zz north / 327zz south, zone from the longitude), at integer multiples of
+   ``grid_m`` in easting and northing. A point belongs to exactly one zone, so scenes in different
+   zones never produce two sets for one place, and set ids are stable when scenes are added.
+2. **Membership.** A scene covers a point when a chip of ``chip_size`` px of its finest grid,
+   centred on the point, fits inside the scene with one pixel to spare.
+3. **Composition** (per point, see :func:`compose_sets`): ``S2-L8`` sets of up to one growth and
+   one non-growth image of each temporal sensor (rounds of next-best scenes, ``sets_per_location``);
+   one ``GF-S2`` set per high-resolution image, with the partner sensor's images within
+   ``gf_s2_max_days`` (nearest in time first); ``single`` sets for sensors in neither role.
+4. **Windows.** All sets at a point share one centre: the centre of the pixel-aligned chip of the
+   coarsest scene used there, nearest to the grid point. Every chip is the pixel-aligned window of
+   its own scene's finest grid nearest to that centre (no resampling across sensors), so each chip
+   centre is within half of its own pixel, per axis, of the set centre, and a scene's chip at a
+   point is the same window in every set (stored once).
+   With ``thin_coarse_sets``, a set whose finest chip spans ``k >= 2`` grid cells (e.g. L8-only
+   sets: 2880 m chips on a 960 m grid) is kept only at points where ``ix`` and ``iy`` are multiples
+   of ``k``, so such chips overlap no more than S2 chips do (9x fewer redundant L8-only chips).
+5. **Split.** Each set goes to train/val/test by a hash of its ground block (``split.block_m``, in
+   the point's UTM zone) and the seed, so nearby sets never straddle splits.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from a2mae.config import TileConfig
+from a2mae.ingest.catalog import SceneRecord
+
+#: Coordinates: arrays (vectorised membership tests) or floats (one chip at a time).
+ArrayOrFloat = np.ndarray | float
+
+SET_KINDS = ("S2-L8", "GF-S2", "single")
+_KIND_TAG = {"S2-L8": "t", "GF-S2": "h", "single": "s"}
+
+
+def utm_epsg(lat: float, lon: float) -> int:
+    """EPSG code of the UTM zone containing (lat, lon) (no Norway/Svalbard exceptions)."""
+    zone = min(60, max(1, math.floor((lon + 180.0) / 6.0) + 1))
+    return (32600 if lat >= 0 else 32700) + zone
+
+
+def _utm_epsg_array(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    zone = np.clip(np.floor((lon + 180.0) / 6.0).astype(np.int64) + 1, 1, 60)
+    return np.where(lat >= 0, 32600, 32700) + zone
+
+
+@functools.lru_cache(maxsize=256)
+def transformer(src: str, dst: str):
+    """Cached pyproj transformer (x/y order: easting/northing, lon/lat)."""
+    from pyproj import Transformer
+
+    return Transformer.from_crs(src, dst, always_xy=True)
+
+
+@dataclass(frozen=True, order=True)
+class GridPoint:
+    """A candidate set centre: ``(ix * grid_m, iy * grid_m)`` in UTM zone ``epsg``."""
+
+    epsg: int
+    iy: int
+    ix: int
+
+    @property
+    def crs(self) -> str:
+        """The zone CRS as ``EPSG:nnnnn``."""
+        return f"EPSG:{self.epsg}"
+
+    def xy(self, grid_m: float) -> tuple[float, float]:
+        """Easting, northing of the point in its zone, metres."""
+        return self.ix * grid_m, self.iy * grid_m
+
+
+@dataclass(frozen=True, order=True)
+class ChipWindow:
+    """A chip: a ``chip_size`` square window of a scene's finest grid."""
+
+    scene: int
+    row0: int
+    col0: int
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """One image of a planned set."""
+
+    role: str
+    window: ChipWindow
+
+
+@dataclass(frozen=True)
+class PlannedSet:
+    """A planned co-located set (before chips are read and checked).
+
+    Attributes:
+        set_id: ``<epsg>-<ix>-<iy>-<kind tag><n>``, unique in a snapshot and stable across runs.
+        kind: ``S2-L8``, ``GF-S2`` or ``single``.
+        point: The grid point the set was built at.
+        centre_xy: The set centre (the reference chip's centre) in the point's zone CRS.
+        centre_latlon: The same centre in WGS84, ``(lat, lon)``.
+        images: The images in composition order (e.g. S2-g, L8-g, S2-ng, L8-ng; GF first in GF-S2).
+        split: ``train``, ``val`` or ``test``.
+    """
+
+    set_id: str
+    kind: str
+    point: GridPoint
+    centre_xy: tuple[float, float]
+    centre_latlon: tuple[float, float]
+    images: tuple[PlannedImage, ...]
+    split: str
+
+
+# --------------------------------------------------------------------------------------- membership
+def _inside(rec: SceneRecord, cols: np.ndarray, rows: np.ndarray, chip: int, margin: float) -> np.ndarray:
+    half = chip / 2
+    return (
+        (cols - half >= margin)
+        & (cols + half <= rec.width - margin)
+        & (rows - half >= margin)
+        & (rows + half <= rec.height - margin)
+    )
+
+
+def _pixel_coords(rec: SceneRecord, x: ArrayOrFloat, y: ArrayOrFloat) -> tuple[ArrayOrFloat, ArrayOrFloat]:
+    a, b, c, d, e, f = rec.transform
+    det = a * e - b * d
+    cols = (e * (x - c) - b * (y - f)) / det
+    rows = (-d * (x - c) + a * (y - f)) / det
+    return cols, rows
+
+
+def _ring(rec: SceneRecord, n: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Densified outline of the scene's finest grid, in the scene CRS."""
+    t = np.linspace(0.0, 1.0, n, endpoint=False)
+    w, h = rec.width, rec.height
+    cols = np.concatenate([t * w, np.full(n, w), (1 - t) * w, np.zeros(n)])
+    rows = np.concatenate([np.zeros(n), t * h, np.full(n, h), (1 - t) * h])
+    a, b, c, d, e, f = rec.transform
+    return a * cols + b * rows + c, d * cols + e * rows + f
+
+
+def scene_points(rec: SceneRecord, grid_m: float, chip: int) -> dict[GridPoint, tuple[float, float]]:
+    """Grid points where a chip of ``rec`` fits, with the point's pixel coordinates in the scene.
+
+    Args:
+        rec: The scene.
+        grid_m: Grid spacing, metres.
+        chip: Chip side, pixels.
+
+    Returns:
+        ``{point: (col, row)}``: fractional pixel coordinates of each point in the scene's finest grid.
+    """
+    lats = [c[0] for c in rec.corners]
+    lons = [c[1] for c in rec.corners]
+    zones = sorted(
+        {utm_epsg(la, lo) for la, lo in zip(lats, lons, strict=True)}
+        | {utm_epsg(sum(lats) / 4, sum(lons) / 4)}
+    )
+    rx, ry = _ring(rec)
+    out: dict[GridPoint, tuple[float, float]] = {}
+    for epsg in zones:
+        zcrs = f"EPSG:{epsg}"
+        zx, zy = transformer(rec.crs, zcrs).transform(rx, ry)
+        zx, zy = np.asarray(zx), np.asarray(zy)
+        if not (np.isfinite(zx).all() and np.isfinite(zy).all()):
+            continue
+        ix = np.arange(math.ceil(zx.min() / grid_m), math.floor(zx.max() / grid_m) + 1)
+        iy = np.arange(math.ceil(zy.min() / grid_m), math.floor(zy.max() / grid_m) + 1)
+        if ix.size == 0 or iy.size == 0:
+            continue
+        gx, gy = np.meshgrid(ix, iy)
+        gx, gy = gx.ravel(), gy.ravel()
+        px, py = gx * grid_m, gy * grid_m
+        sx, sy = transformer(zcrs, rec.crs).transform(px, py)
+        cols, rows = _pixel_coords(rec, np.asarray(sx), np.asarray(sy))
+        keep = _inside(rec, cols, rows, chip, 1.0)
+        if not keep.any():
+            continue
+        lon, lat = transformer(zcrs, "EPSG:4326").transform(px[keep], py[keep])
+        own = _utm_epsg_array(np.asarray(lat), np.asarray(lon)) == epsg
+        for i, j, c, r in zip(gx[keep][own], gy[keep][own], cols[keep][own], rows[keep][own], strict=True):
+            out[GridPoint(epsg, int(j), int(i))] = (float(c), float(r))
+    return out
+
+
+# -------------------------------------------------------------------------------------- composition
+def _quality(rec: SceneRecord) -> tuple:
+    cf = rec.cloud_fraction
+    return (cf is None, 0.0 if cf is None else cf, rec.scene_id)
+
+
+def compose_sets(
+    candidates: Sequence[int], records: Sequence[SceneRecord], cfg: TileConfig
+) -> list[tuple[str, list[tuple[str, int]]]]:
+    """Choose the sets at one grid point.
+
+    Args:
+        candidates: Indices (into ``records``) of the scenes covering the point.
+        records: All scenes, sorted by scene id.
+        cfg: Tile parameters (``temporal_sensors``, ``hires_sensors``, ``hires_partner``,
+            ``gf_s2_max_days``, ``sets_per_location``, ``max_images_per_set``).
+
+    Returns:
+        ``[(kind, [(role, scene index), ...]), ...]`` in a deterministic order; a role is
+        ``<sensor>-<period>``.
+    """
+    by_sensor: dict[str, list[int]] = defaultdict(list)
+    for i in candidates:
+        by_sensor[records[i].sensor].append(i)
+    for lst in by_sensor.values():
+        lst.sort(key=lambda i: _quality(records[i]))
+    cap = cfg.max_images_per_set
+    out: list[tuple[str, list[tuple[str, int]]]] = []
+
+    # S2-L8: one growth and one non-growth image per temporal sensor per round; "na" fills either.
+    queues = {
+        s: {p: [i for i in by_sensor.get(s, []) if records[i].period == p] for p in ("g", "ng", "na")}
+        for s in cfg.temporal_sensors
+    }
+    for _ in range(cfg.sets_per_location):
+        images: list[tuple[str, int]] = []
+        for slot in ("g", "ng"):
+            for s in cfg.temporal_sensors:
+                q = queues[s]
+                pick = q[slot].pop(0) if q[slot] else (q["na"].pop(0) if q["na"] else None)
+                if pick is not None:
+                    images.append((f"{s}-{records[pick].period}", pick))
+        if not images:
+            break
+        out.append(("S2-L8", images[:cap]))
+
+    # GF-S2: each high-resolution image with the partner's images nearest in time (within the window).
+    partners = by_sensor.get(cfg.hires_partner, [])
+    for s in cfg.hires_sensors:
+        for i in sorted(by_sensor.get(s, []), key=lambda i: records[i].scene_id):
+            hi = records[i]
+            images = [(f"{s}-{hi.period}", i)]
+            if hi.datetime is not None:
+                near = []
+                for j in partners:
+                    dt = records[j].datetime
+                    if dt is None:
+                        continue
+                    days = abs((dt - hi.datetime).total_seconds()) / 86400.0
+                    if days <= cfg.gf_s2_max_days:
+                        near.append((days, _quality(records[j]), j))
+                near.sort()
+                images += [(f"{cfg.hires_partner}-{records[j].period}", j) for _, _, j in near[: cap - 1]]
+            out.append(("GF-S2", images[:cap]))
+
+    # Sensors in no set type: single-image sets (best scenes first).
+    grouped = set(cfg.temporal_sensors) | set(cfg.hires_sensors)
+    for s in sorted(by_sensor):
+        if s in grouped:
+            continue
+        for i in by_sensor[s][: cfg.sets_per_location]:
+            out.append(("single", [(f"{s}-{records[i].period}", i)]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ windows
+def _window_at(rec: SceneRecord, col: float, row: float, chip: int) -> tuple[int, int]:
+    half = chip / 2
+    return math.floor(col - half + 0.5), math.floor(row - half + 0.5)
+
+
+def _fits(rec: SceneRecord, col0: int, row0: int, chip: int) -> bool:
+    return col0 >= 0 and row0 >= 0 and col0 + chip <= rec.width and row0 + chip <= rec.height
+
+
+def chip_transform(rec: SceneRecord, w: ChipWindow) -> tuple[float, float, float, float, float, float]:
+    """Affine ``(a, b, c, d, e, f)`` of a chip window, in the scene CRS."""
+    a, b, c, d, e, f = rec.transform
+    return (a, b, c + a * w.col0 + b * w.row0, d, e, f + d * w.col0 + e * w.row0)
+
+
+def chip_centre(rec: SceneRecord, w: ChipWindow, chip: int) -> tuple[float, float]:
+    """Ground coordinates of a chip's centre in the scene CRS."""
+    a, b, c, d, e, f = chip_transform(rec, w)
+    h = chip / 2
+    return a * h + b * h + c, d * h + e * h + f
+
+
+def split_of(point: GridPoint, grid_m: float, block_m: float, seed: int, val: float, test: float) -> str:
+    """Split of a grid point: a hash of its ground block and the seed, compared with the fractions."""
+    x, y = point.xy(grid_m)
+    bx, by = math.floor(x / block_m), math.floor(y / block_m)
+    digest = hashlib.sha256(f"{seed}:{point.epsg}:{bx}:{by}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u < test:
+        return "test"
+    if u < test + val:
+        return "val"
+    return "train"
+
+
+@dataclass
+class Plan:
+    """Everything to read and write, decided from metadata alone.
+
+    Attributes:
+        records: Scenes, sorted by scene id (``ChipWindow.scene`` indexes this list).
+        sets: Planned sets in snapshot order: grid points block by block (8 x 8 points, for read
+            locality), then kind and round.
+    """
+
+    records: list[SceneRecord]
+    sets: list[PlannedSet]
+
+    def windows_by_scene(self) -> dict[int, list[ChipWindow]]:
+        """Distinct chip windows to read, per scene, sorted row-major."""
+        out: dict[int, set[ChipWindow]] = defaultdict(set)
+        for s in self.sets:
+            for im in s.images:
+                out[im.window.scene].add(im.window)
+        return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def plan_sets(records: Sequence[SceneRecord], cfg: TileConfig) -> Plan:
+    """Plan the co-located sets of a catalog.
+
+    Args:
+        records: Catalog scenes (any order).
+        cfg: Tile parameters.
+
+    Returns:
+        The plan: sets with their chip windows and splits.
+    """
+    recs = sorted(records, key=lambda r: r.scene_id)
+    chip = cfg.chip_size
+    covering: dict[GridPoint, list[int]] = defaultdict(list)
+    pixel: dict[tuple[int, GridPoint], tuple[float, float]] = {}
+    for i, rec in enumerate(recs):
+        for p, cr in scene_points(rec, cfg.grid_m, chip).items():
+            covering[p].append(i)
+            pixel[(i, p)] = cr
+    sp = cfg.split
+    sets: list[PlannedSet] = []
+    compositions: dict[tuple[int, ...], list[tuple[str, list[tuple[str, int]]]]] = {}
+    for p in sorted(covering, key=_block_major):
+        key = tuple(covering[p])
+        if key not in compositions:  # points covered by the same scenes compose the same sets
+            compositions[key] = compose_sets(key, recs, cfg)
+        composed = compositions[key]
+        if cfg.thin_coarse_sets:
+            composed = [(k, m) for k, m in composed if _on_lattice(p, m, recs, chip, cfg.grid_m)]
+        if not composed:
+            continue
+        split = split_of(p, cfg.grid_m, sp.block_m, sp.seed, sp.val_fraction, sp.test_fraction)
+        centre = _point_centre(p, composed, recs, pixel, chip)
+        counters: dict[str, int] = defaultdict(int)
+        for kind, members in composed:
+            images = _place_images(members, centre, recs, chip, cfg.hires_sensors if kind == "GF-S2" else ())
+            if not images:
+                continue
+            set_id = f"{p.epsg}-{p.ix:05d}-{p.iy:05d}-{_KIND_TAG[kind]}{counters[kind]}"
+            counters[kind] += 1
+            sets.append(PlannedSet(set_id, kind, p, centre[2], centre[3], images, split))
+    return Plan(recs, sets)
+
+
+#: Grid points are visited in blocks of this many points per side (spatial locality of the reads).
+BLOCK_POINTS = 8
+
+
+def _block_major(p: GridPoint) -> tuple[int, int, int, int, int]:
+    return (*block_of(p), p.iy, p.ix)
+
+
+def block_of(p: GridPoint) -> tuple[int, int, int]:
+    """The block of ``BLOCK_POINTS`` x ``BLOCK_POINTS`` grid points containing ``p`` (visited whole)."""
+    return p.epsg, p.iy // BLOCK_POINTS, p.ix // BLOCK_POINTS
+
+
+def pack_runs(
+    sets: Sequence[PlannedSet], weight: Callable[[Sequence[PlannedSet]], int], bound: int
+) -> list[tuple[int, int]]:
+    """Cut consecutive planned sets into runs of at most ``bound`` total weight.
+
+    Runs hold whole blocks of grid points (a block's chips of one scene are then read as one
+    region, never split between runs); a block heavier than ``bound`` is cut between grid points;
+    a grid point is never split (its sets share chips), so a run is at least one point.
+
+    Args:
+        sets: Planned sets in plan order (grid points consecutive, blocks consecutive).
+        weight: Weight of the sets of one grid point (e.g. bytes or chips).
+        bound: Largest total weight of a run (exceeded only by a single heavier point).
+
+    Returns:
+        ``(start, stop)`` of each run, covering ``sets`` in order.
+    """
+    points: list[tuple[int, int, int]] = []  # (start, stop, weight) of each grid point
+    start = 0
+    for i in range(1, len(sets) + 1):
+        if i == len(sets) or sets[i].point != sets[start].point:
+            points.append((start, i, weight(sets[start:i])))
+            start = i
+    items: list[tuple[int, int, int]] = []  # whole blocks, or the points of a block above the bound
+    k = 0
+    while k < len(points):
+        j = k + 1
+        while j < len(points) and block_of(sets[points[j][0]].point) == block_of(sets[points[k][0]].point):
+            j += 1
+        total = sum(w for _, _, w in points[k:j])
+        items.extend(points[k:j] if total > bound else [(points[k][0], points[j - 1][1], total)])
+        k = j
+    runs: list[tuple[int, int]] = []
+    cur_start, cur_weight = 0, 0
+    for a, _, w in items:
+        if cur_weight and cur_weight + w > bound:
+            runs.append((cur_start, a))
+            cur_start, cur_weight = a, 0
+        cur_weight += w
+    if items:
+        runs.append((cur_start, len(sets)))
+    return runs
+
+
+def lattice_step(finest_gsd: float, chip: int, grid_m: float) -> int:
+    """Grid points per lattice step for a set whose finest chip is ``chip * finest_gsd`` metres wide."""
+    return max(1, math.floor(chip * finest_gsd / grid_m + 1e-9))
+
+
+def _on_lattice(p: GridPoint, members, recs, chip: int, grid_m: float) -> bool:
+    """Thinning: a set whose finest chip spans k grid cells is kept only at every k-th point."""
+    k = lattice_step(min(recs[i].gsd_m for _, i in members), chip, grid_m)
+    return p.ix % k == 0 and p.iy % k == 0
+
+
+def _point_centre(p: GridPoint, composed, recs, pixel, chip: int):
+    """Centre shared by every set at ``p``: the grid point snapped onto the coarsest member's grid.
+
+    Returns:
+        ``(ref CRS, (x, y) in ref CRS, (x, y) in the zone CRS, (lat, lon))``.
+    """
+    members = sorted({i for _, m in composed for _, i in m})
+    ref = max(members, key=lambda i: (recs[i].gsd_m, -i))
+    rr = recs[ref]
+    c, r = pixel[(ref, p)]
+    col0, row0 = _window_at(rr, c, r, chip)
+    qx, qy = chip_centre(rr, ChipWindow(ref, row0, col0), chip)
+    zx, zy = (qx, qy) if rr.crs == p.crs else transformer(rr.crs, p.crs).transform(qx, qy)
+    lon, lat = transformer(rr.crs, "EPSG:4326").transform(qx, qy)
+    return rr.crs, (qx, qy), (float(zx), float(zy)), (float(lat), float(lon))
+
+
+def _place_images(members, centre, recs, chip: int, required: Sequence[str]) -> tuple[PlannedImage, ...]:
+    """Chip windows of a set's images around the shared centre (empty when a required image is out)."""
+    crs, (qx, qy) = centre[0], centre[1]
+    images = []
+    for role, i in members:
+        rec = recs[i]
+        sx, sy = (qx, qy) if rec.crs == crs else transformer(crs, rec.crs).transform(qx, qy)
+        cc, rc = _pixel_coords(rec, float(sx), float(sy))  # floats: same arithmetic, no array overhead
+        c0, r0 = _window_at(rec, cc, rc, chip)
+        if _fits(rec, c0, r0, chip):  # near a scene edge the shifted centre may not fit: leave it out
+            images.append(PlannedImage(role, ChipWindow(i, r0, c0)))
+        elif rec.sensor in required:
+            return ()
+    return tuple(images)

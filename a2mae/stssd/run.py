@@ -1,0 +1,451 @@
+"""``a2mae tile``: scene catalog -> STSSD snapshot of co-located image sets.
+
+Steps: read the catalog; plan the sets from metadata (:mod:`a2mae.stssd.grouping`); cut the plan
+into shard tasks of consecutive grid points; each task, in a local process or a Ray task
+(:mod:`a2mae.executor`), reads its chips in bounded batches, drops chips over the nodata/cloud
+limits and the sets that lose what they need, and writes the rest into its shard
+(:func:`a2mae.stssd.packing.write_shard`); as results come back in plan order, this process writes
+the manifest and the statistics (:mod:`a2mae.stssd.snapshot`).
+
+* **Determinism**: the plan and the packing order depend only on the catalog content and the
+  parameters; results are consumed in plan order, and statistics are exact integer sums.
+* **Incremental**: ``snapshot.json`` stores a fingerprint of the catalog records, the tile parameters
+  that change the output, the sensors used and the format version. When the target already holds a
+  complete snapshot with the same fingerprint, nothing is read ("up to date").
+* **Atomic**: the snapshot is built in a temporary sibling folder and renamed into place; a failure
+  removes the temporary folder and leaves a previous snapshot untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from a2mae.config import Params, TileConfig
+from a2mae.errors import A2maeError
+from a2mae.executor import in_process, run_tasks
+from a2mae.ingest.catalog import SceneRecord, read_catalog
+from a2mae.sensors import get_registry
+from a2mae.sensors.registry import QASpec, SensorRegistry
+from a2mae.stssd.chips import SceneSource, close_open_files
+from a2mae.stssd.grouping import Plan, pack_runs, plan_sets
+from a2mae.stssd.packing import ShardTask, write_shard
+from a2mae.stssd.snapshot import (
+    FORMAT_VERSION,
+    INFO,
+    SnapshotError,
+    SnapshotWriter,
+    is_complete,
+    read_info,
+)
+
+#: Tile parameters that do not change the output (how the work runs, where it goes).
+EXECUTION_KEYS = ("executor", "workers", "ray_address", "chips_per_task", "gdal_cache_mb", "snapshot")
+
+
+class TilingError(A2maeError):
+    """The catalog or the output folder is unusable; the message names it and says what to do."""
+
+
+@dataclass
+class TileSummary:
+    """Result of :func:`tile`.
+
+    Attributes:
+        out: The snapshot folder.
+        snapshot_id: Content hash of the snapshot.
+        up_to_date: True when nothing was done (same inputs and parameters as the existing snapshot).
+        counts: Counts stored in ``snapshot.json``.
+        seconds: Wall time of this call.
+        input_bytes: Size of the scenes' local files (0 for s3:// scenes).
+    """
+
+    out: Path
+    snapshot_id: str
+    up_to_date: bool
+    counts: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    input_bytes: int = 0
+
+
+def load_catalog(path: str | os.PathLike[str]) -> list[SceneRecord]:
+    """Read a scene catalog, with one-line errors.
+
+    Raises:
+        TilingError: Missing, a folder, not a catalog, or empty.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise TilingError(f"{p}: catalog not found; run `a2mae ingest` first or pass --catalog PATH")
+    if p.is_dir():
+        raise TilingError(f"{p}: is a folder; --catalog takes the catalog file written by `a2mae ingest`")
+    try:
+        records = read_catalog(p)
+    except Exception as err:  # pyarrow raises several types for a non-Parquet or foreign file
+        text = " ".join(str(err).split())
+        if "parquet" in text.lower() and ("magic" in text.lower() or "could not open" in text.lower()):
+            reason = "not a Parquet file"
+        else:
+            reason = f"{type(err).__name__}: {text[:120]}"
+        raise TilingError(
+            f"{p}: not an a2mae scene catalog ({reason}); rebuild it with `a2mae ingest`"
+        ) from None
+    if not records:
+        raise TilingError(f"{p}: the catalog has no scenes; ingest some scenes first")
+    return records
+
+
+def fingerprint(
+    records: Sequence[SceneRecord], cfg: TileConfig, registry: SensorRegistry
+) -> tuple[str, dict[str, Any]]:
+    """Fingerprint of everything that determines a snapshot's bytes.
+
+    Returns:
+        ``(fingerprint, info)`` where ``info`` holds the parts recorded in ``snapshot.json``.
+    """
+    import a2mae
+
+    recs = sorted(records, key=lambda r: r.scene_id)
+    cat = hashlib.sha256(
+        json.dumps([r.model_dump(mode="json") for r in recs], sort_keys=True).encode()
+    ).hexdigest()
+    params = cfg.model_dump(mode="json", exclude=set(EXECUTION_KEYS))
+    sensors = registry.to_dict(sorted({r.sensor for r in recs}))
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "a2mae": getattr(a2mae, "__version__", "0"),
+        "catalog": cat,
+        "params": params,
+        "sensors": sensors,
+    }
+    fp = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    info = {
+        "fingerprint": fp,
+        "a2mae_version": payload["a2mae"],
+        "catalog": {"scenes": len(recs), "sha256": cat},
+        "params": {"tile": params},
+    }
+    return fp, info
+
+
+def kept_bands(rec: SceneRecord, registry: SensorRegistry, cfg: TileConfig) -> tuple[str, ...]:
+    """Bands written for a scene: the sensor's pre-training order, minus dropped and missing bands."""
+    sensor = registry.get(rec.sensor)
+    drop = set(cfg.drop_bands.get(rec.sensor, []))
+    present = {bf.band for bf in rec.band_files}
+    return tuple(b for b in sensor.pretrain_bands if b not in drop and b in present)
+
+
+def on_chip_grid(rec: SceneRecord, registry: SensorRegistry, cfg: TileConfig) -> SceneRecord:
+    """The record with its grid set to the finest grid of the bands written.
+
+    The catalog's grid is the scene's finest band, which may be a band that is not written (Landsat
+    L1's 15 m panchromatic B8): chips are cut at the native GSD of the pre-training bands.
+
+    Raises:
+        TilingError: A scene has none of its sensor's pre-training bands.
+    """
+    keep = kept_bands(rec, registry, cfg)
+    if not keep:
+        raise TilingError(
+            f"scene {rec.scene_id} ({rec.source}): none of the {rec.sensor} pre-training bands is present"
+        )
+    finest = min(
+        (bf for bf in rec.band_files if bf.band in keep), key=lambda bf: (bf.gsd_m, keep.index(bf.band))
+    )
+    if finest.transform == rec.transform and (finest.width, finest.height) == (rec.width, rec.height):
+        return rec
+    a, _, c, _, e, f = finest.transform
+    xs = (c, c + a * finest.width)
+    ys = (f, f + e * finest.height)
+    return rec.model_copy(
+        update={
+            "transform": finest.transform,
+            "width": finest.width,
+            "height": finest.height,
+            "gsd_m": finest.gsd_m,
+            "bounds": (min(xs), min(ys), max(xs), max(ys)),
+        }
+    )
+
+
+def _qa_decode(rec: SceneRecord, registry: SensorRegistry) -> QASpec | None:
+    if rec.qa_file is None:
+        return None
+    return registry.get(rec.sensor).product(rec.product).qa
+
+
+def build_tasks(
+    plan: Plan, cfg: TileConfig, registry: SensorRegistry, s3: object | None = None
+) -> tuple[list[ShardTask], dict[int, tuple[str, ...]]]:
+    """One task per shard: whole blocks of grid points whose chips add up to at most ``shard_max_mb``.
+
+    The partition (:func:`~a2mae.stssd.grouping.pack_runs`) depends only on the plan and
+    ``shard_max_mb`` (not on the worker count or ``chips_per_task``), so it is part of the output's
+    definition. Runs hold whole 8 x 8 blocks of grid points where they fit, so a block's chips of
+    one scene are read as one region by one task.
+
+    Returns:
+        ``(tasks in plan order, bands written per scene index)``; ``out_dir`` is left unset.
+
+    Raises:
+        TilingError: A scene has none of its sensor's pre-training bands.
+    """
+    sources: dict[int, SceneSource] = {}
+    bands: dict[int, tuple[str, ...]] = {}
+
+    def source(scene: int) -> SceneSource:
+        if scene not in sources:
+            rec = plan.records[scene]
+            keep = kept_bands(rec, registry, cfg)
+            if not keep:
+                raise TilingError(
+                    f"scene {rec.scene_id} ({rec.source}): "
+                    f"none of the {rec.sensor} pre-training bands is present"
+                )
+            by_band = {bf.band: bf for bf in rec.band_files}
+            files = tuple(by_band[b] for b in keep)
+            product = registry.get(rec.sensor).product(rec.product)
+            bands[scene] = keep
+            sources[scene] = SceneSource(
+                scene_id=rec.scene_id,
+                content_hash=rec.content_hash,
+                transform=rec.transform,
+                bands=keep,
+                band_files=files,
+                nodata=tuple(bf.nodata if bf.nodata is not None else product.nodata for bf in files),
+                qa_file=rec.qa_file,
+                qa=_qa_decode(rec, registry),
+                scale=rec.scale,
+                offset=rec.offset,
+            )
+        return sources[scene]
+
+    max_bytes = int(cfg.shard_max_mb * 1024 * 1024)
+    chip_bytes = 2 * cfg.chip_size * cfg.chip_size
+    tasks: list[ShardTask] = []
+
+    def flush(a: int, b: int) -> None:
+        sets = tuple(plan.sets[a:b])
+        scenes = sorted({im.window.scene for st in sets for im in st.images})
+        tasks.append(
+            ShardTask(
+                unit=len(tasks),
+                chip=cfg.chip_size,
+                scenes=tuple(source(sc) for sc in scenes),
+                scene_index=tuple(scenes),
+                sensors=tuple(plan.records[sc].sensor for sc in scenes),
+                sets=sets,
+                max_nodata=cfg.max_nodata_fraction,
+                max_cloud=cfg.max_cloud_fraction,
+                min_images=cfg.min_images_per_set,
+                hires_sensors=frozenset(cfg.hires_sensors),
+                max_bytes=max_bytes,
+                batch_chips=cfg.chips_per_task,
+                gdal_cache_mb=cfg.gdal_cache_mb,
+                s3=s3,
+            )
+        )
+
+    def point_bytes(sets) -> int:
+        wins = {im.window for st in sets for im in st.images}
+        return sum(len(source(w.scene).bands) * chip_bytes for w in wins)
+
+    for a, b in pack_runs(plan.sets, point_bytes, max_bytes):
+        flush(a, b)
+    return tasks, bands
+
+
+def _input_bytes(records: Sequence[SceneRecord]) -> int:
+    uris = {bf.uri for r in records for bf in (*r.band_files, *([r.qa_file] if r.qa_file else []))}
+    total = 0
+    for u in uris:
+        if not u.startswith("s3://"):
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(u)
+    return total
+
+
+def _check_target(out: Path) -> dict[str, Any] | None:
+    """The existing snapshot's info at ``out`` (None when ``out`` is absent or an empty folder)."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise TilingError(f"{out}: exists and is a file; choose another --out")
+    if not (out / INFO).exists():
+        if any(out.iterdir()):
+            raise TilingError(
+                f"{out}: exists, is not empty and is not an a2mae snapshot; choose another --out or remove it"
+            )
+        return None
+    try:
+        return read_info(out)
+    except SnapshotError:
+        return None  # an older or damaged snapshot: rebuilt and replaced
+
+
+#: In a temporary snapshot folder: ``<host> <pid>`` of the run building it.
+OWNER = ".owner"
+#: A temporary folder without an owner is left alone this long (its run may be starting).
+_OWNERLESS_GRACE_S = 60.0
+
+
+def _remove_stale_temporaries(out: Path) -> list[Path]:
+    """Remove temporary folders of killed runs that targeted ``out`` (``.<name>.tmp-*``).
+
+    A folder is stale when its owner is a process of this host that no longer runs, or when it has
+    no owner file and is older than a minute. Folders of live runs, and of other hosts (a shared
+    file system), are left alone.
+
+    Returns:
+        The folders removed.
+    """
+    from a2mae.services.daemon import pid_alive
+
+    removed = []
+    host = socket.gethostname()
+    for p in sorted(out.parent.glob(f".{out.name}.tmp-*")):
+        try:
+            owner_host, pid = (p / OWNER).read_text().split()
+            stale = owner_host == host and not pid_alive(int(pid))
+        except FileNotFoundError:
+            try:
+                stale = time.time() - p.stat().st_mtime > _OWNERLESS_GRACE_S
+            except FileNotFoundError:
+                continue
+        except (OSError, ValueError):
+            continue
+        if stale:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
+
+
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not (enabled and console.is_terminal),
+        transient=True,
+    )
+
+
+def tile(
+    catalog: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    params: Params,
+    *,
+    progress: bool = True,
+    force: bool = False,
+) -> TileSummary:
+    """Tile a scene catalog into an STSSD snapshot.
+
+    Args:
+        catalog: Scene catalog written by ``a2mae ingest`` (or :func:`~a2mae.ingest.catalog.write_catalog`).
+        out: Snapshot folder (created, or replaced atomically when its inputs changed).
+        params: Parameters (``tile`` section; ``data.sensor_files`` and ``data.s3`` for reading).
+        progress: Show a progress bar (only on a terminal).
+        force: Rebuild even when the snapshot is up to date.
+
+    Returns:
+        What was done.
+
+    Raises:
+        TilingError: Bad catalog or output folder.
+        A2maeError: Unreadable scene files and other input problems.
+    """
+    t0 = time.perf_counter()
+    cfg = params.tile
+    out = Path(out)
+    records = load_catalog(catalog)
+    registry = get_registry(params.data.sensor_files)
+    fp, info = fingerprint(records, cfg, registry)
+    _remove_stale_temporaries(out)
+    existing = _check_target(out)
+    if (
+        not force
+        and existing is not None
+        and existing.get("fingerprint") == fp
+        and is_complete(out, existing)
+    ):
+        return TileSummary(
+            out, existing["snapshot_id"], True, existing.get("counts", {}), time.perf_counter() - t0
+        )
+
+    from a2mae.io.storage import S3Settings
+
+    plan = plan_sets([on_chip_grid(r, registry, cfg) for r in records], cfg)
+    if not plan.sets:
+        raise TilingError(
+            f"{catalog}: no image set fits: every scene is smaller than a chip of tile.chip_size="
+            f"{cfg.chip_size} px, or covers no point of the {cfg.grid_m:g} m grid; lower tile.chip_size"
+        )
+    tasks, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
+    in_workers = not in_process(cfg.executor, cfg.workers, len(tasks))
+    if in_workers and cfg.executor == "local":
+        import a2mae.io.raster  # noqa: F401  (rasterio and GDAL load once here, not in every forked worker)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        (tmp / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+        writer = SnapshotWriter(tmp, plan, bands, chip=cfg.chip_size, info=info)
+        # local workers write the shards; a Ray worker may be on another machine (bytes come back)
+        out_dir = str(writer.shard_dir) if cfg.executor == "local" else None
+        tasks = [replace(t, out_dir=out_dir, worker_process=in_workers) for t in tasks]
+        try:
+            with _progress(progress) as bar:
+                job = bar.add_task("tiling", total=len(plan.sets))
+                results = run_tasks(
+                    write_shard,
+                    tasks,
+                    executor=cfg.executor,
+                    workers=cfg.workers,
+                    ray_address=cfg.ray_address,
+                    ordered=True,
+                    on_done=lambda i: bar.advance(job, len(tasks[i].sets)),  # as shards finish
+                )
+                for i, result in results:
+                    writer.add(tasks[i].sets, result)
+            counts = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            close_open_files()  # the files this process opened (workers=1, or a failure)
+        snapshot_id = json.loads((tmp / INFO).read_text())["snapshot_id"]
+        (tmp / OWNER).unlink()
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return TileSummary(
+        out, snapshot_id, False, counts.__dict__, time.perf_counter() - t0, _input_bytes(plan.records)
+    )

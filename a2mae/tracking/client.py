@@ -1,0 +1,145 @@
+"""MLflow client plumbing: which tracking store, pointing the process at it, failing fast when it is down.
+
+The registry is the tracking store itself (one URI: ``$MLFLOW_TRACKING_URI``, else
+``registry.tracking_uri``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from a2mae.config import Params
+from a2mae.errors import A2maeError
+
+
+class TrackingError(A2maeError):
+    """The tracking server or store cannot be used (unreachable, bad URI)."""
+
+
+def resolve_tracking_uri(configured: str, env: Mapping[str, str] | None = None) -> str:
+    """The tracking URI to use: ``$MLFLOW_TRACKING_URI`` wins over ``registry.tracking_uri``.
+
+    A relative SQLite path (``sqlite:///mlruns.db``) is made absolute against the current directory, so
+    Ray workers (which run in other directories) write to the same file.
+
+    Args:
+        configured: ``registry.tracking_uri`` of the parameters.
+        env: Environment (default: ``os.environ``).
+
+    Raises:
+        TrackingError: The URI is a bare path (the file store is deprecated in MLflow 3).
+    """
+    env = os.environ if env is None else env
+    uri = (env.get("MLFLOW_TRACKING_URI") or configured).strip()
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///") :]
+        if not path.startswith("/"):
+            uri = "sqlite:///" + str(Path(path).resolve())
+        return uri
+    if "://" not in uri and not uri.startswith("databricks"):
+        raise TrackingError(
+            f"tracking URI {uri!r}: use sqlite:///path/to/mlflow.db or http(s)://host:port "
+            "(registry.tracking_uri or MLFLOW_TRACKING_URI)"
+        )
+    return uri
+
+
+@contextlib.contextmanager
+def mlflow_uris(tracking_uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide tracking and registry URIs at ``tracking_uri``; restore them after.
+
+    MLflow's fluent API (``start_run``, ``log_model(registered_model_name=...)``, ``models:/`` URIs) reads
+    process globals, and ``mlflow.set_tracking_uri`` / ``set_registry_uri`` / ``set_experiment`` also
+    write the environment variables ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` /
+    ``MLFLOW_EXPERIMENT_ID``. A long-lived process (a Prefect worker, a test session) may use other
+    stores, so the globals are put back as they were (unset stays unset: an explicitly set registry URI
+    would make every later ``MlflowClient(uri)`` use it instead of ``uri``), and so are the variables.
+    The registry is the tracking store itself (one URI: ``registry.tracking_uri``).
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
+    env_before = {k: os.environ.get(k) for k in names}
+    raw_before = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri, registry_utils._registry_uri = raw_before
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast with one line when the tracking store cannot be reached.
+
+    Args:
+        uri: A resolved tracking URI.
+        timeout_s: HTTP timeout.
+
+    Raises:
+        TrackingError: The HTTP server does not answer ``/health``, or the SQLite folder is not writable.
+    """
+    if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+                if resp.status != 200:
+                    raise TrackingError(f"tracking server {uri}: /health answered {resp.status}")
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise TrackingError(
+                f"tracking server {uri} is unreachable ({reason}); start it (docs/pretrain.md) "
+                "or set registry.tracking_uri / MLFLOW_TRACKING_URI"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///") :]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TrackingError(f"tracking store {uri}: cannot create {folder} ({err.strerror})") from None
+        if not os.access(folder, os.W_OK):
+            raise TrackingError(f"tracking store {uri}: folder {folder} is not writable")
+
+
+def tracking_uri(params: Params) -> str:
+    """``$MLFLOW_TRACKING_URI``, else ``registry.tracking_uri`` (a relative SQLite path made absolute)."""
+    return resolve_tracking_uri(params.registry.tracking_uri)
+
+
+def configure(params: Params) -> str:
+    """Point the MLflow client (tracking and registry) at :func:`tracking_uri`; return it."""
+    import mlflow
+
+    uri = tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def client(params: Params) -> Any:
+    """An ``MlflowClient`` on the configured URI."""
+    from mlflow.tracking import MlflowClient
+
+    uri = configure(params)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextlib.contextmanager
+def temp_dir() -> Iterator[Path]:
+    """A temporary folder removed afterwards (for artifacts staged before logging)."""
+    with tempfile.TemporaryDirectory(prefix="a2mae-") as d:
+        yield Path(d)

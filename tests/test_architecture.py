@@ -1,0 +1,254 @@
+"""The import contract: one package per pipeline stage, layers that import one way, a pure model.
+
+The layers, from the top (a module may import its own layer and the layers below it, never above):
+
+====  ===============================================================================================
+ 0    entry points: ``flows``, ``a2mae.cli``, ``a2mae.__main__``, ``a2mae.testing`` (test support)
+ 1    ``a2mae.predict``
+ 2    ``a2mae.evaluate``
+ 3    ``a2mae.finetune``
+ 4    ``a2mae.pretrain``
+ 5    ``a2mae.registry``
+ 6    ``a2mae.stssd``
+ 7    ``a2mae.ingest``
+ 8    shared services of the stages: ``tracking``, ``checkpoint``, ``executor``, ``services``, ``dvc``,
+      ``samples``
+ 9    ``a2mae.models`` (pure torch + timm)
+ 10   base: ``a2mae.types``, ``a2mae.sensors``, ``a2mae.io``, ``a2mae.config``, ``a2mae.errors``
+====  ===============================================================================================
+
+Besides the layers: ``a2mae`` imports no Prefect; ``a2mae.models`` imports no file I/O, Ray, MLflow or
+Prefect; no module imports another that (directly or not) imports it back. Every import counts,
+including those inside functions: a deferred import is still a dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+LAYERS: list[tuple[str, ...]] = [
+    ("flows", "a2mae.cli", "a2mae.__main__", "a2mae.testing"),
+    ("a2mae.predict",),
+    ("a2mae.evaluate",),
+    ("a2mae.finetune",),
+    ("a2mae.pretrain",),
+    ("a2mae.registry",),
+    ("a2mae.stssd",),
+    ("a2mae.ingest",),
+    (
+        "a2mae.tracking",
+        "a2mae.checkpoint",
+        "a2mae.executor",
+        "a2mae.services",
+        "a2mae.dvc",
+        "a2mae.samples",
+    ),
+    ("a2mae.models",),
+    ("a2mae.types", "a2mae.sensors", "a2mae.io", "a2mae.config", "a2mae.errors", "a2mae._tvshim", "a2mae"),
+]
+
+#: Top-level packages ``a2mae.models`` must never import (file I/O, distribution, tracking, orchestration).
+MODEL_FORBIDDEN = ("rasterio", "s3fs", "fsspec", "boto3", "ray", "mlflow", "prefect", "a2mae.io", "yaml")
+
+
+def module_name(path: Path, root: Path) -> str:
+    """``a2mae/stssd/run.py`` -> ``a2mae.stssd.run`` (packages by their ``__init__``)."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imports_of(path: Path, module: str) -> Iterable[tuple[str, int]]:
+    """Every imported module name of a file (absolute, relative ones resolved), with its line."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                name = ".".join([*base, node.module] if node.module else base)
+            else:
+                name = node.module or ""
+            for alias in node.names:  # `from a2mae.stssd import chips` imports the module a2mae.stssd.chips
+                yield f"{name}.{alias.name}", node.lineno
+
+
+def collect(root: Path) -> dict[str, tuple[Path, list[tuple[str, int]]]]:
+    """Modules of ``a2mae`` and ``flows`` under ``root`` with their imports."""
+    out = {}
+    for top in ("a2mae", "flows"):
+        for path in sorted((root / top).rglob("*.py")):
+            mod = module_name(path, root)
+            out[mod] = (path, list(imports_of(path, mod)))
+    return out
+
+
+def layer_of(module: str) -> int | None:
+    """Rank of the layer a module belongs to (longest matching prefix), None for outside modules."""
+    best: tuple[int, int] | None = None
+    for rank, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            matches = module == prefix or module.startswith(prefix + ".")
+            if matches and (best is None or len(prefix) > best[1]):
+                best = (rank, len(prefix))
+    return best[0] if best else None
+
+
+def resolve(name: str, modules: set[str]) -> str | None:
+    """The project module an imported name refers to (``a2mae.stssd.chips.read`` -> the module).
+
+    ``from a2mae.models import geo`` depends on the module ``a2mae.models.geo`` only; the package's
+    ``__init__`` runs first but is no dependency of the importer.
+    """
+    full = name
+    while "." in name:  # the bare top-level package matches only itself
+        if name in modules:
+            return name
+        name = name.rpartition(".")[0]
+    return full if full in modules else None
+
+
+def violations(root: Path) -> list[str]:
+    """Every breach of the contract in the tree at ``root``, one line each."""
+    found = collect(root)
+    modules = set(found)
+    edges: dict[str, set[str]] = {m: set() for m in modules}
+    out: list[str] = []
+    for mod, (path, imports) in found.items():
+        where = path.relative_to(root)
+        rank = layer_of(mod)
+        for name, line in imports:
+            top = name.split(".")[0]
+            if mod.startswith("a2mae") and top == "prefect":
+                out.append(f"{where}:{line}: the library imports Prefect ({name})")
+            if mod.startswith("a2mae.models") and any(
+                name == f or name.startswith(f + ".") for f in MODEL_FORBIDDEN
+            ):
+                out.append(f"{where}:{line}: model code imports {name} (no file I/O, Ray, MLflow, Prefect)")
+            target = resolve(name, modules)
+            if target is not None and target != mod and "a2mae" not in (mod, target):
+                edges[mod].add(target)  # the root package only installs the shim
+            if target is None and top in ("a2mae", "flows"):
+                target = name  # a module this tree lacks still has its layer
+            if target is None or target == mod:
+                continue
+            trank = layer_of(target)
+            if rank is not None and trank is not None and trank < rank:
+                out.append(f"{where}:{line}: {mod} (layer {rank}) imports {target} (layer {trank}, above)")
+    out.extend(cycles(edges))
+    return sorted(set(out))
+
+
+def cycles(edges: dict[str, set[str]]) -> list[str]:
+    """Import cycles between modules (Tarjan's strongly connected components)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[str] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(f"import cycle: {' <-> '.join(sorted(comp))}")
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- tests
+def test_the_repository_keeps_the_import_contract():
+    found = violations(REPO)
+    assert not found, "\n".join(found)
+
+
+def test_every_library_module_belongs_to_a_layer():
+    unplaced = [m for m in collect(REPO) if layer_of(m) is None]
+    assert not unplaced, f"add these to LAYERS in tests/test_architecture.py: {unplaced}"
+
+
+def test_every_stage_is_a_package_of_its_own():
+    for stage in ("ingest", "stssd", "pretrain", "finetune", "evaluate", "registry", "predict"):
+        assert (REPO / "a2mae" / stage / "__init__.py").is_file(), stage
+
+
+def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    for rel, text in {"a2mae/__init__.py": "", "flows/__init__.py": "", **files}.items():
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"a2mae/models/__init__.py": "import mlflow\n"}, "model code imports mlflow"),
+        ({"a2mae/models/__init__.py": "from a2mae.io import storage\n"}, "model code imports a2mae.io"),
+        ({"a2mae/stssd/__init__.py": "from prefect import flow\n"}, "the library imports Prefect"),
+        (
+            {"a2mae/models/__init__.py": "", "a2mae/models/a.py": "from a2mae.pretrain import loop\n"},
+            "imports a2mae.pretrain",
+        ),
+        (
+            {
+                "a2mae/ingest/__init__.py": "",
+                "a2mae/ingest/a.py": "def f():\n    from a2mae.stssd import run\n",
+            },
+            "(layer 6, above)",
+        ),
+        (
+            {
+                "a2mae/sensors/__init__.py": "",
+                "a2mae/sensors/a.py": "from a2mae.sensors import b\n",
+                "a2mae/sensors/b.py": "def f():\n    from . import a\n",
+            },
+            "import cycle: a2mae.sensors.a <-> a2mae.sensors.b",
+        ),
+    ],
+)
+def test_the_checker_finds_each_kind_of_breach(tmp_path, files, expected):
+    found = violations(_tree(tmp_path, files))
+    assert any(expected in line for line in found), found
+
+
+def test_the_checker_accepts_downward_imports(tmp_path):
+    root = _tree(
+        tmp_path,
+        {
+            "a2mae/stssd/__init__.py": "from a2mae.ingest import catalog\nimport numpy\n",
+            "a2mae/ingest/__init__.py": "",
+            "a2mae/ingest/catalog.py": "from a2mae.errors import A2maeError\n",
+            "a2mae/errors.py": "",
+            "flows/tile.py": "from prefect import flow\nfrom a2mae.stssd import run\n",
+        },
+    )
+    assert violations(root) == []
