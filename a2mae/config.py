@@ -27,6 +27,15 @@ class ConfigError(A2maeError, ValueError):
     """A parameter file or override is invalid; the message is one line naming the key."""
 
 
+#: Shared option sets: declared once, used by the parameters, the model config and the flow forms.
+Executor = Literal["local", "ray"]
+AnchorPolicy = Literal["random", "finest_gsd", "coarsest_gsd"]
+MaskingPolicy = Literal["aligned", "complementary", "independent"]
+AnchorGroupMask = Literal["consistent", "independent"]
+Task = Literal["classification", "segmentation", "change_detection"]
+FinetuneProtocol = Literal["linear_probe", "full"]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -90,7 +99,7 @@ class TileConfig(_Section):
         gt=0, le=2048, description="Shard size bound, MB; one worker task writes one shard."
     )
     split: SplitConfig
-    executor: Literal["local", "ray"] = Field(description="Run per-scene work in local processes or Ray.")
+    executor: Executor = Field(description="Run per-scene work in local processes or Ray.")
     workers: int = Field(ge=1, description="Local worker processes.")
     ray_address: str | None = Field(description="Ray address when executor=ray.")
     chips_per_task: int = Field(ge=1, description="Chips a worker holds at once (bounds its memory).")
@@ -102,23 +111,39 @@ class TileConfig(_Section):
 
 # -------------------------------------------------------------------------------------------- model
 class ModelConfig(_Section):
-    """A²-MAE variant and its pre-training objective."""
+    """A²-MAE variant, its objective and its training-time knobs (the ``model`` section).
 
-    name: str = Field(description="Registered model variant (`a2mae models`).")
-    mask_ratio: float = Field(gt=0, lt=1, description="Mask ratio on the anchor image.")
-    anchor_policy: Literal["random", "finest_gsd", "coarsest_gsd"]
-    masking: Literal["aligned", "complementary", "independent"]
-    anchor_group_mask: Literal["consistent", "independent"] = Field(
+    :class:`a2mae.models.config.A2MAEConfig` extends this with the architecture of the variant, so every
+    option below is declared once and its default lives in ``params.yaml`` only.
+    """
+
+    name: str = Field(description="Registered variant name (`a2mae models`), e.g. a2mae_vit_tiny_p8_t96.")
+    mask_ratio: float = Field(gt=0, lt=1, description="Mask ratio r_a on the anchor image.")
+    anchor_policy: AnchorPolicy = Field(description="Which image of a set is the anchor.")
+    masking: MaskingPolicy = Field(description="How the anchor's mask is carried to the other images.")
+    anchor_group_mask: AnchorGroupMask = Field(
         description="Anchor token groups share one ground-cell mask, or each draws its own."
+    )
+    stratified_anchor_mask: bool = Field(
+        description="Mask the anchor ground under the other images at ratio r exactly."
     )
     r_extra: float = Field(ge=0, le=1, description="Mask ratio of other tokens on visible anchor ground.")
     r_out: float = Field(ge=0, le=1, description="Mask ratio of tokens outside the anchor footprint.")
     visible_fraction: float | None = Field(
         gt=0, le=1, description="Visible-token budget per set, share of its tokens (null: 1 - mask_ratio)."
     )
-    decoder_token_cap: int | None = Field(gt=0, description="Max decoder tokens per set (null: no cap).")
-    metadata_dropout: float = Field(ge=0, le=1)
-    geo_encoding: bool
+    supersample: int = Field(ge=1, le=16, description="Points per token side for ground footprints.")
+    decoder_token_cap: int | None = Field(
+        gt=0, description="Max decoder tokens per set (random masked subset); null: all."
+    )
+    norm_pix_loss: bool = Field(description="Normalise each target patch by its own mean and std.")
+    metadata_dropout: float = Field(ge=0, le=1, description="P(drop location / GSD / time), training.")
+    geo_encoding: bool = Field(
+        description="Eq. 1/Eq. 2 metric sin-cos plus global and GSD terms; false: grid-index sin-cos."
+    )
+    g_ref_m: float = Field(gt=0, description="Reference distance G_ref of Eq. 2, metres.")
+    mlp_ratio: float = Field(gt=0, description="Hidden width of the transformer MLPs, times the width.")
+    drop_path_rate: float = Field(ge=0, lt=1, description="Stochastic depth of the last encoder block.")
 
 
 class PretrainConfig(_Section):
@@ -166,7 +191,7 @@ class AblationVariant(_Section):
     """One pre-training variant of the ablation."""
 
     name: str = Field(min_length=1, description="Row name in the ablation table.")
-    masking: Literal["aligned", "complementary", "independent"]
+    masking: MaskingPolicy
     geo_encoding: bool
 
 
@@ -180,8 +205,8 @@ class AblationConfig(_Section):
 class FinetuneConfig(_Section):
     """Downstream fine-tuning."""
 
-    task: Literal["classification", "segmentation", "change_detection"]
-    protocol: Literal["linear_probe", "full"]
+    task: Task
+    protocol: FinetuneProtocol
     encoder: str = Field(description="models:/NAME@ALIAS, models:/NAME/VERSION, a checkpoint, or scratch.")
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
@@ -204,7 +229,7 @@ class FinetuneConfig(_Section):
     model_prefix: str = Field(description="Registered model name is <prefix><task>.")
     serialization: Literal["pickle", "pt2"]
     output: str = Field(description="Folder of reports and confusion matrices.")
-    compare_protocols: list[Literal["linear_probe", "full"]] = Field(min_length=1)
+    compare_protocols: list[FinetuneProtocol] = Field(min_length=1)
     ablation: AblationConfig
 
 

@@ -30,9 +30,9 @@ from collections.abc import Callable
 
 import torch
 
-from a2mae.models import create_model
 from a2mae.models.a2mae import A2MAE
 from a2mae.testing.batches import synthetic_batch
+from a2mae.testing.models import build_model
 from benchmarks.baseline import PlainMAE
 
 SIZES = {
@@ -109,7 +109,7 @@ def run_size(size: str, args: argparse.Namespace, device: torch.device, dtype: t
     torch.manual_seed(0)
     comps = [MIX[i % len(MIX)] for i in range(args.batch_sets)]
     batch = synthetic_batch(comps, size=96, seed=0).to(device)
-    model = create_model(SIZES[size]).to(device).train()
+    model = build_model(SIZES[size]).to(device).train()
     c = model.config
     plain = (
         PlainMAE(

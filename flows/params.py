@@ -20,7 +20,17 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
 
-from a2mae.config import Params, apply_overrides, load_params, validate_params
+from a2mae.config import (
+    Executor,
+    FinetuneProtocol,
+    MaskingPolicy,
+    Params,
+    Task,
+    apply_overrides,
+    load_params,
+    validate_params,
+)
+from a2mae.models.variants import check_chip_size
 
 _DEFAULTS = load_params()
 _BOUNDS = ("ge", "gt", "le", "lt", "multiple_of", "min_length", "max_length")
@@ -115,6 +125,7 @@ class FlowParams(BaseModel):
 
         Raises:
             ConfigError: A bad value (one line naming the key).
+            ModelConfigError: Model options that do not fit the chips (one line).
         """
         ws_params = self.workspace() / "params.yaml"
         base = load_params(ws_params if ws_params.is_file() else None)
@@ -139,7 +150,9 @@ class FlowParams(BaseModel):
         uri = doc["registry"]["tracking_uri"]
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             doc["registry"]["tracking_uri"] = "sqlite:///" + self.path(uri[len("sqlite:///") :])
-        return validate_params(doc, source="flow parameters")
+        params = validate_params(doc, source="flow parameters")
+        check_chip_size(params.model, params.tile.chip_size, **params.pretrain.model_overrides)
+        return params
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -166,7 +179,7 @@ class TileParams(FlowParams):
     max_cloud_fraction: float = p("tile.max_cloud_fraction", "Drop a chip with more cloud than this.")
     max_nodata_fraction: float = p("tile.max_nodata_fraction", "Drop a chip with more nodata than this.")
     min_images_per_set: int = p("tile.min_images_per_set")
-    executor: Literal["local", "ray"] = p("tile.executor")
+    executor: Executor = p("tile.executor")
     workers: int = p("tile.workers")
     force: bool = Field(default=False, description="Rebuild even when the snapshot is up to date.")
 
@@ -184,7 +197,7 @@ class PretrainParams(FlowParams):
     )
     model_name: str = p("model.name")
     mask_ratio: float = p("model.mask_ratio")
-    masking: Literal["aligned", "complementary", "independent"] = p("model.masking")
+    masking: MaskingPolicy = p("model.masking")
     geo_encoding: bool = p("model.geo_encoding", "Add the geographic encoding to the tokens.")
     epochs: int = p("pretrain.epochs", "Passes over the snapshot.")
     max_steps: int | None = p("pretrain.max_steps")
@@ -215,7 +228,7 @@ class RetrainParams(FlowParams):
     epochs: int = p("pretrain.epochs", "Pre-training passes over the snapshot.")
     max_steps: int | None = p("pretrain.max_steps", "Cap on pre-training steps (None: epochs).")
     num_workers: int = p("pretrain.num_workers", "Ray Train workers (0: in this process, without Ray).")
-    finetune_task: Literal["classification", "segmentation", "change_detection"] = p("finetune.task")
+    finetune_task: Task = p("finetune.task")
     finetune_max_steps: int | None = p("finetune.max_steps", "Cap on fine-tuning steps (None: epochs).")
     promote: bool = Field(default=True, description="Move the champion alias when the challenger wins.")
     dvc_remote: str = p("infra.dvc_remote")
@@ -229,8 +242,8 @@ class FinetuneParams(FlowParams):
     """Downstream fine-tuning of an encoder; the model is registered with the challenger alias."""
 
     encoder: str = p("finetune.encoder")
-    task: Literal["classification", "segmentation", "change_detection"] = p("finetune.task")
-    protocol: Literal["linear_probe", "full"] = p("finetune.protocol")
+    task: Task = p("finetune.task")
+    protocol: FinetuneProtocol = p("finetune.protocol")
     data: str = Field(default="", description="Dataset folder (empty: finetune.datasets.<task>).")
     epochs: int = p("finetune.epochs", "Passes over the training split.")
     max_steps: int | None = p("finetune.max_steps")

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from a2mae.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, save_checkpoint
-from a2mae.models import create_model
 from a2mae.testing.batches import synthetic_batch, synthetic_image
+from a2mae.testing.models import build_model
 
 SMALL = {
     "depth": 2,
@@ -26,7 +26,7 @@ NORM = {"S2": {"B02": {"mean": 0.1, "std": 0.05}}, "L8": {"B2": {"mean": 0.09, "
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    m = create_model("a2mae_vit_tiny_p8_t96", sensors=["S2", "L8", "GF2"], mask_ratio=0.6, **SMALL)
+    m = build_model("a2mae_vit_tiny_p8_t96", sensors=["S2", "L8", "GF2"], mask_ratio=0.6, **SMALL)
     # move weights away from the initialisation so the round trip is meaningful
     with torch.no_grad():
         for p in m.parameters():
@@ -55,12 +55,13 @@ def test_round_trip_reproduces_outputs_exactly(tmp_path, model):
 
 def test_loading_does_not_need_the_local_registry(tmp_path, model, monkeypatch):
     path = save_checkpoint(tmp_path / "m.safetensors", model, norm_stats={})
-    import a2mae.models.a2mae as mod
+    from a2mae.sensors import registry as sensor_registry
 
     def boom(*a, **k):
         raise AssertionError("the local registry was consulted")
 
-    monkeypatch.setattr(mod, "get_registry", boom)
+    monkeypatch.setattr(sensor_registry, "get_registry", boom)
+    monkeypatch.setattr(sensor_registry, "load_registry", boom)
     loaded, _ = load_checkpoint(path)
     assert loaded.sensor_ids == ["S2", "L8", "GF2"]
 

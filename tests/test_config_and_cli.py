@@ -173,3 +173,11 @@ def test_bad_sensor_file_names_the_key(tmp_path):
         load_registry([f])
     with pytest.raises(SensorRegistryError, match="unknown sensor 'NOPE'"):
         load_registry().get("NOPE")
+
+
+def test_a_chip_size_the_model_cannot_patchify_is_refused_when_params_load(capsys):
+    patch16 = ["--set", "pretrain.model_overrides={patch_size: 16}"]
+    assert main(["params", "--set", "tile.chip_size=40", *patch16]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "tile.chip_size 40 is not a multiple of the patch size 16" in err
+    assert main(["params", "--set", "tile.chip_size=48", *patch16]) == 0

@@ -29,5 +29,13 @@ SetOpt = Annotated[
 
 
 def resolve_params(params: Path | None, overrides: list[str] | None) -> Params:
-    """Load the parameters for a verb (defaults, user file, then overrides)."""
-    return load_params(params, overrides or ())
+    """Load the parameters for a verb (defaults, user file, then overrides), checked against the model.
+
+    Raises:
+        ConfigError: A bad file or value; ModelConfigError: model options that do not fit (one line).
+    """
+    from a2mae.models.variants import check_chip_size
+
+    p = load_params(params, overrides or ())
+    check_chip_size(p.model, p.tile.chip_size, **p.pretrain.model_overrides)
+    return p

@@ -26,7 +26,7 @@ def models_cmd(
     rows = []
     for name in list_models():
         with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-            model = create_model(name, registry=registry)
+            model = create_model(name, p.model, registry)
         c = model.config
         enc = sum(v.numel() for k, v in model.named_parameters() if not k.startswith(("decoder", "heads")))
         total = sum(v.numel() for v in model.parameters())

@@ -25,7 +25,6 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -34,7 +33,6 @@ from torch.utils.data import Dataset
 from a2mae.finetune.chips import BandSpec, DatasetError, EmptySplitError, raster_size, read_chip, read_mask
 from a2mae.types import ImageMeta
 
-Task = Literal["classification", "segmentation", "change_detection"]
 TASKS: tuple[str, ...] = ("classification", "segmentation", "change_detection")
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 _SPLIT_ALIASES = {

@@ -21,6 +21,7 @@ import torch
 from a2mae.config import Params
 from a2mae.errors import A2maeError
 from a2mae.models import A2MAE, create_model_from_params
+from a2mae.sensors import get_registry
 
 SCRATCH = "scratch"
 
@@ -120,7 +121,8 @@ def load_encoder(uri: str, params: Params) -> EncoderHandle:
     if uri == SCRATCH:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(params.finetune.seed)
-            model = create_model_from_params(params.model, **params.pretrain.model_overrides)
+            registry = get_registry(params.data.sensor_files)
+            model = create_model_from_params(params.model, registry, **params.pretrain.model_overrides)
         return EncoderHandle(model, SCRATCH)
     if uri.startswith("models:/"):
         return _from_registry(uri, params)

@@ -26,7 +26,7 @@ from a2mae.models.layout import TokenLayout, build_layout, unpatchify
 from a2mae.models.loss import LossParts, masked_patch_loss, patch_stats
 from a2mae.models.masking import MaskResult, anchor_aware_mask, rand_uniform, segment_rank
 from a2mae.models.vocab import ModelInputError, Vocabulary
-from a2mae.sensors.registry import SensorRegistry, get_registry
+from a2mae.sensors.registry import SensorRegistry
 from a2mae.types import ImageSample, SetBatch
 
 
@@ -85,12 +85,11 @@ class A2MAE(nn.Module):
 
     Args:
         config: Architecture and objective.
-        registry: Sensor registry to take the sensors from (default: the process registry).
+        registry: Sensor registry to take the sensors from (the caller builds it once).
     """
 
-    def __init__(self, config: A2MAEConfig, registry: SensorRegistry | None = None) -> None:
+    def __init__(self, config: A2MAEConfig, registry: SensorRegistry) -> None:
         super().__init__()
-        registry = registry if registry is not None else get_registry()
         self.config = config
         self.vocab = Vocabulary.build(registry, config.sensors)
         self.sensor_entries = registry.to_dict(self.vocab.sensor_ids)

@@ -20,6 +20,7 @@ from torch import nn
 from a2mae.models.a2mae import A2MAE
 from a2mae.models.config import A2MAEConfig
 from a2mae.models.heads import LinearHead, UPerNetDecoder
+from a2mae.models.vocab import ModelInputError
 from a2mae.sensors.registry import SensorRegistry
 from a2mae.types import ImageMeta, ImageSample
 
@@ -88,8 +89,10 @@ def strip_decoder(encoder: A2MAE) -> A2MAE:
 
 def build_encoder(spec: ModelSpec) -> A2MAE:
     """A fresh (random) encoder with the architecture recorded in ``spec``, decoder stripped."""
-    registry = SensorRegistry.from_dict(spec.sensor_entries) if spec.sensor_entries else None
-    return strip_decoder(A2MAE(A2MAEConfig(**spec.encoder_config), registry=registry))
+    if not spec.sensor_entries:
+        raise ModelInputError("the model spec records no sensor_entries, so its encoder cannot be rebuilt")
+    registry = SensorRegistry.from_dict(spec.sensor_entries)
+    return strip_decoder(A2MAE(A2MAEConfig(**spec.encoder_config), registry))
 
 
 class DownstreamModel(nn.Module):

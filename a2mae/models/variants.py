@@ -2,21 +2,25 @@
 
 Variant names encode the encoder size, the patch size and the pre-training tile size, e.g.
 ``a2mae_vit_base_p8_t96``. A variant function returns the architecture fields of
-:class:`~a2mae.models.config.A2MAEConfig`; :func:`create_model` applies overrides (any config field) and
-builds the model.
+:class:`~a2mae.models.config.A2MAEConfig`; :func:`create_model` joins them with the ``model`` section of
+the parameters and the sensor registry the caller passes, applies overrides (any config field) and builds
+the model. Building a model reads no file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from a2mae.config import ModelConfig
 from a2mae.errors import A2maeError
-from a2mae.models.a2mae import A2MAE
 from a2mae.models.config import A2MAEConfig
 from a2mae.sensors.registry import SensorRegistry
+
+if TYPE_CHECKING:
+    from a2mae.models.a2mae import A2MAE
 
 
 class UnknownModelError(A2maeError, KeyError):
@@ -44,8 +48,13 @@ def list_models() -> list[str]:
     return sorted(_VARIANTS)
 
 
-def model_config(name: str, **overrides: Any) -> A2MAEConfig:
-    """The config of a variant with overrides applied.
+def model_config(name: str, settings: ModelConfig, **overrides: Any) -> A2MAEConfig:
+    """The config of a variant built with ``settings`` and ``overrides``.
+
+    Args:
+        name: Variant name (see :func:`list_models`); it wins over ``settings.name``.
+        settings: The ``model`` section of the parameters (objective and knobs).
+        **overrides: Any :class:`A2MAEConfig` field, e.g. ``depth=2`` (they win).
 
     Raises:
         UnknownModelError: ``name`` is not registered.
@@ -53,13 +62,12 @@ def model_config(name: str, **overrides: Any) -> A2MAEConfig:
     """
     if name not in _VARIANTS:
         raise UnknownModelError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
-    fields = {"name": name, **_VARIANTS[name]()}
     unknown = sorted(set(overrides) - set(A2MAEConfig.model_fields))
     if unknown:
         raise ModelConfigError(
             f"model {name}: unknown option {unknown[0]!r} (options: {', '.join(A2MAEConfig.model_fields)})"
         )
-    fields.update(overrides)
+    fields = {**settings.model_dump(), **_VARIANTS[name](), "name": name, **overrides}
     try:
         return A2MAEConfig(**fields)
     except ValidationError as err:
@@ -68,38 +76,50 @@ def model_config(name: str, **overrides: Any) -> A2MAEConfig:
         raise ModelConfigError(f"model {name}: {loc}: {first['msg']} (got {first.get('input')!r})") from None
 
 
-def create_model(name: str, *, registry: SensorRegistry | None = None, **overrides: Any) -> A2MAE:
-    """Build a registered variant.
+def create_model(name: str, settings: ModelConfig, registry: SensorRegistry, **overrides: Any) -> A2MAE:
+    """Build a registered variant (randomly initialised).
 
     Args:
         name: Variant name (see :func:`list_models`).
-        registry: Sensor registry (default: the process registry).
+        settings: The ``model`` section of the parameters, e.g. ``load_params().model``.
+        registry: The sensor registry the model takes its sensors, bands and groups from.
         **overrides: Any :class:`A2MAEConfig` field, e.g. ``mask_ratio=0.8, depth=2, sensors=["S2"]``.
 
     Returns:
-        The model (randomly initialised).
+        The model.
 
     Raises:
         UnknownModelError: Unknown name.
         ModelConfigError: Unknown or invalid override.
     """
-    return A2MAE(model_config(name, **overrides), registry=registry)
+    from a2mae.models.a2mae import A2MAE  # torch: loaded only when a model is built
+
+    return A2MAE(model_config(name, settings, **overrides), registry)
 
 
-def create_model_from_params(
-    model_params: Any, registry: SensorRegistry | None = None, **extra: Any
-) -> A2MAE:
-    """Build the model described by the ``model`` section of the parameters (``Params.model``).
+def create_model_from_params(model_params: ModelConfig, registry: SensorRegistry, **extra: Any) -> A2MAE:
+    """Build the model the ``model`` section of the parameters names.
 
     Args:
-        model_params: :class:`a2mae.config.ModelConfig` (or any object with ``model_dump()``).
+        model_params: :class:`a2mae.config.ModelConfig` (``Params.model``).
         registry: Sensor registry.
-        **extra: Further overrides (they win).
+        **extra: Further overrides (they win), e.g. ``pretrain.model_overrides``.
     """
-    values = dict(model_params.model_dump())
-    name = values.pop("name")
-    values.update(extra)
-    return create_model(name, registry=registry, **values)
+    return create_model(model_params.name, model_params, registry, **extra)
+
+
+def check_chip_size(model_params: ModelConfig, chip_size: int, **extra: Any) -> None:
+    """Fail early, with one line, when chips of ``chip_size`` pixels cannot be patchified by the model.
+
+    Raises:
+        ModelConfigError: The model options are invalid, or the chip size is no multiple of the patch.
+    """
+    config = model_config(model_params.name, model_params, **extra)
+    if chip_size % config.patch_size:
+        raise ModelConfigError(
+            f"tile.chip_size {chip_size} is not a multiple of the patch size {config.patch_size} of "
+            f"model {config.name}; use a multiple of {config.patch_size} (e.g. {config.tile_size})"
+        )
 
 
 def _vit(

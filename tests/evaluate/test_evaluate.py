@@ -11,11 +11,11 @@ import torch
 from a2mae.cli import main
 from a2mae.evaluate.run import decide, evaluate_version
 from a2mae.finetune.chips import DatasetError
-from a2mae.models import create_model
 from a2mae.models.downstream import DownstreamModel, ModelSpec
 from a2mae.registry import aliases
 from a2mae.registry.downstream import log_model
 from a2mae.registry.errors import RegistryError
+from a2mae.testing.models import build_model
 
 NAME = "a2mae-classification"
 TINY = {
@@ -34,7 +34,7 @@ LABELS = {"train": ["a", "b", "c"], "test": ["a", "a", "a", "b", "b", "c"]}
 def constant_model(answer: int, classes=("a", "b", "c"), size=16) -> DownstreamModel:
     """Stand-in fine-tuned model whose head always predicts class ``answer``."""
     torch.manual_seed(0)
-    enc = create_model("a2mae_vit_tiny_p8_t96", **TINY)
+    enc = build_model("a2mae_vit_tiny_p8_t96", **TINY)
     bands = [b for kb in enc.vocab.key_bands for b in kb]
     spec = ModelSpec(
         "classification",

@@ -17,10 +17,10 @@ from a2mae.finetune.metrics import TaskMetrics, confusion_png
 from a2mae.finetune.optim import param_groups
 from a2mae.finetune.run import compare_scratch, finetune
 from a2mae.finetune.samples import make_change_pairs
-from a2mae.models import create_model
 from a2mae.models.downstream import DownstreamModel, ModelSpec
 from a2mae.models.heads import UPerNetDecoder, pyramid_scales
 from a2mae.registry.downstream import load_model
+from a2mae.testing.models import build_model
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {
@@ -36,7 +36,7 @@ TINY = {
 
 def _tiny_model(task="classification", protocol="full", k=3, size=16) -> DownstreamModel:
     torch.manual_seed(0)
-    enc = create_model("a2mae_vit_tiny_p8_t96", **TINY)
+    enc = build_model("a2mae_vit_tiny_p8_t96", **TINY)
     bands = [b for kb in enc.vocab.key_bands for b in kb]
     spec = ModelSpec(
         task,
@@ -64,7 +64,7 @@ def tiny_checkpoint(tmp_path):
     from a2mae.checkpoint import save_checkpoint
 
     torch.manual_seed(1)
-    model = create_model("a2mae_vit_tiny_p8_t96", **TINY)
+    model = build_model("a2mae_vit_tiny_p8_t96", **TINY)
     return save_checkpoint(tmp_path / "encoder.safetensors", model, norm_stats={}, extra={"step": 7})
 
 

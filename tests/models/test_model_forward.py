@@ -9,9 +9,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from a2mae.models import ModelInputError, create_model
+from a2mae.models import ModelInputError
 from a2mae.models.layers import Packer, bucket_order
 from a2mae.testing.batches import synthetic_batch, synthetic_image, synthetic_set
+from a2mae.testing.models import build_model
 from a2mae.types import ImageSample, SetBatch, collate_sets
 
 SMALL = {
@@ -27,7 +28,7 @@ GROUPS = {"S2": 3, "L8": 2, "GF1": 1, "GF2": 1}
 
 def small_model(**kw):
     torch.manual_seed(0)
-    return create_model("a2mae_vit_tiny_p8_t96", **{**SMALL, **kw})
+    return build_model("a2mae_vit_tiny_p8_t96", **{**SMALL, **kw})
 
 
 @pytest.fixture(scope="module")

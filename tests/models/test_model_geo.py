@@ -82,10 +82,10 @@ def test_affine_roundtrip_and_nominal():
 
 def test_s2_and_l8_tokens_over_the_same_ground_share_the_code():
     """In a real layout, the S2 token centred 120 m east/north of the centre and the L8 token there agree."""
-    from a2mae.models import create_model
     from a2mae.models.embed import MetaDrop
+    from a2mae.testing.models import build_model
 
-    model = create_model(
+    model = build_model(
         "a2mae_vit_tiny_p8_t96",
         depth=1,
         embed_dim=64,

@@ -15,6 +15,7 @@ from a2mae.models.masking import anchor_aware_mask, segment_rank, select_anchor,
 from a2mae.models.vocab import Vocabulary
 from a2mae.sensors import get_registry
 from a2mae.testing.batches import synthetic_batch
+from a2mae.testing.models import default_settings
 
 SENSORS = ["S2", "L8", "GF1", "GF2"]
 VOCAB = Vocabulary.build(get_registry(), None)
@@ -27,7 +28,7 @@ def _layout(comps, seed=0):
 
 
 def _cfg(**kw):
-    return model_config("a2mae_vit_tiny_p8_t96", **kw)
+    return model_config("a2mae_vit_tiny_p8_t96", default_settings(), **kw)
 
 
 def _footprint(gsd: float, i: int, j: int, p: int = 8, n: int = 12):

@@ -50,9 +50,9 @@ def test_decay_groups_follow_the_mae_rules():
 
 
 def test_real_model_every_trainable_parameter_in_exactly_one_group():
-    from a2mae.models import create_model
+    from a2mae.testing.models import build_model
 
-    m = create_model(
+    m = build_model(
         "a2mae_vit_tiny_p8_t96",
         depth=1,
         embed_dim=32,

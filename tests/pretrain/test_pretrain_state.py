@@ -25,10 +25,10 @@ TINY = dict(depth=1, embed_dim=32, num_heads=2, decoder_embed_dim=32, decoder_de
 
 
 def _model():
-    from a2mae.models import create_model
+    from a2mae.testing.models import build_model
 
     torch.manual_seed(0)
-    return create_model("a2mae_vit_tiny_p8_t96", **TINY)
+    return build_model("a2mae_vit_tiny_p8_t96", **TINY)
 
 
 @pytest.fixture(scope="module")
