@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from a2mae.errors import A2maeError
+from a2mae.io.yamlsafe import YamlError, load_file, load_text
 
 _REPO_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
 _PACKAGED_PARAMS = Path(__file__).resolve().parent / "params.default.yaml"
@@ -306,13 +306,9 @@ def default_params_path() -> Path:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: parameter file not found") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
+        doc = load_file(path)
+    except YamlError as err:
+        raise ConfigError(str(err)) from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -340,8 +336,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r}: expected section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = load_text(raw, f"--set {key.strip()}") if raw.strip() else None
+    except YamlError:
         value = raw
     return key.strip().split("."), value
 

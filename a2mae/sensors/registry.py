@@ -8,10 +8,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from a2mae.errors import A2maeError
+from a2mae.io.yamlsafe import YamlError, load_file
 from a2mae.sensors.rules import check_rules
 
 BUILTIN_PATH = Path(__file__).with_name("builtin.yaml")
@@ -225,11 +225,9 @@ def _parse_sensors(data: Any, source: str) -> list[Sensor]:
 
 def _read_file(path: Path) -> list[Sensor]:
     try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise SensorRegistryError(f"{path}: cannot read sensor file ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise SensorRegistryError(f"{path}: not valid YAML ({err})") from None
+        doc = load_file(path)
+    except YamlError as err:
+        raise SensorRegistryError(f"sensor file {err}") from None
     if not isinstance(doc, dict) or "sensors" not in doc:
         raise SensorRegistryError(f"{path}: a sensor file needs a top-level 'sensors:' mapping")
     return _parse_sensors(doc["sensors"], str(path))
