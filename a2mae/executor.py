@@ -35,6 +35,24 @@ class ExecutorError(A2maeError, RuntimeError):
     """The configured executor cannot be started (e.g. an unreachable Ray address)."""
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """In a worker process: be killed by the kernel when the process that started it dies.
+
+    Without it, a worker of a killed run (SIGKILL, OOM) can block forever on a queue whose other end a
+    sibling worker still holds open. Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere a no-op.
+    """
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def start_method() -> str:
     """How to start worker processes here: ``fork`` in a single-threaded process, else ``spawn``.
 
@@ -163,7 +181,12 @@ def _run_pool(
     run = min(_MAX_RUN, math.ceil(n / workers))
     # ordered results wait for their turn: bound how far runs may start past the oldest unyielded one
     sched = RunScheduler(n, workers, run, 2 * workers * run if ordered else n)
-    pools = [ProcessPoolExecutor(max_workers=1, mp_context=ctx) for _ in range(workers)]
+    pools = [
+        ProcessPoolExecutor(
+            max_workers=1, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
+        )
+        for _ in range(workers)
+    ]
     pending: dict[Future, tuple[int, int]] = {}  # future -> (worker, item)
     done: dict[int, Any] = {}
     oldest = 0  # next item to yield in item order

@@ -102,3 +102,45 @@ def test_on_done_reports_every_item_once_before_it_is_yielded(workers):
     for i, _ in run_tasks(_square_and_pid, range(10), workers=workers, ordered=True, on_done=reported.append):
         assert i in reported  # progress counts an item as soon as its result is back
     assert sorted(reported) == list(range(10))
+
+
+_ORPHAN_SCRIPT = """
+import os, sys, time
+from a2mae.executor import run_tasks
+def slow(i):
+    print(os.getpid(), flush=True)
+    time.sleep(60)
+    return i
+if __name__ == "__main__":
+    for _ in run_tasks(slow, range(4), workers=2):
+        pass
+"""
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+    """SIGKILL of the process running the pool leaves no worker behind (they would block forever)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "pool.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(proc.stdout.readline()) for _ in range(2)]  # both workers are inside a task
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in workers if _alive(pid)]
+        time.sleep(0.1)
+    assert not alive, f"workers {alive} outlived their killed parent"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie is dead, waiting to be reaped by init
+    except FileNotFoundError:
+        return False

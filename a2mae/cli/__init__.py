@@ -7,7 +7,10 @@ are printed as one line on stderr with a non-zero exit code, never as a tracebac
 
 from __future__ import annotations
 
+import importlib
+import signal
 import sys
+import threading
 
 # Verb modules register themselves on `app` when imported. Add a line here for a new verb.
 from a2mae.cli import evaluate as _evaluate  # noqa: F401
@@ -23,25 +26,79 @@ from a2mae.cli.app import app
 from a2mae.errors import A2maeError
 
 
+class Stopped(BaseException):
+    """SIGINT or SIGTERM, raised in the main thread so that every ``finally`` (clean-up, locks) runs.
+
+    A ``BaseException``: no ``except Exception`` on the way swallows it, and typer does not turn it into
+    an exit code of its own.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
+def _usage_errors() -> tuple[type, ...]:
+    """``ClickException`` of click and of the copy of click that typer bundles (usage errors)."""
+    found: list[type] = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(name).ClickException)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+def _usage_error(err: Exception) -> int:
+    """One line for a usage error (unknown option, missing argument, bad value); exit code 2."""
+    if type(err).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+        err.show()  # type: ignore[attr-defined]
+        return 2
+    ctx = getattr(err, "ctx", None)
+    command = ctx.command_path if ctx is not None else "a2mae"
+    message = " ".join(err.format_message().split()).rstrip(".")  # type: ignore[attr-defined]
+    print(f"{command}: error: {message}; see '{command} --help'", file=sys.stderr)
+    return int(getattr(err, "exit_code", 2))
+
+
+def _stopped(signum: int) -> int:
+    word = "interrupted" if signum == signal.SIGINT else "terminated"
+    print(f"a2mae: {word}; nothing written", file=sys.stderr)
+    return 128 + signum
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``a2mae`` console script."""
+    """Entry point of the ``a2mae`` console script.
+
+    Exit codes: 0 done; 2 a usage error or an error in the user's input (one line on stderr, no
+    traceback); 130 interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM). A stopped verb runs its
+    clean-up (temporary folders, locks) before it exits.
+    """
+    usage_errors = _usage_errors()
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            handlers[signum] = signal.signal(signum, _on_signal)
     try:
-        app(args=argv, prog_name="a2mae", standalone_mode=False)
+        rv = app(args=argv, prog_name="a2mae", standalone_mode=False)
     except A2maeError as err:
         print(f"a2mae: error: {err}", file=sys.stderr)
         return err.exit_code
+    except usage_errors as err:
+        return _usage_error(err)
+    except Stopped as stop:
+        return _stopped(stop.signum)
     except KeyboardInterrupt:
-        print("a2mae: interrupted; nothing half-written was left behind", file=sys.stderr)
-        return 130
+        return _stopped(signal.SIGINT)
     except SystemExit as err:  # typer/click exits (e.g. --help)
         return int(err.code or 0)
-    except Exception as err:
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            return err.exit_code
-        if isinstance(err, click.exceptions.Abort):
-            return 1
-        raise
-    return 0
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    if rv == 130:  # typer turns a KeyboardInterrupt it catches itself into this return value
+        return _stopped(signal.SIGINT)
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
