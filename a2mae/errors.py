@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 
 class A2maeError(Exception):
     """Base class of errors caused by the user's input (files, parameters, endpoints).
@@ -11,3 +14,44 @@ class A2maeError(Exception):
     """
 
     exit_code: int = 2
+
+
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^/@\s:]*)(?P<password>:[^/@\s]*)?@")
+_SECRET_ARG = re.compile(
+    r"(?i)(?P<key>(?:secret|password|passwd|token|signature|credential|sig)[\w-]*)=(?P<value>[^&\s;,'\"]+)"
+)
+_SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "PREFECT_API_AUTH_STRING",
+    "PREFECT_API_KEY",
+    "RAY_AUTH_TOKEN",
+)
+
+
+def _redact_userinfo(m: re.Match[str]) -> str:
+    return f"{m['scheme']}{m['user']}:***@" if m["password"] else m.group(0)
+
+
+def safe_line(text: str, env: dict[str, str] | None = None) -> str:
+    r"""``text`` made safe to print as one line: no secrets, no control characters.
+
+    * ``scheme://user:password@host`` keeps the user and drops the password (``scheme://user:***@host``);
+    * ``secret=...``, ``password=...``, ``token=...``, ``X-Amz-Signature=...`` values become ``***``;
+    * the values of secret environment variables (S3 secret key, MLflow password, Prefect auth string,
+      Ray token) are replaced wherever they appear;
+    * control characters (newlines, escapes, NUL; e.g. in a file name) are shown escaped (``\n``,
+      ``\x1b``), so one error is one line and cannot rewrite the terminal.
+    """
+    env = dict(os.environ) if env is None else env
+    out = _USERINFO.sub(_redact_userinfo, text)
+    out = _SECRET_ARG.sub(lambda m: f"{m['key']}=***", out)
+    for name in _SECRET_ENV:
+        value = env.get(name, "")
+        if len(value) >= 4:
+            out = out.replace(value, "***")
+    return "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in out
+    )

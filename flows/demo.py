@@ -126,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_demo(out, args.sets)
     except Exception as err:
-        from a2mae.errors import A2maeError
+        from a2mae.errors import A2maeError, safe_line
 
         if isinstance(err, A2maeError):
-            print(f"a2mae demo: error: {err}", file=sys.stderr)
+            print(f"a2mae demo: error: {safe_line(str(err))}", file=sys.stderr)
             return 2
         raise
     print(where_to_look(out, result, time.perf_counter() - t0))

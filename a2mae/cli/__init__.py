@@ -23,7 +23,7 @@ from a2mae.cli import promote as _promote  # noqa: F401
 from a2mae.cli import services as _services  # noqa: F401
 from a2mae.cli import tile as _tile  # noqa: F401
 from a2mae.cli.app import app
-from a2mae.errors import A2maeError
+from a2mae.errors import A2maeError, safe_line
 
 
 class Stopped(BaseException):
@@ -61,7 +61,7 @@ def _usage_error(err: Exception) -> int:
     ctx = getattr(err, "ctx", None)
     command = ctx.command_path if ctx is not None else "a2mae"
     message = " ".join(err.format_message().split()).rstrip(".")  # type: ignore[attr-defined]
-    print(f"{command}: error: {message}; see '{command} --help'", file=sys.stderr)
+    print(f"{command}: error: {safe_line(message)}; see '{command} --help'", file=sys.stderr)
     return int(getattr(err, "exit_code", 2))
 
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=argv, prog_name="a2mae", standalone_mode=False)
     except A2maeError as err:
-        print(f"a2mae: error: {err}", file=sys.stderr)
+        print(f"a2mae: error: {safe_line(str(err))}", file=sys.stderr)
         return err.exit_code
     except usage_errors as err:
         return _usage_error(err)
