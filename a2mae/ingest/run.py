@@ -89,6 +89,29 @@ def ingest(
     Raises:
         IngestError: Bad input (without ``skip_bad``), a bad catalog path, or no source at all.
     """
+    catalog = _check_arguments(sources, catalog)
+    existing = _read_existing(catalog)
+    report = IngestReport(catalog=catalog)
+    registry = get_registry(params.data.sensor_files)
+    settings = S3Settings.from_params(params.data.s3)
+    ctx = ReadContext(registry=registry, settings=settings, growth=params.data.growth_period)
+
+    specs = _discover_sources(sources, ctx, report, skip_bad=skip_bad)
+    todo = _skip_listed(specs, existing, report)
+    new = _read_all(todo, ctx, report, skip_bad=skip_bad, progress=progress, workers=params.data.workers)
+    _merge_into_catalog(new, existing, catalog, report)
+    return report
+
+
+def _check_arguments(sources: Sequence[str], catalog: str | Path) -> Path:
+    """Refuse an empty source list and a catalog path that is on S3 or a folder.
+
+    Returns:
+        The catalog path.
+
+    Raises:
+        IngestError: No source, or an unusable catalog path.
+    """
     if not sources:
         raise IngestError("no source given; pass files, folders or s3:// prefixes to ingest")
     if is_s3(catalog):
@@ -96,22 +119,42 @@ def ingest(
     catalog = Path(catalog)
     if catalog.exists() and not catalog.is_file():
         raise IngestError(f"{catalog}: the catalog path is a folder; give a .parquet file path")
+    return catalog
+
+
+def _read_existing(catalog: Path) -> list[SceneRecord]:
+    """Read the records already in the catalog (none when the file is missing).
+
+    Raises:
+        IngestError: The file exists but is not a readable catalog (before anything else is read).
+    """
     try:
-        existing = read_catalog(catalog)
+        return read_catalog(catalog)
     except Exception as err:
         raise IngestError(
             f"{catalog}: cannot read the existing catalog ({' '.join(str(err).split())[:200]}); "
             "move it away or give another --catalog"
         ) from None
-    report = IngestReport(catalog=catalog)
-    registry = get_registry(params.data.sensor_files)
-    settings = S3Settings.from_params(params.data.s3)
-    ctx = ReadContext(registry=registry, settings=settings, growth=params.data.growth_period)
 
+
+def _discover_sources(
+    sources: Sequence[str], ctx: ReadContext, report: IngestReport, *, skip_bad: bool
+) -> list[SceneSpec]:
+    """List each source and group its files into scenes (no raster is opened).
+
+    Sources are discovered one at a time, so that with ``skip_bad`` a bad source is reported in
+    ``report.failed`` and the others still count; auxiliary files go to ``report.ignored``.
+
+    Returns:
+        The scenes of all sources, in source order.
+
+    Raises:
+        IngestError: A source cannot be listed (without ``skip_bad``).
+    """
     specs: list[SceneSpec] = []
     for src in sources:
         try:
-            found = discover([src], band_vocabulary(registry), settings)
+            found = discover([src], band_vocabulary(ctx.registry), ctx.settings)
         except A2maeError as err:
             if not skip_bad:
                 raise IngestError(str(err)) from None
@@ -119,9 +162,21 @@ def ingest(
             continue
         specs.extend(found.scenes)
         report.ignored.extend(found.ignored)
+    return specs
 
+
+def _skip_listed(
+    specs: Sequence[SceneSpec], existing: Sequence[SceneRecord], report: IngestReport
+) -> list[tuple[SceneSpec, str]]:
+    """Drop repeated sources and the scenes whose listing fingerprint is already in the catalog.
+
+    The fingerprint needs only the listing (URIs, sizes, mtimes or ETags), so an unchanged scene is
+    skipped without reading any of its files; it goes to ``report.skipped``.
+
+    Returns:
+        ``(scene, listing fingerprint)`` of each scene still to read, in discovery order.
+    """
     by_fingerprint = {r.fingerprint: r for r in existing if r.fingerprint}
-    by_hash = {r.content_hash: r for r in existing}
     todo: list[tuple[SceneSpec, str]] = []
     seen_sources: set[str] = set()
     for spec in specs:
@@ -133,8 +188,19 @@ def ingest(
             report.skipped.append(by_fingerprint[fp])
         else:
             todo.append((spec, fp))
+    return todo
 
-    new = _read_all(todo, ctx, report, skip_bad=skip_bad, progress=progress, workers=params.data.workers)
+
+def _merge_into_catalog(
+    new: Sequence[SceneRecord], existing: Sequence[SceneRecord], catalog: Path, report: IngestReport
+) -> None:
+    """Add the records whose content is new and rewrite the catalog atomically, once.
+
+    A record whose content hash is already in the catalog (the same files copied elsewhere), or
+    was read twice in this run, counts as skipped. When nothing is new the catalog file is not
+    touched. ``report.added`` ends sorted by scene id (the catalog keeps the order of reading).
+    """
+    by_hash = {r.content_hash: r for r in existing}
     for record in new:
         if record.content_hash in by_hash:
             report.skipped.append(by_hash[record.content_hash])
@@ -145,7 +211,6 @@ def ingest(
         write_catalog([*existing, *report.added], catalog)
         report.written = True
     report.added.sort(key=lambda r: r.scene_id)
-    return report
 
 
 def _read_all(
@@ -157,6 +222,18 @@ def _read_all(
     progress: bool,
     workers: int,
 ) -> list[SceneRecord]:
+    """Read the scenes still to read in parallel threads, with a progress bar.
+
+    Finished scenes are handled in source order within each batch of completions, so reports do not
+    depend on thread timing more than necessary; the first bad scene (without ``skip_bad``) cancels
+    the scenes not yet started and stops the run.
+
+    Returns:
+        The records read (bad scenes are in ``report.failed`` when ``skip_bad`` is set).
+
+    Raises:
+        IngestError: A bad scene, without ``skip_bad``.
+    """
     if not todo:
         return []
 
