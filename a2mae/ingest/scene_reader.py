@@ -12,7 +12,8 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -20,9 +21,10 @@ from a2mae.config import GrowthPeriodConfig
 from a2mae.errors import A2maeError
 from a2mae.ingest.catalog import BandFile, SceneRecord
 from a2mae.ingest.discover import IngestError, SceneSpec
-from a2mae.ingest.period import growth_period
-from a2mae.ingest.scene_geometry import crs_string, is_all_nodata, pixel_size_m, wgs84_geometry
+from a2mae.ingest.period import Period, growth_period
+from a2mae.ingest.scene_geometry import Corners, crs_string, is_all_nodata, pixel_size_m, wgs84_geometry
 from a2mae.ingest.sidecars import (
+    DatetimeSource,
     acquisition_datetime,
     is_stac_item,
     parse_json,
@@ -34,6 +36,7 @@ from a2mae.ingest.sidecars import (
 from a2mae.io.raster import describe_open_error, open_raster
 from a2mae.io.storage import FileInfo, S3Settings, content_md5, read_bytes
 from a2mae.sensors.detect import (
+    Detection,
     SceneEvidence,
     assign_stack,
     band_vocabulary,
@@ -172,6 +175,16 @@ def _read_sidecars(
 
 
 # ---------------------------------------------------------------------------------------------- read
+class _Acquisition(NamedTuple):
+    """When and where a scene was taken, as its catalog record states it."""
+
+    when: datetime | None
+    when_source: DatetimeSource
+    corners: Corners
+    footprint: str  # WGS84 polygon WKT
+    period: Period
+
+
 @dataclass(frozen=True)
 class ReadContext:
     """What :func:`read_scene` needs besides the scene: registry, S3 settings, period rule."""
@@ -204,10 +217,74 @@ def read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None = None
 
 
 def _read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None) -> SceneRecord:
+    """Read one scene: sidecars and headers, detection, bands and grids, pixel checks, the record.
+
+    Headers and sidecars decide the product and the grids before the decimated pixel reads, and the
+    content hash, which reads every local file whole, comes last: a scene is refused as early and as
+    cheaply as possible.
+    """
     stac, mtl = _read_sidecars(spec, ctx.settings)
     headers = [_read_header(info, ctx.settings) for info in spec.rasters]
+    found = _detect(spec, headers, stac, mtl, ctx.registry)
+    sensor = ctx.registry.get(found.sensor)
+    product = sensor.product(found.product)
+
+    band_files, qa_file, grids = _assign_bands(spec, headers, sensor, found.product, product)
+    _check_grids(grids, spec.source)
+    ref_band, ref_header = _reference_grid(grids, sensor)
+    _refuse_all_nodata(spec, ref_band, ref_header, ctx.settings)
+    cloud_fraction = _cloud_fraction(spec, qa_file, product, grids, ctx.settings)
+
+    acquired = _when_and_where(spec, headers[0], stac, mtl, ref_header, ctx)
+    scale, offset = _reflectance_scale(stac, mtl, product)
+    content_hash = scene_content_hash(spec, ctx.settings)
+    date = acquired.when.strftime("%Y%m%d") if acquired.when else "nodate"
+    ordered = sorted(band_files, key=lambda b: sensor_order(sensor, b.band))
+    t = ref_header.transform
+    return SceneRecord(
+        scene_id=f"{sensor.id}_{found.product}_{date}_{content_hash[:8]}",
+        sensor=sensor.id,
+        product=found.product,
+        source=spec.source,
+        datetime=acquired.when,
+        datetime_source=acquired.when_source,
+        period=acquired.period,
+        crs=crs_string(ref_header.crs),
+        transform=(t.a, t.b, t.c, t.d, t.e, t.f),
+        width=ref_header.width,
+        height=ref_header.height,
+        gsd_m=ref_band.gsd_m,
+        bounds=ref_header.bounds,
+        corners=acquired.corners,  # type: ignore[arg-type]
+        footprint_wkt=acquired.footprint,
+        bands=tuple(b.band for b in ordered),
+        band_files=tuple(ordered),
+        qa_file=qa_file,
+        cloud_fraction=cloud_fraction,
+        scale=float(scale),
+        offset=float(offset),
+        content_hash=content_hash,
+        fingerprint=fingerprint,
+    )
+
+
+def _detect(
+    spec: SceneSpec,
+    headers: Sequence[_Header],
+    stac: dict[str, Any] | None,
+    mtl: dict[str, str] | None,
+    registry: SensorRegistry,
+) -> Detection:
+    """Decide the scene's sensor and product from its file names, band names, sidecars and tags.
+
+    The band names come from the band descriptions of a multi-band file (used only when every band
+    has a known name) or from the per-band file names that discovery matched.
+
+    Raises:
+        A2maeError: No registry product matches (the message names the source).
+    """
     first = headers[0]
-    vocab = band_vocabulary(ctx.registry)
+    vocab = band_vocabulary(registry)
     if spec.single_file and first.count > 1:
         tokens = tuple(d for d in first.descriptions if d and d.upper() in vocab)
         tokens = tokens if len(tokens) == first.count else ()
@@ -222,77 +299,92 @@ def _read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None) -> S
         band_count=first.count,
         single_file=spec.single_file,
     )
-    found = detect_product(evidence, ctx.registry, spec.source)
-    sensor = ctx.registry.get(found.sensor)
-    product = sensor.product(found.product)
+    return detect_product(evidence, registry, spec.source)
 
-    band_files, qa_file, grids = _assign_bands(spec, headers, sensor, found.product, product)
-    _check_grids(grids, spec.source)
-    ref = min(grids, key=lambda g: (round(g[1].gsd, 6), sensor_order(sensor, g[0].band)))
-    ref_band, ref_header = ref
 
+def _reference_grid(grids: Sequence[tuple[BandFile, _Header]], sensor: Sensor) -> tuple[BandFile, _Header]:
+    """The finest band and its header: the scene's grid in the catalog (ties: registry band order)."""
+    return min(grids, key=lambda g: (round(g[1].gsd, 6), sensor_order(sensor, g[0].band)))
+
+
+def _refuse_all_nodata(
+    spec: SceneSpec, ref_band: BandFile, ref_header: _Header, settings: S3Settings | None
+) -> None:
+    """Read the finest band decimated and refuse a scene that holds only its nodata value.
+
+    Raises:
+        IngestError: An all-nodata scene.
+    """
     nodata = ref_band.nodata
     values = _decimated(
-        ref_header.info, ref_band.index, ref_header.height, ref_header.width, NODATA_READ_SIDE, ctx.settings
+        ref_header.info, ref_band.index, ref_header.height, ref_header.width, NODATA_READ_SIDE, settings
     )
     if is_all_nodata(values, nodata):
         raise IngestError(
             f"{spec.source}: all-nodata scene (band {ref_band.band} holds only the nodata value {nodata:g}); "
             "remove it from the inputs or use --skip-bad"
         )
-    cloud_fraction = None
-    if qa_file is not None and product.qa is not None:
-        qa_header = next(h for b, h in grids if b is qa_file)
-        qa_values = _decimated(
-            qa_header.info, 1, qa_header.height, qa_header.width, QA_READ_SIDE, ctx.settings
-        )
-        no, cloud = product.qa.masks(qa_values)
-        valid = int((~no).sum())
-        if valid == 0:
-            raise IngestError(
-                f"{spec.source}: all-nodata scene (its {product.qa.band} layer marks every pixel nodata); "
-                "remove it from the inputs or use --skip-bad"
-            )
-        cloud_fraction = float(cloud.sum()) / valid
 
+
+def _cloud_fraction(
+    spec: SceneSpec,
+    qa_file: BandFile | None,
+    product: Product,
+    grids: Sequence[tuple[BandFile, _Header]],
+    settings: S3Settings | None,
+) -> float | None:
+    """Cloud pixels over pixels not flagged nodata, in a decimated read of the QA layer.
+
+    Returns:
+        The fraction, or None when the scene has no QA layer (or the product no QA decoding).
+
+    Raises:
+        IngestError: The QA layer marks every pixel nodata.
+    """
+    if qa_file is None or product.qa is None:
+        return None
+    qa_header = next(h for b, h in grids if b is qa_file)
+    qa_values = _decimated(qa_header.info, 1, qa_header.height, qa_header.width, QA_READ_SIDE, settings)
+    no, cloud = product.qa.masks(qa_values)
+    valid = int((~no).sum())
+    if valid == 0:
+        raise IngestError(
+            f"{spec.source}: all-nodata scene (its {product.qa.band} layer marks every pixel nodata); "
+            "remove it from the inputs or use --skip-bad"
+        )
+    return float(cloud.sum()) / valid
+
+
+def _when_and_where(
+    spec: SceneSpec,
+    first: _Header,
+    stac: dict[str, Any] | None,
+    mtl: dict[str, str] | None,
+    ref_header: _Header,
+    ctx: ReadContext,
+) -> _Acquisition:
+    """Acquisition time, WGS84 corners and footprint, and growth period of the scene.
+
+    The time comes from the sidecars, the first file's tags or the file names (in the order of
+    :func:`~a2mae.ingest.sidecars.acquisition_datetime`); the period needs the centre latitude, so
+    it comes after the geometry.
+    """
     when, when_source = acquisition_datetime(stac, mtl, first.tags, [f.name for f in spec.files])
     corners, footprint, (clat, _) = wgs84_geometry(
         ref_header.crs, ref_header.transform, ref_header.width, ref_header.height
     )
     period = growth_period(when, clat, ctx.growth.growth_months, ctx.growth.tropics_lat)
-    scale, offset = (
+    return _Acquisition(when, when_source, corners, footprint, period)
+
+
+def _reflectance_scale(
+    stac: dict[str, Any] | None, mtl: dict[str, str] | None, product: Product
+) -> tuple[float, float]:
+    """``(scale, offset)`` of reflectance = DN x scale + offset: STAC item, else MTL, else the registry."""
+    return (
         (scale_offset_from_stac(stac) if stac else None)
         or (scale_offset_from_mtl(mtl) if mtl else None)
         or (product.scale, product.offset)
-    )
-    content_hash = scene_content_hash(spec, ctx.settings)
-    date = when.strftime("%Y%m%d") if when else "nodate"
-    ordered = sorted(band_files, key=lambda b: sensor_order(sensor, b.band))
-    t = ref_header.transform
-    return SceneRecord(
-        scene_id=f"{sensor.id}_{found.product}_{date}_{content_hash[:8]}",
-        sensor=sensor.id,
-        product=found.product,
-        source=spec.source,
-        datetime=when,
-        datetime_source=when_source,
-        period=period,
-        crs=crs_string(ref_header.crs),
-        transform=(t.a, t.b, t.c, t.d, t.e, t.f),
-        width=ref_header.width,
-        height=ref_header.height,
-        gsd_m=ref_band.gsd_m,
-        bounds=ref_header.bounds,
-        corners=corners,  # type: ignore[arg-type]
-        footprint_wkt=footprint,
-        bands=tuple(b.band for b in ordered),
-        band_files=tuple(ordered),
-        qa_file=qa_file,
-        cloud_fraction=cloud_fraction,
-        scale=float(scale),
-        offset=float(offset),
-        content_hash=content_hash,
-        fingerprint=fingerprint,
     )
 
 
