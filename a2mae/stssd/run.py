@@ -26,7 +26,7 @@ import secrets
 import shutil
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,11 +38,12 @@ from a2mae.ingest.catalog import SceneRecord, read_catalog
 from a2mae.sensors import get_registry
 from a2mae.sensors.registry import QASpec, SensorRegistry
 from a2mae.stssd.chips import SceneSource, close_open_files
-from a2mae.stssd.grouping import Plan, pack_runs, plan_sets
+from a2mae.stssd.grouping import Plan, PlannedSet, pack_runs, plan_sets
 from a2mae.stssd.packing import ShardTask, write_shard
 from a2mae.stssd.snapshot import (
     FORMAT_VERSION,
     INFO,
+    SnapshotCounts,
     SnapshotError,
     SnapshotWriter,
     is_complete,
@@ -180,6 +181,7 @@ def on_chip_grid(rec: SceneRecord, registry: SensorRegistry, cfg: TileConfig) ->
 
 
 def _qa_decode(rec: SceneRecord, registry: SensorRegistry) -> QASpec | None:
+    """How to decode the scene's QA layer (None when it has none)."""
     if rec.qa_file is None:
         return None
     return registry.get(rec.sensor).product(rec.product).qa
@@ -205,68 +207,90 @@ def build_tasks(
     bands: dict[int, tuple[str, ...]] = {}
 
     def source(scene: int) -> SceneSource:
+        # Each scene is described once and shared by every task that reads it; ``bands`` fills in
+        # the order scenes are first needed.
         if scene not in sources:
-            rec = plan.records[scene]
-            keep = kept_bands(rec, registry, cfg)
-            if not keep:
-                raise TilingError(
-                    f"scene {rec.scene_id} ({rec.source}): "
-                    f"none of the {rec.sensor} pre-training bands is present"
-                )
-            by_band = {bf.band: bf for bf in rec.band_files}
-            files = tuple(by_band[b] for b in keep)
-            product = registry.get(rec.sensor).product(rec.product)
-            bands[scene] = keep
-            sources[scene] = SceneSource(
-                scene_id=rec.scene_id,
-                content_hash=rec.content_hash,
-                transform=rec.transform,
-                bands=keep,
-                band_files=files,
-                nodata=tuple(bf.nodata if bf.nodata is not None else product.nodata for bf in files),
-                qa_file=rec.qa_file,
-                qa=_qa_decode(rec, registry),
-                scale=rec.scale,
-                offset=rec.offset,
-            )
+            bands[scene], sources[scene] = _scene_source(plan.records[scene], registry, cfg)
         return sources[scene]
 
     max_bytes = int(cfg.shard_max_mb * 1024 * 1024)
-    chip_bytes = 2 * cfg.chip_size * cfg.chip_size
-    tasks: list[ShardTask] = []
-
-    def flush(a: int, b: int) -> None:
-        sets = tuple(plan.sets[a:b])
-        scenes = sorted({im.window.scene for st in sets for im in st.images})
-        tasks.append(
-            ShardTask(
-                unit=len(tasks),
-                chip=cfg.chip_size,
-                scenes=tuple(source(sc) for sc in scenes),
-                scene_index=tuple(scenes),
-                sensors=tuple(plan.records[sc].sensor for sc in scenes),
-                sets=sets,
-                max_nodata=cfg.max_nodata_fraction,
-                max_cloud=cfg.max_cloud_fraction,
-                min_images=cfg.min_images_per_set,
-                hires_sensors=frozenset(cfg.hires_sensors),
-                max_bytes=max_bytes,
-                batch_chips=cfg.chips_per_task,
-                gdal_cache_mb=cfg.gdal_cache_mb,
-                s3=s3,
-            )
-        )
+    chip_bytes = 2 * cfg.chip_size * cfg.chip_size  # int16 pixels
 
     def point_bytes(sets) -> int:
+        # A window shared by several sets of a grid point is stored once.
         wins = {im.window for st in sets for im in st.images}
         return sum(len(source(w.scene).bands) * chip_bytes for w in wins)
 
+    tasks: list[ShardTask] = []
     for a, b in pack_runs(plan.sets, point_bytes, max_bytes):
-        flush(a, b)
+        tasks.append(_shard_task(len(tasks), tuple(plan.sets[a:b]), plan, source, cfg, max_bytes, s3))
     return tasks, bands
 
 
+def _scene_source(
+    rec: SceneRecord, registry: SensorRegistry, cfg: TileConfig
+) -> tuple[tuple[str, ...], SceneSource]:
+    """What a worker needs to read a scene's chips: the files of the bands written, nodata, QA, scale.
+
+    Returns:
+        ``(bands written, scene source)``.
+
+    Raises:
+        TilingError: The scene has none of its sensor's pre-training bands.
+    """
+    keep = kept_bands(rec, registry, cfg)
+    if not keep:
+        raise TilingError(
+            f"scene {rec.scene_id} ({rec.source}): none of the {rec.sensor} pre-training bands is present"
+        )
+    by_band = {bf.band: bf for bf in rec.band_files}
+    files = tuple(by_band[b] for b in keep)
+    product = registry.get(rec.sensor).product(rec.product)
+    return keep, SceneSource(
+        scene_id=rec.scene_id,
+        content_hash=rec.content_hash,
+        transform=rec.transform,
+        bands=keep,
+        band_files=files,
+        nodata=tuple(bf.nodata if bf.nodata is not None else product.nodata for bf in files),
+        qa_file=rec.qa_file,
+        qa=_qa_decode(rec, registry),
+        scale=rec.scale,
+        offset=rec.offset,
+    )
+
+
+def _shard_task(
+    unit: int,
+    sets: tuple[PlannedSet, ...],
+    plan: Plan,
+    source: Callable[[int], SceneSource],
+    cfg: TileConfig,
+    max_bytes: int,
+    s3: object | None,
+) -> ShardTask:
+    """The task writing shard ``unit``: its sets, the scenes they read (by index) and the drop rules."""
+    scenes = sorted({im.window.scene for st in sets for im in st.images})
+    return ShardTask(
+        unit=unit,
+        chip=cfg.chip_size,
+        scenes=tuple(source(sc) for sc in scenes),
+        scene_index=tuple(scenes),
+        sensors=tuple(plan.records[sc].sensor for sc in scenes),
+        sets=sets,
+        max_nodata=cfg.max_nodata_fraction,
+        max_cloud=cfg.max_cloud_fraction,
+        min_images=cfg.min_images_per_set,
+        hires_sensors=frozenset(cfg.hires_sensors),
+        max_bytes=max_bytes,
+        batch_chips=cfg.chips_per_task,
+        gdal_cache_mb=cfg.gdal_cache_mb,
+        s3=s3,
+    )
+
+
 def _input_bytes(records: Sequence[SceneRecord]) -> int:
+    """Size of the scenes' local files, for the summary's MB/s (s3:// files are not asked for)."""
     uris = {bf.uri for r in records for bf in (*r.band_files, *([r.qa_file] if r.qa_file else []))}
     total = 0
     for u in uris:
@@ -332,6 +356,7 @@ def _remove_stale_temporaries(out: Path) -> list[Path]:
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished snapshot ``tmp`` to ``out``, moving a previous snapshot aside first."""
     if out.exists():
         old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
         os.rename(out, old)
@@ -342,6 +367,7 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
 
 
 def _progress(enabled: bool):
+    """A rich progress bar on stderr, disabled unless enabled and stderr is a terminal."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -389,63 +415,141 @@ def tile(
     fp, info = fingerprint(records, cfg, registry)
     _remove_stale_temporaries(out)
     existing = _check_target(out)
-    if (
-        not force
-        and existing is not None
-        and existing.get("fingerprint") == fp
-        and is_complete(out, existing)
-    ):
+    if not force and existing is not None and _is_up_to_date(out, existing, fp):
         return TileSummary(
             out, existing["snapshot_id"], True, existing.get("counts", {}), time.perf_counter() - t0
         )
 
-    from a2mae.io.storage import S3Settings
+    from a2mae.io.storage import S3Settings  # imported only when there is work to do
 
+    plan = _plan(records, registry, cfg, catalog)
+    tasks, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
+    in_workers = _prepare_workers(cfg, len(tasks))
+    snapshot_id, counts = _build_snapshot(
+        out, plan, tasks, bands, info, cfg, in_workers=in_workers, progress=progress
+    )
+    return TileSummary(
+        out, snapshot_id, False, counts.__dict__, time.perf_counter() - t0, _input_bytes(plan.records)
+    )
+
+
+def _is_up_to_date(out: Path, existing: dict[str, Any], fp: str) -> bool:
+    """Whether ``out`` holds a complete snapshot of the same fingerprint (then nothing is read)."""
+    return existing.get("fingerprint") == fp and is_complete(out, existing)
+
+
+def _plan(
+    records: Sequence[SceneRecord], registry: SensorRegistry, cfg: TileConfig, catalog: str | os.PathLike[str]
+) -> Plan:
+    """Plan the image sets from the catalog's metadata, on each scene's chip grid.
+
+    Raises:
+        TilingError: No set fits (every scene too small for a chip or off the grid), or a scene has
+            none of its sensor's pre-training bands.
+    """
     plan = plan_sets([on_chip_grid(r, registry, cfg) for r in records], cfg)
     if not plan.sets:
         raise TilingError(
             f"{catalog}: no image set fits: every scene is smaller than a chip of tile.chip_size="
             f"{cfg.chip_size} px, or covers no point of the {cfg.grid_m:g} m grid; lower tile.chip_size"
         )
-    tasks, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
-    in_workers = not in_process(cfg.executor, cfg.workers, len(tasks))
+    return plan
+
+
+def _prepare_workers(cfg: TileConfig, n_tasks: int) -> bool:
+    """Whether the shard tasks run in worker processes (local pool or Ray) rather than in this one.
+
+    For a local pool, rasterio and GDAL are imported here first, so the forked workers inherit them.
+    """
+    in_workers = not in_process(cfg.executor, cfg.workers, n_tasks)
     if in_workers and cfg.executor == "local":
         import a2mae.io.raster  # noqa: F401  (rasterio and GDAL load once here, not in every forked worker)
+    return in_workers
+
+
+def _build_snapshot(
+    out: Path,
+    plan: Plan,
+    tasks: Sequence[ShardTask],
+    bands: dict[int, tuple[str, ...]],
+    info: dict[str, Any],
+    cfg: TileConfig,
+    *,
+    in_workers: bool,
+    progress: bool,
+) -> tuple[str, SnapshotCounts]:
+    """Write the snapshot into a temporary sibling of ``out`` and swap it into place.
+
+    The temporary folder holds an owner file (host and pid) while it is written, so that a later
+    run can tell a killed run's folder from a live one; any failure removes the folder and leaves a
+    previous snapshot at ``out`` untouched.
+
+    Returns:
+        ``(snapshot id, counts)``.
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
         (tmp / OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
-        writer = SnapshotWriter(tmp, plan, bands, chip=cfg.chip_size, info=info)
-        # local workers write the shards; a Ray worker may be on another machine (bytes come back)
-        out_dir = str(writer.shard_dir) if cfg.executor == "local" else None
-        tasks = [replace(t, out_dir=out_dir, worker_process=in_workers) for t in tasks]
-        try:
-            with _progress(progress) as bar:
-                job = bar.add_task("tiling", total=len(plan.sets))
-                results = run_tasks(
-                    write_shard,
-                    tasks,
-                    executor=cfg.executor,
-                    workers=cfg.workers,
-                    ray_address=cfg.ray_address,
-                    ordered=True,
-                    on_done=lambda i: bar.advance(job, len(tasks[i].sets)),  # as shards finish
-                )
-                for i, result in results:
-                    writer.add(tasks[i].sets, result)
-            counts = writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        finally:
-            close_open_files()  # the files this process opened (workers=1, or a failure)
+        counts = _write_snapshot(tmp, plan, tasks, bands, info, cfg, in_workers=in_workers, progress=progress)
         snapshot_id = json.loads((tmp / INFO).read_text())["snapshot_id"]
         (tmp / OWNER).unlink()
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return TileSummary(
-        out, snapshot_id, False, counts.__dict__, time.perf_counter() - t0, _input_bytes(plan.records)
-    )
+    return snapshot_id, counts
+
+
+def _write_snapshot(
+    tmp: Path,
+    plan: Plan,
+    tasks: Sequence[ShardTask],
+    bands: dict[int, tuple[str, ...]],
+    info: dict[str, Any],
+    cfg: TileConfig,
+    *,
+    in_workers: bool,
+    progress: bool,
+) -> SnapshotCounts:
+    """Run the shard tasks and write the manifest, statistics and info file into ``tmp``.
+
+    Returns:
+        The counts written to ``snapshot.json``.
+    """
+    writer = SnapshotWriter(tmp, plan, bands, chip=cfg.chip_size, info=info)
+    # local workers write the shards; a Ray worker may be on another machine (bytes come back)
+    out_dir = str(writer.shard_dir) if cfg.executor == "local" else None
+    tasks = [replace(t, out_dir=out_dir, worker_process=in_workers) for t in tasks]
+    try:
+        _run_shard_tasks(tasks, writer, cfg, total_sets=len(plan.sets), progress=progress)
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        close_open_files()  # the files this process opened (workers=1, or a failure)
+
+
+def _run_shard_tasks(
+    tasks: Sequence[ShardTask], writer: SnapshotWriter, cfg: TileConfig, *, total_sets: int, progress: bool
+) -> None:
+    """Run the shard tasks on the configured executor and hand their results to the writer in plan order.
+
+    The progress bar counts sets and advances as shards finish, in whatever order they do; the
+    writer still receives the results in plan order, which keeps the snapshot deterministic.
+    """
+    with _progress(progress) as bar:
+        job = bar.add_task("tiling", total=total_sets)
+        results = run_tasks(
+            write_shard,
+            tasks,
+            executor=cfg.executor,
+            workers=cfg.workers,
+            ray_address=cfg.ray_address,
+            ordered=True,
+            on_done=lambda i: bar.advance(job, len(tasks[i].sets)),  # as shards finish
+        )
+        for i, result in results:
+            writer.add(tasks[i].sets, result)
