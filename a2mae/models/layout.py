@@ -13,11 +13,12 @@ added to its tokens, and the missing channels are excluded from the reconstructi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from a2mae.models import geo
-from a2mae.models.vocab import ModelInputError, Vocabulary
+from a2mae.models.vocab import ChannelMap, ModelInputError, Vocabulary
 from a2mae.types import ImageSample
 
 PERIODS = {"g": 0, "ng": 1, "na": 2}
@@ -146,19 +147,105 @@ def build_layout(
         ModelInputError: Unknown sensor/band, wrong channel count, size not a multiple of ``p``, or
             images not grouped by set.
     """
+    set_index = _check_batch(images, set_index)
+    dev = set_index.device
+    p = patch_size
+    maps, hws = _channel_maps(images, vocab, p)
+    slabs = _slab_table(maps, hws, vocab, dev)
+    tok_slab, tok_in_slab = _token_index(slabs.length, slabs.start)
+    img_hw = torch.tensor(hws, dtype=torch.long, device=dev)
+    img_cells = img_hw[:, 0] * img_hw[:, 1]
+    img_cell_start = torch.cumsum(img_cells, 0) - img_cells
+    tok_img = slabs.img[tok_slab]
+    patches = _gather_patches(images, maps, hws, slabs, vocab.max_group_bands, p)
+    pix_valid = _gather_valid(images, maps, hws, slabs, p)
+    meta = _image_metadata(images, vocab, dev)
+    centre, has_centre = geo.set_centres(meta.corners, meta.has_corners, set_index, num_sets)
+    img_centre = centre[set_index]
+    extent = torch.stack([img_hw[:, 1] * p * meta.gsd, img_hw[:, 0] * p * meta.gsd], dim=1)
+    affine = _image_affine(extent, meta, img_centre)
+    cell_xy, cell_xy_nom, cell_rc = _cell_geometry(hws, extent, meta, img_centre, img_cell_start)
+    return TokenLayout(
+        num_sets=num_sets,
+        patch_size=p,
+        img_set=set_index,
+        img_sensor=meta.sensor,
+        img_hw=img_hw,
+        img_cell_start=img_cell_start,
+        img_has_corners=meta.has_corners & has_centre[set_index],
+        img_gsd=meta.gsd.to(torch.float32),
+        img_has_gsd=meta.has_gsd,
+        img_time=meta.time,
+        img_has_time=meta.has_time,
+        img_period=meta.period,
+        img_affine=affine,
+        set_centre=centre,
+        set_has_centre=has_centre,
+        cell_xy=cell_xy.to(torch.float32),
+        cell_xy_nominal=cell_xy_nom.to(torch.float32),
+        cell_rc=cell_rc,
+        cell_img=torch.repeat_interleave(torch.arange(len(images), device=dev), img_cells),
+        slab_img=slabs.img,
+        slab_key=slabs.key,
+        slab_start=slabs.start,
+        slab_chan=slabs.chan,
+        slab_missing=slabs.slot_exists & (slabs.chan < 0),
+        slab_band_row=slabs.band_row,
+        tok_slab=tok_slab,
+        tok_img=tok_img,
+        tok_set=set_index[tok_img],
+        tok_key=slabs.key[tok_slab],
+        tok_cell=img_cell_start[tok_img] + tok_in_slab,
+        patches=patches,
+        chan_valid=(slabs.chan >= 0)[tok_slab],
+        pix_valid=pix_valid,
+    )
+
+
+# ---------------------------------------------------------------------------------------- input checks
+def _check_batch(images: list[ImageSample], set_index: torch.Tensor) -> torch.Tensor:
+    """Check that there are images and that ``set_index`` (``[N]``) groups them set by set.
+
+    Args:
+        images: ``N`` images.
+        set_index: ``[N]`` set of each image.
+
+    Returns:
+        ``[N]`` long ``set_index`` on the device of the pixels.
+
+    Raises:
+        ModelInputError: No image, wrong length, or images not grouped set by set.
+    """
     if not images:
         raise ModelInputError("empty batch: no image")
-    dev = images[0].pixels.device
-    p = patch_size
-    set_index = set_index.to(dev, torch.long)
+    set_index = set_index.to(images[0].pixels.device, torch.long)
     if len(set_index) != len(images):
         raise ModelInputError(f"set_index has {len(set_index)} entries for {len(images)} images")
+    # Tokens are laid out set by set: tok_set must be non-decreasing for the per-set segment ops.
     if len(images) > 1 and bool((set_index[1:] < set_index[:-1]).any()):
         raise ModelInputError(
             "images must be grouped set by set (set_index non-decreasing); use collate_sets"
         )
-    cmax = vocab.max_group_bands
+    return set_index
 
+
+def _channel_maps(
+    images: list[ImageSample], vocab: Vocabulary, p: int
+) -> tuple[list[ChannelMap], list[tuple[int, int]]]:
+    """Check each image's shape and map its bands onto the vocabulary's token groups.
+
+    Args:
+        images: ``N`` images, pixels ``[C, H, W]``.
+        vocab: The model's vocabulary.
+        p: Patch size.
+
+    Returns:
+        ``(maps, hws)``: per image its channel map and its token grid ``(H / p, W / p)``.
+
+    Raises:
+        ModelInputError: Unknown sensor/band, channel count not matching the bands, or a size that is
+            not a positive multiple of ``p``.
+    """
     maps, hws = [], []
     for n, im in enumerate(images):
         m = im.meta
@@ -175,8 +262,38 @@ def build_layout(
             )
         maps.append(vocab.channel_map(m.sensor, tuple(m.bands)))
         hws.append((hh // p, ww // p))
+    return maps, hws
 
-    # ------------------------------------------------------------------------------- slabs/tokens
+
+# ------------------------------------------------------------------------------------- slabs and tokens
+class _Slabs(NamedTuple):
+    """Per-slab tables of a batch (``S`` slabs, ``C_max`` band slots); see :class:`TokenLayout`."""
+
+    img: torch.Tensor  # [S] image of each slab
+    key: torch.Tensor  # [S] (sensor, group) key
+    chan: torch.Tensor  # [S, C_max] image channel of each band slot, -1 missing or no slot
+    length: torch.Tensor  # [S] tokens (h * w)
+    start: torch.Tensor  # [S] first token
+    slot_exists: torch.Tensor  # [S, C_max] bool, the group has a band in that slot
+    band_row: torch.Tensor  # [S, C_max] row of the missing-band table (0 where no slot)
+    index: dict[tuple[int, int], int]  # (image, key) -> slab
+
+
+def _slab_table(
+    maps: list[ChannelMap], hws: list[tuple[int, int]], vocab: Vocabulary, dev: torch.device
+) -> _Slabs:
+    """One slab per (image, present token group), in image then group order.
+
+    Args:
+        maps: Per image its channel map.
+        hws: Per image its token grid ``(h, w)``.
+        vocab: The model's vocabulary.
+        dev: Device of the tables.
+
+    Returns:
+        The slab tables (``[S]`` and ``[S, C_max]`` tensors).
+    """
+    cmax = vocab.max_group_bands
     slab_img, slab_key, slab_chan, slab_len = [], [], [], []
     for n, cm in enumerate(maps):
         for k, chans in zip(cm.groups, cm.channels, strict=True):
@@ -184,9 +301,6 @@ def build_layout(
             slab_key.append(k)
             slab_chan.append(list(chans) + [-1] * (cmax - len(chans)))
             slab_len.append(hws[n][0] * hws[n][1])
-    t_slab_img = torch.tensor(slab_img, dtype=torch.long, device=dev)
-    t_slab_key = torch.tensor(slab_key, dtype=torch.long, device=dev)
-    t_slab_chan = torch.tensor(slab_chan, dtype=torch.long, device=dev)
     t_slab_len = torch.tensor(slab_len, dtype=torch.long, device=dev)
     slot_exists = torch.tensor(
         [[s < len(vocab.key_bands[k]) for s in range(cmax)] for k in slab_key], dtype=torch.bool, device=dev
@@ -196,26 +310,60 @@ def build_layout(
         dtype=torch.long,
         device=dev,
     )
-    slab_start = torch.cumsum(t_slab_len, 0) - t_slab_len
-    num_tokens = int(t_slab_len.sum())
-    tok_slab = torch.repeat_interleave(torch.arange(len(slab_img), device=dev), t_slab_len)
-    tok_in_slab = torch.arange(num_tokens, device=dev) - slab_start[tok_slab]
+    return _Slabs(
+        img=torch.tensor(slab_img, dtype=torch.long, device=dev),
+        key=torch.tensor(slab_key, dtype=torch.long, device=dev),
+        chan=torch.tensor(slab_chan, dtype=torch.long, device=dev),
+        length=t_slab_len,
+        start=torch.cumsum(t_slab_len, 0) - t_slab_len,
+        slot_exists=slot_exists,
+        band_row=band_row,
+        index={(si, k): s for s, (si, k) in enumerate(zip(slab_img, slab_key, strict=True))},
+    )
 
-    img_hw = torch.tensor(hws, dtype=torch.long, device=dev)
-    img_cells = img_hw[:, 0] * img_hw[:, 1]
-    img_cell_start = torch.cumsum(img_cells, 0) - img_cells
-    tok_img = t_slab_img[tok_slab]
 
-    # --------------------------------------------------------------------------------- patches
+def _token_index(slab_len: torch.Tensor, slab_start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slab of each token and its position in the slab, without a loop over slabs.
+
+    Args:
+        slab_len: ``[S]`` tokens per slab.
+        slab_start: ``[S]`` first token of each slab.
+
+    Returns:
+        ``(tok_slab [T], tok_in_slab [T])``; ``tok_in_slab`` is the token's row-major cell in its image.
+    """
+    num_tokens = int(slab_len.sum())
+    tok_slab = torch.repeat_interleave(torch.arange(len(slab_len), device=slab_len.device), slab_len)
+    return tok_slab, torch.arange(num_tokens, device=slab_len.device) - slab_start[tok_slab]
+
+
+# -------------------------------------------------------------------------------------------- patches
+def _gather_patches(
+    images: list[ImageSample],
+    maps: list[ChannelMap],
+    hws: list[tuple[int, int]],
+    slabs: _Slabs,
+    cmax: int,
+    p: int,
+) -> torch.Tensor:
+    """Target pixels of every token, band slots in group order: ``N x [C, H, W] -> [T, C_max, p*p]``.
+
+    Args:
+        images: ``N`` images.
+        maps: Per image its channel map.
+        hws: Per image its token grid ``(h, w)``.
+        slabs: Slab tables.
+        cmax: ``C_max``, band slots per token.
+        p: Patch size.
+
+    Returns:
+        ``[T, C_max, p*p]`` float32; missing bands and empty slots are zero (the band mean).
+    """
+    dev = images[0].pixels.device
+    num_tokens = int(slabs.length.sum())
     patches = torch.empty(num_tokens, cmax, p * p, dtype=torch.float32, device=dev)
-    pix_valid = None
-    if any(im.valid is not None for im in images):
-        pix_valid = torch.ones(num_tokens, p * p, dtype=torch.bool, device=dev)
-    buckets: dict[tuple, list[int]] = {}
-    for n, im in enumerate(images):
-        buckets.setdefault((maps[n], tuple(im.pixels.shape)), []).append(n)
-    slab_of = {(si, k): s for s, (si, k) in enumerate(zip(slab_img, slab_key, strict=True))}
-    for (cm, _shape), members in buckets.items():
+    # Images with the same bands and size are patchified in one stacked call per group, not one by one.
+    for (cm, _shape), members in _buckets(images, maps).items():
         px = torch.stack([images[n].pixels for n in members]).to(torch.float32)
         px = torch.cat([px, px.new_zeros(px.shape[0], 1, *px.shape[2:])], dim=1)  # zero channel at index C
         zero_c = px.shape[1] - 1
@@ -223,22 +371,79 @@ def build_layout(
         for k, chans in zip(cm.groups, cm.channels, strict=True):
             idx = torch.tensor([c if c >= 0 else zero_c for c in chans] + [zero_c] * (cmax - len(chans)))
             pt = patchify(px.index_select(1, idx.to(dev)), p)  # [m, hw, cmax, pp]
-            starts = torch.tensor([int(slab_start[slab_of[(n, k)]]) for n in members], device=dev)
+            starts = torch.tensor([int(slabs.start[slabs.index[(n, k)]]) for n in members], device=dev)
             dest = (starts[:, None] + torch.arange(hw, device=dev)[None]).reshape(-1)
             patches[dest] = pt.reshape(-1, cmax, p * p)
-        if pix_valid is not None:
-            for n in members:
-                v = images[n].valid
-                if v is None:
-                    continue
-                pv = patchify(v.to(dev, torch.float32)[None, None], p).reshape(hw, p * p) > 0.5
-                for k in cm.groups:
-                    s0 = int(slab_start[slab_of[(n, k)]])
-                    pix_valid[s0 : s0 + hw] = pv
-    chan_valid = (t_slab_chan >= 0)[tok_slab]
+    return patches
 
-    # -------------------------------------------------------------------------------- metadata
-    img_sensor = torch.tensor([vocab.sensor_index(im.meta.sensor) for im in images], device=dev)
+
+def _gather_valid(
+    images: list[ImageSample], maps: list[ChannelMap], hws: list[tuple[int, int]], slabs: _Slabs, p: int
+) -> torch.Tensor | None:
+    """Valid-pixel mask of every token: ``N x [H, W] -> [T, p*p]`` bool (None when no image has one).
+
+    Args:
+        images: ``N`` images; ``valid`` is an optional ``[H, W]`` mask.
+        maps: Per image its channel map.
+        hws: Per image its token grid ``(h, w)``.
+        slabs: Slab tables.
+        p: Patch size.
+
+    Returns:
+        ``[T, p*p]`` bool (True for images without a mask), or None when every pixel is valid.
+    """
+    if not any(im.valid is not None for im in images):
+        return None  # the loss then skips the per-pixel weighting
+    dev = images[0].pixels.device
+    pix_valid = torch.ones(int(slabs.length.sum()), p * p, dtype=torch.bool, device=dev)
+    for n, im in enumerate(images):
+        if im.valid is None:
+            continue
+        hw = hws[n][0] * hws[n][1]
+        pv = patchify(im.valid.to(dev, torch.float32)[None, None], p).reshape(hw, p * p) > 0.5
+        for k in maps[n].groups:  # every group of the image shares its pixel mask
+            s0 = int(slabs.start[slabs.index[(n, k)]])
+            pix_valid[s0 : s0 + hw] = pv
+    return pix_valid
+
+
+def _buckets(images: list[ImageSample], maps: list[ChannelMap]) -> dict[tuple, list[int]]:
+    """Images grouped by (channel map, pixel shape), in first-seen order."""
+    buckets: dict[tuple, list[int]] = {}
+    for n, im in enumerate(images):
+        buckets.setdefault((maps[n], tuple(im.pixels.shape)), []).append(n)
+    return buckets
+
+
+# ------------------------------------------------------------------------------------ metadata, geometry
+class _ImageMeta(NamedTuple):
+    """Per-image metadata tensors (``N`` images); unknown values are filled, flagged by ``has_*``."""
+
+    sensor: torch.Tensor  # [N] sensor index
+    corners: torch.Tensor  # [N, 4, 2] float64 (lat, lon) UL, UR, LR, LL; zeros where unknown
+    has_corners: torch.Tensor  # [N] bool
+    gsd: torch.Tensor  # [N] float64 gsd_m, nominal sensor GSD where unknown
+    has_gsd: torch.Tensor  # [N] bool
+    time: torch.Tensor  # [N, 2] float32 (year, day of year); zeros where unknown
+    has_time: torch.Tensor  # [N] bool
+    period: torch.Tensor  # [N] long 0 = g, 1 = ng, 2 = na
+
+
+def _image_metadata(images: list[ImageSample], vocab: Vocabulary, dev: torch.device) -> _ImageMeta:
+    """Collect sensor, corners, GSD, time and period of every image into ``[N, ...]`` tensors.
+
+    Args:
+        images: ``N`` images.
+        vocab: The model's vocabulary (sensor indices, nominal GSDs).
+        dev: Device of the tensors.
+
+    Returns:
+        The metadata tensors.
+
+    Raises:
+        ModelInputError: Corners that are not four (lat, lon) pairs.
+    """
+    sensor = torch.tensor([vocab.sensor_index(im.meta.sensor) for im in images], device=dev)
     has_corners = torch.tensor([im.meta.corners is not None for im in images], device=dev)
     corners = torch.tensor(
         [_corners(im, n) for n, im in enumerate(images)], dtype=torch.float64, device=dev
@@ -258,73 +463,81 @@ def build_layout(
         dtype=torch.float32,
         device=dev,
     )
-    period = torch.tensor([PERIODS.get(im.meta.period, 2) for im in images], dtype=torch.long, device=dev)
+    return _ImageMeta(
+        sensor=sensor,
+        corners=corners,
+        has_corners=has_corners,
+        gsd=gsd,
+        has_gsd=torch.tensor(gsd_known, device=dev),
+        time=img_time,
+        has_time=torch.tensor([d is not None for d in dts], device=dev),
+        period=torch.tensor([PERIODS.get(im.meta.period, 2) for im in images], dtype=torch.long, device=dev),
+    )
 
-    # -------------------------------------------------------------------------------- geometry
-    centre, has_centre = geo.set_centres(corners, has_corners, set_index, num_sets)
-    img_centre = centre[set_index]
-    extent = torch.stack([img_hw[:, 1] * p * gsd, img_hw[:, 0] * p * gsd], dim=1)
+
+def _image_affine(extent: torch.Tensor, meta: _ImageMeta, img_centre: torch.Tensor) -> torch.Tensor:
+    """Ground geometry of each image: ``(u, v) -> (x, y)`` metres from its set centre, ``[N, 2, 3]``.
+
+    Args:
+        extent: ``[N, 2]`` float64 ground size (x, y) in metres of the nominal north-up grid.
+        meta: Image metadata (corners).
+        img_centre: ``[N, 2]`` float64 (lat, lon) of each image's set centre.
+
+    Returns:
+        ``[N, 2, 3]`` float64: fitted to the corners where known, else the nominal north-up grid.
+    """
     affine = geo.nominal_affine(extent)
-    if bool(has_corners.any()):
-        cxy = geo.local_xy(corners, img_centre)
-        fitted = geo.affine_from_corners(cxy)
+    if bool(meta.has_corners.any()):
+        fitted = geo.affine_from_corners(geo.local_xy(meta.corners, img_centre))
         det = fitted[:, 0, 0] * fitted[:, 1, 1] - fitted[:, 0, 1] * fitted[:, 1, 0]
-        ok = has_corners & (det.abs() > 1e-6)  # degenerate corners: nominal geometry
+        ok = meta.has_corners & (det.abs() > 1e-6)  # degenerate corners: nominal geometry
         affine = torch.where(ok[:, None, None], fitted, affine)
-    n_cells = int(img_cells.sum())
+    return affine
+
+
+def _cell_geometry(
+    hws: list[tuple[int, int]],
+    extent: torch.Tensor,
+    meta: _ImageMeta,
+    img_centre: torch.Tensor,
+    img_cell_start: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ground offset and grid position of every token cell (Eq. 1 + Eq. 2), vectorised per grid size.
+
+    Args:
+        hws: Per image its token grid ``(h, w)``.
+        extent: ``[N, 2]`` float64 ground size (x, y) in metres.
+        meta: Image metadata (corners).
+        img_centre: ``[N, 2]`` float64 (lat, lon) of each image's set centre.
+        img_cell_start: ``[N]`` offset of each image's cells.
+
+    Returns:
+        ``(cell_xy [Ncell, 2] float64, cell_xy_nominal [Ncell, 2] float64, cell_rc [Ncell, 2] long)``:
+        offsets from the bilinear corners (nominal grid where none), offsets of the nominal grid, and
+        (row, col) of each cell.
+    """
+    dev = extent.device
+    n_cells = sum(h * w for h, w in hws)
     cell_xy = torch.empty(n_cells, 2, dtype=torch.float64, device=dev)
     cell_xy_nom = torch.empty(n_cells, 2, dtype=torch.float64, device=dev)
     cell_rc = torch.empty(n_cells, 2, dtype=torch.long, device=dev)
+    # One batched pass per distinct grid size (usually one or two), not per image.
     for (h, w), members in _by_value(hws).items():
         mem = torch.tensor(members, device=dev)
         uv = geo.grid_uv(h, w, 1, dev)[:, 0][None].expand(len(members), h * w, 2)
         nom = geo.apply_affine(geo.nominal_affine(extent[mem]), uv)
         xy = nom.clone()
-        hc = has_corners[mem]
+        hc = meta.has_corners[mem]
         if bool(hc.any()):
-            ll = geo.bilinear_latlon(corners[mem][hc], uv[hc])
+            # Token centres through the bilinear corner model, so skewed/rotated chips are exact.
+            ll = geo.bilinear_latlon(meta.corners[mem][hc], uv[hc])
             xy[hc] = geo.local_xy(ll, img_centre[mem][hc])
         dest = (img_cell_start[mem][:, None] + torch.arange(h * w, device=dev)[None]).reshape(-1)
         cell_xy[dest] = xy.reshape(-1, 2)
         cell_xy_nom[dest] = nom.reshape(-1, 2)
         rr = torch.arange(h * w, device=dev)
         cell_rc[dest] = torch.stack([rr // w, rr % w], dim=1).repeat(len(members), 1)
-
-    return TokenLayout(
-        num_sets=num_sets,
-        patch_size=p,
-        img_set=set_index,
-        img_sensor=img_sensor,
-        img_hw=img_hw,
-        img_cell_start=img_cell_start,
-        img_has_corners=has_corners & has_centre[set_index],
-        img_gsd=gsd.to(torch.float32),
-        img_has_gsd=torch.tensor(gsd_known, device=dev),
-        img_time=img_time,
-        img_has_time=torch.tensor([d is not None for d in dts], device=dev),
-        img_period=period,
-        img_affine=affine,
-        set_centre=centre,
-        set_has_centre=has_centre,
-        cell_xy=cell_xy.to(torch.float32),
-        cell_xy_nominal=cell_xy_nom.to(torch.float32),
-        cell_rc=cell_rc,
-        cell_img=torch.repeat_interleave(torch.arange(len(images), device=dev), img_cells),
-        slab_img=t_slab_img,
-        slab_key=t_slab_key,
-        slab_start=slab_start,
-        slab_chan=t_slab_chan,
-        slab_missing=slot_exists & (t_slab_chan < 0),
-        slab_band_row=band_row,
-        tok_slab=tok_slab,
-        tok_img=tok_img,
-        tok_set=set_index[tok_img],
-        tok_key=t_slab_key[tok_slab],
-        tok_cell=img_cell_start[tok_img] + tok_in_slab,
-        patches=patches,
-        chan_valid=chan_valid,
-        pix_valid=pix_valid,
-    )
+    return cell_xy, cell_xy_nom, cell_rc
 
 
 def _corners(im: ImageSample, n: int) -> list[float]:

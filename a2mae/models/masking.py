@@ -204,6 +204,11 @@ def anchor_aware_mask(
 ) -> MaskResult:
     """Mask decisions for a batch (see the module docstring).
 
+    Steps: pick the anchors, mask the anchor at ratio ``r``, mask the other tokens by the policy, then
+    apply the visible-token budget. Random draws, in this order (the order is part of the result):
+    ``[B]`` anchor noise (``random`` anchors only), ``[T]`` token noise, ``[Ncell]`` cell noise (only
+    when the anchor's groups share one mask), ``[T]`` policy noise, ``[T]`` budget noise.
+
     Args:
         layout: Batch layout.
         cfg: Model config (mask_ratio, anchor_policy, masking, anchor_group_mask, r_extra, r_out,
@@ -214,75 +219,162 @@ def anchor_aware_mask(
         The masks.
     """
     dev = layout.img_set.device
-    t = layout.num_tokens
-    n_cells = int(layout.cell_rc.shape[0])
-    r = cfg.mask_ratio
     anchor = select_anchor(layout, cfg.anchor_policy, generator)
     is_anchor_img = torch.zeros(layout.num_images, dtype=torch.bool, device=dev)
     is_anchor_img[anchor[anchor >= 0]] = True
     tok_anchor = is_anchor_img[layout.tok_img]
+    per_group_mask, anchor_tok_mask = _anchor_token_masks(layout, cfg, anchor, is_anchor_img, generator)
+    # Drawn for every policy (unused by ``independent``) so the budget draw after it stays the same.
+    u_dec = rand_uniform(layout.num_tokens, generator, dev)
+    if cfg.masking == "independent":
+        masked = per_group_mask
+        protected = torch.zeros(layout.num_tokens, dtype=torch.bool, device=dev)
+        rho = torch.zeros(int(layout.cell_rc.shape[0]), device=dev)
+        in_fp_cell = torch.zeros(int(layout.cell_rc.shape[0]), dtype=torch.bool, device=dev)
+    else:
+        ground = _masked_ground(layout, tok_anchor & anchor_tok_mask)
+        masked, protected, rho, in_fp_cell = _footprint_mask(
+            layout, cfg, anchor, is_anchor_img, ground, u_dec
+        )
+        masked = torch.where(tok_anchor, anchor_tok_mask, masked)
+    # Reported for non-anchor tokens only: anchor tokens are never budget candidates, their mask is final.
+    protected = protected & ~tok_anchor
+    masked, budget = _apply_budget(layout, cfg, masked, tok_anchor, protected, generator)
+    return MaskResult(masked, anchor, budget, protected, rho, in_fp_cell)
+
+
+def _anchor_token_masks(
+    layout: TokenLayout,
+    cfg: A2MAEConfig,
+    anchor: torch.Tensor,
+    is_anchor_img: torch.Tensor,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ratio-``r`` masks of the tokens: one per slab, and the anchor's (shared by its groups or not).
+
+    Args:
+        layout: Batch layout.
+        cfg: Model config (mask_ratio, masking, anchor_group_mask, stratified_anchor_mask).
+        anchor: ``[B]`` anchor image per set.
+        is_anchor_img: ``[N]`` bool.
+        generator: Random generator: draws ``[T]`` token noise, then ``[Ncell]`` cell noise when the
+            anchor's groups share one mask.
+
+    Returns:
+        ``(per_group_mask [T], anchor_tok_mask [T])`` bool: each slab masked at ratio ``r`` on its own,
+        and the mask the anchor's tokens get (read only on anchor tokens).
+    """
+    dev = layout.img_set.device
+    r = cfg.mask_ratio
+    n_cells = int(layout.cell_rc.shape[0])
     slab_hw = (layout.img_hw[:, 0] * layout.img_hw[:, 1])[layout.slab_img]
     # At least one visible token per slab/image, so no set is ever empty.
     n_mask_slab = torch.minimum(torch.round(r * slab_hw.to(torch.float64)).long(), slab_hw - 1)
-
-    # ---------------------------------------------------------------- anchor (and independent) masks
     # Stratified draw: the anchor's cells covered by another image of the set and the others are masked
     # at ratio r separately, so the ground under the nested images is masked at r too (not by chance).
     covered = torch.zeros(n_cells, dtype=torch.long, device=dev)
     if cfg.stratified_anchor_mask and cfg.masking != "independent":
         covered = anchor_coverage(layout, anchor, is_anchor_img)
-    u_tok = rand_uniform(t, generator, dev)
+    u_tok = rand_uniform(layout.num_tokens, generator, dev)
     per_group_mask = stratified_mask(layout.tok_slab, covered[layout.tok_cell], u_tok, n_mask_slab, r)
-    cell_img = layout.cell_img
     if cfg.masking == "independent" or cfg.anchor_group_mask == "independent":
-        anchor_tok_mask = per_group_mask
-    else:
-        u_cell = rand_uniform(n_cells, generator, dev)
-        img_hw = layout.img_hw[:, 0] * layout.img_hw[:, 1]
-        n_mask_img = torch.minimum(torch.round(r * img_hw.to(torch.float64)).long(), img_hw - 1)
-        cell_mask = stratified_mask(cell_img, covered, u_cell, n_mask_img, r)
-        anchor_tok_mask = cell_mask[layout.tok_cell]
-    ground = torch.zeros(n_cells, dtype=torch.bool, device=dev)
-    sel = tok_anchor & anchor_tok_mask
-    ground[layout.tok_cell[sel]] = True  # union over the anchor's groups
+        return per_group_mask, per_group_mask
+    u_cell = rand_uniform(n_cells, generator, dev)
+    img_hw = layout.img_hw[:, 0] * layout.img_hw[:, 1]
+    n_mask_img = torch.minimum(torch.round(r * img_hw.to(torch.float64)).long(), img_hw - 1)
+    cell_mask = stratified_mask(layout.cell_img, covered, u_cell, n_mask_img, r)
+    return per_group_mask, cell_mask[layout.tok_cell]
 
-    # ------------------------------------------------------------------------- non-anchor tokens
-    u_dec = rand_uniform(t, generator, dev)
-    if cfg.masking == "independent":
-        masked = per_group_mask
-        protected = torch.zeros(t, dtype=torch.bool, device=dev)
-        rho = torch.zeros(n_cells, device=dev)
-        in_fp_cell = torch.zeros(n_cells, dtype=torch.bool, device=dev)
-    else:
-        rho, inside = project_to_anchor(layout, anchor, ground, cfg.supersample)
-        na_cell = ~is_anchor_img[cell_img]
-        in_fp_cell = (inside >= 0.5) & na_cell
-        rho = torch.where(in_fp_cell, rho, torch.zeros_like(rho))
-        tok_rho = rho[layout.tok_cell]
-        tok_in = in_fp_cell[layout.tok_cell]
-        on_masked = tok_in & (tok_rho >= 0.5)
-        if cfg.masking == "aligned":
-            protected = on_masked
-            free_in = tok_in & ~on_masked
-        else:  # complementary
-            protected = tok_in & ~on_masked
-            free_in = on_masked
-        masked = torch.where(protected, True, torch.where(free_in, u_dec < cfg.r_extra, u_dec < cfg.r_out))
-        masked = torch.where(tok_anchor, anchor_tok_mask, masked)
-    protected = protected & ~tok_anchor
 
-    # --------------------------------------------------------------------------------- budget
+def _masked_ground(layout: TokenLayout, anchor_masked: torch.Tensor) -> torch.Tensor:
+    """Masked anchor ground: ``[T]`` bool masked anchor tokens ``-> [Ncell]`` bool cells.
+
+    Args:
+        layout: Batch layout.
+        anchor_masked: ``[T]`` bool, anchor tokens that are masked.
+
+    Returns:
+        ``[Ncell]`` bool, the cells where any of the anchor's groups is masked (their union).
+    """
+    ground = torch.zeros(int(layout.cell_rc.shape[0]), dtype=torch.bool, device=layout.img_set.device)
+    ground[layout.tok_cell[anchor_masked]] = True
+    return ground
+
+
+def _footprint_mask(
+    layout: TokenLayout,
+    cfg: A2MAEConfig,
+    anchor: torch.Tensor,
+    is_anchor_img: torch.Tensor,
+    ground: torch.Tensor,
+    u_dec: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mask the non-anchor tokens by where they fall on the anchor's masked ground (aligned/complementary).
+
+    Args:
+        layout: Batch layout.
+        cfg: Model config (masking, r_extra, r_out, supersample).
+        anchor: ``[B]`` anchor image per set.
+        is_anchor_img: ``[N]`` bool.
+        ground: ``[Ncell]`` bool, masked anchor ground.
+        u_dec: ``[T]`` uniform noise for the random decisions.
+
+    Returns:
+        ``(masked [T] bool, protected [T] bool, rho [Ncell] float32, in_footprint [Ncell] bool)``;
+        ``masked`` and ``protected`` are final only on non-anchor tokens.
+    """
+    rho, inside = project_to_anchor(layout, anchor, ground, cfg.supersample)
+    na_cell = ~is_anchor_img[layout.cell_img]
+    in_fp_cell = (inside >= 0.5) & na_cell
+    rho = torch.where(in_fp_cell, rho, torch.zeros_like(rho))
+    tok_rho = rho[layout.tok_cell]
+    tok_in = in_fp_cell[layout.tok_cell]
+    on_masked = tok_in & (tok_rho >= 0.5)
+    if cfg.masking == "aligned":
+        protected = on_masked
+        free_in = tok_in & ~on_masked
+    else:  # complementary: the visible anchor ground is what gets hidden elsewhere
+        protected = tok_in & ~on_masked
+        free_in = on_masked
+    masked = torch.where(protected, True, torch.where(free_in, u_dec < cfg.r_extra, u_dec < cfg.r_out))
+    return masked, protected, rho, in_fp_cell
+
+
+def _apply_budget(
+    layout: TokenLayout,
+    cfg: A2MAEConfig,
+    masked: torch.Tensor,
+    tok_anchor: torch.Tensor,
+    protected: torch.Tensor,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bring each set's visible tokens to its budget by changing random non-anchor tokens.
+
+    Args:
+        layout: Batch layout.
+        cfg: Model config (budget_fraction).
+        masked: ``[T]`` bool, masks before the budget.
+        tok_anchor: ``[T]`` bool, token of an anchor image.
+        protected: ``[T]`` bool, masked tokens that must stay masked.
+        generator: Random generator: draws ``[T]`` noise.
+
+    Returns:
+        ``(masked [T] bool, budget [B] long)``; ``budget = max(round(f * L_set), anchor visible)``.
+    """
+    dev = layout.img_set.device
     counts = layout.set_token_counts()
     anchor_vis = torch.zeros(layout.num_sets, dtype=torch.long, device=dev).index_add_(
         0, layout.tok_set, (tok_anchor & ~masked).long()
     )
+    # Never below the anchor's visible tokens: the anchor keeps its ratio whatever the budget.
     budget = torch.maximum(torch.round(cfg.budget_fraction * counts.to(torch.float64)).long(), anchor_vis)
     visible = torch.zeros_like(budget).index_add_(0, layout.tok_set, (~masked).long())
     excess = (visible - budget).clamp(min=0)
     deficit = (budget - visible).clamp(min=0)
-    u_bud = rand_uniform(t, generator, dev)
+    u_bud = rand_uniform(layout.num_tokens, generator, dev)
     drop_cand = ~masked & ~tok_anchor
     fill_cand = masked & ~tok_anchor & ~protected
+    # Two passes (not a loop over tokens): the lowest-noise candidates of each set are flipped.
     for cand, need, value in ((drop_cand, excess, True), (fill_cand, deficit, False)):
         idx = cand.nonzero().squeeze(1)
         if idx.numel() == 0:
@@ -292,4 +384,4 @@ def anchor_aware_mask(
         chosen = idx[rank < need[seg]]
         masked = masked.clone()
         masked[chosen] = value
-    return MaskResult(masked, anchor, budget, protected, rho, in_fp_cell)
+    return masked, budget
