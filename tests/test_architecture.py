@@ -252,3 +252,15 @@ def test_the_checker_accepts_downward_imports(tmp_path):
         },
     )
     assert violations(root) == []
+
+
+def test_functions_are_named_steps_of_at_most_80_lines():
+    """Long functions become named steps (as facebookresearch/mae writes its model and engine)."""
+    long = []
+    for path in sorted((REPO / "a2mae").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1
+                if n > 80:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({n} lines)")
+    assert not long, "split into named steps: " + "; ".join(long)
