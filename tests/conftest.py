@@ -165,13 +165,9 @@ TINY_ENCODER = (
 
 
 @pytest.fixture(scope="session")
-def _mlflow_empty_db(tmp_path_factory):
+def _mlflow_empty_db(empty_mlflow_db):
     """An empty, migrated MLflow SQLite store, created once (migrating a new one takes seconds)."""
-    from mlflow.tracking import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
+    return empty_mlflow_db
 
 
 @pytest.fixture
@@ -273,7 +269,12 @@ def empty_mlflow_db(tmp_path_factory):
     from mlflow.tracking import MlflowClient
 
     path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
+    here = os.getcwd()
+    os.chdir(path.parent)  # MLflow puts the Default experiment's artifacts in ./mlruns of this folder
+    try:
+        MlflowClient(f"sqlite:///{path}").search_experiments()
+    finally:
+        os.chdir(here)
     return path
 
 

@@ -23,7 +23,7 @@ from a2mae.models.downstream import DownstreamModel
 from a2mae.registry import aliases
 from a2mae.registry.downstream import load_model
 from a2mae.registry.errors import RegistryError
-from a2mae.tracking.client import client, configure, temp_dir
+from a2mae.tracking.client import client, temp_dir, use_experiment
 from a2mae.tracking.lineage import lineage_tags
 
 EVAL_PREFIX = "a2mae.eval."
@@ -253,8 +253,7 @@ def _log_evaluation_run(params: Params, name: str, version: str, champ_v: str | 
     import mlflow
 
     ev = params.evaluate
-    configure(params)
-    mlflow.set_experiment(ev.experiment)
+    use_experiment(params, ev.experiment)
     tags = lineage_tags(
         params,
         stage="evaluate",

@@ -71,10 +71,9 @@ def _pretrain(p: Params, snapshot: str, run_name: str) -> tuple[EncoderHandle, f
 
     import mlflow
 
-    from a2mae.tracking.client import configure
+    from a2mae.tracking.client import use_experiment
 
-    configure(p)
-    mlflow.set_experiment(p.pretrain.experiment)  # its in-process loop resumes runs through the fluent API
+    use_experiment(p, p.pretrain.experiment)  # its in-process loop resumes runs through the fluent API
     res = run_pretrain(p, snapshot, name=run_name, progress=progress, register=False)
     model, meta = load_checkpoint(Path(res.checkpoint) / MODEL_FILE)
     info = {

@@ -474,11 +474,10 @@ def _tracked(
     """
     import mlflow
 
-    from a2mae.tracking.client import client, configure
+    from a2mae.tracking.client import client, use_experiment
 
     task, metric = kw["task"], kw["metric"]
-    configure(params)
-    mlflow.set_experiment(params.finetune.experiment)
+    use_experiment(params, params.finetune.experiment)
     tags = _run_tags(params, handle, kw)
     name = registered_name(params, task)
     with mlflow.start_run(
@@ -628,11 +627,10 @@ def open_parent_run(stack: contextlib.ExitStack, params: Params, run_name: str, 
     """
     import mlflow
 
-    from a2mae.tracking.client import configure
+    from a2mae.tracking.client import use_experiment
     from a2mae.tracking.lineage import lineage_tags
 
-    configure(params)
-    mlflow.set_experiment(params.finetune.experiment)
+    use_experiment(params, params.finetune.experiment)
     tags = lineage_tags(params, **lineage)
     return stack.enter_context(mlflow.start_run(run_name=run_name, tags=tags))
 

@@ -138,6 +138,38 @@ def client(params: Params) -> Any:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def artifact_root(uri: str) -> str | None:
+    """Where runs of a SQLite store keep their artifacts: ``mlartifacts/`` beside the database.
+
+    MLflow's own default for a SQL store is ``./mlruns`` in whatever folder the process runs in, so
+    every command run from another folder would leave an ``mlruns/`` there. Servers (``http://``)
+    choose their own artifact store: None.
+    """
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
+    return None
+
+
+def ensure_experiment(client: Any, uri: str, name: str) -> str:
+    """The id of experiment ``name``, created (artifacts beside a SQLite store) when missing."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    root = artifact_root(uri)
+    location = f"{root}/{name}" if root else None
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+def use_experiment(params: Params, name: str) -> str:
+    """Point MLflow at the configured store and make ``name`` the active experiment; returns its id."""
+    import mlflow
+
+    uri = configure(params)
+    exp_id = ensure_experiment(client(params), uri, name)
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
 @contextlib.contextmanager
 def temp_dir() -> Iterator[Path]:
     """A temporary folder removed afterwards (for artifacts staged before logging)."""
