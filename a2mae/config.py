@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from a2mae.errors import A2maeError
 from a2mae.io.yamlsafe import YamlError, load_file, load_text
@@ -227,7 +227,9 @@ class FinetuneConfig(_Section):
     ignore_index: int = Field(ge=0, le=255, description="Mask value excluded from loss and metrics.")
     experiment: str
     model_prefix: str = Field(description="Registered model name is <prefix><task>.")
-    serialization: Literal["pickle", "pt2"]
+    serialization: Literal["safetensors"] = Field(
+        description="Fine-tuned model format in MLflow: safetensors + spec.json behind a pyfunc (no pickle)."
+    )
     output: str = Field(description="Folder of reports and confusion matrices.")
     compare_protocols: list[FinetuneProtocol] = Field(min_length=1)
     ablation: AblationConfig
@@ -251,6 +253,30 @@ class EvaluateConfig(_Section):
     challenger_alias: str = Field(min_length=1)
     experiment: str = Field(min_length=1, description="MLflow experiment of the evaluation runs.")
     primary_metric: PrimaryMetrics
+
+
+class PredictConfig(_Section):
+    """Applying a registered model to imagery (`a2mae predict`, the predict flow, the model server)."""
+
+    model: str = Field(min_length=1, description="models:/NAME@ALIAS or models:/NAME/VERSION.")
+    window: int = Field(ge=8, le=4096, description="Window side in pixels of the scene grid.")
+    overlap: int = Field(ge=0, le=2048, description="Pixels shared by neighbouring windows (<= window/2).")
+    batch_size: int = Field(ge=1, le=4096, description="Windows per forward pass.")
+    executor: Literal["local", "ray"] = Field(description="Local processes or Ray Data actors.")
+    workers: int = Field(ge=1, le=1024, description="Local worker processes or Ray actors.")
+    ray_address: str | None = Field(description="Ray cluster address (None: $RAY_ADDRESS or a local Ray).")
+    probabilities: bool = Field(description="Also write per-class probabilities (dense tasks).")
+    dense_embeddings: bool = Field(description="Also write the dense embedding COG (embeddings).")
+    output: str = Field(min_length=1, description="Output folder or s3:// prefix of the predict flow.")
+    aoi: list[str] = Field(description="Scenes the flow re-runs when a new champion is promoted.")
+    gdal_cache_mb: int = Field(ge=8, le=65536, description="GDAL block cache per process, MB.")
+    serve_port: int = Field(ge=1, le=65535, description="Port of the champion's HTTP scoring server.")
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> PredictConfig:
+        if 2 * self.overlap > self.window:
+            raise ValueError(f"overlap {self.overlap} must be at most half the window {self.window}")
+        return self
 
 
 class RegistryConfig(_Section):
@@ -294,6 +320,7 @@ class Params(_Section):
     pretrain: PretrainConfig
     finetune: FinetuneConfig
     evaluate: EvaluateConfig
+    predict: PredictConfig
     registry: RegistryConfig
     infra: InfraConfig
 

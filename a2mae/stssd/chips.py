@@ -602,3 +602,45 @@ def read_chips(task: ReadTask) -> list[ChipData]:
                     for k in where[(pos, row0, col0)]:
                         out[k] = cd
     return out  # type: ignore[return-value]
+
+
+def read_region_dn(
+    src: SceneSource, row0: int, col0: int, h: int, w: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A window of a scene on its finest grid in the files' own units (DNs, not encoded).
+
+    The same reads and resampling as :func:`read_chips` (bands coarser than the finest grid
+    bilinearly, the QA layer by nearest neighbour; per-pixel arithmetic, so a pixel's value does not
+    depend on the window it is read in). For applying a model trained on chips in file units
+    (:mod:`a2mae.predict`). Must run inside :func:`a2mae.io.raster.raster_env`.
+
+    Args:
+        src: The scene (``bands``/``band_files`` in the wanted channel order).
+        row0: Window row offset on the finest grid.
+        col0: Window column offset.
+        h: Window height, pixels.
+        w: Window width, pixels.
+
+    Returns:
+        ``(values [C, h, w] float32 DNs, nodata mask [h, w], cloud mask [h, w])``; the arrays are new.
+    """
+    uris = sorted({bf.uri for bf in src.band_files} | ({src.qa_file.uri} if src.qa_file else set()))
+    ds = {u: _cached_open(u, src.content_hash) for u in uris}
+    f = _fetch_region(ds, src, row0, col0, h, w)
+    out = np.empty((len(src.bands), h, w), np.float32)
+    bad = np.zeros((h, w), bool)
+    for order, nod, vals, plan in f.groups:
+        if plan is None:
+            m = _nodata_mask(vals, nod)
+        else:
+            vals, m = _bilinear(vals, plan, nod)
+        if m is not None:
+            bad |= m
+        for i, ch in enumerate(order):
+            np.copyto(out[ch], vals[i], casting="unsafe")
+    cloud = np.zeros((h, w), bool)
+    if f.qa is not None and src.qa is not None:
+        q_nodata, cloud = src.qa.masks(f.qa)
+        bad |= q_nodata
+        cloud = cloud & ~bad
+    return out, bad, cloud
