@@ -18,6 +18,7 @@ from a2mae.cli import finetune as _finetune  # noqa: F401
 from a2mae.cli import info as _info  # noqa: F401
 from a2mae.cli import ingest as _ingest  # noqa: F401
 from a2mae.cli import models as _models  # noqa: F401
+from a2mae.cli import predict as _predict  # noqa: F401
 from a2mae.cli import pretrain as _pretrain  # noqa: F401
 from a2mae.cli import promote as _promote  # noqa: F401
 from a2mae.cli import services as _services  # noqa: F401

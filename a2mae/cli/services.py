@@ -24,15 +24,17 @@ ProjectOpt = Annotated[
 ]
 OnlyOpt = Annotated[
     list[str] | None,
-    typer.Option("--only", help="Start only this service (repeatable): s3, mlflow, prefect, ray, flows."),
+    typer.Option(
+        "--only", help="Start only this service (repeatable): s3, mlflow, prefect, ray, flows, model."
+    ),
 ]
 
 
-def _stack(params, set_, project_dir: Path):
+def _stack(params, set_, project_dir: Path, serve_model: str | None = None):
     from a2mae.services.stack import Stack
 
     p = resolve_params(params, set_)
-    return Stack(p, project_dir, overrides=set_ or ())
+    return Stack(p, project_dir, overrides=set_ or (), serve_model=serve_model)
 
 
 @services_app.command("up")
@@ -41,9 +43,17 @@ def up_cmd(
     set_: SetOpt = None,
     project_dir: ProjectOpt = Path("."),
     only: OnlyOpt = None,
+    serve_model: Annotated[
+        str | None,
+        typer.Option(
+            "--serve-model",
+            help="Also serve this model over HTTP (MLflow scoring server on predict.serve_port), e.g. "
+            "models:/a2mae-segmentation@champion.",
+        ),
+    ] = None,
 ) -> None:
     """Start the services that are not running (idempotent), wait for their health checks."""
-    stack = _stack(params, set_, project_dir)
+    stack = _stack(params, set_, project_dir, serve_model)
     rows = stack.up(only or (), echo=typer.echo)
     bad = [r.name for r in rows if (not only or r.name in only) and not r.healthy]
     if bad:
@@ -51,6 +61,8 @@ def up_cmd(
         raise SystemExit(1)
     typer.echo(f"client settings: {stack.env_path}  (set -a; . {stack.env_path}; set +a)")
     typer.echo(f"Prefect UI: {stack.prefect.url}   MLflow UI: {stack.mlflow.url}")
+    if serve_model:
+        typer.echo(f"{serve_model} served at {stack.model.url}/invocations")
 
 
 @services_app.command("down")

@@ -135,6 +135,20 @@ def _read(task: BatchTask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return pix, bad, cloud
 
 
+def _worker_threads() -> None:
+    """One torch thread in a worker process (the workers are the parallelism).
+
+    A forked worker must not enter OpenMP parallel regions: the parent's OpenMP pool does not survive
+    ``fork``, and its first parallel operation would hang. One thread keeps torch on its serial path.
+    """
+    import multiprocessing
+
+    import torch
+
+    if multiprocessing.parent_process() is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 def run_batch(task: BatchTask) -> BatchResult:
     """Read the windows of a batch and run the model on them.
 
@@ -146,6 +160,7 @@ def run_batch(task: BatchTask) -> BatchResult:
     """
     from a2mae.io.raster import raster_env
 
+    _worker_threads()
     options = {} if task.gdal_cache_mb is None else {"GDAL_CACHEMAX": task.gdal_cache_mb << 20}
     with raster_env(task.s3, **options):
         pix, bad, cloud = _read(task)

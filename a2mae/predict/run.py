@@ -133,9 +133,7 @@ def _write_maps(
 ) -> list[str]:
     name = "change" if model.task == "change_detection" else "classmap"
     k = len(model.classes)
-    base = rasters.provenance_tags(
-        model.provenance(), job.scene_ids, {"task": model.task}
-    )
+    base = rasters.provenance_tags(model.provenance(), job.scene_ids, {"task": model.task})
     geo = (job.crs, job.transform, job.width, job.height)
     cmap = rasters.colormap(k)
     cls = rasters.TiledWriter(work / f"{name}.tif", *geo, 1, "uint8", rasters.NODATA, cmap)

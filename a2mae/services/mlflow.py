@@ -64,7 +64,11 @@ class MlflowServer(DetachedService):
 
     def environment(self) -> dict[str, str]:
         """No job runner; S3 settings for the artifact proxy."""
-        return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.s3_env}
+        return {
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+            **self.s3_env,
+        }
 
     def command(self) -> list[str]:
         """``python -m mlflow server ...`` with one worker."""

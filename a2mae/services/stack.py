@@ -10,6 +10,7 @@ under ``params.infra.home`` (default ``.a2mae/``)::
       prefect/     home/ (PREFECT_HOME: SQLite database, results), prefect.log, prefect.pid
       ray/         tmp/ (Ray sessions), ray.log, ray.pid
       flows/       flows.log, flows.pid, flows.ready
+      model/       model.log, model.pid (the champion's scoring server, only with --serve-model)
       stack.json   endpoints and ports of the last ``up``
       env          the clients' variables (``set -a; . .a2mae/env; set +a``), mode 0600
 
@@ -32,14 +33,15 @@ from a2mae.services.base import Service, ServiceError
 from a2mae.services.daemon import DetachedService, launch, running_pid, terminate
 from a2mae.services.flows import FlowServer
 from a2mae.services.mlflow import MlflowServer
+from a2mae.services.model_server import NO_PICKLE, ModelServer
 from a2mae.services.prefect import PrefectServer
 from a2mae.services.ray import RayHead
 from a2mae.services.s3 import SeaweedFS
 
 #: Start order (``down`` uses the reverse).
-SERVICES = ("s3", "mlflow", "prefect", "ray", "flows")
-#: Services started together: MLflow needs its S3 bucket, the deployments need everything.
-WAVES = (("s3", "prefect", "ray"), ("mlflow",), ("flows",))
+SERVICES = ("s3", "mlflow", "prefect", "ray", "flows", "model")
+#: Services started together: MLflow needs its S3 bucket, the deployments and the model server MLflow.
+WAVES = (("s3", "prefect", "ray"), ("mlflow",), ("flows", "model"))
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,16 @@ class Stack:
         project_dir: The workspace the flows run in (``params.yaml``, ``dvc.yaml``); also where a
             relative ``infra.home`` is resolved.
         overrides: ``section.key=value`` items passed to the deployments' default parameters.
+        serve_model: Model URI for the scoring server (``models:/a2mae-<task>@champion``); None: the
+            server is not started (``down`` and ``status`` still see one started earlier).
     """
 
     def __init__(
-        self, params: Params, project_dir: str | os.PathLike[str] = ".", overrides: Sequence[str] = ()
+        self,
+        params: Params,
+        project_dir: str | os.PathLike[str] = ".",
+        overrides: Sequence[str] = (),
+        serve_model: str | None = None,
     ):
         self.params = params
         self.infra = params.infra
@@ -98,6 +106,13 @@ class Stack:
             env=self.client_env(include_prefect=False),
             overrides=[f"infra.dvc_remote={self._dvc_remote()}", *self.overrides],
         )
+        self.model = ModelServer(
+            self.home / "model",
+            serve_model or "",
+            host=host,
+            port=params.predict.serve_port,
+            env=self.client_env(include_prefect=False),
+        )
 
     # ------------------------------------------------------------------------------------- config
     def _artifacts(self) -> str:
@@ -124,6 +139,7 @@ class Stack:
             "prefect": self.prefect,
             "ray": self.ray,
             "flows": self.flows,
+            "model": self.model,
         }
         return services[name]
 
@@ -132,6 +148,7 @@ class Stack:
         env = {**self.s3.env(), **self.mlflow.client_env(), **self.ray.client_env()}
         env["A2MAE_INFRA_HOME"] = str(self.home)
         env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no progress bars in flow-run logs
+        env.update(NO_PICKLE)  # MLflow clients never unpickle a model
         if include_prefect:
             env.update(self.prefect.client_env())
         return env
@@ -143,6 +160,7 @@ class Stack:
             "prefect": self.prefect.url,
             "ray": self.ray.address,
             "flows": f"{self.prefect.url}/deployments",
+            "model": self.model.url,
         }[name]
 
     # ---------------------------------------------------------------------------------- lifecycle
@@ -163,7 +181,7 @@ class Stack:
             self.service(n)  # validates the name
         self.home.mkdir(parents=True, exist_ok=True)
         for wave in WAVES:
-            names = [n for n in wave if not only or n in only]
+            names = [n for n in wave if (not only or n in only) and (n != "model" or self.model.model_uri)]
             if len(names) == 1:
                 self._up_one(names[0], echo)
             elif names:
