@@ -35,7 +35,7 @@ from a2mae.models.variants import check_chip_size
 _DEFAULTS = load_params()
 _BOUNDS = ("ge", "gt", "le", "lt", "multiple_of", "min_length", "max_length")
 #: Params keys that are local paths, anchored at the workspace by :meth:`FlowParams.resolve`.
-PATH_KEYS = ("data.catalog", "tile.snapshot", "pretrain.storage_path", "finetune.output")
+PATH_KEYS = ("data.catalog", "tile.snapshot", "pretrain.storage_path", "finetune.output", "predict.output")
 #: The bundled real scenes (the sources of the ingest stage in dvc.yaml).
 SAMPLE_SCENES = ("data/samples/sentinel2_l2a_T29RKH_20200219", "data/samples/landsat8_c2l2_p001r062_20201031")
 
@@ -283,3 +283,21 @@ class WatchParams(FlowParams):
         default="",
         description="Folder of the watcher's listing state (empty: <infra.home>/watcher).",
     )
+
+
+class PredictParams(FlowParams):
+    """Apply a model to scenes: class/change maps (COG), chip labels or embeddings (GeoParquet)."""
+
+    sources: list[str] = p("predict.aoi", "Scenes or catalogs of the area of interest (re-run on promotion).")
+    new_scene: str = Field(
+        default="", description="The new scene to predict on (set by the imagery trigger)."
+    )
+    model: str = p("predict.model")
+    output: str = p("predict.output", "Folder or s3:// prefix; each run writes a sub-folder of it.")
+    window: int = p("predict.window")
+    overlap: int = p("predict.overlap")
+    batch_size: int = p("predict.batch_size")
+    executor: Literal["local", "ray"] = p("predict.executor")
+    workers: int = p("predict.workers")
+    probabilities: bool = p("predict.probabilities")
+    dense_embeddings: bool = p("predict.dense_embeddings")

@@ -121,7 +121,13 @@ def retrain(params: RetrainParams = _DEFAULT) -> dict[str, Any]:
         emit_event(
             event="a2mae.model.promoted",
             resource={"prefect.resource.id": f"mlflow.model.{ft['model']}.{ft['version']}"},
-            payload={"encoder_version": pre["version"], "snapshot_dvc_hash": md5},
+            payload={
+                "model": ft["model"],
+                "version": str(ft["version"]),
+                "model_uri": f"models:/{ft['model']}/{ft['version']}",
+                "encoder_version": pre["version"],
+                "snapshot_dvc_hash": md5,
+            },
         )
     tags = {DVC_TAG: md5 or "none", "a2mae.snapshot_git_commit": snap.get("git_commit") or "none"}
     versions = [(p.registry.encoder_model, pre["version"]), (ft["model"], str(ft["version"]))]

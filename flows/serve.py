@@ -12,6 +12,10 @@ Deployments (``flow/deployment``):
 * ``retrain/on-new-imagery`` -- started by an ``a2mae.scene.arrived`` event (``infra.retrain_after_s``
   later), ingesting the watched prefix too;
 * ``watch-scenes/watcher`` -- lists ``infra.watch_uri`` every ``infra.watch_interval_s`` seconds;
+* ``predict/on-promotion`` -- started by ``a2mae.model.promoted`` (a retrain promoted a new champion):
+  applies the promoted version to ``predict.aoi``;
+* ``predict/on-new-scene`` -- started by ``a2mae.scene.arrived``: applies ``predict.model`` to the
+  new scene; ``predict/predict`` -- the same on demand;
 * ``ingest/ingest``, ``tile/tile``, ``pretrain/pretrain``, ``finetune/finetune``, ``evaluate/evaluate``,
   ``promote/promote`` -- each stage on demand (``promote`` is the manual promotion form).
 
@@ -38,6 +42,9 @@ from prefect.types.entrypoint import EntrypointType
 from a2mae.config import Params, load_params
 from a2mae.services.flows import (
     PIPELINE_DEPLOYMENT,
+    PREDICT_DEPLOYMENT,
+    PREDICT_IMAGERY_DEPLOYMENT,
+    PREDICT_PROMOTION_DEPLOYMENT,
     SCHEDULED_DEPLOYMENT,
     TRIGGERED_DEPLOYMENT,
     WATCHER_DEPLOYMENT,
@@ -46,7 +53,16 @@ from flows.common import ensure_concurrency_limit
 from flows.evaluate import evaluate_flow
 from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
-from flows.params import FinetuneParams, IngestParams, PretrainParams, RetrainParams, TileParams, WatchParams
+from flows.params import (
+    FinetuneParams,
+    IngestParams,
+    PredictParams,
+    PretrainParams,
+    RetrainParams,
+    TileParams,
+    WatchParams,
+)
+from flows.predict import PROMOTED_EVENT, predict_flow
 from flows.pretrain import pretrain_flow
 from flows.promote import promote_flow
 from flows.retrain import retrain
@@ -110,6 +126,7 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
     )
     tags = ["a2mae"]
     return [
+        *predict_deployments(form(PredictParams), serial, tags, mod),
         retrain.to_deployment(
             _name(PIPELINE_DEPLOYMENT), parameters=retrain_params, concurrency_limit=serial, tags=tags, **mod
         ),
@@ -145,6 +162,43 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
         finetune_flow.to_deployment("finetune", parameters=form(FinetuneParams), tags=tags, **mod),
         evaluate_flow.to_deployment("evaluate", tags=tags, **mod),
         promote_flow.to_deployment("promote", tags=tags, **mod),
+    ]
+
+
+def predict_deployments(
+    form: dict[str, Any], serial: ConcurrencyLimitConfig, tags: list[str], mod: dict[str, Any]
+) -> list[RunnerDeployment]:
+    """The predict deployments: on demand, on a promotion, on new imagery."""
+    on_promotion = DeploymentEventTrigger(
+        name="predict on a new champion",
+        expect={PROMOTED_EVENT},
+        match={"prefect.resource.id": "mlflow.model.*"},
+        parameters={"params": {**form["params"], "model": "{{ event.payload.model_uri }}"}},
+    )
+    on_imagery = DeploymentEventTrigger(
+        name="predict on new imagery",
+        expect={EVENT},
+        match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
+        parameters={"params": {**form["params"], "new_scene": "{{ event.payload.uri }}"}},
+    )
+    return [
+        predict_flow.to_deployment(_name(PREDICT_DEPLOYMENT), parameters=form, tags=tags, **mod),
+        predict_flow.to_deployment(
+            _name(PREDICT_PROMOTION_DEPLOYMENT),
+            triggers=[on_promotion],
+            parameters=form,
+            concurrency_limit=serial,
+            tags=tags,
+            **mod,
+        ),
+        predict_flow.to_deployment(
+            _name(PREDICT_IMAGERY_DEPLOYMENT),
+            triggers=[on_imagery],
+            parameters=form,
+            concurrency_limit=serial,
+            tags=tags,
+            **mod,
+        ),
     ]
 
 

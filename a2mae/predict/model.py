@@ -102,6 +102,8 @@ class PredictModel:
 
                 hit = rebuild(Path(self.files))  # type: ignore[arg-type]
             hit.eval()
+            if torch.cuda.is_available():  # a GPU actor or worker: the model lives there
+                hit = hit.cuda()
             _BUILT.clear()  # one model per worker process
             _BUILT[key] = hit
         return hit
@@ -119,20 +121,22 @@ class PredictModel:
             The outputs of the task.
         """
         module = self.build()
-        x = torch.from_numpy(np.ascontiguousarray(pixels))
+        device = next((q.device for q in module.parameters()), torch.device("cpu"))
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
         if self.task == "embeddings":
             mean, std = (
-                torch.tensor(v, dtype=torch.float32).reshape(-1, 1, 1) for v in self.norm or ((0.0,), (1.0,))
+                torch.tensor(v, dtype=torch.float32, device=device).reshape(-1, 1, 1)
+                for v in self.norm or ((0.0,), (1.0,))
             )
             samples = [
                 ImageSample((px - mean) / std.clamp(min=1e-6), m[0]) for px, m in zip(x, metas, strict=True)
             ]
             feats = module.forward_features(samples)
-            maps = feats.maps[-1].float().numpy() if dense else None
-            return Outputs(pooled=feats.pooled.float().numpy(), maps=maps)
+            maps = feats.maps[-1].float().cpu().numpy() if dense else None
+            return Outputs(pooled=feats.pooled.float().cpu().numpy(), maps=maps)
         logits = module(x, [tuple(m) for m in metas]).float()
         probs = logits.sigmoid() if self.multilabel else logits.softmax(1)
-        return Outputs(probs=probs.numpy())
+        return Outputs(probs=probs.cpu().numpy())
 
 
 #: Models built in this process (one at a time).

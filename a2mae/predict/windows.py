@@ -26,15 +26,16 @@ def starts(n: int, win: int, overlap: int, align: int = 1) -> list[int]:
         n: Axis length, pixels.
         win: Window side.
         overlap: Pixels shared by neighbouring windows (``0 <= overlap <= win / 2``).
-        align: Starts are multiples of this (the patch size, for token-aligned outputs); the last
-            window is then moved back to the last aligned start that fits.
+        align: Starts are multiples of this (the patch size, for token-aligned outputs): the step is
+            rounded down to a multiple of it, and the last window moved back to the last aligned start
+            that fits.
 
     Raises:
         PredictError: ``n`` is smaller than one window.
     """
     if n < win:
         raise PredictError(f"{n} px is smaller than one window of {win} px")
-    stride = win - overlap
+    stride = max(align, (win - overlap) // align * align)
     out = list(range(0, n - win + 1, stride))
     last = (n - win) // align * align
     if out[-1] != last:

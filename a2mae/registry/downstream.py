@@ -132,7 +132,7 @@ def log_model(
     signature = infer_signature(x, y)
     logging.getLogger("mlflow.models.model").setLevel(logging.ERROR)
     with temp_dir() as d:
-        data = d / "data"
+        data = d / "a2mae"  # MLflow keeps it as data/a2mae/{spec.json, weights.safetensors}
         write_artifacts(model, data)
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME,

@@ -21,6 +21,9 @@ PIPELINE_DEPLOYMENT = "retrain/pipeline"
 SCHEDULED_DEPLOYMENT = "retrain/scheduled"
 TRIGGERED_DEPLOYMENT = "retrain/on-new-imagery"
 WATCHER_DEPLOYMENT = "watch-scenes/watcher"
+PREDICT_DEPLOYMENT = "predict/predict"
+PREDICT_PROMOTION_DEPLOYMENT = "predict/on-promotion"
+PREDICT_IMAGERY_DEPLOYMENT = "predict/on-new-scene"
 
 
 class FlowServer(DetachedService):

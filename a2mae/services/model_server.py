@@ -63,8 +63,9 @@ class ModelServer(DetachedService):
             )
 
     def environment(self) -> dict[str, str]:
-        """The clients' variables, no pickles, one worker."""
-        return {**self.env, **NO_PICKLE, "MLFLOW_MODELS_WORKERS": "1"}
+        """The clients' variables, no pickles; this Python's scripts first on PATH (MLflow runs uvicorn)."""
+        path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+        return {**self.env, **NO_PICKLE, "PATH": path}
 
     def command(self) -> list[str]:
         """``python -m mlflow models serve -m URI --env-manager local -h HOST -p PORT``."""

@@ -279,6 +279,9 @@ def test_serve_builds_every_deployment_from_the_workspace(tmp_path):
         "finetune",
         "evaluate",
         "promote",
+        "predict",
+        "on-promotion",
+        "on-new-scene",
     }
     assert deps["scheduled"].schedules[0].schedule.cron == "15 4 * * 2"
     assert deps["watcher"].schedules[0].schedule.interval.total_seconds() == 42

@@ -287,3 +287,14 @@ def test_registered_champion_through_the_cli(s2_pair, tmp_path, mlflow_tmp, caps
     assert main([*args, "--overwrite", "--workers", "1"]) == 0
     with torch.no_grad():
         assert net is not None
+
+
+@pytest.mark.slow
+def test_ray_data_actors_give_the_same_map_as_local_processes(s2_pair, predict_params, tmp_path):
+    (june, _, _), _ = s2_pair
+    model = _threshold("segmentation")
+    predict([june.source], tmp_path / "local", predict_params(), model=model, progress=False)
+    p = predict_params("predict.executor=ray", "predict.workers=2")
+    predict([june.source], tmp_path / "ray", p, model=model, progress=False)
+    a, b = (rasterio.open(_one_output(tmp_path / k) / "classmap.tif").read(1) for k in ("local", "ray"))
+    np.testing.assert_array_equal(a, b)

@@ -19,6 +19,7 @@ from a2mae.predict.windows import grid, starts, taper
     align=st.sampled_from([1, 4, 8]),
 )
 def test_windows_cover_every_pixel_and_stay_inside(win, frac, extra, align):
+    win = max(align, win // align * align)
     overlap = int(win * frac)
     n = win + extra
     s = starts(n, win, overlap, align)
@@ -32,7 +33,7 @@ def test_windows_cover_every_pixel_and_stay_inside(win, frac, extra, align):
     if align == 1:
         assert covered.all() and s[-1] == n - win
     steps = np.diff(s)
-    assert (steps <= win - overlap).all()
+    assert (steps <= max(align, win - overlap)).all()
 
 
 @settings(max_examples=100, deadline=None)
@@ -40,7 +41,9 @@ def test_windows_cover_every_pixel_and_stay_inside(win, frac, extra, align):
 def test_cosine_tapers_of_neighbours_add_up_to_one(win, frac):
     overlap = int(win * frac)
     t = taper(win, overlap).astype(np.float64)
-    assert (t > 0).all() and t.max() == pytest.approx(1.0)
+    assert (t > 0).all() and t.max() <= 1.0
+    if win > 2 * overlap:
+        assert t.max() == pytest.approx(1.0)  # flat between the ramps
     if overlap:  # the falling end of one window over the rising start of the next
         np.testing.assert_allclose(t[win - overlap :] + t[:overlap], 1.0, atol=1e-6)
 
