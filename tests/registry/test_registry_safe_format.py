@@ -52,7 +52,7 @@ def test_fine_tuned_model_is_a_pickle_free_pyfunc_without_code(mlflow_tmp, no_un
     np.testing.assert_array_equal(loaded.predict(x), want)
     np.testing.assert_array_equal(load_model(uri)(torch.from_numpy(x)).detach().numpy(), want)
     sig = mlflow.models.get_model_info(uri).signature.inputs.to_dict()[0]["tensor-spec"]
-    assert sig["shape"] == [-1, len(net.spec.bands), 32, 32]
+    assert list(sig["shape"]) == [-1, len(net.spec.bands), 32, 32]
 
 
 def test_encoder_is_logged_without_code(mlflow_tmp, tmp_path, no_unpickling):
