@@ -116,22 +116,37 @@ def window_geometry(crs: str, transform: tuple, row0: int, col0: int, h: int, w:
     return gsd, corners
 
 
-def _read(task: BatchTask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``pixels [n, I, C, win, win]`` in the model's units, nodata and cloud ``[n, win, win]``."""
+def read_batch(task: BatchTask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read the windows of a batch: pixels in the model's units, nodata and cloud masks.
+
+    Returns ``(pixels [n, I, C, win, win], nodata [n, win, win], cloud [n, win, win])``. Windows of
+    one row are read as one region (neighbours overlap: each pixel is read once); values do not depend
+    on the region (:func:`a2mae.stssd.chips.read_region_dn`).
+    """
+    from a2mae.io.raster import raster_env
     from a2mae.stssd.chips import read_region_dn
 
     n, k, win = len(task.windows), len(task.sources), task.win
     pix = np.empty((n, k, len(task.bands), win, win), np.float32)
     bad = np.zeros((n, win, win), bool)
     cloud = np.zeros((n, win, win), bool)
-    for i, (r, c) in enumerate(task.windows):
-        for j, src in enumerate(task.sources):
-            vals, b, cl = read_region_dn(src, r, c, win, win)
-            if task.model.units == "reflectance":  # the encoder's units: reflectance x 10000
-                vals = (vals * src.scale + src.offset) * 10000.0
-            pix[i, j] = vals
-            bad[i] |= b
-            cloud[i] |= cl
+    rows: dict[int, list[int]] = {}
+    for i, (r, _) in enumerate(task.windows):
+        rows.setdefault(r, []).append(i)
+    options = {} if task.gdal_cache_mb is None else {"GDAL_CACHEMAX": task.gdal_cache_mb << 20}
+    with raster_env(task.s3, **options):
+        for r, members in rows.items():
+            c0 = min(task.windows[i][1] for i in members)
+            width = max(task.windows[i][1] for i in members) + win - c0
+            for j, src in enumerate(task.sources):
+                vals, b, cl = read_region_dn(src, r, c0, win, width)
+                if task.model.units == "reflectance":  # the encoder's units: reflectance x 10000
+                    vals = (vals * src.scale + src.offset) * 10000.0
+                for i in members:
+                    o = task.windows[i][1] - c0
+                    pix[i, j] = vals[:, :, o : o + win]
+                    bad[i] |= b[:, o : o + win]
+                    cloud[i] |= cl[:, o : o + win]
     return pix, bad, cloud
 
 
@@ -149,21 +164,9 @@ def _worker_threads() -> None:
         torch.set_num_threads(1)
 
 
-def run_batch(task: BatchTask) -> BatchResult:
-    """Read the windows of a batch and run the model on them.
-
-    Args:
-        task: The batch.
-
-    Returns:
-        Its outputs (see :class:`BatchResult`).
-    """
-    from a2mae.io.raster import raster_env
-
-    _worker_threads()
-    options = {} if task.gdal_cache_mb is None else {"GDAL_CACHEMAX": task.gdal_cache_mb << 20}
-    with raster_env(task.s3, **options):
-        pix, bad, cloud = _read(task)
+def infer_batch(task: BatchTask, data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> BatchResult:
+    """Run the model on the windows of a batch read by :func:`read_batch`."""
+    pix, bad, cloud = data
     model = task.model
     if model.task == "embeddings" and task.norm is not None and model.norm != task.norm:
         model = PredictModel(**{**model.__dict__, "norm": task.norm})
@@ -177,3 +180,16 @@ def run_batch(task: BatchTask) -> BatchResult:
     x = pix if model.task == "change_detection" else pix[:, 0]
     out = model.infer(x, metas, dense=task.dense)
     return BatchResult(task.windows, out.probs, out.pooled, out.maps, bad, cloud)
+
+
+def run_batch(task: BatchTask) -> BatchResult:
+    """Read the windows of a batch and run the model on them (a worker's whole job).
+
+    Args:
+        task: The batch.
+
+    Returns:
+        Its outputs (see :class:`BatchResult`).
+    """
+    _worker_threads()
+    return infer_batch(task, read_batch(task))

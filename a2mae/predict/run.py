@@ -73,10 +73,36 @@ def execute(
 
         yield from run_ray_data(tasks, cfg.workers, cfg.ray_address, on_done)
         return
-    from a2mae.executor import run_tasks
+    from a2mae.executor import in_process, run_tasks
 
+    if in_process("local", cfg.workers, len(tasks)):
+        yield from _pipelined(tasks, on_done)
+        return
     for _, result in run_tasks(run_batch, tasks, workers=cfg.workers, ordered=False, on_done=on_done):
         yield result
+
+
+def _pipelined(tasks: Sequence[BatchTask], on_done: Callable[[int], None] | None) -> Iterator[BatchResult]:
+    """In this process: a reader thread reads the next batches while the model runs on this one.
+
+    All reads happen in the reader thread (GDAL datasets are used by one thread at a time); GDAL and
+    numpy release the GIL, so reading overlaps the forward pass.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from a2mae.predict.infer import infer_batch, read_batch
+
+    ahead = 2
+    with ThreadPoolExecutor(1, thread_name_prefix="a2mae-read") as pool:
+        futures = {i: pool.submit(read_batch, tasks[i]) for i in range(min(ahead, len(tasks)))}
+        for i, task in enumerate(tasks):
+            data = futures.pop(i).result()
+            if i + ahead < len(tasks):
+                futures[i + ahead] = pool.submit(read_batch, tasks[i + ahead])
+            result = infer_batch(task, data)
+            if on_done is not None:
+                on_done(i)
+            yield result
 
 
 def batch_tasks(job: Job, model: PredictModel, cfg: PredictConfig, s3: Any) -> list[BatchTask]:
