@@ -117,3 +117,23 @@ def link_mlflow(key: str, tracking_uri: str, path: str, text: str) -> str:
 def log(msg: str) -> None:
     """Log to the flow run (shows in the Prefect UI)."""
     get_run_logger().info(msg)
+
+
+#: Emitted whenever a fine-tuned model becomes champion (retrain's gate or a manual promotion).
+PROMOTED_EVENT = "a2mae.model.promoted"
+
+
+def emit_promoted(model: str, version: str | int, **payload: Any) -> None:
+    """Emit :data:`PROMOTED_EVENT` for ``model`` version ``version`` (the predict deployment follows it)."""
+    from prefect.events import emit_event
+
+    emit_event(
+        event=PROMOTED_EVENT,
+        resource={"prefect.resource.id": f"mlflow.model.{model}.{version}"},
+        payload={
+            "model": model,
+            "version": str(version),
+            "model_uri": f"models:/{model}/{version}",
+            **payload,
+        },
+    )

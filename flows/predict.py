@@ -20,10 +20,10 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import artifact_key, log, markdown, params_from
+from flows.common import PROMOTED_EVENT, artifact_key, log, markdown, params_from
 from flows.params import PredictParams
 
-PROMOTED_EVENT = "a2mae.model.promoted"
+__all__ = ["PROMOTED_EVENT", "predict_flow", "run_folder"]
 
 
 def run_folder(output: str, model_uri: str, now: datetime | None = None) -> str:

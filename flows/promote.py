@@ -1,7 +1,8 @@
 """Promotion flow: a person moves (or rolls back) the champion alias from the Prefect UI.
 
 Calls :func:`a2mae.registry.aliases.promote` / :func:`~a2mae.registry.aliases.rollback`, the functions
-behind ``a2mae promote`` and ``a2mae rollback``; the reason is kept in the model's alias history.
+behind ``a2mae promote`` and ``a2mae rollback``; the reason is kept in the model's alias history. A
+new champion emits ``a2mae.model.promoted`` (the ``predict/on-promotion`` deployment follows it).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import link_mlflow, log, params_from
+from flows.common import emit_promoted, link_mlflow, log, params_from
 from flows.params import PromoteParams
 
 
@@ -52,4 +53,6 @@ def promote_flow(params: PromoteParams) -> dict[str, Any]:
         f"{e['model']} @{e['alias']}",
     )
     log(f"{params.action}: {e['model']} @{e['alias']} -> v{e['version']} (was {e['previous'] or 'unset'})")
+    if e["version"] != e["previous"]:
+        emit_promoted(e["model"], e["version"], action=params.action, reason=params.reason)
     return e

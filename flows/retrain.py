@@ -16,9 +16,8 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 
-from flows.common import log, markdown, mlflow_ui_url
+from flows.common import emit_promoted, log, markdown, mlflow_ui_url
 from flows.evaluate import evaluate_flow
 from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
@@ -118,17 +117,7 @@ def retrain(params: RetrainParams = _DEFAULT) -> dict[str, Any]:
     out.update(pretrain=pre, finetune=ft, evaluate=ev)
     if ev["promoted"]:
         promote_encoder(doc, pre["version"], f"retrain: {ft['model']} v{ft['version']} {ev['decision']}")
-        emit_event(
-            event="a2mae.model.promoted",
-            resource={"prefect.resource.id": f"mlflow.model.{ft['model']}.{ft['version']}"},
-            payload={
-                "model": ft["model"],
-                "version": str(ft["version"]),
-                "model_uri": f"models:/{ft['model']}/{ft['version']}",
-                "encoder_version": pre["version"],
-                "snapshot_dvc_hash": md5,
-            },
-        )
+        emit_promoted(ft["model"], ft["version"], encoder_version=pre["version"], snapshot_dvc_hash=md5)
     tags = {DVC_TAG: md5 or "none", "a2mae.snapshot_git_commit": snap.get("git_commit") or "none"}
     versions = [(p.registry.encoder_model, pre["version"]), (ft["model"], str(ft["version"]))]
     tag_lineage(doc, tags, [pre["run_id"], ft["run_id"], ev["run_id"]], versions)

@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     traceback); 130 interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM). A stopped verb runs its
     clean-up (temporary folders, locks) before it exits.
     """
+    import os
+
+    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # no model is ever unpickled
     usage_errors = _usage_errors()
     handlers = {}
     if threading.current_thread() is threading.main_thread():

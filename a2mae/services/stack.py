@@ -104,7 +104,11 @@ class Stack:
             project_dir=self.project_dir,
             api_url=self.prefect.api_url,
             env=self.client_env(include_prefect=False),
-            overrides=[f"infra.dvc_remote={self._dvc_remote()}", *self.overrides],
+            overrides=[
+                f"infra.dvc_remote={self._dvc_remote()}",
+                f"predict.output={self._predict_output()}",
+                *self.overrides,
+            ],
         )
         self.model = ModelServer(
             self.home / "model",
@@ -124,6 +128,11 @@ class Stack:
     def _dvc_remote(self) -> str:
         # With the stack's S3 store running, snapshots go to the `s3` remote unless told otherwise.
         return "s3" if self.infra.dvc_remote == "local" else self.infra.dvc_remote
+
+    def _predict_output(self) -> str:
+        # With the stack's S3 store running, the predict flow writes there unless told otherwise.
+        out = self.params.predict.output
+        return out if "://" in out else "s3://a2mae-predict/runs"
 
     def service(self, name: str) -> Service:
         """The service called ``name`` (one of :data:`SERVICES`).
