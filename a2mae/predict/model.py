@@ -198,10 +198,11 @@ def _registry_info(uri: str) -> tuple[str, str, str]:
 def _loader(uri: str) -> str:
     """The ``loader_module`` of a logged model's MLmodel file ("" when it has none)."""
     import mlflow
-    import yaml
+
+    from a2mae.io.yamlsafe import load_text
 
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{uri.rstrip('/')}/MLmodel"))
-    conf = yaml.safe_load(local.read_text()) or {}
+    conf = load_text(local.read_text(), f"{uri}: MLmodel") or {}  # untrusted: bounded YAML
     return str(((conf.get("flavors") or {}).get("python_function") or {}).get("loader_module") or "")
 
 

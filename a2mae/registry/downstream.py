@@ -158,14 +158,15 @@ def model_files(model_uri: str) -> Path:
         RegistryError: The URI cannot be reached, or the model has no pickle-free form.
     """
     import mlflow
-    import yaml
     from mlflow.exceptions import MlflowException
+
+    from a2mae.io.yamlsafe import load_text
 
     base = model_uri.rstrip("/")
     sub = None
     try:
         mlmodel = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/MLmodel"))
-        conf = yaml.safe_load(mlmodel.read_text()) or {}
+        conf = load_text(mlmodel.read_text(), f"{model_uri}: MLmodel") or {}  # untrusted: bounded YAML
         flavors = conf.get("flavors") or {}
         pyfunc = flavors.get("python_function") or {}
         if pyfunc.get("loader_module") == LOADER_MODULE:
