@@ -144,14 +144,31 @@ def _dense_map(
     acc = rasters.Accumulator(work / "acc.tif", job.height, job.width, k)
     flags = rasters.FlagLayer(work / "flags.tif", job.height, job.width)
     try:
-        for res in results:
-            for i, (r, c) in enumerate(res.windows):
-                acc.add(r, c, res.probs[i], wts)  # type: ignore[index]
-                flags.set(r, c, res.nodata[i], res.cloud[i])
+        _accumulate(results, acc, flags, wts)
         return _write_maps(job, model, cfg, acc, flags, folder, work)
     finally:
         acc.close()
         flags.close()
+
+
+def _add(acc: Any, flags: Any, res: BatchResult, wts: np.ndarray) -> None:
+    for i, (r, c) in enumerate(res.windows):
+        acc.add(r, c, res.probs[i], wts)  # type: ignore[index]
+        flags.set(r, c, res.nodata[i], res.cloud[i])
+
+
+def _accumulate(results: Iterator[BatchResult], acc: Any, flags: Any, wts: np.ndarray) -> None:
+    """Blend every result into ``acc``; a writer thread adds one result while the next is computed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="a2mae-blend") as writer:
+        pending = None
+        for res in results:
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(_add, acc, flags, res, wts)
+        if pending is not None:
+            pending.result()
 
 
 def _write_maps(

@@ -188,12 +188,12 @@ def test_services_verb(tmp_path, capsys):
     home = f"infra.home={tmp_path / 'home'}"
     assert main(["services", "status", "--json", "--set", home, "--project-dir", str(tmp_path)]) == 1
     rows = json.loads(capsys.readouterr().out)
-    assert {r["name"] for r in rows} == {"s3", "mlflow", "prefect", "ray", "flows"}
+    assert {r["name"] for r in rows} == {"s3", "mlflow", "prefect", "ray", "flows", "model"}
     assert main(["services", "env", "--set", home, "--project-dir", str(tmp_path)]) == 0
     assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in capsys.readouterr().out
     assert main(["services", "up", "--only", "nope", "--set", home, "--project-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "a2mae: error: unknown service 'nope' (known: s3, mlflow, prefect, ray, flows)"
+    assert err == "a2mae: error: unknown service 'nope' (known: s3, mlflow, prefect, ray, flows, model)"
     assert main(["services", "down", "--set", home, "--project-dir", str(tmp_path)]) == 0
     assert "nothing was running" in capsys.readouterr().out
 
