@@ -1,7 +1,9 @@
 """Predict throughput against the model's forward pass alone, and peak memory against scene size.
 
 On generated Sentinel-2 L2A scenes (per-band deflate GeoTIFFs, exact georeferencing; 10 bands, 20 m
-bands resampled) and one tiny random segmentation model (2 encoder blocks, width 32), in one run:
+bands resampled) and a random segmentation model on the registered tiny encoder (12 blocks, width
+192; ``--toy``: the tests' 2-block width-32 encoder, where reading costs as much as the forward
+pass), in one run:
 
 * **forward only** (the baseline): the same windows as predict, already cut and held in memory,
   through :meth:`PredictModel.infer` in batches of the same size (one process);
@@ -15,7 +17,7 @@ bands resampled) and one tiny random segmentation model (2 encoder blocks, width
 Goals: predict >= 0.8x the forward pass (windows/s); peak memory of the larger <= 1.2x the smaller.
 Throughput is the best of ``--repeat`` runs (one worker, page cache warm).
 
-    .venv/bin/python benchmarks/predict.py [--side 768] [--window 96] [--overlap 48] [--repeat 2]
+    .venv/bin/python benchmarks/predict.py [--side 768] [--window 96] [--overlap 48] [--repeat 2] [--toy]
 """
 
 from __future__ import annotations
@@ -51,11 +53,15 @@ def _params(window: int, overlap: int, batch: int):
     )
 
 
+#: Encoder of the benchmark model: the registered tiny variant (12 blocks, width 192), or ``--toy``.
+ENCODER: dict = {"sensors": ["S2"]}
+
+
 def _model():
     from a2mae.predict.model import from_module
     from a2mae.testing.models import tiny_downstream
 
-    return from_module(tiny_downstream("segmentation", bands=SEG_BANDS, k=3, size=96))
+    return from_module(tiny_downstream("segmentation", bands=SEG_BANDS, k=3, size=96, encoder=ENCODER))
 
 
 def forward_only(scene: str, window: int, overlap: int, batch: int) -> tuple[float, int]:
@@ -112,6 +118,7 @@ def in_child(scene: str, out: str, window: int, overlap: int, batch: int) -> dic
     """:func:`run_predict` in a fresh process (its own peak memory)."""
     code = (
         "import json, sys; sys.path.insert(0, 'benchmarks'); import predict as b; "
+        f"b.ENCODER.clear(); b.ENCODER.update({ENCODER!r}); "
         f"print(json.dumps(b.run_predict({scene!r}, {out!r}, {window}, {overlap}, {batch})))"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
@@ -126,7 +133,13 @@ def main() -> None:
     ap.add_argument("--overlap", type=int, default=48)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--toy", action="store_true", help="2-block width-32 encoder (the tests' model).")
     a = ap.parse_args()
+    if a.toy:
+        from a2mae.testing.models import TINY_ENCODER
+
+        ENCODER.clear()
+        ENCODER.update(TINY_ENCODER)
     with tempfile.TemporaryDirectory(prefix="a2mae-bench-predict-") as tmp:
         root = Path(tmp)
         small = make_scene(root / "small", a.side)
@@ -138,7 +151,11 @@ def main() -> None:
         best = min(runs, key=lambda r: r["seconds"])
         big = in_child(large, str(root / "out_large"), *args)
     px = best["pixels"]
-    print(f"scene {a.side}x{a.side} px, 10 bands, window {a.window}, overlap {a.overlap}, batch {a.batch}")
+    enc = "toy encoder (2 blocks, width 32)" if a.toy else "a2mae_vit_tiny_p8_t96 encoder"
+    print(
+        f"scene {a.side}x{a.side} px, 10 bands, window {a.window}, overlap {a.overlap}, "
+        f"batch {a.batch}, {enc}"
+    )
     print(f"  forward only (windows cut in memory): {n / fwd:8.2f} windows/s  {px / fwd / 1e6:7.3f} Mpx/s")
     print(
         f"  predict (read, encode, blend, COGs):  {best['windows'] / best['seconds']:8.2f} windows/s  "

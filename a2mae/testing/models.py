@@ -73,17 +73,25 @@ def spec_for(
     )
 
 
-def tiny_encoder(seed: int = 0):
-    """A random tiny A²-MAE (with its decoder, as pre-training leaves it)."""
+def tiny_encoder(seed: int = 0, **overrides: Any) -> A2MAE:
+    """A random tiny A²-MAE (with its decoder, as pre-training leaves it).
+
+    ``overrides`` replace :data:`TINY_ENCODER` (``{"sensors": ["S2"]}``: the registered tiny variant).
+    """
     torch.manual_seed(seed)
-    return build_model("a2mae_vit_tiny_p8_t96", **TINY_ENCODER)
+    return build_model("a2mae_vit_tiny_p8_t96", **(overrides or TINY_ENCODER))
 
 
 def tiny_downstream(
-    task: str = "segmentation", bands: Sequence[str] | None = None, k: int = 3, size: int = 32, seed: int = 0
+    task: str = "segmentation",
+    bands: Sequence[str] | None = None,
+    k: int = 3,
+    size: int = 32,
+    seed: int = 0,
+    encoder: dict[str, Any] | None = None,
 ) -> DownstreamModel:
     """A random fine-tuned model with the tiny encoder (S2; default bands: all the encoder knows)."""
-    enc = tiny_encoder(seed)
+    enc = tiny_encoder(seed, **(encoder or {}))
     bands = list(bands or [b for kb in enc.vocab.key_bands for b in kb])
     spec = ModelSpec(
         task, [f"class{i}" for i in range(k)], False, "S2", bands, [size, size], 10.0,
