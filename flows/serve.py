@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -99,13 +100,15 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
         return {"params": model.from_params(p, **common, **values).model_dump(mode="json")}
 
     retrain_params = form(RetrainParams)
-    watched = {**retrain_params["params"]}
-    watched["sources"] = [*watched["sources"], p.infra.watch_uri]
+    watched = copy.deepcopy(retrain_params["params"])
+    watched["ingest"]["sources"] = [*watched["ingest"]["sources"], p.infra.watch_uri]
+    templated = copy.deepcopy(watched)
+    templated["ingest"]["new_scene"] = "{{ event.payload.uri }}"
     trigger = DeploymentEventTrigger(
         name="retrain on new imagery",
         expect={EVENT},
         match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
-        parameters={"params": {**watched, "new_scene": "{{ event.payload.uri }}"}},
+        parameters={"params": templated},
         schedule_after=timedelta(seconds=p.infra.retrain_after_s),
     )
     tags = ["a2mae"]
