@@ -92,12 +92,16 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
     p = workspace_params(ws, sets)
     # Settings of the services themselves (ports, home) are not pipeline parameters: keep them off the forms.
     form_sets = [s for s in sets if not s.startswith(_SERVICE_KEYS)]
-    common: dict[str, Any] = {"project_dir": str(ws), "overrides": form_sets}
     mod = {"entrypoint_type": EntrypointType.MODULE_PATH}
     serial = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
     def form(model: Any, **values: Any) -> dict[str, Any]:
-        return {"params": model.from_params(p, **common, **values).model_dump(mode="json")}
+        # A key on the form shows its value in its field; repeated in `overrides` (applied last) it
+        # would silently undo the user's edit of that field.
+        on_form = {m.key for m in model.mirrors()}
+        rest = [s for s in form_sets if s.partition("=")[0].strip() not in on_form]
+        made = model.from_params(p, project_dir=str(ws), overrides=rest, **values)
+        return {"params": made.model_dump(mode="json")}
 
     retrain_params = form(RetrainParams)
     watched = copy.deepcopy(retrain_params["params"])

@@ -393,7 +393,8 @@ def test_serve_builds_every_deployment_from_the_workspace(tmp_path):
     doc = yaml.safe_load((REPO / "params.yaml").read_text())
     doc["infra"]["retrain_cron"] = "15 4 * * 2"
     (ws / "params.yaml").write_text(yaml.safe_dump(doc))
-    deps = {d.name: d for d in build_deployments(ws, ["infra.watch_interval_s=42", "pretrain.epochs=3"])}
+    sets = ["infra.watch_interval_s=42", "pretrain.epochs=3", "pretrain.max_steps=4", "tile.workers=1"]
+    deps = {d.name: d for d in build_deployments(ws, sets)}
     assert set(deps) == {
         "pipeline",
         "scheduled",
@@ -409,6 +410,11 @@ def test_serve_builds_every_deployment_from_the_workspace(tmp_path):
     assert deps["scheduled"].schedules[0].schedule.cron == "15 4 * * 2"
     assert deps["watcher"].schedules[0].schedule.interval.total_seconds() == 42
     assert deps["pipeline"].parameters["params"]["pretrain"]["epochs"] == 3
+    # keys on the form are in its fields only: an edit of the field is what the run uses
+    assert deps["pipeline"].parameters["params"]["overrides"] == ["infra.watch_interval_s=42", "tile.workers=1"]
+    edited = RetrainParams.model_validate(deps["pipeline"].parameters["params"])
+    edited.pretrain.max_steps = 9
+    assert edited.resolve().pretrain.max_steps == 9 and edited.resolve().tile.workers == 1
     assert deps["pipeline"].parameters["params"]["project_dir"] == str(ws.resolve())
     assert deps["pipeline"].concurrency_limit == 1
     assert deps["pipeline"].concurrency_options.collision_strategy == ConcurrencyLimitStrategy.ENQUEUE
