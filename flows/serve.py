@@ -15,7 +15,9 @@ Deployments (``flow/deployment``):
 * ``ingest/ingest``, ``tile/tile``, ``pretrain/pretrain``, ``finetune/finetune``, ``evaluate/evaluate``,
   ``promote/promote`` -- each stage on demand (``promote`` is the manual promotion form).
 
-Default parameters come from the workspace's ``params.yaml`` plus ``--set`` items. Each retrain
+Default parameters come from the workspace's ``params.yaml`` plus ``--set`` items (a key shown on a
+form goes into its field only, so an edit of the field is what the run uses). Under ``a2mae services
+up`` the workspace is the services' own git + DVC repository (``<infra.home>/workspace``). Each retrain
 deployment runs one flow run at a time (later ones wait); training tasks also hold the global
 concurrency limit ``infra.accelerator_limit`` so two trainings never share one accelerator.
 """

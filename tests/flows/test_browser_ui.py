@@ -45,7 +45,9 @@ const choice = async (scope, page, title, option) => {
   await property(scope, title).locator('button.p-select-button__control').focus();
   await page.keyboard.press('Space');  // opens the dropdown (a click only focuses it)
   await page.getByRole('option', { name: option, exact: true }).click();
-  return (await property(scope, title).locator('.p-select-button__value').innerText()).trim();
+  const shown = property(scope, title).locator('.p-select-button__value');
+  await shown.filter({ hasText: option }).waitFor();  // the label follows the choice a moment later
+  return (await shown.innerText()).trim();
 };
 (async () => {
   const browser = await chromium.launch({

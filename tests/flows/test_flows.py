@@ -411,7 +411,7 @@ def test_serve_builds_every_deployment_from_the_workspace(tmp_path):
     assert deps["watcher"].schedules[0].schedule.interval.total_seconds() == 42
     assert deps["pipeline"].parameters["params"]["pretrain"]["epochs"] == 3
     # keys on the form are in its fields only: an edit of the field is what the run uses
-    assert deps["pipeline"].parameters["params"]["overrides"] == ["infra.watch_interval_s=42", "tile.workers=1"]
+    assert deps["pipeline"].parameters["params"]["overrides"] == [sets[0], sets[3]]
     edited = RetrainParams.model_validate(deps["pipeline"].parameters["params"])
     edited.pretrain.max_steps = 9
     assert edited.resolve().pretrain.max_steps == 9 and edited.resolve().tile.workers == 1
