@@ -34,6 +34,8 @@ MaskingPolicy = Literal["aligned", "complementary", "independent"]
 AnchorGroupMask = Literal["consistent", "independent"]
 Task = Literal["classification", "segmentation", "change_detection"]
 FinetuneProtocol = Literal["linear_probe", "full"]
+#: DVC remotes of the repository's ``.dvc/config``: ``local`` (a folder) and ``s3`` (the services' store).
+DvcRemote = Literal["local", "s3"]
 
 
 class _Section(BaseModel):
@@ -151,7 +153,7 @@ class PretrainConfig(_Section):
 
     run_name: str = Field(min_length=1, description="Run name; the same name resumes the run.")
     experiment: str = Field(min_length=1, description="MLflow experiment.")
-    epochs: int = Field(ge=1)
+    epochs: int = Field(ge=1, description="Passes over the snapshot's training split.")
     max_steps: int | None = Field(ge=1, description="Optimiser steps (None: epochs x steps per epoch).")
     batch_size: int = Field(ge=1, description="Image sets per worker per micro-batch.")
     accum_steps: int = Field(ge=1, description="Micro-batches accumulated per optimiser step.")
@@ -166,7 +168,7 @@ class PretrainConfig(_Section):
     model_overrides: dict[str, Any] = Field(description="Extra create_model options (architecture fields).")
     loader_workers: int = Field(ge=0, description="DataLoader processes per training worker.")
     num_workers: int = Field(ge=0, description="Ray Train workers (0: in-process, no Ray).")
-    use_gpu: bool
+    use_gpu: bool = Field(description="Train on GPUs (one per Ray Train worker).")
     cpus_per_worker: float = Field(gt=0)
     ray_address: str | None = Field(description="Ray cluster address (None: $RAY_ADDRESS or local).")
     ray_dashboard: bool = Field(description="Start the local Ray's dashboard (127.0.0.1).")
@@ -205,12 +207,17 @@ class AblationConfig(_Section):
 class FinetuneConfig(_Section):
     """Downstream fine-tuning."""
 
-    task: Task
-    protocol: FinetuneProtocol
+    task: Task = Field(
+        description="Downstream task: scene classification, segmentation or change detection (registered "
+        "as model_prefix + task, e.g. a2mae-classification)."
+    )
+    protocol: FinetuneProtocol = Field(
+        description="linear_probe: frozen encoder, train the head only; full: train encoder and head."
+    )
     encoder: str = Field(description="models:/NAME@ALIAS, models:/NAME/VERSION, a checkpoint, or scratch.")
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    lr: float = Field(gt=0)
+    epochs: int = Field(ge=1, description="Passes over the training split.")
+    batch_size: int = Field(ge=1, description="Samples per optimizer step.")
+    lr: float = Field(gt=0, description="Peak learning rate (after warm-up).")
     layer_decay: float = Field(gt=0, le=1)
     seed: int
     datasets: FinetuneDatasets
@@ -247,7 +254,9 @@ class PrimaryMetrics(_Section):
 class EvaluateConfig(_Section):
     """Challenger vs champion evaluation."""
 
-    promotion_margin: float = Field(ge=0)
+    promotion_margin: float = Field(
+        ge=0, description="The challenger's primary metric must beat the champion's by at least this."
+    )
     split: str = Field(min_length=1, description="Frozen evaluation split of the version's dataset.")
     batch_size: int = Field(ge=1)
     challenger_alias: str = Field(min_length=1)
@@ -300,10 +309,18 @@ class InfraConfig(_Section):
     timezone: str = Field(description="Timezone of retrain_cron (IANA name).")
     watch_uri: str = Field(description="Folder or s3:// prefix listed by the new-imagery watcher.")
     watch_interval_s: int = Field(ge=5, description="Seconds between two listings of watch_uri.")
+    watch_settle_polls: int = Field(
+        ge=0,
+        description="Listings a new scene must stay unchanged in before it is announced (uploads in "
+        "progress wait; 0: announce at first sight).",
+    )
     retrain_after_s: int = Field(ge=0, description="Delay between a new-scene event and its retrain run.")
     accelerator_limit: str = Field(min_length=1, description="Global concurrency limit of training tasks.")
     accelerator_slots: int = Field(ge=1, description="Trainings allowed on one machine at once.")
-    dvc_remote: str = Field(min_length=1, description="DVC remote the snapshots are pushed to.")
+    dvc_remote: DvcRemote = Field(
+        description="DVC remote the services push snapshots to (their workspace's default remote); "
+        "runs without the services use local."
+    )
     buckets: list[str] = Field(description="Buckets created in the S3 store at start.")
     mlflow_artifacts: str = Field(description="Artifact store behind the MLflow server (s3:// or a folder).")
     ray_num_cpus: int | None = Field(ge=1, description="CPUs offered by the Ray head (None: all).")

@@ -106,7 +106,13 @@ def link_mlflow(key: str, tracking_uri: str, path: str, text: str) -> str:
     """
     base = mlflow_ui_url(tracking_uri)
     if base is None:
-        hint = f"mlflow ui --backend-store-uri {tracking_uri}  then open {path}"
+        from a2mae.services.base import free_port
+
+        port = free_port(5000)  # 5000 may be the services' MLflow: a taken port makes `mlflow ui` exit
+        hint = (
+            f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port {port}  "
+            f"then open http://127.0.0.1:{port}/{path}"
+        )
         markdown(key, f"**{text}**: run `{hint}`", description=text)
         return hint
     url = f"{base}/{path}"

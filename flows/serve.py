@@ -19,7 +19,9 @@ Deployments (``flow/deployment``):
 * ``ingest/ingest``, ``tile/tile``, ``pretrain/pretrain``, ``finetune/finetune``, ``evaluate/evaluate``,
   ``promote/promote`` -- each stage on demand (``promote`` is the manual promotion form).
 
-Default parameters come from the workspace's ``params.yaml`` plus ``--set`` items. Each retrain
+Default parameters come from the workspace's ``params.yaml`` plus ``--set`` items (a key shown on a
+form goes into its field only, so an edit of the field is what the run uses). Under ``a2mae services
+up`` the workspace is the services' own git + DVC repository (``<infra.home>/workspace``). Each retrain
 deployment runs one flow run at a time (later ones wait); training tasks also hold the global
 concurrency limit ``infra.accelerator_limit`` so two trainings never share one accelerator.
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -107,21 +110,27 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
     p = workspace_params(ws, sets)
     # Settings of the services themselves (ports, home) are not pipeline parameters: keep them off the forms.
     form_sets = [s for s in sets if not s.startswith(_SERVICE_KEYS)]
-    common: dict[str, Any] = {"project_dir": str(ws), "overrides": form_sets}
     mod = {"entrypoint_type": EntrypointType.MODULE_PATH}
     serial = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
     def form(model: Any, **values: Any) -> dict[str, Any]:
-        return {"params": model.from_params(p, **common, **values).model_dump(mode="json")}
+        # A key on the form shows its value in its field; repeated in `overrides` (applied last) it
+        # would silently undo the user's edit of that field.
+        on_form = {m.key for m in model.mirrors()}
+        rest = [s for s in form_sets if s.partition("=")[0].strip() not in on_form]
+        made = model.from_params(p, project_dir=str(ws), overrides=rest, **values)
+        return {"params": made.model_dump(mode="json")}
 
     retrain_params = form(RetrainParams)
-    watched = {**retrain_params["params"]}
-    watched["sources"] = [*watched["sources"], p.infra.watch_uri]
+    watched = copy.deepcopy(retrain_params["params"])
+    watched["ingest"]["sources"] = [*watched["ingest"]["sources"], p.infra.watch_uri]
+    templated = copy.deepcopy(watched)
+    templated["ingest"]["new_scene"] = "{{ event.payload.uri }}"
     trigger = DeploymentEventTrigger(
         name="retrain on new imagery",
         expect={EVENT},
         match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
-        parameters={"params": {**watched, "new_scene": "{{ event.payload.uri }}"}},
+        parameters={"params": templated},
         schedule_after=timedelta(seconds=p.infra.retrain_after_s),
     )
     tags = ["a2mae"]

@@ -333,13 +333,19 @@ def prefect_harness():
 
 
 class ServicesStack:
-    """The real services of infra/ for slow tests: the stack, its workspace, settings and client env."""
+    """The real services of infra/ for slow tests: the stack, its checkout and workspace, settings and
+    client env."""
 
-    def __init__(self, stack, workspace, sets):
+    def __init__(self, stack, checkout, sets):
         self.stack = stack
-        self.workspace = workspace
+        self.checkout = checkout
         self.sets = sets
         self.env = stack.client_env()
+
+    @property
+    def workspace(self):
+        """The git + DVC repository the deployments work in (cloned from the checkout by the stack)."""
+        return self.stack.workspace
 
     @property
     def api_url(self) -> str:
@@ -366,15 +372,17 @@ class ServicesStack:
 @pytest.fixture(scope="session")
 def services_stack(tmp_path_factory):
     """S3 store, MLflow, Prefect server, Ray head and the deployments' server (infra/), on free loopback
-    ports, serving a fresh git + DVC workspace (the repository's pipeline files and samples) with a tiny
-    training budget; the watcher lists ``s3://a2mae-scenes/incoming/`` every 5 s. Stopped at the end."""
+    ports, for a fresh git + DVC checkout (the repository's pipeline files and samples) with a tiny
+    training budget; the stack clones its own workspace from it. The watcher keeps the defaults of
+    params.yaml (its timing is what the watcher test measures) and is paused until a test resumes it.
+    Stopped at the end."""
     from a2mae.config import load_params
     from a2mae.services.base import free_port_pair
     from a2mae.services.stack import Stack
     from flows.demo import make_workspace
 
     root = tmp_path_factory.mktemp("stack")
-    workspace = make_workspace(root / "ws")
+    checkout = make_workspace(root / "checkout")
     ports = []
     while len(ports) < 4:  # outside Ray's worker range; +10000 free too (SeaweedFS gRPC)
         port = free_port_pair(low=20000, high=30000)
@@ -387,16 +395,14 @@ def services_stack(tmp_path_factory):
         f"infra.s3_port={ports[2]}",
         f"infra.ray_port={ports[3]}",
         "infra.ray_num_cpus=2",
-        "infra.watch_interval_s=5",
-        "infra.retrain_after_s=0",
         "pretrain.num_workers=0",  # deployments train in-process by default; the e2e test asks for Ray
         "tile.grid_m=20000",
         *TINY_PIPELINE,
     ]
-    stack = Stack(load_params(None, sets), workspace, sets)
+    stack = Stack(load_params(None, sets), checkout, sets)
     try:
         stack.up()
-        services = ServicesStack(stack, workspace, sets)
+        services = ServicesStack(stack, checkout, sets)
         services.set_watcher(active=False)  # the watcher test switches it on (each run costs CPU)
         yield services
     finally:

@@ -8,9 +8,11 @@ from typing import Annotated
 
 import typer
 
-from a2mae.cli.app import ParamsOpt, SetOpt, app, resolve_params
+from a2mae.cli.app import HelpGroup, ParamsOpt, SetOpt, app, resolve_params
 
 services_app = typer.Typer(
+    cls=HelpGroup,
+    rich_markup_mode=None,
     help="Start, stop and inspect the local services: S3 store, MLflow, Prefect, Ray, deployments.",
     no_args_is_help=True,
 )
@@ -19,7 +21,9 @@ app.add_typer(services_app, name="services")
 ProjectOpt = Annotated[
     Path,
     typer.Option(
-        "--project-dir", help="Workspace of the flows (params.yaml, dvc.yaml); state goes to its infra.home."
+        "--project-dir",
+        help="The checkout the services' workspace (<infra.home>/workspace) is cloned from; state goes to "
+        "its infra.home.",
     ),
 ]
 OnlyOpt = Annotated[

@@ -30,13 +30,13 @@ from a2mae.config import Params
 from a2mae.errors import A2maeError
 from a2mae.ingest.catalog import SceneRecord, read_catalog, write_catalog
 from a2mae.ingest.discover import IngestError, SceneSpec, discover
-from a2mae.ingest.scene_reader import ReadContext, listing_fingerprint, read_scene
+from a2mae.ingest.scene_reader import ReadContext, listing_fingerprint, read_scene, scene_content_hash
 from a2mae.io.raster import raster_env
 from a2mae.io.storage import S3Settings, is_s3
 from a2mae.sensors.detect import band_vocabulary
 from a2mae.sensors.registry import get_registry
 
-__all__ = ["Failure", "IngestError", "IngestReport", "ingest"]
+__all__ = ["Failure", "IngestError", "IngestReport", "catalog_matches", "ingest"]
 
 
 @dataclass(frozen=True)
@@ -211,6 +211,34 @@ def _merge_into_catalog(
         write_catalog([*existing, *report.added], catalog)
         report.written = True
     report.added.sort(key=lambda r: r.scene_id)
+
+
+def catalog_matches(
+    specs: Sequence[SceneSpec], catalog: str | Path, settings: S3Settings | None = None
+) -> dict[str, SceneRecord | None]:
+    """The catalog record each scene already has, the way :func:`ingest` would find it.
+
+    A record matches a scene with the same listing fingerprint (nothing is read), else the same content
+    hash (the same files copied elsewhere: S3 ETags, or the bytes of local files).
+
+    Args:
+        specs: Scenes from :func:`~a2mae.ingest.discover.discover`.
+        catalog: The local Parquet catalog (missing: nothing matches).
+        settings: S3 settings for objects.
+
+    Returns:
+        ``{scene source: matching record, or None when ingest would add the scene}``.
+    """
+    existing = read_catalog(catalog)
+    by_fingerprint = {r.fingerprint: r for r in existing if r.fingerprint}
+    by_hash = {r.content_hash: r for r in existing}
+    out: dict[str, SceneRecord | None] = {}
+    for spec in specs:
+        record = by_fingerprint.get(listing_fingerprint(spec))
+        if record is None and by_hash:
+            record = by_hash.get(scene_content_hash(spec, settings))
+        out[spec.source] = record
+    return out
 
 
 def _read_all(

@@ -151,6 +151,18 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def free_port(preferred: int, host: str = "127.0.0.1", tries: int = 100) -> int:
+    """``preferred`` when it is free, else the next free port after it (for hints: a UI beside the services).
+
+    Raises:
+        ServiceError: None of the ``tries`` ports is free.
+    """
+    for port in range(preferred, min(preferred + tries, 65536)):
+        if port_is_free(port, host):
+            return port
+    raise ServiceError(f"no free port in {preferred}..{preferred + tries - 1} on {host}")
+
+
 def free_port_pair(offset: int = 10000, host: str = "127.0.0.1", low: int = 10000, high: int = 22000) -> int:
     """A port ``p`` such that ``p`` and ``p + offset`` are both free (gRPC ports of SeaweedFS).
 

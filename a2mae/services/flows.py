@@ -35,6 +35,7 @@ class FlowServer(DetachedService):
         api_url: ``PREFECT_API_URL`` of the server.
         env: Client variables of the other services (MLflow, S3, Ray).
         overrides: ``section.key=value`` items applied to the deployments' default parameters.
+        code_dir: Folder holding the ``flows`` package (the checkout; default ``project_dir``).
     """
 
     name = "flows"
@@ -46,9 +47,11 @@ class FlowServer(DetachedService):
         api_url: str,
         env: Mapping[str, str] | None = None,
         overrides: Sequence[str] = (),
+        code_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(state_dir)
         self.project_dir = Path(project_dir).absolute()
+        self.code_dir = Path(code_dir).absolute() if code_dir is not None else self.project_dir
         self.api_url = api_url
         self.env = dict(env or {})
         self.overrides = list(overrides)
@@ -63,8 +66,8 @@ class FlowServer(DetachedService):
         self.ready_path.unlink(missing_ok=True)
 
     def environment(self) -> dict[str, str]:
-        """The clients' variables plus ``PREFECT_API_URL``; the project's root importable."""
-        path = os.pathsep.join(p for p in (str(self.project_dir), os.environ.get("PYTHONPATH", "")) if p)
+        """The clients' variables plus ``PREFECT_API_URL``; the ``flows`` package importable."""
+        path = os.pathsep.join(p for p in (str(self.code_dir), os.environ.get("PYTHONPATH", "")) if p)
         return {**self.env, "PREFECT_API_URL": self.api_url, "PYTHONPATH": path}
 
     def command(self) -> list[str]:

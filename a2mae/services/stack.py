@@ -11,6 +11,7 @@ under ``params.infra.home`` (default ``.a2mae/``)::
       ray/         tmp/ (Ray sessions), ray.log, ray.pid
       flows/       flows.log, flows.pid, flows.ready
       model/       model.log, model.pid (the champion's scoring server, only with --serve-model)
+      workspace/   the git + DVC repository the deployments work in (cloned from the checkout)
       stack.json   endpoints and ports of the last ``up``
       env          the clients' variables (``set -a; . .a2mae/env; set +a``), mode 0600
 
@@ -61,8 +62,9 @@ class Stack:
 
     Args:
         params: Parameters (the ``infra`` section).
-        project_dir: The workspace the flows run in (``params.yaml``, ``dvc.yaml``); also where a
-            relative ``infra.home`` is resolved.
+        project_dir: The user's checkout: the services' workspace (``<infra.home>/workspace``, where
+            the flows run and commit each snapshot version) is cloned from it and takes its
+            ``params.yaml``; also where a relative ``infra.home`` is resolved.
         overrides: ``section.key=value`` items passed to the deployments' default parameters.
         serve_model: Model URI for the scoring server (``models:/a2mae-<task>@champion``); None: the
             server is not started (``down`` and ``status`` still see one started earlier).
@@ -101,14 +103,11 @@ class Stack:
         )
         self.flows = FlowServer(
             self.home / "flows",
-            project_dir=self.project_dir,
+            project_dir=self.workspace,
             api_url=self.prefect.api_url,
             env=self.client_env(include_prefect=False),
-            overrides=[
-                f"infra.dvc_remote={self._dvc_remote()}",
-                f"predict.output={self._predict_output()}",
-                *self.overrides,
-            ],
+            overrides=[f"predict.output={self._predict_output()}", *self.overrides],
+            code_dir=self.project_dir,
         )
         self.model = ModelServer(
             self.home / "model",
@@ -125,9 +124,25 @@ class Stack:
             return dest
         return str(self.home / dest)
 
-    def _dvc_remote(self) -> str:
-        # With the stack's S3 store running, snapshots go to the `s3` remote unless told otherwise.
-        return "s3" if self.infra.dvc_remote == "local" else self.infra.dvc_remote
+    @property
+    def workspace(self) -> Path:
+        """The git + DVC repository the deployments work in (cloned from ``project_dir``)."""
+        return self.home / "workspace"
+
+    def prepare_workspace(self) -> Path:
+        """Clone (once) and refresh the deployments' workspace; see :func:`a2mae.dvc.services_workspace`.
+
+        Raises:
+            ServiceError: The checkout is not a git work tree, or git/DVC failed (one line).
+        """
+        from a2mae.dvc import DvcError, services_workspace
+
+        endpoint = f"http://{self.infra.host}:{self.infra.s3_port}"
+        try:
+            services_workspace(self.project_dir, self.workspace, self.infra.dvc_remote, endpoint)
+        except DvcError as err:
+            raise ServiceError(f"flows: workspace {self.workspace}: {err}") from None
+        return self.workspace
 
     def _predict_output(self) -> str:
         # With the stack's S3 store running, the predict flow writes there unless told otherwise.
@@ -207,8 +222,10 @@ class Stack:
             return
         if running_pid(svc) is not None:
             terminate(svc)  # alive but not answering: start it again
+        if name == "flows":
+            self.prepare_workspace()
         env = svc.environment() if isinstance(svc, DetachedService) else {}
-        launch(svc, env, self.infra.start_timeout_s, cwd=self.project_dir if name == "flows" else None)
+        launch(svc, env, self.infra.start_timeout_s, cwd=self.workspace if name == "flows" else None)
         if name == "s3":
             for bucket in self.infra.buckets:
                 self.s3.create_bucket(bucket)
@@ -250,6 +267,7 @@ class Stack:
         env = self.client_env()
         state = {
             "project_dir": str(self.project_dir),
+            "workspace": str(self.workspace),
             "services": {s.name: asdict(s) for s in self.status()},
             "s3_ports": self.s3.ports,
         }
