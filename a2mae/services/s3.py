@@ -60,8 +60,10 @@ class SeaweedFS(Service):
         access_key: str = "a2mae-dev",
         secret_key: str | None = None,
         region: str = "us-east-1",
+        public_buckets: tuple[str, ...] = (),
     ) -> None:
         super().__init__(state_dir, host)
+        self.public_buckets = tuple(public_buckets)
         self.access_key = access_key
         self.secret_key = secret_key or self._stored_secret() or secrets.token_hex(16)
         self.region = region
@@ -92,6 +94,10 @@ class SeaweedFS(Service):
                 }
             ]
         }
+        if self.public_buckets:  # unsigned GET/HEAD of objects (https:// asset URLs), no listing, no writes
+            doc["identities"].append(
+                {"name": "anonymous", "actions": [f"Read:{b}" for b in self.public_buckets]}
+            )
         fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(doc, f)
