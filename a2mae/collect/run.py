@@ -127,6 +127,10 @@ def collect(
     report.found = len({(t.cmap.collection, str(it["id"])) for t, items in found for it in items})
     rows = _rows(found, registry, params, report)
     chosen = _choose_all(locs, mappings, found, rows, intervals, cfg, report)
+    if not chosen and report.capped:
+        raise CollectError(
+            f"collect.max_scenes={cfg.max_scenes} is below the scenes the first location needs; raise it"
+        )
     if not chosen:
         why = f"; {len(report.failed)} item(s) unusable, e.g. {report.failed[0]}" if report.failed else ""
         raise CollectError(

@@ -96,7 +96,15 @@ def open_client(url: str, timeout: float):  # -> pystac_client.Client
 
 
 def _reason(err: BaseException) -> str:
+    """A short reason for a failed STAC request."""
     text = " ".join(str(err).split())
+    low = text.lower()
+    if "failed to establish a new connection" in low or "connection refused" in low:
+        return "nothing answers there"
+    if "timed out" in low or "timeout" in low:
+        return "no answer in time (collect.timeout_s)"
+    if "name or service not known" in low or "nodename nor servname" in low:
+        return "unknown host"
     return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
 
 
