@@ -358,6 +358,9 @@ class InfraConfig(_Section):
     retrain_cron: str = Field(description="Cron expression of the scheduled retraining.")
     timezone: str = Field(description="Timezone of retrain_cron (IANA name).")
     watch_uri: str = Field(description="Folder or s3:// prefix listed by the new-imagery watcher.")
+    watch_stac: bool = Field(
+        description="The watcher searches the STAC API of `collect` (new items over its locations) instead."
+    )
     watch_interval_s: int = Field(ge=5, description="Seconds between two listings of watch_uri.")
     watch_settle_polls: int = Field(
         ge=0,
