@@ -218,13 +218,13 @@ def stac_item(
 
 
 # -------------------------------------------------------------------------------------- yardstick
-def _tiles_of_window(
-    bf: BandFile, grid_t: Sequence[float], row0: int, col0: int, chip: int, block: tuple[int, int]
-) -> set[tuple]:
-    """The ``(x, y)`` tile indices of ``bf``'s COG that a chip window of the grid ``grid_t`` touches.
+def window_in(
+    bf: BandFile, grid_t: Sequence[float], row0: int, col0: int, chip: int
+) -> tuple[int, int, int, int]:
+    """``(col0, row0, col1, row1)`` (inclusive) of the pixels of ``bf`` a chip window of ``grid_t`` needs.
 
     The window is taken in ground coordinates and widened by one pixel of ``bf`` (the bilinear or
-    nearest-neighbour margin a coarser band needs).
+    nearest-neighbour margin a coarser band needs), clipped to the file.
     """
     a, _, c, _, e, f = grid_t
     x0, x1 = c + a * col0, c + a * (col0 + chip)
@@ -234,6 +234,14 @@ def _tiles_of_window(
     rows = sorted(((y0 - bf_) / be, (y1 - bf_) / be))
     c0, c1 = max(0, math.floor(cols[0]) - 1), min(bf.width - 1, math.ceil(cols[1]))
     r0, r1 = max(0, math.floor(rows[0]) - 1), min(bf.height - 1, math.ceil(rows[1]))
+    return c0, r0, c1, r1
+
+
+def _tiles_of_window(
+    bf: BandFile, grid_t: Sequence[float], row0: int, col0: int, chip: int, block: tuple[int, int]
+) -> set[tuple]:
+    """The ``(x, y)`` tile indices of ``bf``'s COG that a chip window of the grid ``grid_t`` touches."""
+    c0, r0, c1, r1 = window_in(bf, grid_t, row0, col0, chip)
     bh, bw = block
     return {(tx, ty) for tx in range(c0 // bw, c1 // bw + 1) for ty in range(r0 // bh, r1 // bh + 1)}
 
@@ -267,3 +275,26 @@ def copy_tree(src: Path, dst: Path) -> Path:
     """Copy a folder (the bundled real scenes are COGs already)."""
     shutil.copytree(src, dst, dirs_exist_ok=True)
     return dst
+
+
+def chip_windows(
+    records: Sequence[SceneRecord], params: Any
+) -> list[tuple[SceneRecord, list[tuple[int, int]]]]:
+    """The chip windows ``a2mae tile`` reads, per scene: the plan's windows on each scene's chip grid.
+
+    Returns:
+        ``(scene on its chip grid, with only the band files tiling reads; [(row0, col0), ...])``.
+    """
+    from a2mae.sensors import get_registry
+    from a2mae.stssd.grouping import plan_sets
+    from a2mae.stssd.run import kept_bands, on_chip_grid
+
+    registry = get_registry(params.data.sensor_files)
+    plan = plan_sets([on_chip_grid(r, registry, params.tile) for r in records], params.tile)
+    out = []
+    for k, wins in plan.windows_by_scene().items():
+        rec = plan.records[k]
+        keep = set(kept_bands(rec, registry, params.tile))
+        rec = rec.model_copy(update={"band_files": tuple(b for b in rec.band_files if b.band in keep)})
+        out.append((rec, [(w.row0, w.col0) for w in wins]))
+    return out

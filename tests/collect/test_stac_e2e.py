@@ -253,10 +253,8 @@ def test_tile_reads_only_the_chip_windows_and_matches_local_tiling(
     """Remote tiling: less than 1.5x the compressed bytes of the chip windows, never a whole file;
     its chips are byte-identical to those tiled from the same files on disk."""
     from a2mae.ingest.catalog import read_catalog, write_catalog
-    from a2mae.sensors import get_registry
-    from a2mae.stssd.grouping import plan_sets
-    from a2mae.stssd.run import kept_bands, on_chip_grid, tile
-    from a2mae.testing.stac import window_tile_bytes, with_uris
+    from a2mae.stssd.run import tile
+    from a2mae.testing.stac import chip_windows, window_tile_bytes, with_uris
 
     _, catalog = collected
     proxy = published.proxy
@@ -281,16 +279,8 @@ def test_tile_reads_only_the_chip_windows_and_matches_local_tiling(
     )
 
     # bytes: the compressed COG tiles the chip windows touch, of the files tiling reads
-    params, registry = _params(), get_registry()
-    grid = [on_chip_grid(r, registry, params.tile) for r in rows]
-    plan = plan_sets(grid, params.tile)
-    windows = []
-    for k, wins in plan.windows_by_scene().items():
-        rec = plan.records[k]
-        keep = set(kept_bands(rec, registry, params.tile))
-        rec = rec.model_copy(update={"band_files": tuple(b for b in rec.band_files if b.band in keep)})
-        windows.append((rec, [(w.row0, w.col0) for w in wins]))
-    need = window_tile_bytes(windows, params.tile.chip_size, published.local_of)
+    windows = chip_windows(rows, _params())
+    need = window_tile_bytes(windows, 96, published.local_of)
     fetched, yardstick = stats["bytes"], sum(need.values())
     print(f"remote bytes {fetched}, chip-window tiles {yardstick}, ratio {fetched / yardstick:.3f}")
     assert 0 < fetched < 1.5 * yardstick, (fetched, yardstick)
