@@ -74,8 +74,9 @@ def test_forms_mirror_params_yaml(form):
         field = _field(form, m.path)
         if typing.get_origin(cfg) is typing.Literal:
             assert typing.get_args(field.annotation) == typing.get_args(cfg)
-        if m.none_as is not None:  # a nullable number is a plain number on the form (an input box)
-            assert typing.get_origin(cfg) in (typing.Union, types.UnionType) and field.annotation is int
+        if m.none_as is not None:  # a nullable number (string) is a plain number (string) on the form
+            assert typing.get_origin(cfg) in (typing.Union, types.UnionType)
+            assert field.annotation is (str if m.none_as == "" else int)
     for path, prop in _leaves(form.model_json_schema()).items():
         desc = prop.get("description", "")
         assert desc and not desc.startswith("params.yaml"), f"{form.__name__}.{path}: no real description"
