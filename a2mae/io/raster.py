@@ -212,7 +212,7 @@ class _RemoteDataset:
 
 
 #: What to do about a remote raster that cannot be read (appended to its error line).
-REMOTE_FIX = "check the store or URL and retry, or pass --skip-bad to `a2mae tile` to go on without the scene"
+REMOTE_FIX = "check the store or URL and retry, or pass --skip-bad to go on without the scene"
 
 
 def describe_open_error(err: BaseException, remote: bool = False) -> str:
@@ -245,7 +245,7 @@ def _remote_reason(low: str, msg: str) -> str:
         return "not found (HTTP 404): the asset is gone or the catalog's href is stale"
     if "403" in low or "access denied" in low or "forbidden" in low:
         return (
-            "access denied (HTTP 403); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or "
+            "access denied (403); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or "
             "data.s3.anonymous for a public bucket"
         )
     if "not recognized as" in low or "not a tiff" in low or "not a supported file format" in low:

@@ -23,7 +23,7 @@ def test_gdal_paths_of_remote_and_local_rasters():
     ("gdal", "expected"),
     [
         ("HTTP response code: 404", "not found (HTTP 404)"),
-        ("HTTP response code: 403 - Access Denied", "access denied (HTTP 403)"),
+        ("HTTP response code: 403 - Access Denied", "access denied (403)"),
         ("Couldn't connect to server", "cannot reach the server after retries"),
         (
             "'/vsicurl/https://h/x.tif' not recognized as a supported file format.",
