@@ -184,7 +184,8 @@ def test_stack_status_and_env_without_anything_running(tmp_path):
     # the deployments work in the stack's own workspace (cloned at start), the code comes from the checkout
     assert stack.workspace == tmp_path / "home" / "workspace" and stack.flows.project_dir == stack.workspace
     assert stack.flows.environment()["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)
-    assert p.infra.dvc_remote == "s3" and stack.flows.overrides == []  # no hidden remote switch
+    assert p.infra.dvc_remote == "s3"  # no hidden remote switch; only the predict flow's output moves
+    assert stack.flows.overrides == ["predict.output=s3://a2mae-predict/runs"]  # into the stack's S3 store
 
 
 def test_services_verb(tmp_path, capsys):
