@@ -97,7 +97,7 @@ def status_cmd(
         for r in rows:
             state = "healthy" if r.healthy else ("running, NOT healthy" if r.running else "stopped")
             typer.echo(f"{r.name:8s} {state:22s} pid {r.pid or '-':>7}  {r.url}  log {r.log}")
-    if not all(r.healthy for r in rows if r.name != "model" or r.running):
+    if not all(r.ok for r in rows):
         raise SystemExit(1)
 
 

@@ -43,6 +43,8 @@ from a2mae.services.s3 import SeaweedFS
 SERVICES = ("s3", "mlflow", "prefect", "ray", "flows", "model")
 #: Services started together: MLflow needs its S3 bucket, the deployments and the model server MLflow.
 WAVES = (("s3", "prefect", "ray"), ("mlflow",), ("flows", "model"))
+#: Services started only on request (``up --serve-model``): stopped is fine.
+OPTIONAL = frozenset({"model"})
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,11 @@ class ServiceStatus:
     pid: int | None
     url: str
     log: str
+
+    @property
+    def ok(self) -> bool:
+        """Healthy, or the model server, which is started on request, not running."""
+        return self.healthy or (self.name in OPTIONAL and not self.running)
 
 
 class Stack:

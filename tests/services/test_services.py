@@ -264,3 +264,15 @@ def test_make_clean_keeps_the_services_state_and_clean_services_asks(tmp_path):
     assert (tmp_path / ".a2mae").is_dir()  # piped input is not an answer
     done = subprocess.run(script, capture_output=True, text=True, env={**os.environ, "YES": "1"})
     assert done.returncode == 0 and not (tmp_path / ".a2mae").exists(), done.stderr
+
+
+def test_a_stopped_model_server_is_fine_but_a_stopped_core_service_is_not():
+    from a2mae.services.stack import ServiceStatus
+
+    def row(name, running, healthy):
+        return ServiceStatus(name, running, healthy, None, "http://127.0.0.1:1", "x.log")
+
+    assert row("model", False, False).ok
+    assert not row("model", True, False).ok  # started on request, then broken: report it
+    assert not row("mlflow", False, False).ok
+    assert row("mlflow", True, True).ok
