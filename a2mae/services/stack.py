@@ -44,6 +44,13 @@ from a2mae.services.prefect import PrefectServer
 from a2mae.services.ray import RayHead
 from a2mae.services.s3 import SeaweedFS
 
+#: Client variables that hold secrets: kept in the 0600 env file, never printed.
+SECRET_VARS = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
+    "PREFECT_API_AUTH_STRING",
+)
 #: Start order (``down`` uses the reverse).
 SERVICES = ("s3", "mlflow", "prefect", "ray", "flows", "model")
 #: Services started together: MLflow needs its S3 bucket, the deployments and the model server MLflow.
@@ -332,4 +339,4 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["SERVICES", "ServiceError", "ServiceStatus", "Stack"]
+__all__ = ["SECRET_VARS", "SERVICES", "ServiceError", "ServiceStatus", "Stack"]

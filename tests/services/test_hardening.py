@@ -218,3 +218,28 @@ def test_origin_guard_is_installed_from_the_servers_settings(monkeypatch):
     app = server.create_app(final=True)
     assert isinstance(app, mod.OriginGuard) and app.app == "app" and app.origins == {"http://127.0.0.1:4200"}
     assert original is not None
+
+
+def test_services_env_prints_no_secret_but_evaluates_to_it(tmp_path, capsys):
+    import subprocess
+
+    sets = ["--set", f"infra.home={tmp_path / 'home'}", "--set", "infra.auth=true"]
+    stack = _stack(tmp_path, "infra.auth=true")
+    stack.s3.prepare()  # what `up` does: the S3 keys are stored
+    stack = _stack(tmp_path, "infra.auth=true")
+    stack._write_state()
+    env = stack.client_env()
+    assert main(["services", "env", *sets, "--project-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for key in ("AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING"):
+        assert env[key] not in out and f"export {key}=" in out
+    script = (
+        out
+        + '\nprintf "%s\\n" "$AWS_SECRET_ACCESS_KEY" "$MLFLOW_TRACKING_PASSWORD" "$PREFECT_API_AUTH_STRING"'
+    )
+    got = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert got == [
+        env["AWS_SECRET_ACCESS_KEY"],
+        env["MLFLOW_TRACKING_PASSWORD"],
+        env["PREFECT_API_AUTH_STRING"],
+    ]
