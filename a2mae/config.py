@@ -300,7 +300,11 @@ class InfraConfig(_Section):
     """Local services started by infra/."""
 
     home: str
-    host: str
+    host: str = Field(min_length=1, description="Interface the services bind (loopback unless allow_remote).")
+    allow_remote: bool = Field(
+        description="Allow an infra.host beyond loopback; every service then requires credentials."
+    )
+    auth: bool = Field(description="MLflow basic auth and Prefect's auth string also on loopback.")
     prefect_port: int = Field(ge=1, le=65535)
     mlflow_port: int = Field(ge=1, le=65535)
     s3_port: int = Field(ge=1, le=65535)
@@ -324,7 +328,7 @@ class InfraConfig(_Section):
     buckets: list[str] = Field(description="Buckets created in the S3 store at start.")
     mlflow_artifacts: str = Field(description="Artifact store behind the MLflow server (s3:// or a folder).")
     ray_num_cpus: int | None = Field(ge=1, description="CPUs offered by the Ray head (None: all).")
-    ray_dashboard: bool = Field(description="Start the Ray dashboard (loopback).")
+    ray_dashboard: bool = Field(description="Start the Ray dashboard (the state API Ray Train polls).")
     start_timeout_s: float = Field(gt=0, description="Seconds a service may take to become healthy.")
 
 

@@ -158,9 +158,12 @@ def s3_error(err: BaseException, uri: str, settings: S3Settings) -> StorageError
 
     where = settings.endpoint_label
     if isinstance(err, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError):
+        reason = {ConnectTimeoutError: "connect timed out", ReadTimeoutError: "no answer"}.get(
+            type(err), "nothing accepts connections"
+        )
         return StorageError(
-            f"{uri}: cannot reach the S3 endpoint {where}; is the store running? "
-            "Check AWS_ENDPOINT_URL or data.s3.endpoint_url"
+            f"{uri}: cannot reach the S3 endpoint {where} ({reason}); is the store running? "
+            "(local services: `a2mae services up`) Check AWS_ENDPOINT_URL or data.s3.endpoint_url"
         )
     if isinstance(err, NoCredentialsError):
         return StorageError(

@@ -156,6 +156,7 @@ def test_service_commands_bind_loopback_and_switch_telemetry_off(tmp_path):
     assert mlflow.environment()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
 
     ray = RayHead(tmp_path / "r", port=26379, num_cpus=1)
+    ray.prepare()
     cmd = ray.command()
     assert "--node-ip-address=127.0.0.1" in cmd and "--block" in cmd and "--include-dashboard=false" in cmd
     assert ray.environment()["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
