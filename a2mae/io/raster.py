@@ -41,6 +41,63 @@ GDAL_DEFAULTS: dict[str, Any] = {
 }
 
 
+#: The only GDAL drivers a raster is read with: those of the formats the sensors ship (GeoTIFF and COG:
+#: ``GTiff``; Sentinel-2's JPEG 2000: ``JP2OpenJPEG``). GDAL recognises files by their content, so
+#: without this a ``.tif`` holding a VRT (XML that reads other files or URLs), an HDF or a PNG would be
+#: opened by the driver of that format. The driver of the file's extension is tried first (some
+#: archives name GeoTIFFs ``.jp2``).
+DRIVERS = ("GTiff", "JP2OpenJPEG")
+
+#: First bytes of formats a disguised raster may have, and how to name them.
+_MAGIC = (
+    (b"<VRTDataset", "a GDAL VRT (XML that reads other files or URLs)"),
+    (b"II*\x00", "a TIFF GDAL cannot read (corrupt)"),
+    (b"MM\x00*", "a TIFF GDAL cannot read (corrupt)"),
+    (b"II+\x00", "a BigTIFF GDAL cannot read (corrupt)"),
+    (b"\x00\x00\x00\x0cjP  ", "a JPEG 2000 file"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89HDF", "an HDF5/NetCDF-4 file"),
+    (b"CDF", "a NetCDF file"),
+    (b"<", "an XML or HTML file"),
+    (b"{", "a JSON file"),
+)
+
+
+def drivers_for(uri: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The allowed GDAL drivers (:data:`DRIVERS`), the one of ``uri``'s extension first."""
+    return tuple(reversed(DRIVERS)) if str(uri).lower().endswith(".jp2") else DRIVERS
+
+
+def _open_allowed(path: str, drivers: tuple[str, ...]) -> Any:
+    """``rasterio.open`` with each allowed driver in turn (an unrecognised format tries the next).
+
+    Raises:
+        rasterio.errors.RasterioIOError: No allowed driver reads the file (the last error).
+    """
+    for k, driver in enumerate(drivers):
+        try:
+            return rasterio.open(path, driver=driver)
+        except rasterio.errors.RasterioIOError as err:
+            if k == len(drivers) - 1 or "not recognized" not in str(err):
+                raise
+    raise AssertionError("unreachable")
+
+
+def sniff(uri: str | os.PathLike[str]) -> str | None:
+    """What a local file's first bytes say it is (None: unknown, or not local)."""
+    if is_s3(uri):
+        return None
+    try:
+        with open(uri, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    if not head:
+        return "an empty file"
+    return next((what for magic, what in _MAGIC if head.startswith(magic)), None)
+
+
 class RasterError(A2maeError):
     """A raster cannot be opened or read; the message names the file."""
 
@@ -128,18 +185,29 @@ def open_raster(uri: str | os.PathLike[str], settings: S3Settings | None = None)
     with env, warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         try:
-            ds = rasterio.open(to_gdal_path(text))
+            ds = _open_allowed(to_gdal_path(text), drivers_for(text))
         except rasterio.errors.RasterioIOError as err:
-            raise RasterError(f"{text}: {describe_open_error(err)}") from None
+            raise RasterError(f"{text}: {describe_open_error(err, text)}") from None
         with ds:
             yield ds
 
 
-def describe_open_error(err: BaseException) -> str:
-    """One-line reason for a failed open, with what to do."""
+def describe_open_error(err: BaseException, uri: str | None = None) -> str:
+    """One-line reason for a failed open, with what to do.
+
+    Args:
+        err: The error of the open.
+        uri: The file (a local file's first bytes name a disguised format).
+    """
     msg = " ".join(str(err).split())
     low = msg.lower()
     if "not recognized as" in low or "not a tiff" in low or "not a supported file format" in low:
+        what = sniff(uri) if uri is not None else None
+        if what is not None and "corrupt" not in what and "JPEG 2000" not in what:
+            return (
+                f"not a GeoTIFF or JPEG 2000 raster: the file is {what}; only those two formats are read "
+                "(by content, whatever the extension); replace it with the original raster"
+            )
         return "not a raster GDAL can read (corrupt file, or not a GeoTIFF/JPEG2000); replace the file"
     if "no such file" in low or "does not exist" in low:
         return "no such file"
