@@ -135,7 +135,12 @@ def writer_lock(
         LockError: The lock file cannot be created.
     """
     path = lock_path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise LockError(
+            f"{path.parent}: cannot create the folder ({err.strerror}); give another path"
+        ) from None
     deadline = time.monotonic() + max(0.0, timeout_s)
     told = False
     while (fd := _open_locked(path)) is None:
