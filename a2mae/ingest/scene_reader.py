@@ -434,6 +434,7 @@ def _when_and_where(
         IngestError: A date field is not a date, or is before 1970 or in the future.
     """
     names = [f.name for f in spec.files]
+    geometry = _wgs84(ref_header)
     when, when_source = acquisition_datetime(stac, mtl, first.tags, names)
     try:
         check_dates(stac, mtl, first.tags, when, when_source)
@@ -441,11 +442,33 @@ def _when_and_where(
         raise IngestError(f"{spec.source}: {err}") from None
     if (note := filename_disagreement(when, when_source, names)) is not None:
         notes.append(f"{spec.source}: {note}")
-    corners, footprint, (clat, _) = wgs84_geometry(
-        ref_header.crs, ref_header.transform, ref_header.width, ref_header.height
-    )
+    corners, footprint, (clat, _) = geometry
     period = growth_period(when, clat, ctx.growth.growth_months, ctx.growth.tropics_lat)
     return _Acquisition(when, when_source, corners, footprint, period)
+
+
+def _wgs84(header: _Header) -> tuple[Corners, str, tuple[float, float]]:
+    """The grid's WGS84 corners, footprint and centre (see :func:`wgs84_geometry`).
+
+    Raises:
+        IngestError: The CRS cannot be converted to WGS84, or the grid lies outside its valid area.
+    """
+    from pyproj.exceptions import CRSError, ProjError
+
+    try:
+        geometry = wgs84_geometry(header.crs, header.transform, header.width, header.height)
+    except (CRSError, ProjError) as err:
+        raise IngestError(
+            f"{header.info.uri}: its CRS cannot be converted to WGS84 ({' '.join(str(err).split())[:120]}); "
+            "fix its georeferencing (gdalsrsinfo shows the CRS) or use the archive's original file"
+        ) from None
+    corners, _, centre = geometry
+    if not all(math.isfinite(v) for corner in (*corners, centre) for v in corner):
+        raise IngestError(
+            f"{header.info.uri}: its grid does not map to WGS84 (outside the area of its CRS); fix its "
+            "georeferencing or use the archive's original file"
+        )
+    return geometry
 
 
 def _reflectance_scale(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -96,6 +97,39 @@ def sniff(uri: str | os.PathLike[str]) -> str | None:
     if not head:
         return "an empty file"
     return next((what for magic, what in _MAGIC if head.startswith(magic)), None)
+
+
+def quiet_undecodable_gdal_messages() -> None:
+    """Keep rasterio's GDAL message callback from printing errors for undecodable messages.
+
+    rasterio decodes every GDAL message as UTF-8 in a C callback; a corrupt file can make GDAL quote
+    raw bytes (a damaged TIFF tag), the decode fails inside the callback, and Python prints the error
+    twice on stderr (``sys.excepthook`` with no traceback, then ``sys.unraisablehook``) although nothing
+    failed: the open goes on and reports its own error. Exactly those two prints are dropped; any other
+    exception is printed as before. Called before every open (others, e.g. typer, replace the hooks).
+    """
+    if not getattr(sys.unraisablehook, "_a2mae_quiet_gdal", False):
+        unraisable_hook = sys.unraisablehook
+
+        def on_unraisable(unraisable: Any) -> None:
+            if issubclass(unraisable.exc_type, UnicodeDecodeError) and "rasterio._env" in repr(
+                unraisable.object
+            ):
+                return
+            unraisable_hook(unraisable)
+
+        on_unraisable._a2mae_quiet_gdal = True  # type: ignore[attr-defined]
+        sys.unraisablehook = on_unraisable
+    if not getattr(sys.excepthook, "_a2mae_quiet_gdal", False):
+        except_hook = sys.excepthook
+
+        def on_exception(exc_type: type, value: BaseException, tb: Any) -> None:
+            if tb is None and issubclass(exc_type, UnicodeDecodeError):  # printed from C, with no frame
+                return
+            except_hook(exc_type, value, tb)
+
+        on_exception._a2mae_quiet_gdal = True  # type: ignore[attr-defined]
+        sys.excepthook = on_exception
 
 
 class RasterError(A2maeError):
@@ -181,6 +215,7 @@ def open_raster(uri: str | os.PathLike[str], settings: S3Settings | None = None)
         RasterError: The file is missing, unreadable or not a raster GDAL knows.
     """
     text = str(uri)
+    quiet_undecodable_gdal_messages()
     env = contextlib.nullcontext() if rasterio.env.hasenv() and settings is None else raster_env(settings)
     with env, warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)

@@ -86,11 +86,13 @@ def write_scene(
 def reference_chip(window: np.ndarray, scale: float, offset: float, nodata: float | None) -> np.ndarray:
     """What a snapshot stores for source pixels ``window`` ``[C, H, W]`` on the chip grid.
 
-    ``round(value * scale * 10000 + offset * 10000)`` in float32 arithmetic, clipped to +-32767;
-    ``-32768`` wherever any band is the nodata value, NaN or infinite.
+    ``round(value * scale * 10000 + offset * 10000)`` in float32 arithmetic, clipped to +-32767 (a
+    finite float64 beyond float32's range clips too); ``-32768`` wherever any band is the nodata value,
+    NaN or infinite.
     """
-    v = window.astype(np.float32)
-    bad = ~np.isfinite(v).all(0)
+    bad = ~np.isfinite(window).all(0) if window.dtype.kind == "f" else np.zeros(window.shape[1:], bool)
+    with np.errstate(over="ignore"):
+        v = window.astype(np.float32)
     if nodata is not None and np.isfinite(nodata):
         bad |= (window == nodata).any(0)
     k, b = np.float32(scale * FACTOR), np.float32(offset * FACTOR)
