@@ -252,4 +252,4 @@ def describe_open_error(err: BaseException, uri: str | None = None) -> str:
         return f"cannot reach the S3 endpoint ({msg[:200]}); check AWS_ENDPOINT_URL"
     if "truncat" in low or "read error" in low or "cannot read" in low or "ioerror" in low:
         return f"truncated or corrupt file ({msg[:200]}); download it again"
-    return f"cannot open as a raster ({msg[:200]})"
+    return f"cannot open as a raster ({msg[:200]}); replace it with the original file"

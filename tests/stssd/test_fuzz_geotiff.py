@@ -208,7 +208,8 @@ def kind_of_end(end: str) -> str:
     verb, _, message = end.partition(" refused: ")
     while message.startswith("/") or message.startswith("scene "):
         message = message.partition(": ")[2]
-    return f"{verb} refused: " + "".join("#" if c.isdigit() else c for c in message.split(";")[0])[:70]
+    message = message.split(";")[0].split(" (")[0]  # the kind, without the details in brackets
+    return f"{verb} refused: " + "".join("#" if c.isdigit() else c for c in message)[:70]
 
 
 FUZZ = settings(
