@@ -342,11 +342,13 @@ def _train_on_ray(
 
 
 def _end_run(opened: _Opened, status: str) -> None:
-    """Mark the MLflow run ended with ``status`` (best effort: the run's own error is what matters)."""
+    """Mark the MLflow run ended with ``status`` if still RUNNING (best effort: its error is what matters)."""
     import mlflow.tracking
 
     with contextlib.suppress(Exception):
-        mlflow.tracking.MlflowClient(opened.tracking_uri).set_terminated(opened.run_id, status)
+        client = mlflow.tracking.MlflowClient(opened.tracking_uri)
+        if client.get_run(opened.run_id).info.status == "RUNNING":
+            client.set_terminated(opened.run_id, status)
 
 
 def _finish_run(opened: _Opened, state: TrainState) -> None:
