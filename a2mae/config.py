@@ -65,6 +65,12 @@ class DataConfig(_Section):
     catalog: str = Field(description="Scene catalog (Parquet) written by `a2mae ingest`.")
     sensor_files: list[str] = Field(description="Extra sensor registry YAML files.")
     workers: int = Field(ge=1, description="Parallel metadata readers.")
+    max_raster_pixels: int = Field(
+        ge=1, description="A raster declaring more pixels (width x height) is refused at ingest."
+    )
+    lock_timeout_s: float = Field(
+        ge=0, le=86400, description="How long a catalog writer waits for another one, seconds (0: refuse)."
+    )
     s3: S3Config
     growth_period: GrowthPeriodConfig
 
@@ -109,6 +115,12 @@ class TileConfig(_Section):
         ge=8, le=65536, description="GDAL block cache per worker, MB (decoded tiles kept between regions)."
     )
     snapshot: str = Field(description="Default output folder of `a2mae tile`.")
+    max_plan_mb: int = Field(
+        ge=1, description="Refuse a plan whose estimated memory is above this many MB (tile.grid_m too fine)."
+    )
+    lock_timeout_s: float = Field(
+        ge=0, le=86400, description="How long a tile run waits for another one on the same --out, seconds."
+    )
 
 
 # -------------------------------------------------------------------------------------------- model
