@@ -66,6 +66,12 @@ class DataConfig(_Section):
     catalog: str = Field(description="Scene catalog (Parquet) written by `a2mae ingest`.")
     sensor_files: list[str] = Field(description="Extra sensor registry YAML files.")
     workers: int = Field(ge=1, description="Parallel metadata readers.")
+    max_raster_pixels: int = Field(
+        ge=1, description="A raster declaring more pixels (width x height) is refused at ingest."
+    )
+    lock_timeout_s: float = Field(
+        ge=0, le=86400, description="How long a catalog writer waits for another one, seconds (0: refuse)."
+    )
     s3: S3Config
     growth_period: GrowthPeriodConfig
 
@@ -110,6 +116,12 @@ class TileConfig(_Section):
         ge=8, le=65536, description="GDAL block cache per worker, MB (decoded tiles kept between regions)."
     )
     snapshot: str = Field(description="Default output folder of `a2mae tile`.")
+    max_plan_mb: int = Field(
+        ge=1, description="Refuse a plan whose estimated memory is above this many MB (tile.grid_m too fine)."
+    )
+    lock_timeout_s: float = Field(
+        ge=0, le=86400, description="How long a tile run waits for another one on the same --out, seconds."
+    )
 
 
 # ------------------------------------------------------------------------------------------ collect
@@ -345,7 +357,11 @@ class InfraConfig(_Section):
     """Local services started by infra/."""
 
     home: str
-    host: str
+    host: str = Field(min_length=1, description="Interface the services bind (loopback unless allow_remote).")
+    allow_remote: bool = Field(
+        description="Allow an infra.host beyond loopback; every service then requires credentials."
+    )
+    auth: bool = Field(description="MLflow basic auth and Prefect's auth string also on loopback.")
     prefect_port: int = Field(ge=1, le=65535)
     mlflow_port: int = Field(ge=1, le=65535)
     s3_port: int = Field(ge=1, le=65535)
@@ -377,7 +393,7 @@ class InfraConfig(_Section):
     buckets: list[str] = Field(description="Buckets created in the S3 store at start.")
     mlflow_artifacts: str = Field(description="Artifact store behind the MLflow server (s3:// or a folder).")
     ray_num_cpus: int | None = Field(ge=1, description="CPUs offered by the Ray head (None: all).")
-    ray_dashboard: bool = Field(description="Start the Ray dashboard (loopback).")
+    ray_dashboard: bool = Field(description="Start the Ray dashboard (the state API Ray Train polls).")
     start_timeout_s: float = Field(gt=0, description="Seconds a service may take to become healthy.")
 
 

@@ -34,6 +34,8 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -219,6 +221,20 @@ def predict_deployments(
     ]
 
 
+def _require_api() -> None:
+    """Exit with one line when ``PREFECT_API_URL`` does not answer or refuses the auth string."""
+    from a2mae.errors import A2maeError, safe_line
+    from a2mae.services.reach import check_prefect_api
+
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        return
+    try:
+        check_prefect_api(api, os.environ.get("PREFECT_API_AUTH_STRING"))
+    except A2maeError as err:
+        sys.exit(f"flows.serve: error: {safe_line(str(err))}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Register the deployments, write the ready file, then serve until stopped."""
     from prefect.runner import Runner
@@ -229,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ready-file", default=None, help="Written once every deployment is registered.")
     ap.add_argument("--poll-seconds", type=float, default=5.0, help="How often to look for scheduled runs.")
     args = ap.parse_args(argv)
+    _require_api()
 
     deployments = build_deployments(args.project_dir, args.sets)
     p = workspace_params(Path(args.project_dir).resolve(), args.sets)

@@ -46,6 +46,8 @@ def tile_cmd(
     if s.up_to_date:
         typer.echo(f"{out}: up to date (snapshot {s.snapshot_id}, {c.get('sets', 0)} sets); nothing to do")
         return
+    if s.note:
+        typer.echo(f"{out}: {s.note}: rebuilt")
     mb = c["bytes"] / 1e6
     rate = f", {s.input_bytes / 1e6 / s.seconds:.1f} MB/s of input" if s.input_bytes and s.seconds else ""
     typer.echo(f"{out}: snapshot {s.snapshot_id} written in {s.seconds:.1f} s{rate}")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -54,6 +55,96 @@ GDAL_DEFAULTS: dict[str, Any] = {
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.jp2,.JP2,.vrt",
     "CPL_VSIL_CURL_CACHE_SIZE": str(64 << 20),
 }
+
+
+#: The only GDAL drivers a raster is read with: those of the formats the sensors ship (GeoTIFF and COG:
+#: ``GTiff``; Sentinel-2's JPEG 2000: ``JP2OpenJPEG``). GDAL recognises files by their content, so
+#: without this a ``.tif`` holding a VRT (XML that reads other files or URLs), an HDF or a PNG would be
+#: opened by the driver of that format. The driver of the file's extension is tried first (some
+#: archives name GeoTIFFs ``.jp2``).
+DRIVERS = ("GTiff", "JP2OpenJPEG")
+
+#: First bytes of formats a disguised raster may have, and how to name them.
+_MAGIC = (
+    (b"<VRTDataset", "a GDAL VRT (XML that reads other files or URLs)"),
+    (b"II*\x00", "a TIFF GDAL cannot read (corrupt)"),
+    (b"MM\x00*", "a TIFF GDAL cannot read (corrupt)"),
+    (b"II+\x00", "a BigTIFF GDAL cannot read (corrupt)"),
+    (b"\x00\x00\x00\x0cjP  ", "a JPEG 2000 file"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89HDF", "an HDF5/NetCDF-4 file"),
+    (b"CDF", "a NetCDF file"),
+    (b"<", "an XML or HTML file"),
+    (b"{", "a JSON file"),
+)
+
+
+def drivers_for(uri: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The allowed GDAL drivers (:data:`DRIVERS`), the one of ``uri``'s extension first."""
+    return tuple(reversed(DRIVERS)) if str(uri).lower().endswith(".jp2") else DRIVERS
+
+
+def _open_allowed(path: str, drivers: tuple[str, ...]) -> Any:
+    """``rasterio.open`` with each allowed driver in turn (an unrecognised format tries the next).
+
+    Raises:
+        rasterio.errors.RasterioIOError: No allowed driver reads the file (the last error).
+    """
+    for k, driver in enumerate(drivers):
+        try:
+            return rasterio.open(path, driver=driver)
+        except rasterio.errors.RasterioIOError as err:
+            if k == len(drivers) - 1 or "not recognized" not in str(err):
+                raise
+    raise AssertionError("unreachable")
+
+
+def sniff(uri: str | os.PathLike[str]) -> str | None:
+    """What a local file's first bytes say it is (None: unknown, or not local)."""
+    if is_s3(uri):
+        return None
+    try:
+        with open(uri, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    if not head:
+        return "an empty file"
+    return next((what for magic, what in _MAGIC if head.startswith(magic)), None)
+
+
+def quiet_undecodable_gdal_messages() -> None:
+    """Keep rasterio's GDAL message callback from printing errors for undecodable messages.
+
+    rasterio decodes every GDAL message as UTF-8 in a C callback; a corrupt file can make GDAL quote
+    raw bytes (a damaged TIFF tag), the decode fails inside the callback, and Python prints the error
+    twice on stderr (``sys.excepthook`` with no traceback, then ``sys.unraisablehook``) although nothing
+    failed: the open goes on and reports its own error. Exactly those two prints are dropped; any other
+    exception is printed as before. Called before every open (others, e.g. typer, replace the hooks).
+    """
+    if not getattr(sys.unraisablehook, "_a2mae_quiet_gdal", False):
+        unraisable_hook = sys.unraisablehook
+
+        def on_unraisable(unraisable: Any) -> None:
+            if issubclass(unraisable.exc_type, UnicodeDecodeError) and "rasterio._env" in repr(
+                unraisable.object
+            ):
+                return
+            unraisable_hook(unraisable)
+
+        on_unraisable._a2mae_quiet_gdal = True  # type: ignore[attr-defined]
+        sys.unraisablehook = on_unraisable
+    if not getattr(sys.excepthook, "_a2mae_quiet_gdal", False):
+        except_hook = sys.excepthook
+
+        def on_exception(exc_type: type, value: BaseException, tb: Any) -> None:
+            if tb is None and issubclass(exc_type, UnicodeDecodeError):  # printed from C, with no frame
+                return
+            except_hook(exc_type, value, tb)
+
+        on_exception._a2mae_quiet_gdal = True  # type: ignore[attr-defined]
+        sys.excepthook = on_exception
 
 
 class RasterError(A2maeError):
@@ -173,16 +264,17 @@ def open_raster(uri: str | os.PathLike[str], settings: S3Settings | None = None)
         RasterError: The file is missing, unreadable or not a raster GDAL knows.
     """
     text = str(uri)
+    quiet_undecodable_gdal_messages()
     env = contextlib.nullcontext() if rasterio.env.hasenv() and settings is None else raster_env(settings)
     remote = is_remote(text)
     with env, warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         try:
-            ds = rasterio.open(to_gdal_path(text, settings or _ACTIVE.get()))
+            ds = _open_allowed(to_gdal_path(text, settings or _ACTIVE.get()), drivers_for(text))
         except rasterio.errors.RasterioIOError as err:
             if remote:
                 raise RemoteReadError(f"{text}: {describe_open_error(err, remote=True)}") from None
-            raise RasterError(f"{text}: {describe_open_error(err)}") from None
+            raise RasterError(f"{text}: {describe_open_error(err, text)}") from None
         with ds:
             yield _RemoteDataset(ds, text) if remote else ds
 
@@ -215,11 +307,12 @@ class _RemoteDataset:
 REMOTE_FIX = "check the store or URL and retry, or pass --skip-bad to go on without the scene"
 
 
-def describe_open_error(err: BaseException, remote: bool = False) -> str:
+def describe_open_error(err: BaseException, uri: str | None = None, remote: bool = False) -> str:
     """One-line reason for a failed open, with what to do.
 
     Args:
         err: The error of the open.
+        uri: The file (a local file's first bytes name a disguised format).
         remote: The raster is read over the network (messages name HTTP statuses and --skip-bad).
     """
     msg = " ".join(str(err).split())
@@ -227,6 +320,12 @@ def describe_open_error(err: BaseException, remote: bool = False) -> str:
     if remote:
         return f"{_remote_reason(low, msg)}; {REMOTE_FIX}"
     if "not recognized as" in low or "not a tiff" in low or "not a supported file format" in low:
+        what = sniff(uri) if uri is not None else None
+        if what is not None and "corrupt" not in what and "JPEG 2000" not in what:
+            return (
+                f"not a GeoTIFF or JPEG 2000 raster: the file is {what}; only those two formats are read "
+                "(by content, whatever the extension); replace it with the original raster"
+            )
         return "not a raster GDAL can read (corrupt file, or not a GeoTIFF/JPEG2000); replace the file"
     if "no such file" in low or "does not exist" in low:
         return "no such file"
@@ -236,7 +335,7 @@ def describe_open_error(err: BaseException, remote: bool = False) -> str:
         return f"cannot reach the S3 endpoint ({msg[:200]}); check AWS_ENDPOINT_URL"
     if "truncat" in low or "read error" in low or "cannot read" in low or "ioerror" in low:
         return f"truncated or corrupt file ({msg[:200]}); download it again"
-    return f"cannot open as a raster ({msg[:200]})"
+    return f"cannot open as a raster ({msg[:200]}); replace it with the original file"
 
 
 def _remote_reason(low: str, msg: str) -> str:

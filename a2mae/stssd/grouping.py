@@ -311,6 +311,38 @@ def split_of(point: GridPoint, grid_m: float, block_m: float, seed: int, val: fl
     return "train"
 
 
+#: Planning memory per (scene, grid point) pair and per planned set, bytes (measured with tracemalloc on
+#: the bundled and synthetic scenes: 400-710 B per pair, 2.7 kB per set with its images and windows).
+PLAN_BYTES_PER_SCENE_POINT = 800
+PLAN_BYTES_PER_SET = 3000
+
+
+def estimate_plan(records: Sequence[SceneRecord], cfg: TileConfig) -> tuple[int, int]:
+    """Memory the plan of ``records`` would take, estimated from their sizes alone (nothing is built).
+
+    A scene contributes the grid points where a chip fits, in each UTM zone it touches; with
+    ``thin_coarse_sets`` a set whose chip spans ``k`` grid cells exists at one point in ``k * k``.
+
+    Args:
+        records: Scenes on their chip grids.
+        cfg: Tile parameters (``grid_m``, ``chip_size``, ``thin_coarse_sets``).
+
+    Returns:
+        ``(bytes, scene-point pairs)``, both upper estimates.
+    """
+    pairs = 0.0
+    sets = 0.0
+    for rec in records:
+        span_x = max(0.0, (rec.width - cfg.chip_size) * rec.gsd_m)
+        span_y = max(0.0, (rec.height - cfg.chip_size) * rec.gsd_m)
+        zones = len({utm_epsg(la, lo) for la, lo in rec.corners})
+        n = (span_x / cfg.grid_m + 1) * (span_y / cfg.grid_m + 1) * zones
+        k = lattice_step(rec.gsd_m, cfg.chip_size, cfg.grid_m) if cfg.thin_coarse_sets else 1
+        pairs += n
+        sets += n / (k * k)
+    return int(pairs * PLAN_BYTES_PER_SCENE_POINT + sets * PLAN_BYTES_PER_SET), int(pairs)
+
+
 @dataclass
 class Plan:
     """Everything to read and write, decided from metadata alone.

@@ -34,11 +34,12 @@ from typing import Any
 from a2mae.config import Params, TileConfig
 from a2mae.errors import A2maeError
 from a2mae.executor import in_process, run_tasks
-from a2mae.ingest.catalog import SceneRecord, read_catalog
+from a2mae.ingest.catalog import CatalogRowError, SceneRecord, read_catalog
+from a2mae.io.lock import writer_lock
 from a2mae.sensors import get_registry
 from a2mae.sensors.registry import QASpec, SensorRegistry
 from a2mae.stssd.chips import SceneSource, close_open_files
-from a2mae.stssd.grouping import Plan, PlannedSet, pack_runs, plan_sets
+from a2mae.stssd.grouping import Plan, PlannedSet, estimate_plan, pack_runs, plan_sets
 from a2mae.stssd.packing import ShardTask, write_shard
 from a2mae.stssd.snapshot import (
     FORMAT_VERSION,
@@ -46,12 +47,21 @@ from a2mae.stssd.snapshot import (
     SnapshotCounts,
     SnapshotError,
     SnapshotWriter,
-    is_complete,
     read_info,
+    verify_snapshot,
 )
 
 #: Tile parameters that do not change the output (how the work runs, where it goes).
-EXECUTION_KEYS = ("executor", "workers", "ray_address", "chips_per_task", "gdal_cache_mb", "snapshot")
+EXECUTION_KEYS = (
+    "executor",
+    "workers",
+    "ray_address",
+    "chips_per_task",
+    "gdal_cache_mb",
+    "snapshot",
+    "max_plan_mb",
+    "lock_timeout_s",
+)
 
 
 class TilingError(A2maeError):
@@ -69,6 +79,7 @@ class TileSummary:
         counts: Counts stored in ``snapshot.json``.
         seconds: Wall time of this call.
         input_bytes: Size of the scenes' local files (0 for s3:// scenes).
+        note: Why a snapshot of the same inputs was rebuilt (a damaged file), or None.
         skipped: With ``skip_bad``: one line per scene left out because a file of it could not be read.
     """
 
@@ -78,6 +89,7 @@ class TileSummary:
     counts: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     input_bytes: int = 0
+    note: str | None = None
     skipped: list[str] = field(default_factory=list)
 
 
@@ -94,6 +106,8 @@ def load_catalog(path: str | os.PathLike[str]) -> list[SceneRecord]:
         raise TilingError(f"{p}: is a folder; --catalog takes the catalog file written by `a2mae ingest`")
     try:
         records = read_catalog(p)
+    except CatalogRowError as err:
+        raise TilingError(f"{p}: {err}") from None
     except Exception as err:  # pyarrow raises several types for a non-Parquet or foreign file
         text = " ".join(str(err).split())
         if "parquet" in text.lower() and ("magic" in text.lower() or "could not open" in text.lower()):
@@ -495,29 +509,42 @@ def _tile_records(
     cfg = params.tile
     registry = get_registry(params.data.sensor_files)
     fp, info = fingerprint(records, cfg, registry)
-    _remove_stale_temporaries(out)
-    existing = _check_target(out)
-    if not force and existing is not None and _is_up_to_date(out, existing, fp):
-        return TileSummary(
-            out, existing["snapshot_id"], True, existing.get("counts", {}), time.perf_counter() - t0
+    with writer_lock(out, cfg.lock_timeout_s, setting="tile.lock_timeout_s"):
+        _remove_stale_temporaries(out)
+        existing = _check_target(out)
+        note = None
+        if not force and existing is not None and existing.get("fingerprint") == fp:
+            note = _damage(out, existing)
+            if note is None:
+                counts = existing.get("counts", {})
+                return TileSummary(out, existing["snapshot_id"], True, counts, time.perf_counter() - t0)
+
+        from a2mae.io.storage import S3Settings  # imported only when there is work to do
+
+        plan = _plan(records, registry, cfg, catalog)
+        tasks, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
+        in_workers = _prepare_workers(cfg, len(tasks))
+        snapshot_id, counts = _build_snapshot(
+            out, plan, tasks, bands, info, cfg, in_workers=in_workers, progress=progress
         )
-
-    from a2mae.io.storage import S3Settings  # imported only when there is work to do
-
-    plan = _plan(records, registry, cfg, catalog)
-    tasks, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
-    in_workers = _prepare_workers(cfg, len(tasks))
-    snapshot_id, counts = _build_snapshot(
-        out, plan, tasks, bands, info, cfg, in_workers=in_workers, progress=progress
-    )
-    return TileSummary(
-        out, snapshot_id, False, counts.__dict__, time.perf_counter() - t0, _input_bytes(plan.records)
-    )
+    seconds = time.perf_counter() - t0
+    return TileSummary(out, snapshot_id, False, counts.__dict__, seconds, _input_bytes(plan.records), note)
 
 
-def _is_up_to_date(out: Path, existing: dict[str, Any], fp: str) -> bool:
-    """Whether ``out`` holds a complete snapshot of the same fingerprint (then nothing is read)."""
-    return existing.get("fingerprint") == fp and is_complete(out, existing)
+def _damage(out: Path, existing: dict[str, Any]) -> str | None:
+    """Why the snapshot at ``out`` (of the right fingerprint) cannot be called up to date, or None.
+
+    Every file is checked against the sizes and sha256 digests of its own ``snapshot.json``
+    (:func:`~a2mae.stssd.snapshot.verify_snapshot`); a snapshot written before shard digests were
+    recorded is rebuilt once, so that it has them.
+    """
+    try:
+        doc = verify_snapshot(out, doc=existing)
+    except SnapshotError as err:
+        return str(err).split("; rebuild it")[0]
+    if doc["verified"] != "sha256":
+        return f"{out}: written without shard digests (an older a2mae)"
+    return None
 
 
 def _plan(
@@ -526,10 +553,19 @@ def _plan(
     """Plan the image sets from the catalog's metadata, on each scene's chip grid.
 
     Raises:
-        TilingError: No set fits (every scene too small for a chip or off the grid), or a scene has
-            none of its sensor's pre-training bands.
+        TilingError: No set fits (every scene too small for a chip or off the grid), a scene has
+            none of its sensor's pre-training bands, or the plan would take more memory than
+            ``tile.max_plan_mb`` (refused before anything is built).
     """
-    plan = plan_sets([on_chip_grid(r, registry, cfg) for r in records], cfg)
+    on_grid = [on_chip_grid(r, registry, cfg) for r in records]
+    need, pairs = estimate_plan(on_grid, cfg)
+    if need > cfg.max_plan_mb * 2**20:
+        raise TilingError(
+            f"{catalog}: planning would need about {need / 2**30:.1f} GB ({pairs:,} scene x grid-point "
+            f"pairs at tile.grid_m={cfg.grid_m:g}), above tile.max_plan_mb={cfg.max_plan_mb}; raise "
+            "tile.grid_m, tile a subset of the catalog (by region), or raise tile.max_plan_mb"
+        )
+    plan = plan_sets(on_grid, cfg)
     if not plan.sets:
         raise TilingError(
             f"{catalog}: no image set fits: every scene is smaller than a chip of tile.chip_size="
