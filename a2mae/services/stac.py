@@ -138,8 +138,6 @@ class StacServer(DetachedService):
     # -------------------------------------------------------------------------------- lifecycle
     def environment(self) -> dict[str, str]:
         """The API's settings: the database, transactions on, a small connection pool."""
-        if self.port == 0:
-            self.port = free_port_pair(0, self.host, 20000, 30000)
         return {
             **self.pg_env(),
             "ENABLE_TRANSACTIONS_EXTENSIONS": "true",
@@ -151,7 +149,10 @@ class StacServer(DetachedService):
         }
 
     def prepare(self) -> None:
-        """Check the install and the port, create the cluster once, start it, migrate the schema."""
+        """Pick the port (0: a free one), check the install and the port, create the cluster once, start
+        it, migrate the schema."""
+        if self.port == 0:
+            self.port = free_port_pair(0, self.host, 20000, 30000)
         if not (self.venv / "bin" / "python").is_file():
             raise ServiceError(f"stac: the server venv {self.venv} is missing; {_FIX}")
         if tcp_open(self.host, self.port):
