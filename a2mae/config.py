@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,6 +121,50 @@ class TileConfig(_Section):
     )
     lock_timeout_s: float = Field(
         ge=0, le=86400, description="How long a tile run waits for another one on the same --out, seconds."
+    )
+
+
+# ------------------------------------------------------------------------------------------ collect
+class CollectConfig(_Section):
+    """Gathering scenes from a STAC API into the scene catalog (`a2mae collect`, docs/collect.md)."""
+
+    stac_url: str | None = Field(description="Root URL of the STAC API searched (null: give --stac URL).")
+    collections: list[str] = Field(
+        min_length=1,
+        description="Collection files: names of a2mae/collect/collections/*.yaml or paths; one sensor each.",
+    )
+    locations: str | None = Field(
+        description="GeoJSON or GeoParquet file of points or polygons (null: generate n_locations)."
+    )
+    n_locations: int = Field(ge=1, description="Locations generated when no file is given.")
+    seed: int = Field(description="Seed of the generated locations.")
+    bbox: list[float] | None = Field(
+        min_length=4,
+        max_length=4,
+        description="[west, south, east, north] of generated locations (null: the globe).",
+    )
+    location_size_m: float = Field(
+        gt=0, le=100_000, description="Side of the square tiled around a point location, metres."
+    )
+    start: date = Field(description="First acquisition date searched (YYYY-MM-DD).")
+    end: date = Field(description="Last acquisition date searched (YYYY-MM-DD).")
+    max_cloud_cover: float = Field(
+        ge=0, le=100, description="Scenes with more cloud cover (percent) are not taken."
+    )
+    scenes_per_period: int = Field(ge=1, description="Scenes kept per location, sensor and period (g/ng/na).")
+    cloud_step: float = Field(
+        gt=0,
+        le=100,
+        description="Cloud covers within this many percent count as equal; the closer date wins.",
+    )
+    max_items_per_search: int = Field(
+        ge=1, description="Items read per search (location x collection x period)."
+    )
+    max_scenes: int = Field(ge=1, description="Cap on the scenes one run adds to the catalog.")
+    workers: int = Field(ge=1, le=32, description="Searches run in parallel.")
+    timeout_s: float = Field(gt=0, description="HTTP timeout of one STAC request, seconds.")
+    watch_lookback_days: int = Field(
+        ge=0, description="The STAC watcher searches from its last run minus this many days (late arrivals)."
     )
 
 
@@ -320,10 +365,18 @@ class InfraConfig(_Section):
     prefect_port: int = Field(ge=1, le=65535)
     mlflow_port: int = Field(ge=1, le=65535)
     s3_port: int = Field(ge=1, le=65535)
+    stac: bool = Field(
+        description="Start the local STAC API (PostgreSQL + stac-fastapi-pgstac) with the stack."
+    )
+    stac_port: int = Field(ge=1, le=65535, description="Port of the local STAC API.")
+    stac_venv: str = Field(description="The STAC server's venv (built by scripts/bootstrap-stac.sh).")
     ray_port: int = Field(ge=1, le=65535)
     retrain_cron: str = Field(description="Cron expression of the scheduled retraining.")
     timezone: str = Field(description="Timezone of retrain_cron (IANA name).")
     watch_uri: str = Field(description="Folder or s3:// prefix listed by the new-imagery watcher.")
+    watch_stac: bool = Field(
+        description="The watcher searches the STAC API of `collect` (new items over its locations) instead."
+    )
     watch_interval_s: int = Field(ge=5, description="Seconds between two listings of watch_uri.")
     watch_settle_polls: int = Field(
         ge=0,
@@ -348,6 +401,7 @@ class Params(_Section):
     """All parameters, one section per pipeline stage."""
 
     data: DataConfig
+    collect: CollectConfig
     tile: TileConfig
     model: ModelConfig
     pretrain: PretrainConfig

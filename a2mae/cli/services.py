@@ -29,7 +29,7 @@ ProjectOpt = Annotated[
 OnlyOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--only", help="Start only this service (repeatable): s3, mlflow, prefect, ray, flows, model."
+        "--only", help="Start only this service (repeatable): s3, mlflow, prefect, ray, flows, model, stac."
     ),
 ]
 

@@ -73,6 +73,11 @@ class SceneRecord(BaseModel):
         description="sha256 of the source's listing (URIs, sizes, mtimes/ETags): lets ingest skip "
         "unchanged inputs without reading them.",
     )
+    roi_geojson: str | None = Field(
+        default=None,
+        description="WGS84 GeoJSON (Multi)Polygon: only grid points inside it are tiled for this scene "
+        "(the locations `a2mae collect` gathered it for); None: wherever a chip fits.",
+    )
 
 
 _JSON_COLUMNS = ("transform", "bounds", "corners", "bands", "band_files", "qa_file")
@@ -113,6 +118,7 @@ def records_to_table(records: Sequence[SceneRecord]):  # -> pyarrow.Table
             ("offset", pa.float64()),
             ("content_hash", pa.string()),
             ("fingerprint", pa.string()),
+            ("roi_geojson", pa.string()),
         ],
         metadata={b"a2mae_catalog_version": str(CATALOG_VERSION).encode()},
     )

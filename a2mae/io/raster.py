@@ -7,6 +7,17 @@ configuration options (``AWS_S3_ENDPOINT=host:port``, ``AWS_HTTPS``, ``AWS_VIRTU
 (rasterio refuses AWS keys as plain ``Env`` options, so they go through a small session object). GDAL
 configuration is thread-local in rasterio: enter :func:`raster_env` in every worker thread.
 
+Remote rasters (the COG hrefs of a STAC catalog, :mod:`a2mae.collect`) are read in place, only the
+windows asked for: ``s3://bucket/key`` through ``/vsis3/`` (signed with the S3 settings, or unsigned
+with ``AWS_NO_SIGN_REQUEST``), ``http(s)://`` URLs through ``/vsicurl/`` (an URL on the configured S3
+endpoint goes through ``/vsis3/``, so it is signed). :data:`GDAL_DEFAULTS` sets how: no directory
+listing or sidecar probes on open (a COG's header is one 16 KiB range request), HTTP retries with
+exponential backoff on 429/5xx and connection errors, GDAL's HTTP range cache, and its default
+multi-range reads (parallel single-range requests: a window over several tiles costs one request per
+run of adjacent tiles; SeaweedFS, like some servers, answers a true multi-range request with the whole
+object, so ``GDAL_HTTP_MULTIRANGE=SINGLE_GET`` is never set). A remote file that cannot be opened or
+read raises :class:`RemoteReadError`: one line naming the URL and what to do.
+
 Usage::
 
     settings = S3Settings.from_params(params)
@@ -17,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import sys
 import warnings
@@ -31,14 +43,17 @@ from a2mae.errors import A2maeError
 from a2mae.io.storage import S3Settings, is_s3
 
 #: GDAL options for every raster read: no directory listing on open (a listing per file is slow on
-#: S3 and useless for COGs), short HTTP timeouts and a few retries.
+#: S3 and useless for COGs), no HTTP probes of other extensions (sidecars), short HTTP timeouts,
+#: retries of 429/5xx and failed connections with exponential backoff (0.5 s, ~1 s, ~2 s), and a
+#: 64 MB cache of fetched HTTP ranges per process (a COG header or tile read once per task).
 GDAL_DEFAULTS: dict[str, Any] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "GDAL_HTTP_CONNECTTIMEOUT": "5",
     "GDAL_HTTP_TIMEOUT": "60",
-    "GDAL_HTTP_MAX_RETRY": "2",
+    "GDAL_HTTP_MAX_RETRY": "3",
     "GDAL_HTTP_RETRY_DELAY": "0.5",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.jp2,.JP2,.vrt",
+    "CPL_VSIL_CURL_CACHE_SIZE": str(64 << 20),
 }
 
 
@@ -136,6 +151,14 @@ class RasterError(A2maeError):
     """A raster cannot be opened or read; the message names the file."""
 
 
+class RemoteReadError(RasterError, rasterio.errors.RasterioIOError):
+    """A remote raster (``s3://``, ``http(s)://``) cannot be opened or read after GDAL's retries.
+
+    Also a ``RasterioIOError``, so code that handles rasterio's read errors handles it too; uncaught,
+    the command line prints its one-line message.
+    """
+
+
 class _GDALS3Session(Session):
     """Hands fixed GDAL AWS options to ``rasterio.Env`` (which refuses AWS keys as plain options)."""
 
@@ -187,14 +210,40 @@ def raster_env(settings: S3Settings | None = None, **options: Any) -> Iterator[r
     """
     settings = settings or S3Settings.from_params()
     session = _GDALS3Session(gdal_s3_options(settings))
-    with rasterio.Env(session=session, **{**GDAL_DEFAULTS, **options}) as env:
-        yield env
+    token = _ACTIVE.set(settings)
+    try:
+        with rasterio.Env(session=session, **{**GDAL_DEFAULTS, **options}) as env:
+            yield env
+    finally:
+        _ACTIVE.reset(token)
 
 
-def to_gdal_path(uri: str | os.PathLike[str]) -> str:
-    """``s3://bucket/key`` -> ``/vsis3/bucket/key``; local paths unchanged."""
+#: The S3 settings of the innermost :func:`raster_env` of this thread (for :func:`to_gdal_path`).
+_ACTIVE: contextvars.ContextVar[S3Settings | None] = contextvars.ContextVar("a2mae_raster_s3", default=None)
+
+
+def is_remote(uri: str | os.PathLike[str]) -> bool:
+    """Whether ``uri`` is read over the network (``s3://``, ``http://``, ``https://``)."""
+    return str(uri).startswith(("s3://", "http://", "https://"))
+
+
+def to_gdal_path(uri: str | os.PathLike[str], settings: S3Settings | None = None) -> str:
+    """The GDAL path of a raster: ``/vsis3/`` for S3, ``/vsicurl/`` for HTTP(S), local paths unchanged.
+
+    Args:
+        uri: ``s3://bucket/key``, an ``http(s)://`` URL, or a local path.
+        settings: S3 settings; an URL on their endpoint (``http://host:port/bucket/key``) is read as
+            ``/vsis3/bucket/key``, so it is signed like the store's other objects.
+    """
     text = str(uri)
-    return "/vsis3/" + text[len("s3://") :] if is_s3(text) else text
+    if is_s3(text):
+        return "/vsis3/" + text[len("s3://") :]
+    if text.startswith(("http://", "https://")):
+        endpoint = settings.endpoint_url if settings is not None else None
+        if endpoint and "://" in endpoint and text.startswith(endpoint.rstrip("/") + "/"):
+            return "/vsis3/" + text[len(endpoint.rstrip("/")) + 1 :]
+        return "/vsicurl/" + text
+    return text
 
 
 @contextlib.contextmanager
@@ -217,25 +266,59 @@ def open_raster(uri: str | os.PathLike[str], settings: S3Settings | None = None)
     text = str(uri)
     quiet_undecodable_gdal_messages()
     env = contextlib.nullcontext() if rasterio.env.hasenv() and settings is None else raster_env(settings)
+    remote = is_remote(text)
     with env, warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         try:
-            ds = _open_allowed(to_gdal_path(text), drivers_for(text))
+            ds = _open_allowed(to_gdal_path(text, settings or _ACTIVE.get()), drivers_for(text))
         except rasterio.errors.RasterioIOError as err:
+            if remote:
+                raise RemoteReadError(f"{text}: {describe_open_error(err, remote=True)}") from None
             raise RasterError(f"{text}: {describe_open_error(err, text)}") from None
         with ds:
-            yield ds
+            yield _RemoteDataset(ds, text) if remote else ds
 
 
-def describe_open_error(err: BaseException, uri: str | None = None) -> str:
+class _RemoteDataset:
+    """A remote dataset whose failed reads raise :class:`RemoteReadError` naming the URL.
+
+    Everything else is the rasterio dataset's own (attributes are looked up on it).
+    """
+
+    def __init__(self, ds: Any, uri: str) -> None:
+        self._ds = ds
+        self._uri = uri
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ds, name)
+
+    def read(self, *args: Any, **kwargs: Any) -> Any:
+        """``DatasetReader.read``; a failure after GDAL's retries becomes one line naming the URL."""
+        try:
+            return self._ds.read(*args, **kwargs)
+        except rasterio.errors.RasterioIOError as err:
+            detail = " ".join(str(err).split())[:200]
+            raise RemoteReadError(
+                f"{self._uri}: cannot read its pixels over the network after retries ({detail}); {REMOTE_FIX}"
+            ) from err
+
+
+#: What to do about a remote raster that cannot be read (appended to its error line).
+REMOTE_FIX = "check the store or URL and retry, or pass --skip-bad to go on without the scene"
+
+
+def describe_open_error(err: BaseException, uri: str | None = None, remote: bool = False) -> str:
     """One-line reason for a failed open, with what to do.
 
     Args:
         err: The error of the open.
         uri: The file (a local file's first bytes name a disguised format).
+        remote: The raster is read over the network (messages name HTTP statuses and --skip-bad).
     """
     msg = " ".join(str(err).split())
     low = msg.lower()
+    if remote:
+        return f"{_remote_reason(low, msg)}; {REMOTE_FIX}"
     if "not recognized as" in low or "not a tiff" in low or "not a supported file format" in low:
         what = sniff(uri) if uri is not None else None
         if what is not None and "corrupt" not in what and "JPEG 2000" not in what:
@@ -253,3 +336,19 @@ def describe_open_error(err: BaseException, uri: str | None = None) -> str:
     if "truncat" in low or "read error" in low or "cannot read" in low or "ioerror" in low:
         return f"truncated or corrupt file ({msg[:200]}); download it again"
     return f"cannot open as a raster ({msg[:200]}); replace it with the original file"
+
+
+def _remote_reason(low: str, msg: str) -> str:
+    """Why a remote raster cannot be opened, from GDAL's message."""
+    if "404" in low or "does not exist" in low or "no such file" in low or "not found" in low:
+        return "not found (HTTP 404): the asset is gone or the catalog's href is stale"
+    if "403" in low or "access denied" in low or "forbidden" in low:
+        return (
+            "access denied (403); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or "
+            "data.s3.anonymous for a public bucket"
+        )
+    if "not recognized as" in low or "not a tiff" in low or "not a supported file format" in low:
+        return "not a raster GDAL can read (not a GeoTIFF/COG, or corrupt)"
+    if "timeout" in low or "timed out" in low or "connect" in low or "resolve" in low or "curl" in low:
+        return f"cannot reach the server after retries ({msg[:160]})"
+    return f"cannot open it over the network ({msg[:160]})"

@@ -88,8 +88,10 @@ class SeaweedFS(Service):
         access_key: str = "a2mae-dev",
         secret_key: str | None = None,
         region: str = "us-east-1",
+        public_buckets: tuple[str, ...] = (),
     ) -> None:
         super().__init__(state_dir, host)
+        self.public_buckets = tuple(public_buckets)
         self.access_key = access_key
         self.secret_key = secret_key or self._stored_secret() or secrets.token_hex(16)
         self.region = region
@@ -143,6 +145,10 @@ class SeaweedFS(Service):
                 }
             ]
         }
+        if self.public_buckets:  # unsigned GET/HEAD of objects (https:// asset URLs), no listing, no writes
+            doc["identities"].append(
+                {"name": "anonymous", "actions": [f"Read:{b}" for b in self.public_buckets]}
+            )
         write_private(self.config_path, json.dumps(doc))
         (self.state_dir / "data").mkdir(parents=True, exist_ok=True)
         self.write_security()

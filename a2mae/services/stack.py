@@ -14,6 +14,8 @@ under ``params.infra.home`` (default ``.a2mae/``)::
       flows/       flows.log, flows.pid, flows.ready
       model/       model.log, model.pid (the champion's scoring server, only with --serve-model)
       workspace/   the git + DVC repository the deployments work in (cloned from the checkout)
+      stac/        pg/ (the STAC API's PostgreSQL cluster), pg.json (mode 0600), stac.log, stac.pid
+                   (only with infra.stac: a local STAC API for `a2mae collect`, docs/collect.md)
       stack.json   endpoints and ports of the last ``up``
       env          the clients' variables (``set -a; . .a2mae/env; set +a``), mode 0600
 
@@ -43,6 +45,7 @@ from a2mae.services.model_server import NO_PICKLE, ModelServer
 from a2mae.services.prefect import PrefectServer
 from a2mae.services.ray import RayHead
 from a2mae.services.s3 import SeaweedFS
+from a2mae.services.stac import StacServer
 
 #: Client variables that hold secrets: kept in the 0600 env file, never printed.
 SECRET_VARS = (
@@ -55,8 +58,10 @@ SECRET_VARS = (
 SERVICES = ("s3", "mlflow", "prefect", "ray", "flows", "model")
 #: Services started together: MLflow needs its S3 bucket, the deployments and the model server MLflow.
 WAVES = (("s3", "prefect", "ray"), ("mlflow",), ("flows", "model"))
-#: Services started only on request (``up --serve-model``): stopped is fine.
-OPTIONAL = frozenset({"model"})
+#: Started only when asked for (``infra.stac``, or ``--only stac``), stopped by ``down`` when running.
+OPTIONAL = ("stac",)
+#: Services started on request (``up --serve-model``, ``infra.stac``): stopped is fine.
+ON_REQUEST = frozenset({"model", *OPTIONAL})
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ class ServiceStatus:
     @property
     def ok(self) -> bool:
         """Healthy, or the model server, which is started on request, not running."""
-        return self.healthy or (self.name in OPTIONAL and not self.running)
+        return self.healthy or (self.name in ON_REQUEST and not self.running)
 
 
 class Stack:
@@ -123,6 +128,13 @@ class Stack:
             port=self.infra.ray_port,
             num_cpus=self.infra.ray_num_cpus,
             dashboard=self.infra.ray_dashboard,
+        )
+        venv = Path(self.infra.stac_venv)
+        self.stac = StacServer(
+            self.home / "stac",
+            host=host,
+            port=self.infra.stac_port,
+            venv=venv if venv.is_absolute() else self.project_dir / venv,
         )
         self.flows = FlowServer(
             self.home / "flows",
@@ -179,8 +191,8 @@ class Stack:
         Raises:
             A2maeError: Unknown name.
         """
-        if name not in SERVICES:
-            raise A2maeError(f"unknown service {name!r} (known: {', '.join(SERVICES)})")
+        if name not in SERVICES + OPTIONAL:
+            raise A2maeError(f"unknown service {name!r} (known: {', '.join(SERVICES + OPTIONAL)})")
         services: dict[str, Service] = {
             "s3": self.s3,
             "mlflow": self.mlflow,
@@ -188,6 +200,7 @@ class Stack:
             "ray": self.ray,
             "flows": self.flows,
             "model": self.model,
+            "stac": self.stac,
         }
         return services[name]
 
@@ -223,7 +236,13 @@ class Stack:
             "ray": self.ray.address,
             "flows": f"{self.prefect.url}/deployments",
             "model": self.model.url,
+            "stac": self.stac.url,
         }[name]
+
+    def names(self) -> tuple[str, ...]:
+        """The services of this stack: :data:`SERVICES`, and the STAC API when enabled or running."""
+        stac = self.infra.stac or running_pid(self.stac) is not None
+        return SERVICES + (OPTIONAL if stac else ())
 
     # ---------------------------------------------------------------------------------- lifecycle
     def up(self, only: Sequence[str] = (), echo=None) -> list[ServiceStatus]:
@@ -251,6 +270,8 @@ class Stack:
                 with ThreadPoolExecutor(len(names)) as pool:
                     for fut in [pool.submit(self._up_one, n, echo) for n in names]:
                         fut.result()
+        if "stac" in only or (not only and self.infra.stac):
+            self._up_stac(echo)
         self._write_state()
         return self.status()
 
@@ -269,6 +290,19 @@ class Stack:
                 self.s3.create_bucket(bucket)
         _say(echo, f"{name:8s} started ({self._url(name)}); log {svc.log_path}")
 
+    def _up_stac(self, echo) -> None:
+        """Install what the STAC API needs when it is missing (scripts/bootstrap-stac.sh), then start it."""
+        import subprocess
+
+        script = self.project_dir / "scripts" / "bootstrap-stac.sh"
+        if not (self.stac.venv / "bin" / "python").is_file() and script.is_file():
+            _say(echo, f"stac     installing PostgreSQL/PostGIS and {self.stac.venv.name} ({script.name})")
+            done = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                last = (done.stderr.strip() or "no output").splitlines()[-1]
+                raise ServiceError(f"stac: {script} failed: {last}")
+        self._up_one("stac", echo)
+
     def down(self, echo=None) -> list[str]:
         """Stop every running service, in reverse order.
 
@@ -276,9 +310,14 @@ class Stack:
             The names of the services that were running.
         """
         stopped = []
-        for name in reversed(SERVICES):
+        for name in reversed(SERVICES + OPTIONAL):
             svc = self.service(name)
-            if terminate(svc):
+            if name == "stac":  # the API, then its PostgreSQL cluster
+                was_running = running_pid(svc) is not None
+                svc.stop()
+            else:
+                was_running = terminate(svc)
+            if was_running:
                 stopped.append(name)
                 _say(echo, f"{name:8s} stopped")
         return stopped
@@ -286,7 +325,7 @@ class Stack:
     def status(self) -> list[ServiceStatus]:
         """Each service: running (pid file and live process), healthy, pid, address, log."""
         out = []
-        for name in SERVICES:
+        for name in self.names():
             svc = self.service(name)
             pid = running_pid(svc)
             out.append(
@@ -339,4 +378,4 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["SECRET_VARS", "SERVICES", "ServiceError", "ServiceStatus", "Stack"]
+__all__ = ["OPTIONAL", "SECRET_VARS", "SERVICES", "ServiceError", "ServiceStatus", "Stack"]

@@ -7,7 +7,9 @@ The plan is metadata-only (no pixel is read here):
    ``grid_m`` in easting and northing. A point belongs to exactly one zone, so scenes in different
    zones never produce two sets for one place, and set ids are stable when scenes are added.
 2. **Membership.** A scene covers a point when a chip of ``chip_size`` px of its finest grid,
-   centred on the point, fits inside the scene with one pixel to spare.
+   centred on the point, fits inside the scene with one pixel to spare, and the point lies in the
+   scene's region of interest when it has one (``roi_geojson``: the locations ``a2mae collect``
+   gathered a remote scene for; only their chip windows are read).
 3. **Composition** (per point, see :func:`compose_sets`): ``S2-L8`` sets of up to one growth and
    one non-growth image of each temporal sensor (rounds of next-best scenes, ``sets_per_location``);
    one ``GF-S2`` set per high-resolution image, with the partner sensor's images within
@@ -37,6 +39,7 @@ import numpy as np
 
 from a2mae.config import TileConfig
 from a2mae.ingest.catalog import SceneRecord
+from a2mae.ingest.roi import contains as roi_contains
 
 #: Coordinates: arrays (vectorised membership tests) or floats (one chip at a time).
 ArrayOrFloat = np.ndarray | float
@@ -190,6 +193,8 @@ def scene_points(rec: SceneRecord, grid_m: float, chip: int) -> dict[GridPoint, 
             continue
         lon, lat = transformer(zcrs, "EPSG:4326").transform(px[keep], py[keep])
         own = _utm_epsg_array(np.asarray(lat), np.asarray(lon)) == epsg
+        if rec.roi_geojson is not None:  # a gathered scene: only around its locations
+            own &= roi_contains(rec.roi_geojson, lon, lat)
         for i, j, c, r in zip(gx[keep][own], gy[keep][own], cols[keep][own], rows[keep][own], strict=True):
             out[GridPoint(epsg, int(j), int(i))] = (float(c), float(r))
     return out

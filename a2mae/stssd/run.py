@@ -80,6 +80,7 @@ class TileSummary:
         seconds: Wall time of this call.
         input_bytes: Size of the scenes' local files (0 for s3:// scenes).
         note: Why a snapshot of the same inputs was rebuilt (a damaged file), or None.
+        skipped: With ``skip_bad``: one line per scene left out because a file of it could not be read.
     """
 
     out: Path
@@ -89,6 +90,7 @@ class TileSummary:
     seconds: float = 0.0
     input_bytes: int = 0
     note: str | None = None
+    skipped: list[str] = field(default_factory=list)
 
 
 def load_catalog(path: str | os.PathLike[str]) -> list[SceneRecord]:
@@ -131,9 +133,11 @@ def fingerprint(
     import a2mae
 
     recs = sorted(records, key=lambda r: r.scene_id)
-    cat = hashlib.sha256(
-        json.dumps([r.model_dump(mode="json") for r in recs], sort_keys=True).encode()
-    ).hexdigest()
+    # A record without a region of interest hashes as before the field existed (snapshots stay valid).
+    dumps = [
+        r.model_dump(mode="json", exclude={"roi_geojson"} if r.roi_geojson is None else None) for r in recs
+    ]
+    cat = hashlib.sha256(json.dumps(dumps, sort_keys=True).encode()).hexdigest()
     params = cfg.model_dump(mode="json", exclude=set(EXECUTION_KEYS))
     sensors = registry.to_dict(sorted({r.sensor for r in recs}))
     payload = {
@@ -404,8 +408,12 @@ def tile(
     *,
     progress: bool = True,
     force: bool = False,
+    skip_bad: bool = False,
 ) -> TileSummary:
     """Tile a scene catalog into an STSSD snapshot.
+
+    Scenes may be local files or remote COGs (``s3://``, ``http(s)://``: the catalog of
+    ``a2mae collect``); of remote ones only the chip windows are read.
 
     Args:
         catalog: Scene catalog written by ``a2mae ingest`` (or :func:`~a2mae.ingest.catalog.write_catalog`).
@@ -413,18 +421,92 @@ def tile(
         params: Parameters (``tile`` section; ``data.sensor_files`` and ``data.s3`` for reading).
         progress: Show a progress bar (only on a terminal).
         force: Rebuild even when the snapshot is up to date.
+        skip_bad: Leave out the scenes a file of which cannot be opened or read (a remote asset that
+            is gone, denied or unreachable after retries) and tile the rest; they are listed in
+            :attr:`TileSummary.skipped`. The snapshot's fingerprint covers only the scenes used, so a
+            later run, once the files are back, rebuilds it with them.
 
     Returns:
         What was done.
 
     Raises:
-        TilingError: Bad catalog or output folder.
-        A2maeError: Unreadable scene files and other input problems.
+        TilingError: Bad catalog or output folder, or (``skip_bad``) no readable scene.
+        A2maeError: Unreadable scene files and other input problems (without ``skip_bad``).
     """
     t0 = time.perf_counter()
-    cfg = params.tile
-    out = Path(out)
     records = load_catalog(catalog)
+    if not skip_bad:
+        return _tile_records(records, catalog, Path(out), params, t0, progress=progress, force=force)
+    records, skipped = _readable(records, params)
+    while True:
+        if not records:
+            raise TilingError(f"{catalog}: no scene can be read ({len(skipped)} skipped: {skipped[0]})")
+        try:
+            summary = _tile_records(records, catalog, Path(out), params, t0, progress=progress, force=force)
+        except A2maeError as err:  # a read failing after the probe: leave that scene out and go again
+            bad = _scenes_named(str(err), records)
+            if not bad:
+                raise
+            skipped += [f"{r.scene_id}: {err}" for r in bad]
+            records = [r for r in records if r not in bad]
+            continue
+        summary.skipped = skipped
+        return summary
+
+
+def _readable(records: Sequence[SceneRecord], params: Params) -> tuple[list[SceneRecord], list[str]]:
+    """The scenes all of whose files open (headers only, in threads), and a line per other scene."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from a2mae.io.raster import open_raster
+    from a2mae.io.storage import S3Settings
+
+    settings = S3Settings.from_params(params)
+
+    def probe(uri: str) -> str | None:
+        try:
+            with open_raster(uri, settings):
+                return None
+        except A2maeError as err:
+            return str(err)
+
+    uris = sorted({bf.uri for r in records for bf in (*r.band_files, *([r.qa_file] if r.qa_file else []))})
+    with ThreadPoolExecutor(8) as pool:
+        errors = dict(zip(uris, pool.map(probe, uris), strict=True))
+    good, skipped = [], []
+    for r in records:
+        bad = [
+            errors[bf.uri] for bf in (*r.band_files, *([r.qa_file] if r.qa_file else [])) if errors[bf.uri]
+        ]
+        if bad:
+            skipped.append(f"{r.scene_id}: {bad[0]}")
+        else:
+            good.append(r)
+    return good, skipped
+
+
+def _scenes_named(message: str, records: Sequence[SceneRecord]) -> list[SceneRecord]:
+    """The scenes an error line names (by scene id or by the URI of one of their files)."""
+    return [
+        r
+        for r in records
+        if r.scene_id in message
+        or any(bf.uri in message for bf in (*r.band_files, *([r.qa_file] if r.qa_file else [])))
+    ]
+
+
+def _tile_records(
+    records: Sequence[SceneRecord],
+    catalog: str | os.PathLike[str],
+    out: Path,
+    params: Params,
+    t0: float,
+    *,
+    progress: bool,
+    force: bool,
+) -> TileSummary:
+    """Tile ``records`` (the catalog's, or those of them that can be read) into ``out``."""
+    cfg = params.tile
     registry = get_registry(params.data.sensor_files)
     fp, info = fingerprint(records, cfg, registry)
     with writer_lock(out, cfg.lock_timeout_s, setting="tile.lock_timeout_s"):

@@ -198,7 +198,7 @@ def test_services_verb(tmp_path, capsys):
     assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in capsys.readouterr().out
     assert main(["services", "up", "--only", "nope", "--set", home, "--project-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "a2mae: error: unknown service 'nope' (known: s3, mlflow, prefect, ray, flows, model)"
+    assert err == "a2mae: error: unknown service 'nope' (known: s3, mlflow, prefect, ray, flows, model, stac)"
     assert main(["services", "down", "--set", home, "--project-dir", str(tmp_path)]) == 0
     assert "nothing was running" in capsys.readouterr().out
 
