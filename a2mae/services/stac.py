@@ -149,8 +149,7 @@ class StacServer(DetachedService):
         }
 
     def prepare(self) -> None:
-        """Pick the port (0: a free one), check the install and the port, create the cluster once, start
-        it, migrate the schema."""
+        """Pick the port (0: a free one), check it and the install, create, start and migrate the cluster."""
         if self.port == 0:
             self.port = free_port_pair(0, self.host, 20000, 30000)
         if not (self.venv / "bin" / "python").is_file():
