@@ -108,7 +108,7 @@ _ORPHAN_SCRIPT = """
 import os, sys, time
 from a2mae.executor import run_tasks
 def slow(i):
-    os.write(1, f"{os.getpid()}\n".encode())  # one write: print's two could interleave between workers
+    os.write(1, f"{os.getpid()}\\n".encode())  # one write: print's two could interleave between workers
     time.sleep(60)
     return i
 if __name__ == "__main__":
