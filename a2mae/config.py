@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,6 +66,12 @@ class DataConfig(_Section):
     catalog: str = Field(description="Scene catalog (Parquet) written by `a2mae ingest`.")
     sensor_files: list[str] = Field(description="Extra sensor registry YAML files.")
     workers: int = Field(ge=1, description="Parallel metadata readers.")
+    max_raster_pixels: int = Field(
+        ge=1, description="A raster declaring more pixels (width x height) is refused at ingest."
+    )
+    lock_timeout_s: float = Field(
+        ge=0, le=86400, description="How long a catalog writer waits for another one, seconds (0: refuse)."
+    )
     s3: S3Config
     growth_period: GrowthPeriodConfig
 
@@ -109,6 +116,56 @@ class TileConfig(_Section):
         ge=8, le=65536, description="GDAL block cache per worker, MB (decoded tiles kept between regions)."
     )
     snapshot: str = Field(description="Default output folder of `a2mae tile`.")
+    max_plan_mb: int = Field(
+        ge=1, description="Refuse a plan whose estimated memory is above this many MB (tile.grid_m too fine)."
+    )
+    lock_timeout_s: float = Field(
+        ge=0, le=86400, description="How long a tile run waits for another one on the same --out, seconds."
+    )
+
+
+# ------------------------------------------------------------------------------------------ collect
+class CollectConfig(_Section):
+    """Gathering scenes from a STAC API into the scene catalog (`a2mae collect`, docs/collect.md)."""
+
+    stac_url: str | None = Field(description="Root URL of the STAC API searched (null: give --stac URL).")
+    collections: list[str] = Field(
+        min_length=1,
+        description="Collection files: names of a2mae/collect/collections/*.yaml or paths; one sensor each.",
+    )
+    locations: str | None = Field(
+        description="GeoJSON or GeoParquet file of points or polygons (null: generate n_locations)."
+    )
+    n_locations: int = Field(ge=1, description="Locations generated when no file is given.")
+    seed: int = Field(description="Seed of the generated locations.")
+    bbox: list[float] | None = Field(
+        min_length=4,
+        max_length=4,
+        description="[west, south, east, north] of generated locations (null: the globe).",
+    )
+    location_size_m: float = Field(
+        gt=0, le=100_000, description="Side of the square tiled around a point location, metres."
+    )
+    start: date = Field(description="First acquisition date searched (YYYY-MM-DD).")
+    end: date = Field(description="Last acquisition date searched (YYYY-MM-DD).")
+    max_cloud_cover: float = Field(
+        ge=0, le=100, description="Scenes with more cloud cover (percent) are not taken."
+    )
+    scenes_per_period: int = Field(ge=1, description="Scenes kept per location, sensor and period (g/ng/na).")
+    cloud_step: float = Field(
+        gt=0,
+        le=100,
+        description="Cloud covers within this many percent count as equal; the closer date wins.",
+    )
+    max_items_per_search: int = Field(
+        ge=1, description="Items read per search (location x collection x period)."
+    )
+    max_scenes: int = Field(ge=1, description="Cap on the scenes one run adds to the catalog.")
+    workers: int = Field(ge=1, le=32, description="Searches run in parallel.")
+    timeout_s: float = Field(gt=0, description="HTTP timeout of one STAC request, seconds.")
+    watch_lookback_days: int = Field(
+        ge=0, description="The STAC watcher searches from its last run minus this many days (late arrivals)."
+    )
 
 
 # -------------------------------------------------------------------------------------------- model
@@ -302,14 +359,26 @@ class InfraConfig(_Section):
     """Local services started by infra/."""
 
     home: str
-    host: str
+    host: str = Field(min_length=1, description="Interface the services bind (loopback unless allow_remote).")
+    allow_remote: bool = Field(
+        description="Allow an infra.host beyond loopback; every service then requires credentials."
+    )
+    auth: bool = Field(description="MLflow basic auth and Prefect's auth string also on loopback.")
     prefect_port: int = Field(ge=1, le=65535)
     mlflow_port: int = Field(ge=1, le=65535)
     s3_port: int = Field(ge=1, le=65535)
+    stac: bool = Field(
+        description="Start the local STAC API (PostgreSQL + stac-fastapi-pgstac) with the stack."
+    )
+    stac_port: int = Field(ge=1, le=65535, description="Port of the local STAC API.")
+    stac_venv: str = Field(description="The STAC server's venv (built by scripts/bootstrap-stac.sh).")
     ray_port: int = Field(ge=1, le=65535)
     retrain_cron: str = Field(description="Cron expression of the scheduled retraining.")
     timezone: str = Field(description="Timezone of retrain_cron (IANA name).")
     watch_uri: str = Field(description="Folder or s3:// prefix listed by the new-imagery watcher.")
+    watch_stac: bool = Field(
+        description="The watcher searches the STAC API of `collect` (new items over its locations) instead."
+    )
     watch_interval_s: int = Field(ge=5, description="Seconds between two listings of watch_uri.")
     watch_settle_polls: int = Field(
         ge=0,
@@ -326,7 +395,7 @@ class InfraConfig(_Section):
     buckets: list[str] = Field(description="Buckets created in the S3 store at start.")
     mlflow_artifacts: str = Field(description="Artifact store behind the MLflow server (s3:// or a folder).")
     ray_num_cpus: int | None = Field(ge=1, description="CPUs offered by the Ray head (None: all).")
-    ray_dashboard: bool = Field(description="Start the Ray dashboard (loopback).")
+    ray_dashboard: bool = Field(description="Start the Ray dashboard (the state API Ray Train polls).")
     start_timeout_s: float = Field(gt=0, description="Seconds a service may take to become healthy.")
 
 
@@ -334,6 +403,7 @@ class Params(_Section):
     """All parameters, one section per pipeline stage."""
 
     data: DataConfig
+    collect: CollectConfig
     tile: TileConfig
     model: ModelConfig
     pretrain: PretrainConfig

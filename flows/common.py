@@ -34,8 +34,20 @@ def file_md5(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def snapshot_id(path: str | os.PathLike[str]) -> str | None:
-    """The content id in a local snapshot's ``snapshot.json`` (None when there is no complete snapshot)."""
+def snapshot_id(path: str | os.PathLike[str], verify: bool = False) -> str | None:
+    """The content id in a local snapshot's ``snapshot.json`` (None when there is no complete snapshot).
+
+    With ``verify``, every file is also checked against the digests of its ``snapshot.json``
+    (:func:`a2mae.stssd.snapshot.verify_snapshot`); a damaged snapshot gives None.
+    """
+    if verify:
+        from a2mae.errors import A2maeError
+        from a2mae.stssd.snapshot import verify_snapshot
+
+        try:
+            return str(verify_snapshot(path)["snapshot_id"])
+        except A2maeError:
+            return None
     try:
         doc = json.loads((Path(path) / "snapshot.json").read_text())
     except (OSError, ValueError):

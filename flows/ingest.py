@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.context import TaskRunContext
 
-from flows.common import content_key, file_md5, params_from, stage, table
+from flows.common import content_key, file_md5, log, params_from, stage, table
 from flows.params import IngestParams
 
 
@@ -64,6 +64,7 @@ def ingest_scenes(
         "added": [r.scene_id for r in report.added],
         "present": len(report.skipped),
         "failed": [f.message for f in report.failed],
+        "warnings": list(report.warnings),
         "summary": report.summary(),
         "rows": rows,
     }
@@ -92,5 +93,7 @@ def ingest_flow(params: IngestParams = _DEFAULT) -> dict[str, Any]:
     stage(
         "ingest", f"{len(result['added'])} scenes added, {result['present']} already in the catalog{failed}"
     )
+    for note in result.get("warnings", []):
+        log(f"ingest warning: {note}")
     table("ingest-scenes", result["rows"], f"Scenes of the catalog {catalog} ({result['summary']})")
     return result

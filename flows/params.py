@@ -21,6 +21,7 @@ import copy
 import json
 import os
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal, Self, get_args
 
@@ -43,7 +44,14 @@ from a2mae.models.variants import check_chip_size, list_models, model_config
 _DEFAULTS = load_params()
 _BOUNDS = ("ge", "gt", "le", "lt", "multiple_of", "min_length", "max_length")
 #: Params keys that are local paths, anchored at the workspace by :meth:`FlowParams.resolve`.
-PATH_KEYS = ("data.catalog", "tile.snapshot", "pretrain.storage_path", "finetune.output", "predict.output")
+PATH_KEYS = (
+    "data.catalog",
+    "tile.snapshot",
+    "pretrain.storage_path",
+    "finetune.output",
+    "predict.output",
+    "collect.locations",
+)
 #: The bundled real scenes (the sources of the ingest stage in dvc.yaml).
 SAMPLE_SCENES = ("data/samples/sentinel2_l2a_T29RKH_20200219", "data/samples/landsat8_c2l2_p001r062_20201031")
 
@@ -84,22 +92,24 @@ def _lookup(params: BaseModel, key: str) -> Any:
     return node
 
 
-def p(key: str, description: str | None = None, *, none_as: int | None = None, **extra: Any) -> Any:
+def p(key: str, description: str | None = None, *, none_as: int | str | None = None, **extra: Any) -> Any:
     """A form field mirroring the params.yaml ``key``: its default, bounds and description.
 
     Args:
         key: ``section.key`` of params.yaml.
         description: Replaces the config model's description (the params key is appended anyway).
         none_as: For a nullable number: the form value standing for ``null`` (the field is then a
-            plain number, at least ``none_as``; say in ``description`` what ``null`` means).
+            plain number, at least ``none_as``; say in ``description`` what ``null`` means); for a
+            nullable string, ``""``.
         **extra: More ``Field`` arguments.
     """
     info = _config_field(key)
     bounds = {b: getattr(m, b) for m in info.metadata for b in _BOUNDS if getattr(m, b, None) is not None}
     default = _lookup(_DEFAULTS, key)
     schema_extra: dict[str, Any] = {"params_key": key}
-    if none_as is not None:
+    if isinstance(none_as, int | float):
         bounds = {k: v for k, v in bounds.items() if k not in ("ge", "gt")} | {"ge": none_as}
+    if none_as is not None:
         default = none_as if default is None else default
         schema_extra["none_as"] = none_as
     desc = description or info.description
@@ -259,7 +269,8 @@ class FlowParams(BaseModel):
             node = doc
             for part in parents:
                 node = node[part]
-            node[leaf] = self.path(node[leaf])
+            if node[leaf] is not None:  # optional paths (collect.locations) stay unset
+                node[leaf] = self.path(node[leaf])
         datasets = doc["finetune"]["datasets"]
         for task_name, folder in datasets.items():  # anchored when the workspace holds the dataset
             if folder and (self.workspace() / folder).exists():
@@ -273,6 +284,22 @@ class FlowParams(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------- stages
+class CollectParams(FlowParams):
+    """Gather co-located scenes from a STAC API into the scene catalog (docs/collect.md)."""
+
+    stac_url: str = p("collect.stac_url", "Root URL of the STAC API searched (empty: none).", none_as="")
+    locations: str = p(
+        "collect.locations", "GeoJSON or GeoParquet of points or polygons (empty: generated).", none_as=""
+    )
+    catalog: str = p("data.catalog")
+    collections: list[str] = p("collect.collections")
+    start: date = p("collect.start")
+    end: date = p("collect.end")
+    max_cloud_cover: float = p("collect.max_cloud_cover")
+    n_locations: int = p("collect.n_locations")
+    max_scenes: int = p("collect.max_scenes")
+
+
 class IngestParams(FlowParams):
     """Scene ingest: read scene metadata from folders or s3:// prefixes into the catalog."""
 
@@ -344,6 +371,11 @@ class RetrainIngest(Section):
         default="",
         title="New scene",
         description="The scene that triggered this run (set by the new-imagery trigger; empty otherwise).",
+    )
+    collect: bool = Field(
+        default=False,
+        title="Collect first",
+        description="Gather scenes from the STAC API (collect.stac_url, collect.locations) before ingest.",
     )
     catalog: str = p("data.catalog")
 
@@ -476,6 +508,7 @@ class WatchParams(FlowParams):
     """New-imagery watcher: list a folder or s3:// prefix, emit one event per new or changed scene."""
 
     uri: str = p("infra.watch_uri")
+    stac: bool = p("infra.watch_stac")
     settle_polls: int = p("infra.watch_settle_polls")
     state_dir: str = Field(
         default="",

@@ -1,7 +1,7 @@
 """The parent flow ``retrain``: the whole pipeline on new imagery.
 
-New imagery -> ingest -> tile -> DVC snapshot -> pre-train (from the champion encoder when there is
-one) -> fine-tune -> evaluate -> promote if better.
+New imagery (optionally gathered from a STAC API first: ``collect``) -> ingest -> tile -> DVC snapshot
+-> pre-train (from the champion encoder when there is one) -> fine-tune -> evaluate -> promote if better.
 
 Each stage is a subflow (its own run, parameters and artifacts in the UI) over the same library
 functions as the CLI. Tasks pass paths, URIs and small dicts, never tensors. When the snapshot's DVC
@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.collect import collect_flow
 from flows.common import (
     emit_promoted,
     flow_run_link,
@@ -31,6 +32,7 @@ from flows.evaluate import evaluate_flow
 from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
 from flows.params import (
+    CollectParams,
     EvaluateParams,
     FinetuneParams,
     IngestParams,
@@ -131,6 +133,8 @@ def retrain(params: RetrainParams = _DEFAULT) -> dict[str, Any]:
     if new_scene:
         log(f"retrain: triggered by new scene {new_scene}")
     out: dict[str, Any] = {"new_scene": new_scene}
+    if params.ingest.collect:
+        out["collect"] = collect_flow(CollectParams.from_params(p, **common))
     out["ingest"] = ingest_flow(IngestParams.from_params(p, sources=params.ingest.sources, **common))
     out["tile"] = tile_flow(TileParams.from_params(p, **common))
     version = params.version

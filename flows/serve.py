@@ -11,13 +11,15 @@ Deployments (``flow/deployment``):
 * ``retrain/scheduled`` -- the same on ``infra.retrain_cron`` (``infra.timezone``);
 * ``retrain/on-new-imagery`` -- started by an ``a2mae.scene.arrived`` event (``infra.retrain_after_s``
   later), ingesting the watched prefix too;
-* ``watch-scenes/watcher`` -- lists ``infra.watch_uri`` every ``infra.watch_interval_s`` seconds;
+* ``watch-scenes/watcher`` -- lists ``infra.watch_uri`` every ``infra.watch_interval_s`` seconds (with
+  ``infra.watch_stac``: searches the STAC API of ``collect`` for new items over its locations);
 * ``predict/on-promotion`` -- started by ``a2mae.model.promoted`` (a retrain promoted a new champion):
   applies the promoted version to ``predict.aoi``;
 * ``predict/on-new-scene`` -- started by ``a2mae.scene.arrived``: applies ``predict.model`` to the
   new scene; ``predict/predict`` -- the same on demand;
-* ``ingest/ingest``, ``tile/tile``, ``pretrain/pretrain``, ``finetune/finetune``, ``evaluate/evaluate``,
-  ``promote/promote`` -- each stage on demand (``promote`` is the manual promotion form).
+* ``collect/collect``, ``ingest/ingest``, ``tile/tile``, ``pretrain/pretrain``, ``finetune/finetune``,
+  ``evaluate/evaluate``, ``promote/promote`` -- each stage on demand (``promote`` is the manual
+  promotion form).
 
 Default parameters come from the workspace's ``params.yaml`` plus ``--set`` items (a key shown on a
 form goes into its field only, so an edit of the field is what the run uses). Under ``a2mae services
@@ -32,6 +34,8 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -52,11 +56,13 @@ from a2mae.services.flows import (
     TRIGGERED_DEPLOYMENT,
     WATCHER_DEPLOYMENT,
 )
+from flows.collect import collect_flow
 from flows.common import ensure_concurrency_limit
 from flows.evaluate import evaluate_flow
 from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
 from flows.params import (
+    CollectParams,
     FinetuneParams,
     IngestParams,
     PredictParams,
@@ -70,7 +76,7 @@ from flows.pretrain import pretrain_flow
 from flows.promote import promote_flow
 from flows.retrain import retrain
 from flows.tile import tile_flow
-from flows.watch import EVENT, RESOURCE_PREFIX, watch_scenes
+from flows.watch import EVENT, RESOURCE_PREFIX, STAC_RESOURCE_PREFIX, watch_scenes
 
 _SERVICE_KEYS = (
     "infra.home=",
@@ -123,13 +129,16 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
 
     retrain_params = form(RetrainParams)
     watched = copy.deepcopy(retrain_params["params"])
-    watched["ingest"]["sources"] = [*watched["ingest"]["sources"], p.infra.watch_uri]
+    if p.infra.watch_stac:  # new STAC items: the triggered retrain gathers them with `collect` first
+        watched["ingest"]["collect"] = True
+    else:
+        watched["ingest"]["sources"] = [*watched["ingest"]["sources"], p.infra.watch_uri]
     templated = copy.deepcopy(watched)
     templated["ingest"]["new_scene"] = "{{ event.payload.uri }}"
     trigger = DeploymentEventTrigger(
         name="retrain on new imagery",
         expect={EVENT},
-        match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
+        match={"prefect.resource.id": f"{STAC_RESOURCE_PREFIX if p.infra.watch_stac else RESOURCE_PREFIX}*"},
         parameters={"params": templated},
         schedule_after=timedelta(seconds=p.infra.retrain_after_s),
     )
@@ -165,6 +174,7 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
             tags=tags,
             **mod,
         ),
+        collect_flow.to_deployment("collect", parameters=form(CollectParams), tags=tags, **mod),
         ingest_flow.to_deployment("ingest", parameters=form(IngestParams), tags=tags, **mod),
         tile_flow.to_deployment("tile", parameters=form(TileParams), tags=tags, **mod),
         pretrain_flow.to_deployment("pretrain", parameters=form(PretrainParams), tags=tags, **mod),
@@ -211,6 +221,20 @@ def predict_deployments(
     ]
 
 
+def _require_api() -> None:
+    """Exit with one line when ``PREFECT_API_URL`` does not answer or refuses the auth string."""
+    from a2mae.errors import A2maeError, safe_line
+    from a2mae.services.reach import check_prefect_api
+
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        return
+    try:
+        check_prefect_api(api, os.environ.get("PREFECT_API_AUTH_STRING"))
+    except A2maeError as err:
+        sys.exit(f"flows.serve: error: {safe_line(str(err))}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Register the deployments, write the ready file, then serve until stopped."""
     from prefect.runner import Runner
@@ -221,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ready-file", default=None, help="Written once every deployment is registered.")
     ap.add_argument("--poll-seconds", type=float, default=5.0, help="How often to look for scheduled runs.")
     args = ap.parse_args(argv)
+    _require_api()
 
     deployments = build_deployments(args.project_dir, args.sets)
     p = workspace_params(Path(args.project_dir).resolve(), args.sets)

@@ -14,8 +14,14 @@ Prefect's open-source server has events and automations but no webhooks, so this
 an upload starts a retrain. Scenes are grouped by :func:`a2mae.ingest.discover.discover` (the same
 grouping ingest uses) and recognised by their listing fingerprint (URIs, sizes, S3 ETags or mtimes).
 A scene is reported once its listing has stayed the same for ``settle_polls`` runs, so a folder still
-being uploaded is not announced half-way. The state (what was reported, what is settling) is a JSON
-file under ``<infra.home>/watcher/``, written atomically after the events went out.
+being uploaded is not announced half-way. The state (what was reported, what is settling, when the
+last run was) is a JSON file under ``<infra.home>/watcher/``, written atomically after the events
+went out.
+
+With ``infra.watch_stac`` the watcher searches the STAC API of ``a2mae collect`` instead
+(:func:`a2mae.collect.watch.stac_listing`): new items over the sampled locations acquired since its
+last run (minus ``collect.watch_lookback_days``), named ``stac:<collection>/<id>``. A published item is
+complete, so it is reported at once; the triggered retrain runs ``collect`` first.
 """
 
 from __future__ import annotations
@@ -37,6 +43,21 @@ EVENT = "a2mae.scene.arrived"
 SETTLING_EVENT = "a2mae.scene.settling"
 KNOWN_EVENT = "a2mae.scene.already-ingested"
 RESOURCE_PREFIX = "a2mae.scene."
+#: Resource prefix of the STAC watcher's events (``a2mae.stac.stac:<collection>/<id>``): the retrain
+#: trigger follows them; the predict trigger (scenes as files) does not.
+STAC_RESOURCE_PREFIX = "a2mae.stac."
+
+
+@task(name="search-stac", retries=2, retry_delay_seconds=[5, 20], cache_policy=NO_CACHE)
+def list_stac_items(doc: dict[str, Any], last_run: str | None) -> dict[str, str]:
+    """``{"stac:<collection>/<id>": content hash}`` of the items over the locations since the last run."""
+    from datetime import datetime
+
+    from a2mae.collect.watch import since_of, stac_listing
+
+    params = params_from(doc)
+    since = since_of(datetime.fromisoformat(last_run) if last_run else None, params)
+    return stac_listing(params, since)
 
 
 def _discover(uri: str, doc: dict[str, Any]) -> list[Any]:
@@ -52,6 +73,14 @@ def _discover(uri: str, doc: dict[str, Any]) -> list[Any]:
     if not list_files(uri, settings):
         return []
     return discover([uri], band_vocabulary(get_registry(params.data.sensor_files)), settings).scenes
+
+
+@task(name="stac-in-catalog", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
+def stac_in_catalog(items: dict[str, str], doc: dict[str, Any]) -> dict[str, str | None]:
+    """``{item name: scene id of its catalog record (same content hash), or None}``."""
+    from a2mae.collect.watch import catalog_ids
+
+    return catalog_ids(items, params_from(doc))
 
 
 @task(name="list-scenes", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
@@ -82,8 +111,12 @@ def _load(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
-        return {"reported": {}, "settling": {}}
-    return {"reported": dict(doc.get("reported", {})), "settling": dict(doc.get("settling", {}))}
+        return {"reported": {}, "settling": {}, "last_run": None}
+    return {
+        "reported": dict(doc.get("reported", {})),
+        "settling": dict(doc.get("settling", {})),
+        "last_run": doc.get("last_run"),
+    }
 
 
 def _save(path: Path, uri: str, state: dict[str, Any]) -> None:
@@ -122,20 +155,25 @@ def first_sightings(state: dict[str, Any]) -> list[str]:
 
 
 def _announce(
-    uri: str, listing: dict[str, str], settling: list[str], due: dict[str, str | None], settle_polls: int
+    uri: str,
+    listing: dict[str, str],
+    settling: list[str],
+    due: dict[str, str | None],
+    settle_polls: int,
+    prefix: str = RESOURCE_PREFIX,
 ) -> list[dict[str, str]]:
     """Emit one event per scene whose status changed; returns the rows of the status table."""
     rows = []
     for source in settling:
         wait = f"{settle_polls} more listing" + ("s" if settle_polls > 1 else "")
         rows.append({"scene": source, "status": "settling", "next": f"announced if unchanged for {wait}"})
-        _emit(SETTLING_EVENT, uri, source, listing[source], {"listings_to_wait": settle_polls})
+        _emit(SETTLING_EVENT, uri, source, listing[source], {"listings_to_wait": settle_polls}, prefix)
     for source, scene_id in sorted(due.items()):
         if scene_id is None:
             rows.append(
                 {"scene": source, "status": "queued", "next": "retrain/on-new-imagery starts a retrain run"}
             )
-            _emit(EVENT, uri, source, listing[source], {})
+            _emit(EVENT, uri, source, listing[source], {}, prefix)
         else:
             rows.append(
                 {
@@ -144,14 +182,14 @@ def _announce(
                     "next": f"in the catalog as {scene_id}: no retrain started",
                 }
             )
-            _emit(KNOWN_EVENT, uri, source, listing[source], {"scene_id": scene_id})
+            _emit(KNOWN_EVENT, uri, source, listing[source], {"scene_id": scene_id}, prefix)
     return rows
 
 
-def _emit(event: str, uri: str, source: str, fingerprint: str, extra: dict[str, Any]) -> None:
+def _emit(event: str, uri: str, source: str, fingerprint: str, extra: dict[str, Any], prefix: str) -> None:
     emit_event(
         event=event,
-        resource={"prefect.resource.id": f"{RESOURCE_PREFIX}{source}", "a2mae.watch": uri},
+        resource={"prefect.resource.id": f"{prefix}{source}", "a2mae.watch": uri},
         payload={"uri": source, "fingerprint": fingerprint, **extra},
     )
 
@@ -166,16 +204,27 @@ def watch_scenes(params: WatchParams) -> dict[str, Any]:
     Returns:
         The scenes announced (new), found in the catalog already (known) and still settling.
     """
+    from datetime import UTC, datetime
+
     p = params.resolve()
     doc = p.model_dump(mode="json")
-    uri = params.path(params.uri)
+    uri = f"stac+{p.collect.stac_url}" if params.stac else params.path(params.uri)
     home = os.environ.get("A2MAE_INFRA_HOME") or params.path(p.infra.home)
     folder = Path(params.path(params.state_dir)) if params.state_dir else Path(home) / "watcher"
     path = _state_path(folder, uri)
-    listing = list_scenes(uri, doc)
-    settled, state = plan(listing, _load(path), params.settle_polls)
-    due = match_catalog(uri, settled, doc) if settled else {}
-    rows = _announce(uri, listing, first_sightings(state), due, params.settle_polls)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    previous = _load(path)
+    if params.stac:  # a published item is complete: no settling; a collected one is in the catalog already
+        listing = list_stac_items(doc, previous["last_run"])
+        settled, state = plan(listing, previous, 0)
+        due = stac_in_catalog({s: listing[s] for s in settled}, doc) if settled else {}
+        rows = _announce(uri, listing, [], due, 0, STAC_RESOURCE_PREFIX)
+    else:
+        listing = list_scenes(uri, doc)
+        settled, state = plan(listing, previous, params.settle_polls)
+        due = match_catalog(uri, settled, doc) if settled else {}
+        rows = _announce(uri, listing, first_sightings(state), due, params.settle_polls)
+    state["last_run"] = started
     _save(path, uri, state)
     for row in rows:
         log(f"watch: {row['scene']}: {row['status']} ({row['next']})")

@@ -106,6 +106,9 @@ def geotiff():
 class S3Store:
     """A running SeaweedFS S3 store for tests: endpoint, credentials and a fresh bucket."""
 
+    #: A bucket whose objects anyone may read (plain http:// URLs, as public COG archives serve them).
+    PUBLIC_BUCKET = "a2mae-public"
+
     def __init__(self, server, bucket: str) -> None:
         self.server = server
         self.bucket = bucket
@@ -134,6 +137,8 @@ class S3Store:
 def s3_store(tmp_path_factory):
     """SeaweedFS on free loopback ports (``weed mini``), with a fresh bucket, for the whole session.
 
+    ``S3Store.PUBLIC_BUCKET`` also exists; its objects can be read unsigned (``http://`` URLs).
+
     While the fixture is active, ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``
     and ``AWS_REGION`` point s3fs, GDAL, DVC and MLflow at it (restored afterwards); the server is
     stopped at the end of the session. Mark tests that use it ``@pytest.mark.s3``.
@@ -142,11 +147,12 @@ def s3_store(tmp_path_factory):
 
     from a2mae.services import SeaweedFS
 
-    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), public_buckets=(S3Store.PUBLIC_BUCKET,))
     server.start()
     mp = pytest.MonkeyPatch()
     try:
         bucket = server.create_bucket(f"a2mae-test-{uuid.uuid4().hex[:8]}")[len("s3://") :]
+        server.create_bucket(S3Store.PUBLIC_BUCKET)
         for key, value in server.env().items():
             mp.setenv(key, value)
         yield S3Store(server, bucket)

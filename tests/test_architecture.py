@@ -10,11 +10,12 @@ The layers, from the top (a module may import its own layer and the layers below
  4    ``a2mae.pretrain``
  5    ``a2mae.registry``
  6    ``a2mae.stssd``
- 7    ``a2mae.ingest``
- 8    shared services of the stages: ``tracking``, ``checkpoint``, ``executor``, ``services``, ``dvc``,
+ 7    ``a2mae.collect`` (gathers scenes from a STAC API into the catalog ingest writes)
+ 8    ``a2mae.ingest``
+ 9    shared services of the stages: ``tracking``, ``checkpoint``, ``executor``, ``services``, ``dvc``,
       ``samples``
- 9    ``a2mae.models`` (pure torch + timm)
- 10   base: ``a2mae.types``, ``a2mae.sensors``, ``a2mae.io``, ``a2mae.config``, ``a2mae.errors``,
+ 10   ``a2mae.models`` (pure torch + timm)
+ 11   base: ``a2mae.types``, ``a2mae.sensors``, ``a2mae.io``, ``a2mae.config``, ``a2mae.errors``,
       ``a2mae.console`` (what commands print, progress bars), ``a2mae.logs`` (library logs to a file)
 ====  ===============================================================================================
 
@@ -41,6 +42,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("a2mae.pretrain",),
     ("a2mae.registry",),
     ("a2mae.stssd",),
+    ("a2mae.collect",),
     ("a2mae.ingest",),
     (
         "a2mae.tracking",

@@ -25,6 +25,7 @@ def test_params_yaml_is_complete_and_valid():
     # every section of the issue is present
     assert set(Params.model_fields) == {
         "data",
+        "collect",
         "tile",
         "model",
         "pretrain",

@@ -13,6 +13,8 @@ import sys
 import threading
 
 # Verb modules register themselves on `app` when imported. Add a line here for a new verb.
+from a2mae.cli import catalog as _catalog  # noqa: F401
+from a2mae.cli import collect as _collect  # noqa: F401
 from a2mae.cli import evaluate as _evaluate  # noqa: F401
 from a2mae.cli import finetune as _finetune  # noqa: F401
 from a2mae.cli import info as _info  # noqa: F401

@@ -96,9 +96,11 @@ def ingest_cmd(
     if rows:
         for line in format_rows(rows):
             out.line(line)
-    if out.mode != "json":  # bad inputs are worth a line even with --quiet
+    if out.mode != "json":  # bad inputs and warnings are worth a line even with --quiet
         for failure in report.failed:
             typer.echo(f"skipped bad input: {failure.message}", err=True)
+        for note in report.warnings:
+            typer.echo(f"warning: {note}", err=True)
     if report.ignored and out.mode == "normal":
         typer.echo(f"ignored {len(report.ignored)} auxiliary file(s) without a band name", err=True)
     out.line(f"ingest: {report.summary()}")

@@ -29,7 +29,7 @@ ProjectOpt = Annotated[
 OnlyOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--only", help="Start only this service (repeatable): s3, mlflow, prefect, ray, flows, model."
+        "--only", help="Start only this service (repeatable): s3, mlflow, prefect, ray, flows, model, stac."
     ),
 ]
 
@@ -97,15 +97,27 @@ def status_cmd(
         for r in rows:
             state = "healthy" if r.healthy else ("running, NOT healthy" if r.running else "stopped")
             typer.echo(f"{r.name:8s} {state:22s} pid {r.pid or '-':>7}  {r.url}  log {r.log}")
-    if not all(r.healthy for r in rows if r.name != "model" or r.running):
+    if not all(r.ok for r in rows):
         raise SystemExit(1)
 
 
 @services_app.command("env")
 def env_cmd(params: ParamsOpt = None, set_: SetOpt = None, project_dir: ProjectOpt = Path(".")) -> None:
-    """Print ``export`` lines for the clients (use: eval "$(a2mae services env)")."""
+    """Print ``export`` lines for the clients (use: eval "$(a2mae services env)").
+
+    Secrets are not printed: their lines read the value from the stack's env file (mode 0600) when
+    evaluated.
+    """
     import shlex
 
+    from a2mae.services.stack import SECRET_VARS
+
     stack = _stack(params, set_, project_dir)
+    env_file = shlex.quote(str(stack.env_path))
     for key, value in sorted(stack.client_env().items()):
-        typer.echo(f"export {key}={shlex.quote(value)}")
+        if key in SECRET_VARS:
+            typer.echo(f"export {key}=\"$(sed -n 's/^{key}=//p' {env_file})\"")
+        else:
+            typer.echo(f"export {key}={shlex.quote(value)}")
+    if not stack.env_path.is_file():
+        typer.echo(f"# {stack.env_path} does not exist yet: `a2mae services up` writes it", err=True)

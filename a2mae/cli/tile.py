@@ -31,6 +31,13 @@ def tile_cmd(
     params: ParamsOpt = None,
     set_: SetOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when up to date.")] = False,
+    skip_bad: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad",
+            help="Leave out scenes whose files cannot be read (e.g. a remote asset gone) and go on.",
+        ),
+    ] = False,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bar on a terminal.")
     ] = True,
@@ -45,7 +52,10 @@ def tile_cmd(
     catalog = catalog or Path(p.data.catalog)
     out = out or Path(p.tile.snapshot)
     with command_output(p, quiet, as_json, verbose) as shown:
-        s = tile(catalog, out, p, progress=progress, force=force)
+        s = tile(catalog, out, p, progress=progress, force=force, skip_bad=skip_bad)
+    if shown.mode != "json":
+        for line in s.skipped:
+            typer.echo(f"skipped unreadable scene {line}", err=True)
     c = s.counts
     shown.json(
         {
@@ -59,6 +69,8 @@ def tile_cmd(
     if s.up_to_date:
         shown.line(f"{out}: up to date (snapshot {s.snapshot_id}, {c.get('sets', 0)} sets); nothing to do")
         return
+    if s.note:
+        shown.line(f"{out}: {s.note}: rebuilt")
     mb = c["bytes"] / 1e6
     rate = f", {s.input_bytes / 1e6 / s.seconds:.1f} MB/s of input" if s.input_bytes and s.seconds else ""
     shown.line(f"{out}: snapshot {s.snapshot_id} written in {s.seconds:.1f} s{rate}")

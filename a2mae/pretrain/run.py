@@ -88,12 +88,15 @@ class PretrainResult:
 
 
 def snapshot_identity(snapshot: str, params: Params) -> str:
-    """The snapshot id from ``snapshot.json`` (checks that the snapshot exists and is one).
+    """The snapshot id from ``snapshot.json``, after checking every file against its digests.
+
+    The whole snapshot is read once (about a second per GB locally), so that a damaged shard, manifest
+    or statistics file stops the run here, before an MLflow run is created or a step is taken.
 
     Raises:
-        A2maeError: Missing or not a snapshot (one line).
+        A2maeError: Missing, not a snapshot, or a damaged file (one line naming it).
     """
-    from a2mae.stssd.snapshot import read_info
+    from a2mae.stssd.snapshot import verify_snapshot
 
     fs = None
     if snapshot.startswith("s3://"):
@@ -102,7 +105,7 @@ def snapshot_identity(snapshot: str, params: Params) -> str:
         fs = s3_filesystem(S3Settings.from_params(params))
     elif not Path(snapshot).exists():
         raise PretrainError(f"{snapshot}: no such snapshot folder; build one with `a2mae tile`")
-    return str(read_info(snapshot, fs).get("snapshot_id", "unknown"))
+    return str(verify_snapshot(snapshot, fs).get("snapshot_id", "unknown"))
 
 
 def preflight(params: Params, snapshot: str, check_snapshot: bool = True) -> tuple[str, str, Storage, str]:
@@ -263,10 +266,14 @@ def run_pretrain(
         model_fn=model_fn,
         dataset_fn=dataset_fn,
     )
-    if params.pretrain.num_workers == 0:
-        trained = _train_in_process(params, name, config, opened, progress, register)
-    else:
-        trained = _train_on_ray(params, name, config, opened, progress, register)
+    try:
+        if params.pretrain.num_workers == 0:
+            trained = _train_in_process(params, name, config, opened, progress, register)
+        else:
+            trained = _train_on_ray(params, name, config, opened, progress, register)
+    except BaseException as err:  # a failed, interrupted or terminated run is never left RUNNING
+        _end_run(opened, "FAILED" if isinstance(err, Exception) else "KILLED")
+        raise
     _finish_run(opened, trained.state)
     state = trained.state
     return PretrainResult(
@@ -377,6 +384,16 @@ def _train_on_ray(
             params, opened.tracking_uri, opened.run_id, Path(d), state.global_step, register
         )
     return _Trained(state, display, model_uri, version)
+
+
+def _end_run(opened: _Opened, status: str) -> None:
+    """Mark the MLflow run ended with ``status`` if still RUNNING (best effort: its error is what matters)."""
+    import mlflow.tracking
+
+    with contextlib.suppress(Exception):
+        client = mlflow.tracking.MlflowClient(opened.tracking_uri)
+        if client.get_run(opened.run_id).info.status == "RUNNING":
+            client.set_terminated(opened.run_id, status)
 
 
 def _finish_run(opened: _Opened, state: TrainState) -> None:

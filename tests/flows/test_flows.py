@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from a2mae.config import ConfigError, Params, load_params
 from flows.params import (
     SAMPLE_SCENES,
+    CollectParams,
     FinetuneParams,
     FlowParams,
     IngestParams,
@@ -34,7 +35,7 @@ from flows.params import (
 from tests.conftest import TINY_PIPELINE
 
 REPO = Path(__file__).resolve().parents[2]
-FORMS = (IngestParams, TileParams, PretrainParams, FinetuneParams, RetrainParams, WatchParams)
+FORMS = (CollectParams, IngestParams, TileParams, PretrainParams, FinetuneParams, RetrainParams, WatchParams)
 
 
 # ------------------------------------------------------------------------------------------ forms
@@ -73,8 +74,9 @@ def test_forms_mirror_params_yaml(form):
         field = _field(form, m.path)
         if typing.get_origin(cfg) is typing.Literal:
             assert typing.get_args(field.annotation) == typing.get_args(cfg)
-        if m.none_as is not None:  # a nullable number is a plain number on the form (an input box)
-            assert typing.get_origin(cfg) in (typing.Union, types.UnionType) and field.annotation is int
+        if m.none_as is not None:  # a nullable number (string) is a plain number (string) on the form
+            assert typing.get_origin(cfg) in (typing.Union, types.UnionType)
+            assert field.annotation is (str if m.none_as == "" else int)
     for path, prop in _leaves(form.model_json_schema()).items():
         desc = prop.get("description", "")
         assert desc and not desc.startswith("params.yaml"), f"{form.__name__}.{path}: no real description"
@@ -400,6 +402,7 @@ def test_serve_builds_every_deployment_from_the_workspace(tmp_path):
         "scheduled",
         "on-new-imagery",
         "watcher",
+        "collect",
         "ingest",
         "tile",
         "pretrain",
@@ -427,7 +430,15 @@ def test_serve_builds_every_deployment_from_the_workspace(tmp_path):
     assert doc["infra"]["watch_uri"] in trigger.parameters["params"]["ingest"]["sources"]
     assert deps["pipeline"].parameters["params"]["ingest"]["new_scene"] == ""  # the template stays there
     assert deps["pipeline"].parameters["params"]["version"] == {"dvc_remote": "s3", "git_commit": True}
+    assert not trigger.parameters["params"]["ingest"]["collect"]
+    assert not deps["watcher"].parameters["params"]["stac"]
+    stac = {d.name: d for d in build_deployments(ws, ["infra.watch_stac=true"])}
+    (trigger,) = stac["on-new-imagery"].triggers  # new STAC items: the retrain collects them first
+    assert trigger.parameters["params"]["ingest"]["collect"] and stac["watcher"].parameters["params"]["stac"]
+    assert trigger.match.root["prefect.resource.id"] == "a2mae.stac.*"  # not the predict trigger's scenes
+    assert doc["infra"]["watch_uri"] not in trigger.parameters["params"]["ingest"]["sources"]
     forms = {
+        "collect": CollectParams,
         "pipeline": RetrainParams,
         "scheduled": RetrainParams,
         "watcher": WatchParams,

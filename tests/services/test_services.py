@@ -156,6 +156,7 @@ def test_service_commands_bind_loopback_and_switch_telemetry_off(tmp_path):
     assert mlflow.environment()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
 
     ray = RayHead(tmp_path / "r", port=26379, num_cpus=1)
+    ray.prepare()
     cmd = ray.command()
     assert "--node-ip-address=127.0.0.1" in cmd and "--block" in cmd and "--include-dashboard=false" in cmd
     assert ray.environment()["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
@@ -184,7 +185,8 @@ def test_stack_status_and_env_without_anything_running(tmp_path):
     # the deployments work in the stack's own workspace (cloned at start), the code comes from the checkout
     assert stack.workspace == tmp_path / "home" / "workspace" and stack.flows.project_dir == stack.workspace
     assert stack.flows.environment()["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)
-    assert p.infra.dvc_remote == "s3" and stack.flows.overrides == []  # no hidden remote switch
+    assert p.infra.dvc_remote == "s3"  # no hidden remote switch; only the predict flow's output moves
+    assert stack.flows.overrides == ["predict.output=s3://a2mae-predict/runs"]  # into the stack's S3 store
 
 
 def test_services_verb(tmp_path, capsys):
@@ -196,7 +198,7 @@ def test_services_verb(tmp_path, capsys):
     assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in capsys.readouterr().out
     assert main(["services", "up", "--only", "nope", "--set", home, "--project-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "a2mae: error: unknown service 'nope' (known: s3, mlflow, prefect, ray, flows, model)"
+    assert err == "a2mae: error: unknown service 'nope' (known: s3, mlflow, prefect, ray, flows, model, stac)"
     assert main(["services", "down", "--set", home, "--project-dir", str(tmp_path)]) == 0
     assert "nothing was running" in capsys.readouterr().out
 
@@ -263,3 +265,15 @@ def test_make_clean_keeps_the_services_state_and_clean_services_asks(tmp_path):
     assert (tmp_path / ".a2mae").is_dir()  # piped input is not an answer
     done = subprocess.run(script, capture_output=True, text=True, env={**os.environ, "YES": "1"})
     assert done.returncode == 0 and not (tmp_path / ".a2mae").exists(), done.stderr
+
+
+def test_a_stopped_model_server_is_fine_but_a_stopped_core_service_is_not():
+    from a2mae.services.stack import ServiceStatus
+
+    def row(name, running, healthy):
+        return ServiceStatus(name, running, healthy, None, "http://127.0.0.1:1", "x.log")
+
+    assert row("model", False, False).ok
+    assert not row("model", True, False).ok  # started on request, then broken: report it
+    assert not row("mlflow", False, False).ok
+    assert row("mlflow", True, True).ok
