@@ -234,7 +234,9 @@ class PretrainConfig(_Section):
     checkpoints_to_keep: int = Field(ge=1)
     max_failures: int = Field(ge=-1, description="Restarts from the last checkpoint (-1: unlimited).")
     log_every_steps: int = Field(ge=1)
-    log_images_every_steps: int = Field(ge=1)
+    log_images_every_steps: int = Field(
+        ge=0, description="Reconstruction figures every N steps and at the first and last step (0: none)."
+    )
     system_metrics: bool = Field(description="MLflow system metrics from rank 0.")
 
 

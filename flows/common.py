@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,16 +105,39 @@ def markdown(key: str, text: str, description: str) -> None:
     create_markdown_artifact(text, key=artifact_key(key), description=description)
 
 
+#: Base URL of an MLflow UI over a local (SQLite) store, for links; the demo sets it to the port it
+#: then tells the user to start ``mlflow ui`` on.
+MLFLOW_UI_ENV = "A2MAE_MLFLOW_UI_URL"
+
+
 def mlflow_ui_url(tracking_uri: str) -> str | None:
-    """Base URL of the MLflow UI for an ``http(s)`` tracking URI (None for SQLite/file stores)."""
-    return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else None
+    """Base URL of the MLflow UI: the ``http(s)`` tracking server, else ``$A2MAE_MLFLOW_UI_URL``, or None."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return os.environ.get(MLFLOW_UI_ENV, "").rstrip("/") or None
+
+
+def mlflow_run_path(experiment_id: str, run_id: str) -> str:
+    """The UI path of a run (relative to the UI's base URL)."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def mlflow_version_path(model: str, version: str | int) -> str:
+    """The UI path of a registered model version."""
+    return f"#/models/{model}/versions/{version}"
+
+
+def md_link(tracking_uri: str, path: str, text: str) -> str:
+    """A markdown link to an MLflow UI page, or the text with the page's path when there is no UI URL."""
+    base = mlflow_ui_url(tracking_uri)
+    return f"[{text}]({base}/{path})" if base else f"{text} (`mlflow ui`: `{path}`)"
 
 
 def link_mlflow(key: str, tracking_uri: str, path: str, text: str) -> str:
     """A link artifact to an MLflow UI page (``path`` like ``#/experiments/1/runs/abc``).
 
     Returns:
-        The URL, or a ``mlflow ui --backend-store-uri ...`` hint for a local store.
+        The URL, or a ``mlflow ui --backend-store-uri ...`` hint for a local store without a UI URL.
     """
     base = mlflow_ui_url(tracking_uri)
     if base is None:
@@ -132,9 +155,48 @@ def link_mlflow(key: str, tracking_uri: str, path: str, text: str) -> str:
     return url
 
 
+# ----------------------------------------------------------------------------------- flow-run links
+def flow_run_link() -> tuple[dict[str, str], str]:
+    """Tags and a markdown line naming the current Prefect flow run (with its UI URL when known)."""
+    from prefect.runtime import flow_run
+    from prefect.settings import PREFECT_UI_URL
+
+    run_id, name, flow = flow_run.id, flow_run.name, flow_run.flow_name
+    if not run_id:
+        return {}, ""
+    tags = {
+        "a2mae.prefect.flow_run_id": str(run_id),
+        "a2mae.prefect.flow_run_name": str(name),
+        "a2mae.prefect.flow_name": str(flow),
+    }
+    ui = (PREFECT_UI_URL.value() or "").rstrip("/")
+    if ui:
+        tags["a2mae.prefect.flow_run_url"] = f"{ui}/runs/flow-run/{run_id}"
+        return tags, f"Prefect flow run [{flow} / {name}]({tags['a2mae.prefect.flow_run_url']})"
+    return tags, f"Prefect flow run {flow} / `{name}` (id `{run_id}`)"
+
+
+@contextlib.contextmanager
+def mlflow_links() -> Iterator[None]:
+    """While inside, MLflow runs the stages create link back to the current flow run (tags, description)."""
+    from a2mae.tracking.context import run_context
+
+    tags, note = flow_run_link()
+    with run_context(tags, note):
+        yield
+
+
 def log(msg: str) -> None:
     """Log to the flow run (shows in the Prefect UI)."""
     get_run_logger().info(msg)
+
+
+def stage(name: str, text: str) -> None:
+    """A stage's outcome: logged to the flow run, and one line of the command's output (the demo)."""
+    from a2mae import console
+
+    log(f"{name}: {text}")
+    console.line(f"  {name:<9} {text}")
 
 
 #: Emitted whenever a fine-tuned model becomes champion (retrain's gate or a manual promotion).

@@ -9,12 +9,19 @@ workspace's git), pre-training, fine-tuning on the BigEarthNet samples, evaluati
 ends by printing where to look. A second run reuses the workspace: unchanged inputs are cache hits and
 training is skipped because the champion was trained on the same snapshot.
 
+It prints one line per stage, one progress bar per long step and the summary, nothing else: what the
+libraries say (Prefect, MLflow, Ray, torch, GDAL; their warnings, their workers' lines) goes to
+``<out>/demo.log`` (:mod:`a2mae.logs`); ``-v`` also shows their warnings. An unexpected failure is one
+line, with its traceback in the log. The MLflow runs link to their Prefect flow runs and the Prefect
+artifacts to the MLflow pages, on the ports the closing "where to look" commands use.
+
 The budget (``DEMO_SETTINGS``) keeps it to minutes on 2 CPU cores; ``--set`` changes any of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import subprocess
@@ -22,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from a2mae import console, logs
 
 REPO = Path(__file__).resolve().parents[1]
 #: Files of the repository that make a DVC workspace.
@@ -62,12 +71,14 @@ def run_demo(out: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     Prefect is imported here, after ``PREFECT_HOME`` points into ``out`` (unless already set).
     """
     out = out.resolve()
+    (out / "prefect").mkdir(parents=True, exist_ok=True)  # Prefect warns when it cannot create it
     os.environ.setdefault("PREFECT_HOME", str(out / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     from a2mae.samples import sample_path
     from flows.params import SAMPLE_SCENES, RetrainParams
     from flows.retrain import retrain
@@ -83,7 +94,27 @@ def run_demo(out: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     return retrain(params)
 
 
-def where_to_look(out: Path, result: dict[str, Any], seconds: float) -> str:
+def ui_ports(host: str = "127.0.0.1") -> tuple[int, int]:
+    """MLflow's and Prefect's UI ports for this demo: the first free ones from 5000 and 4200.
+
+    The links the runs get (MLflow -> Prefect flow run, Prefect artifact -> MLflow page) use these
+    ports, and so do the closing "where to look" commands.
+    """
+    from a2mae.services.base import free_port
+
+    return free_port(5000, host), free_port(4200, host)
+
+
+def link_env(mlflow_port: int, prefect_port: int, host: str = "127.0.0.1") -> dict[str, str]:
+    """The variables that make the runs' links point at the UIs the demo tells the user to start."""
+    from flows.common import MLFLOW_UI_ENV
+
+    return {MLFLOW_UI_ENV: f"http://{host}:{mlflow_port}", "PREFECT_UI_URL": f"http://{host}:{prefect_port}"}
+
+
+def where_to_look(
+    out: Path, result: dict[str, Any], seconds: float, ports: tuple[int, int] | None = None
+) -> str:
     """The closing message: what happened and the commands to look at it."""
     out = out.resolve()
     ws = out / "workspace"
@@ -101,24 +132,24 @@ def where_to_look(out: Path, result: dict[str, Any], seconds: float) -> str:
             f"  model     {ft['model']} v{ft['version']}: {ft['metric']} {ft['score']:.4f}"
             f" -> {ev['decision']}"
         )
-    return "\n".join([*lines, "", *look_commands(out)])
+    return "\n".join([*lines, "", *look_commands(out, ports=ports)])
 
 
-def look_commands(out: Path, host: str = "127.0.0.1") -> list[str]:
+def look_commands(out: Path, host: str = "127.0.0.1", ports: tuple[int, int] | None = None) -> list[str]:
     """The "where to look" lines: UIs over the demo's own stores, on ports free right now.
 
     The services of ``infra/`` may hold MLflow's 5000 and Prefect's 4200 (``mlflow ui`` on a taken port
     prints "Address already in use" and exits 0), so each UI gets the first free port from there on.
     The Prefect command drops ``PREFECT_API_URL`` (a shell pointed at the services) and tells the UI
-    where its API is.
+    where its API is. ``ports`` are the ones the runs' links were made with (still free: kept).
     """
     from a2mae.services.base import free_port
 
     out = out.resolve()
     ws = out / "workspace"
     bindir = Path(sys.executable).parent
-    mlflow_port = free_port(5000, host)
-    prefect_port = free_port(4200, host)
+    mlflow_port, prefect_port = ports or (5000, 4200)
+    mlflow_port, prefect_port = free_port(mlflow_port, host), free_port(prefect_port, host)
     api = f"http://{host}:{prefect_port}/api"
     return [
         "Where to look (ports free now; the services of infra/ keep theirs):",
@@ -133,25 +164,65 @@ def look_commands(out: Path, host: str = "127.0.0.1") -> list[str]:
     ]
 
 
+def _stop_prefect_server() -> None:
+    """Stop Prefect's temporary server now, while its log lines still go to the log file (not at exit)."""
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+    except ImportError:
+        return
+    for server in list(getattr(SubprocessASGIServer, "_instances", {}).values()):
+        if getattr(server, "running", False):
+            server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line of the demo."""
     ap = argparse.ArgumentParser(prog="python -m flows.demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="demo-output", help="Output folder (workspace, Prefect home).")
+    ap.add_argument("--out", default="demo-output", help="Output folder (workspace, Prefect home, demo.log).")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="section.key=value (repeatable).")
+    ap.add_argument(
+        "-v", "--verbose", action="count", default=0, help="Also show the libraries' warnings (-vv: info)."
+    )
     args = ap.parse_args(argv)
-    t0 = time.perf_counter()
     out = Path(args.out)
-    try:
-        result = run_demo(out, args.sets)
-    except Exception as err:
-        from a2mae.errors import A2maeError, safe_line
+    out.mkdir(parents=True, exist_ok=True)
+    ports = ui_ports()
+    os.environ.update({k: v for k, v in link_env(*ports).items() if k not in os.environ})
+    with logs.to_file(out / "demo.log", verbose=args.verbose, capture_fds=True) as term:
+        shown = console.Output("normal", term.out, term.err, final_lines=True)
+        with console.use(shown):
+            return _run(out, args.sets, ports, shown, term.log_file)
 
-        if isinstance(err, A2maeError):
-            print(f"a2mae demo: error: {safe_line(str(err))}", file=sys.stderr)
-            return 2
-        raise
-    print(where_to_look(out, result, time.perf_counter() - t0))
+
+def _run(out: Path, sets: list[str], ports: tuple[int, int], shown: console.Output, log_file: Path) -> int:
+    """The demo inside its output: header, stages, summary; a failure is one line (traceback in the log)."""
+    from a2mae.errors import A2maeError, safe_line
+
+    shown.line("a2mae demo: the retrain pipeline on the 4 bundled sample scenes, in embedded mode")
+    shown.line(f"  (library messages: {_shorter(log_file)}; -v shows their warnings)")
+    t0 = time.perf_counter()
+    try:
+        result = run_demo(out, sets)
+    except A2maeError as err:
+        shown.err.write(f"a2mae demo: error: {safe_line(str(err))}\n")
+        return 2
+    except Exception as err:
+        logging.getLogger("a2mae.demo").exception("the demo failed")
+        first = safe_line(str(err).strip().splitlines()[0] if str(err).strip() else "")
+        shown.err.write(f"a2mae demo: failed: {type(err).__name__}: {first} (traceback in {log_file})\n")
+        return 1
+    finally:
+        _stop_prefect_server()
+    shown.line(where_to_look(out, result, time.perf_counter() - t0, ports))
     return 0
+
+
+def _shorter(path: Path) -> str:
+    """``path`` relative to the current folder when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

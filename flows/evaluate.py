@@ -11,8 +11,9 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import link_mlflow, log, markdown, params_from, table
+from flows.common import link_mlflow, markdown, mlflow_links, mlflow_version_path, params_from, stage, table
 from flows.params import EvaluateParams
+from flows.pretrain import link_run
 
 
 @task(name="evaluate", retries=1, retry_delay_seconds=[5], cache_policy=NO_CACHE)
@@ -22,7 +23,8 @@ def evaluate_task(
     """Score challenger and champion; move the alias when the gate passes."""
     from a2mae.evaluate.run import evaluate_version
 
-    e = evaluate_version(params_from(doc), model, version, data=data, promote=promote)
+    with mlflow_links():
+        e = evaluate_version(params_from(doc), model, version, data=data, promote=promote)
     return {
         "model": e.name,
         "challenger": e.challenger,
@@ -42,7 +44,10 @@ def evaluate_task(
 
 
 def report(doc: dict[str, Any], e: dict[str, Any]) -> None:
-    """Artifacts of an evaluation: metrics side by side, the decision, links to MLflow."""
+    """Artifacts of an evaluation: metrics side by side, the decision, links to MLflow.
+
+    Adds the evaluation run's ``experiment_id`` to ``e``.
+    """
     from a2mae.tracking.client import tracking_uri
 
     names = sorted(set(e["challenger_metrics"]) | set(e["champion_metrics"]))
@@ -67,9 +72,12 @@ def report(doc: dict[str, Any], e: dict[str, Any]) -> None:
     link_mlflow(
         "evaluate-model",
         uri,
-        f"#/models/{e['model']}/versions/{e['challenger']}",
+        mlflow_version_path(e["model"], e["challenger"]),
         f"{e['model']} v{e['challenger']}",
     )
+    if e["run_id"]:
+        run = link_run(uri, e["run_id"], "evaluate-run", f"Evaluation run of {e['model']} v{e['challenger']}")
+        e["experiment_id"] = run.info.experiment_id
 
 
 @flow(name="evaluate", log_prints=True)
@@ -87,5 +95,10 @@ def evaluate_flow(params: EvaluateParams) -> dict[str, Any]:
     data = params.path(params.data) if params.data else None
     e = evaluate_task(doc, params.model, params.version, data, params.promote)
     report(doc, e)
-    log(f"evaluate: {e['model']} v{e['challenger']}: {e['decision']}")
+    champ = "none" if e["champion_score"] is None else f"v{e['champion']} {e['champion_score']:.4f}"
+    stage(
+        "evaluate",
+        f"{e['model']} v{e['challenger']} {e['metric']} {e['challenger_score']:.4f} vs champion {champ}: "
+        f"{e['decision']}",
+    )
     return e

@@ -12,7 +12,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 
-from flows.common import ensure_concurrency_limit, log, params_from
+from flows.common import ensure_concurrency_limit, mlflow_links, params_from, stage
 from flows.params import FinetuneParams
 from flows.pretrain import run_summary
 
@@ -24,8 +24,8 @@ def finetune_task(doc: dict[str, Any], encoder: str, data: str | None) -> dict[s
 
     p = params_from(doc)
     ensure_concurrency_limit(p.infra.accelerator_limit, p.infra.accelerator_slots)
-    with concurrency(p.infra.accelerator_limit, occupy=1):
-        out = finetune(p, encoder=encoder, data=data, register=True, track=True, progress=False)
+    with concurrency(p.infra.accelerator_limit, occupy=1), mlflow_links():
+        out = finetune(p, encoder=encoder, data=data, register=True, track=True)
     return {
         "task": out.task,
         "protocol": out.protocol,
@@ -61,9 +61,13 @@ def finetune_flow(params: FinetuneParams = _DEFAULT) -> dict[str, Any]:
     doc["finetune"]["task"], doc["finetune"]["protocol"] = params.task, params.protocol
     data = params.path(params.data) if params.data else None
     result = finetune_task(doc, params.encoder, data)
-    run_summary(doc, result["run_id"], "finetune", f"Fine-tuning {result['task']} ({result['protocol']})")
-    log(
-        f"finetune: {result['model']} v{result['version']}: {result['metric']} {result['score']:.4f} "
-        f"on {result['split']}"
+    summary = run_summary(
+        doc, result["run_id"], "finetune", f"Fine-tuning {result['task']} ({result['protocol']})"
+    )
+    result.update(experiment_id=summary["experiment_id"], url=summary["url"])
+    stage(
+        "finetune",
+        f"{result['model']} v{result['version']}: {result['metric']} {result['score']:.4f} on the "
+        f"{result['split']} split",
     )
     return result

@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.context import TaskRunContext
 
-from flows.common import content_key, file_md5, log, params_from, table
+from flows.common import content_key, file_md5, log, params_from, stage, table
 from flows.params import IngestParams
 
 
@@ -45,7 +45,7 @@ def ingest_scenes(
     """Read new scenes into the catalog (append-only, atomic); returns a summary with a row per scene."""
     from a2mae.ingest.run import ingest
 
-    report = ingest(sources, catalog, params_from(doc), skip_bad=skip_bad, progress=False)
+    report = ingest(sources, catalog, params_from(doc), skip_bad=skip_bad, progress=True)
     rows = [
         {
             "status": status,
@@ -89,7 +89,10 @@ def ingest_flow(params: IngestParams = _DEFAULT) -> dict[str, Any]:
     catalog = p.data.catalog
     listing = fingerprint_sources(sources, doc)
     result = ingest_scenes(sources, catalog, doc, listing, file_md5(catalog), params.skip_bad)
-    log(f"ingest: {result['summary']}")
+    failed = f", {len(result['failed'])} failed" if result["failed"] else ""
+    stage(
+        "ingest", f"{len(result['added'])} scenes added, {result['present']} already in the catalog{failed}"
+    )
     for note in result.get("warnings", []):
         log(f"ingest warning: {note}")
     table("ingest-scenes", result["rows"], f"Scenes of the catalog {catalog} ({result['summary']})")

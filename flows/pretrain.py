@@ -18,7 +18,18 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 
-from flows.common import ensure_concurrency_limit, link_mlflow, log, params_from, snapshot_id, table
+from flows.common import (
+    ensure_concurrency_limit,
+    link_mlflow,
+    log,
+    mlflow_links,
+    mlflow_run_path,
+    mlflow_ui_url,
+    params_from,
+    snapshot_id,
+    stage,
+    table,
+)
 from flows.params import PretrainParams
 
 
@@ -49,7 +60,7 @@ def fetch_champion(doc: dict[str, Any], dest: str) -> dict[str, str] | None:
 @task(name="pretrain", cache_policy=NO_CACHE)
 def pretrain_task(snapshot: str, doc: dict[str, Any], run_name: str, init_from: str | None) -> dict[str, Any]:
     """Train (or resume) the run under the accelerator limit; returns MLflow ids and the version."""
-    from a2mae.pretrain.run import run_pretrain
+    from a2mae.pretrain.run import progress_bar, run_pretrain
 
     p = params_from(doc)
     ensure_concurrency_limit(p.infra.accelerator_limit, p.infra.accelerator_slots)
@@ -67,8 +78,12 @@ def pretrain_task(snapshot: str, doc: dict[str, Any], run_name: str, init_from: 
     from a2mae.pretrain.init import InitFromCheckpoint
 
     model_fn = InitFromCheckpoint(init_from) if init_from else None
-    with concurrency(p.infra.accelerator_limit, occupy=1):
-        result = run_pretrain(p, snapshot, name=run_name, progress=on_progress, model_fn=model_fn)
+    with (
+        concurrency(p.infra.accelerator_limit, occupy=1),
+        mlflow_links(),
+        progress_bar(also=on_progress) as progress,  # the command's bar (the demo), and the artifact
+    ):
+        result = run_pretrain(p, snapshot, name=run_name, progress=progress, model_fn=model_fn)
     update_progress_artifact(bar, 100.0)
     return {
         "run_name": result.run_name,
@@ -82,18 +97,34 @@ def pretrain_task(snapshot: str, doc: dict[str, Any], run_name: str, init_from: 
     }
 
 
-def run_summary(doc: dict[str, Any], run_id: str, key: str, title: str) -> dict[str, float]:
-    """Link the MLflow run and table its final metrics; returns the metrics."""
+def link_run(uri: str, run_id: str, key: str, title: str) -> Any:
+    """A link artifact to an MLflow run's page (in its own experiment); returns the run."""
     from mlflow.tracking import MlflowClient
 
+    run = MlflowClient(uri).get_run(run_id)
+    link_mlflow(key, uri, mlflow_run_path(run.info.experiment_id, run_id), title)
+    return run
+
+
+def run_summary(doc: dict[str, Any], run_id: str, key: str, title: str) -> dict[str, Any]:
+    """Link the MLflow run and table its final metrics.
+
+    Returns:
+        The run's final ``metrics``, its ``experiment_id`` and its ``url`` (None without an MLflow UI URL).
+    """
     from a2mae.tracking.client import tracking_uri
 
     uri = tracking_uri(params_from(doc))
-    run = MlflowClient(uri).get_run(run_id)
+    run = link_run(uri, run_id, f"{key}-run", title)
     metrics = dict(run.data.metrics)
-    link_mlflow(f"{key}-run", uri, f"#/experiments/{run.info.experiment_id}/runs/{run_id}", title)
     table(f"{key}-metrics", [{"metric": k, "value": v} for k, v in sorted(metrics.items())], title)
-    return metrics
+    base = mlflow_ui_url(uri)
+    path = mlflow_run_path(run.info.experiment_id, run_id)
+    return {
+        "metrics": metrics,
+        "experiment_id": run.info.experiment_id,
+        "url": f"{base}/{path}" if base else None,
+    }
 
 
 _DEFAULT = PretrainParams()
@@ -122,6 +153,13 @@ def pretrain_flow(params: PretrainParams = _DEFAULT) -> dict[str, Any]:
     log(f"pretrain: run {run_name} on snapshot {ident} (start: {start})")
     result = pretrain_task(snapshot, doc, run_name, init)
     result["start"] = start
-    result["metrics"] = run_summary(doc, result["run_id"], "pretrain", f"Pre-training run {run_name}")
-    log(f"pretrain: {result['steps']} steps; encoder {p.registry.encoder_model} v{result['version']}")
+    summary = run_summary(doc, result["run_id"], "pretrain", f"Pre-training run {run_name}")
+    result.update(metrics=summary["metrics"], experiment_id=summary["experiment_id"], url=summary["url"])
+    loss = summary["metrics"].get("train/loss")
+    shown = f", loss {loss:.4f}" if loss is not None else ""
+    stage(
+        "pretrain",
+        f"{p.registry.encoder_model} v{result['version']} after {result['steps']} steps{shown} "
+        f"(run {run_name})",
+    )
     return result

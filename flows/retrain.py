@@ -18,7 +18,16 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.collect import collect_flow
-from flows.common import emit_promoted, log, markdown, mlflow_ui_url
+from flows.common import (
+    emit_promoted,
+    flow_run_link,
+    log,
+    markdown,
+    md_link,
+    mlflow_run_path,
+    mlflow_version_path,
+    stage,
+)
 from flows.evaluate import evaluate_flow
 from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
@@ -48,9 +57,11 @@ def promote_encoder(doc: dict[str, Any], version: str, reason: str) -> None:
 
 
 def _summary(doc: dict[str, Any], out: dict[str, Any]) -> None:
+    """The retrain's summary artifact: what each stage did, with links to the MLflow pages."""
     from a2mae.tracking.client import tracking_uri
 
-    base = mlflow_ui_url(tracking_uri(_params(doc))) or "(mlflow ui)"
+    p = _params(doc)
+    uri = tracking_uri(p)
     snap = out["snapshot"]
     lines = [
         "### a2mae retrain",
@@ -66,15 +77,33 @@ def _summary(doc: dict[str, Any], out: dict[str, Any]) -> None:
             "- training skipped: the champion encoder was trained on this snapshot (force retrains anyway)"
         )
     else:
-        pre, ft, ev = out["pretrain"], out["finetune"], out["evaluate"]
-        lines += [
-            f"- pre-training run `{pre['run_id']}`: encoder v{pre['version']} (start: {pre['start']})",
-            f"- fine-tuning run `{ft['run_id']}`: {ft['model']} v{ft['version']}, "
-            f"{ft['metric']} {ft['score']:.4f}",
-            f"- evaluation: **{ev['decision']}** (champion before: {ev['champion'] or 'none'})",
-            f"- MLflow: {base}/#/models/{ft['model']}",
-        ]
+        lines += _trained_lines(uri, p.registry.encoder_model, out)
     markdown("retrain-summary", "\n".join(lines), description="What this retrain did")
+
+
+def _trained_lines(uri: str, encoder: str, out: dict[str, Any]) -> list[str]:
+    """Summary lines of the trained stages: runs and versions as links to their MLflow pages."""
+    pre, ft, ev = out["pretrain"], out["finetune"], out["evaluate"]
+    pre_run = md_link(uri, mlflow_run_path(pre["experiment_id"], pre["run_id"]), pre["run_name"])
+    ft_run = md_link(
+        uri, mlflow_run_path(ft["experiment_id"], ft["run_id"]), f"{ft['task']} {ft['protocol']}"
+    )
+    champion = f"v{ev['champion']}" if ev["champion"] else "none"
+    enc_v = md_link(uri, mlflow_version_path(encoder, pre["version"]), f"{encoder} v{pre['version']}")
+    model, version = ft["model"], ft["version"]
+    ft_v = md_link(uri, mlflow_version_path(model, version), f"{model} v{version}")
+    lines = [
+        f"- pre-training run {pre_run}: {enc_v} (start: {pre['start']})",
+        f"- fine-tuning run {ft_run}: {ft_v}, {ft['metric']} {ft['score']:.4f}",
+    ]
+    verdict = f"**{ev['decision']}** (champion before: {champion})"
+    if ev.get("run_id") and ev.get("experiment_id"):
+        ev_run = md_link(uri, mlflow_run_path(ev["experiment_id"], ev["run_id"]), "evaluation run")
+        lines.append(f"- {ev_run}: {verdict}")
+    else:
+        lines.append(f"- evaluation: {verdict}")
+    lines.append(f"- MLflow: {md_link(uri, '#/models/' + model, model)} (its versions and aliases)")
+    return lines
 
 
 def _params(doc: dict[str, Any]) -> Any:
@@ -112,10 +141,12 @@ def retrain(params: RetrainParams = _DEFAULT) -> dict[str, Any]:
     snap = version_snapshot(params.project_dir, doc, p.tile.snapshot, version.dvc_remote, version.git_commit)
     out["snapshot"] = snap
     md5 = snap.get("md5")
+    commit = f", git commit {str(snap['git_commit'])[:10]}" if snap.get("git_commit") else ""
+    stage("version", f"DVC {str(md5)[:12]} on remote {snap.get('remote')}{commit}")
     if md5 and not params.force and champion_snapshot(doc) == md5:
         out["skipped"] = True
         _summary(doc, out)
-        log(f"retrain: snapshot {md5} is the champion's; nothing to train (force retrains anyway)")
+        stage("train", "skipped: the champion encoder was trained on this snapshot (force retrains anyway)")
         return out
     pre = pretrain_flow(PretrainParams.from_params(p, from_champion=params.pretrain.from_champion, **common))
     encoder = f"models:/{p.registry.encoder_model}/{pre['version']}"
@@ -130,6 +161,8 @@ def retrain(params: RetrainParams = _DEFAULT) -> dict[str, Any]:
         promote_encoder(doc, pre["version"], f"retrain: {ft['model']} v{ft['version']} {ev['decision']}")
         emit_promoted(ft["model"], ft["version"], encoder_version=pre["version"], snapshot_dvc_hash=md5)
     tags = {DVC_TAG: md5 or "none", "a2mae.snapshot_git_commit": snap.get("git_commit") or "none"}
+    link, _ = flow_run_link()  # the retrain behind every run and version it produced
+    tags.update({k.replace(".flow_run", ".retrain_flow_run"): v for k, v in link.items() if ".flow_run" in k})
     versions = [(p.registry.encoder_model, pre["version"]), (ft["model"], str(ft["version"]))]
     tag_lineage(doc, tags, [pre["run_id"], ft["run_id"], ev["run_id"]], versions)
     _summary(doc, out)

@@ -14,7 +14,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.context import TaskRunContext
 
-from flows.common import content_key, file_md5, log, params_from, snapshot_id, table
+from flows.common import content_key, file_md5, params_from, snapshot_id, stage, table
 from flows.params import TileParams
 
 
@@ -32,7 +32,7 @@ def tile_snapshot(
     """Write (or confirm) the snapshot; returns its id and counts."""
     from a2mae.stssd.run import tile
 
-    s = tile(catalog, out, params_from(doc), progress=False, force=force)
+    s = tile(catalog, out, params_from(doc), progress=True, force=force)
     return {
         "snapshot": str(s.out),
         "snapshot_id": s.snapshot_id,
@@ -72,7 +72,13 @@ def tile_flow(params: TileParams = _DEFAULT) -> dict[str, Any]:
     if snapshot_id(out, verify=True) is None:  # the output is gone or damaged: do not trust the cache
         task_ = tile_snapshot.with_options(refresh_cache=True)
     result = task_(catalog, out, doc, file_md5(catalog), params.force)
-    state = "up to date" if result["up_to_date"] else f"written in {result['seconds']} s"
-    log(f"tile: snapshot {result['snapshot_id']} at {out} ({state})")
+    c = result["counts"]
+    state = "up to date" if result["up_to_date"] else f"written in {result['seconds']:.1f} s"
+    sizes = (
+        f"{c.get('sets', 0)} image sets, {c.get('chips', 0)} chips"
+        if "chips" in c
+        else f"{c.get('sets', 0)} sets"
+    )
+    stage("tile", f"snapshot {result['snapshot_id']}: {sizes} ({state})")
     table("tile-snapshot", _stat_rows(result["counts"]), f"STSSD snapshot {result['snapshot_id']} at {out}")
     return result

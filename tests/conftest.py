@@ -300,7 +300,7 @@ def tiny_pretrain_overrides(tmp_path, empty_mlflow_db):
         "pretrain.num_workers=0",
         "pretrain.batch_size=4",
         "pretrain.system_metrics=false",
-        "pretrain.log_images_every_steps=1000",
+        "pretrain.log_images_every_steps=0",
         f"pretrain.storage_path={tmp_path / 'runs'}",
         f"registry.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
     ]
@@ -316,7 +316,7 @@ TINY_PIPELINE = (
     "pretrain.batch_size=4",
     "pretrain.system_metrics=false",
     "pretrain.ray_dashboard=false",
-    "pretrain.log_images_every_steps=1000",
+    "pretrain.log_images_every_steps=0",
     "finetune.max_steps=2",
     "finetune.batch_size=4",
     "finetune.decoder_channels=16",

@@ -15,7 +15,8 @@ The layers, from the top (a module may import its own layer and the layers below
  9    shared services of the stages: ``tracking``, ``checkpoint``, ``executor``, ``services``, ``dvc``,
       ``samples``
  10   ``a2mae.models`` (pure torch + timm)
- 11   base: ``a2mae.types``, ``a2mae.sensors``, ``a2mae.io``, ``a2mae.config``, ``a2mae.errors``
+ 11   base: ``a2mae.types``, ``a2mae.sensors``, ``a2mae.io``, ``a2mae.config``, ``a2mae.errors``,
+      ``a2mae.console`` (what commands print, progress bars), ``a2mae.logs`` (library logs to a file)
 ====  ===============================================================================================
 
 Besides the layers: ``a2mae`` imports no Prefect; ``a2mae.models`` imports no file I/O, Ray, MLflow or
@@ -52,7 +53,17 @@ LAYERS: list[tuple[str, ...]] = [
         "a2mae.samples",
     ),
     ("a2mae.models",),
-    ("a2mae.types", "a2mae.sensors", "a2mae.io", "a2mae.config", "a2mae.errors", "a2mae._tvshim", "a2mae"),
+    (
+        "a2mae.types",
+        "a2mae.sensors",
+        "a2mae.io",
+        "a2mae.config",
+        "a2mae.errors",
+        "a2mae.console",
+        "a2mae.logs",
+        "a2mae._tvshim",
+        "a2mae",
+    ),
 ]
 
 #: Top-level packages ``a2mae.models`` must never import (file I/O, distribution, tracking, orchestration).

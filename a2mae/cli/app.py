@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,6 +14,8 @@ if TYPE_CHECKING:  # typer may run its own copy of click: only the types are tak
     import click
 
 from a2mae.config import Params, load_params
+from a2mae.console import Output
+from a2mae.errors import A2maeError
 
 
 class HelpGroup(TyperGroup):
@@ -66,3 +70,51 @@ def resolve_params(params: Path | None, overrides: list[str] | None) -> Params:
     p = load_params(params, overrides or ())
     check_chip_size(p.model, p.tile.chip_size, **p.pretrain.model_overrides)
     return p
+
+
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print nothing but errors (scripts: the exit code tells).")
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the result as one JSON document on stdout, and nothing else.")
+]
+VerboseOpt = Annotated[
+    int,
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        help="Also show the libraries' warnings (-vv: their info messages); all of them are always in the "
+        "log file, <infra.home>/logs/a2mae.log.",
+    ),
+]
+
+
+class OutputOptionError(A2maeError):
+    """Options that ask for two kinds of output at once."""
+
+
+def log_file(params: Params) -> Path:
+    """The log file of the command line: ``<infra.home>/logs/a2mae.log``."""
+    return Path(params.infra.home) / "logs" / "a2mae.log"
+
+
+@contextlib.contextmanager
+def command_output(params: Params, quiet: bool, as_json: bool, verbose: int) -> Iterator[Output]:
+    """The output of a long verb while its work runs: its bars on the terminal, library messages in the log.
+
+    Yields the :class:`~a2mae.console.Output` the verb prints its result with; it keeps writing to the
+    terminal after the block (the result is printed after the work).
+
+    Raises:
+        OutputOptionError: ``--quiet`` together with ``--json``.
+    """
+    from a2mae import console, logs
+
+    if quiet and as_json:
+        raise OutputOptionError("--quiet and --json exclude each other; choose one")
+    mode = "json" if as_json else "quiet" if quiet else "normal"
+    with logs.to_file(log_file(params), verbose=verbose) as term:
+        out = Output(mode, term.out, term.err)
+        with console.use(out):
+            yield out

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from a2mae.cli.app import ParamsOpt, SetOpt, app, resolve_params
+from a2mae.cli.app import (
+    JsonOpt,
+    ParamsOpt,
+    QuietOpt,
+    SetOpt,
+    VerboseOpt,
+    app,
+    command_output,
+    resolve_params,
+)
 
 TaskOpt = Annotated[
     str | None,
@@ -57,6 +66,9 @@ def finetune_cmd(
     params: ParamsOpt = None,
     set_: SetOpt = None,
     progress: ProgressOpt = True,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
 ) -> None:
     """Fine-tune a task on a dataset, log it to MLflow and register it as a challenger of a2mae-<task>."""
     from a2mae.finetune.run import compare_scratch as run_compare
@@ -64,21 +76,46 @@ def finetune_cmd(
 
     p = resolve_params(params, _overrides(set_, task=task, protocol=protocol, encoder=encoder))
     if compare_scratch:
-        res = run_compare(p, data=data, register=register, progress=None if progress else False)
-        typer.echo(res.report.split("\n## Setup")[0].rstrip())
-        typer.echo(f"\nreport: {res.report_path}" + (f" (MLflow run {res.run_id})" if res.run_id else ""))
+        with command_output(p, quiet, as_json, verbose) as out:
+            res = run_compare(p, data=data, register=register, progress=None if progress else False)
         reg = [o.version for o in res.outcomes if o.version is not None]
+        out.json(
+            {
+                "report": str(res.report_path),
+                "run_id": res.run_id,
+                "registered": [{"model": v.name, "version": v.version} for v in reg],
+            }
+        )
+        out.line(res.report.split("\n## Setup")[0].rstrip())
+        out.line(f"\nreport: {res.report_path}" + (f" (MLflow run {res.run_id})" if res.run_id else ""))
         for v in reg:
-            typer.echo(f"registered {v.name} version {v.version} (@{p.evaluate.challenger_alias})")
+            out.line(f"registered {v.name} version {v.version} (@{p.evaluate.challenger_alias})")
         return
-    o = finetune(p, data=data, register=register, progress=None if progress else False)
-    typer.echo(f"{o.task} / {o.protocol} / encoder {o.encoder}: {o.steps} steps in {o.seconds:.1f} s")
-    typer.echo(f"  {o.split} (split {o.split_hash[:12]}): {_metrics(o.metrics)}")
+    with command_output(p, quiet, as_json, verbose) as out:
+        o = finetune(p, data=data, register=register, progress=None if progress else False)
+    out.json(
+        {
+            "task": o.task,
+            "protocol": o.protocol,
+            "encoder": o.encoder,
+            "steps": o.steps,
+            "seconds": round(o.seconds, 2),
+            "split": o.split,
+            "split_hash": o.split_hash,
+            "metrics": o.metrics,
+            "val_metrics": o.val_metrics,
+            "run_id": o.run_id,
+            "model": o.version.name if o.version else None,
+            "version": o.version.version if o.version else None,
+        }
+    )
+    out.line(f"{o.task} / {o.protocol} / encoder {o.encoder}: {o.steps} steps in {o.seconds:.1f} s")
+    out.line(f"  {o.split} (split {o.split_hash[:12]}): {_metrics(o.metrics)}")
     if o.val_metrics:
-        typer.echo(f"  val: {_metrics(o.val_metrics)}")
-    typer.echo(f"  MLflow run {o.run_id}")
+        out.line(f"  val: {_metrics(o.val_metrics)}")
+    out.line(f"  MLflow run {o.run_id}")
     if o.version is not None:
-        typer.echo(
+        out.line(
             f"  registered {o.version.name} version {o.version.version} (@{p.evaluate.challenger_alias}); "
             f"next: a2mae evaluate {o.version.name} {o.version.version}"
         )

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from a2mae.cli.app import ParamsOpt, SetOpt, app, resolve_params
+from a2mae.cli.app import (
+    JsonOpt,
+    ParamsOpt,
+    QuietOpt,
+    SetOpt,
+    VerboseOpt,
+    app,
+    command_output,
+    resolve_params,
+)
 from a2mae.errors import A2maeError
 from a2mae.ingest.catalog import SceneRecord
 
@@ -60,6 +69,9 @@ def ingest_cmd(
     ] = True,
     params: ParamsOpt = None,
     set_: SetOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
 ) -> None:
     """Read scene metadata (sensor, bands, GSDs, date, corners, cloud) into the scene catalog.
 
@@ -69,17 +81,28 @@ def ingest_cmd(
 
     p = resolve_params(params, set_)
     target = catalog if catalog is not None else Path(p.data.catalog)
-    report = ingest(sources, target, p, skip_bad=skip_bad, progress=progress)
+    with command_output(p, quiet, as_json, verbose) as out:
+        report = ingest(sources, target, p, skip_bad=skip_bad, progress=progress)
     rows = [("added", r) for r in report.added] + [("present", r) for r in report.skipped]
+    out.json(
+        {
+            "catalog": str(target),
+            "added": [r.scene_id for r in report.added],
+            "present": [r.scene_id for r in report.skipped],
+            "failed": [{"source": f.source, "message": f.message} for f in report.failed],
+            "ignored": len(report.ignored),
+        }
+    )
     if rows:
         for line in format_rows(rows):
-            typer.echo(line)
-    for failure in report.failed:
-        typer.echo(f"skipped bad input: {failure.message}", err=True)
-    for note in report.warnings:
-        typer.echo(f"warning: {note}", err=True)
-    if report.ignored:
+            out.line(line)
+    if out.mode != "json":  # bad inputs and warnings are worth a line even with --quiet
+        for failure in report.failed:
+            typer.echo(f"skipped bad input: {failure.message}", err=True)
+        for note in report.warnings:
+            typer.echo(f"warning: {note}", err=True)
+    if report.ignored and out.mode == "normal":
         typer.echo(f"ignored {len(report.ignored)} auxiliary file(s) without a band name", err=True)
-    typer.echo(f"ingest: {report.summary()}")
+    out.line(f"ingest: {report.summary()}")
     if report.failed and not report.added and not report.skipped:
         raise IngestFailed(f"no scene ingested: all {len(report.failed)} input(s) failed (see above)")

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from a2mae.cli.app import ParamsOpt, SetOpt, app, resolve_params
+from a2mae.cli.app import (
+    JsonOpt,
+    ParamsOpt,
+    QuietOpt,
+    SetOpt,
+    VerboseOpt,
+    app,
+    command_output,
+    resolve_params,
+)
 
 
 @app.command("predict")
@@ -37,6 +46,9 @@ def predict_cmd(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bar on a terminal.")
     ] = True,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
 ) -> None:
     """Apply a model to scenes: class/change maps (COG), chip labels or embeddings (GeoParquet)."""
     from a2mae.predict.run import predict
@@ -45,12 +57,24 @@ def predict_cmd(
     if workers is not None:
         sets.append(f"predict.workers={workers}")
     p = resolve_params(params, sets)
-    r = predict(sources, out, p, model_uri=model, overwrite=overwrite, progress=progress)
+    with command_output(p, quiet, as_json, verbose) as shown:
+        r = predict(sources, out, p, model_uri=model, overwrite=overwrite, progress=progress)
     m = r.model
     rate = r.pixels / r.seconds / 1e6 if r.seconds else 0.0
-    typer.echo(
+    shown.json(
+        {
+            "out": out,
+            "task": r.task,
+            "model": m,
+            "outputs": r.outputs,
+            "windows": r.windows,
+            "pixels": r.pixels,
+            "seconds": round(r.seconds, 2),
+        }
+    )
+    shown.line(
         f"{out}: {r.task} of {m['model_name']} v{m['model_version']} (run {m['run_id'] or '-'}) on "
         f"{len(r.outputs)} scene(s), {r.windows} windows in {r.seconds:.1f} s ({rate:.2f} Mpx/s)"
     )
     for o in r.outputs:
-        typer.echo(f"  {o['key']}: " + ", ".join(Path(f).name for f in o["files"]))
+        shown.line(f"  {o['key']}: " + ", ".join(Path(f).name for f in o["files"]))

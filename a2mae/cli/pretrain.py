@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from a2mae.cli.app import ParamsOpt, SetOpt, app, resolve_params
+from a2mae.cli.app import (
+    JsonOpt,
+    ParamsOpt,
+    QuietOpt,
+    SetOpt,
+    VerboseOpt,
+    app,
+    command_output,
+    resolve_params,
+)
 
 
 @app.command("pretrain")
@@ -23,6 +32,9 @@ def pretrain_cmd(
     no_register: Annotated[
         bool, typer.Option("--no-register", help="Do not log and register the encoder at the end.")
     ] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
 ) -> None:
     """Pre-train A²-MAE on a snapshot (Ray Train; MLflow run and registered encoder at the end).
 
@@ -30,41 +42,33 @@ def pretrain_cmd(
 
     Workers, storage, Ray cluster and tracking server: pretrain.* and registry.* (docs/pretrain.md).
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from a2mae.pretrain.run import preflight, run_pretrain
+    from a2mae.pretrain.run import preflight, progress_bar, run_pretrain
 
     p = resolve_params(params, set_)
     preflight(p, snapshot)  # one-line errors before the progress display appears
-    console = Console(stderr=True)
-    columns = (
-        TextColumn("[bold]pretrain[/bold] {task.fields[run]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("steps", total=None, run=name or p.pretrain.run_name, loss="-")
-
-        def on_progress(info: dict[str, Any]) -> None:
-            loss = info.get("loss")
-            bar.update(
-                task,
-                completed=info.get("step", 0),
-                total=info.get("total"),
-                loss=f"{loss:.4f}" if isinstance(loss, float) else "-",
-            )
-
+    with command_output(p, quiet, as_json, verbose) as out, progress_bar() as on_progress:
         result = run_pretrain(p, snapshot, name=name, progress=on_progress, register=not no_register)
-        bar.update(task, completed=result.global_step, total=result.total_steps)
+    out.json(
+        {
+            "run_name": result.run_name,
+            "run_id": result.run_id,
+            "steps": result.global_step,
+            "total_steps": result.total_steps,
+            "resumed": result.resumed,
+            "starts": len(result.attempts),
+            "checkpoint": result.checkpoint,
+            "model_uri": result.model_uri,
+            "registered_model": p.registry.encoder_model if result.registered_version is not None else None,
+            "registered_version": result.registered_version,
+            "seconds": round(result.seconds, 1),
+        }
+    )
     starts = len(result.attempts)
     resumed = f" (resumed; {starts} starts)" if result.resumed or starts > 1 else ""
-    typer.echo(f"run {result.run_name}: {result.global_step}/{result.total_steps} steps{resumed}")
-    typer.echo(f"checkpoint: {result.checkpoint}")
-    typer.echo(f"mlflow run id: {result.run_id}")
+    out.line(f"run {result.run_name}: {result.global_step}/{result.total_steps} steps{resumed}")
+    out.line(f"checkpoint: {result.checkpoint}")
+    out.line(f"mlflow run id: {result.run_id}")
     if result.registered_version is not None:
-        typer.echo(f"registered: {p.registry.encoder_model} version {result.registered_version}")
+        out.line(f"registered: {p.registry.encoder_model} version {result.registered_version}")
     else:
-        typer.echo("registered: none (--no-register)" if no_register else "registered: none")
+        out.line("registered: none (--no-register)" if no_register else "registered: none")

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from a2mae.cli.app import ParamsOpt, SetOpt, app, resolve_params
+from a2mae.cli.app import (
+    JsonOpt,
+    ParamsOpt,
+    QuietOpt,
+    SetOpt,
+    VerboseOpt,
+    app,
+    command_output,
+    resolve_params,
+)
 
 
 @app.command("tile")
@@ -32,6 +41,9 @@ def tile_cmd(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bar on a terminal.")
     ] = True,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = 0,
 ) -> None:
     """Group co-located scenes into image sets and write an STSSD snapshot (atomic, deterministic)."""
     from a2mae.stssd.run import tile
@@ -39,26 +51,37 @@ def tile_cmd(
     p = resolve_params(params, set_)
     catalog = catalog or Path(p.data.catalog)
     out = out or Path(p.tile.snapshot)
-    s = tile(catalog, out, p, progress=progress, force=force, skip_bad=skip_bad)
-    for line in s.skipped:
-        typer.echo(f"skipped unreadable scene {line}", err=True)
+    with command_output(p, quiet, as_json, verbose) as shown:
+        s = tile(catalog, out, p, progress=progress, force=force, skip_bad=skip_bad)
+    if shown.mode != "json":
+        for line in s.skipped:
+            typer.echo(f"skipped unreadable scene {line}", err=True)
     c = s.counts
+    shown.json(
+        {
+            "snapshot": str(out),
+            "snapshot_id": s.snapshot_id,
+            "up_to_date": s.up_to_date,
+            "seconds": round(s.seconds, 2) if s.seconds else None,
+            "counts": c,
+        }
+    )
     if s.up_to_date:
-        typer.echo(f"{out}: up to date (snapshot {s.snapshot_id}, {c.get('sets', 0)} sets); nothing to do")
+        shown.line(f"{out}: up to date (snapshot {s.snapshot_id}, {c.get('sets', 0)} sets); nothing to do")
         return
     if s.note:
-        typer.echo(f"{out}: {s.note}: rebuilt")
+        shown.line(f"{out}: {s.note}: rebuilt")
     mb = c["bytes"] / 1e6
     rate = f", {s.input_bytes / 1e6 / s.seconds:.1f} MB/s of input" if s.input_bytes and s.seconds else ""
-    typer.echo(f"{out}: snapshot {s.snapshot_id} written in {s.seconds:.1f} s{rate}")
-    typer.echo(f"  sets        {c['sets']} of {c['sets_planned']} planned  " + _kv(c["sets_per_kind"]))
-    typer.echo(f"  images      {c['images']}  " + _kv(c["images_per_sensor"]))
-    typer.echo(f"  chips       {c['chips']} stored of {c['chips_read']} read")
-    typer.echo(
+    shown.line(f"{out}: snapshot {s.snapshot_id} written in {s.seconds:.1f} s{rate}")
+    shown.line(f"  sets        {c['sets']} of {c['sets_planned']} planned  " + _kv(c["sets_per_kind"]))
+    shown.line(f"  images      {c['images']}  " + _kv(c["images_per_sensor"]))
+    shown.line(f"  chips       {c['chips']} stored of {c['chips_read']} read")
+    shown.line(
         f"  dropped     chips: {_kv(c['chips_dropped']) or 'none'}; sets: {_kv(c['sets_dropped']) or 'none'}"
     )
-    typer.echo(f"  shards      {c['shards']}, {mb:.1f} MB")
-    typer.echo(f"  split       {_kv(c['sets_per_split'])}")
+    shown.line(f"  shards      {c['shards']}, {mb:.1f} MB")
+    shown.line(f"  split       {_kv(c['sets_per_split'])}")
 
 
 def _kv(d: dict[str, int]) -> str:

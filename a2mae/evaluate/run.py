@@ -18,12 +18,13 @@ from typing import Any
 from a2mae.config import Params
 from a2mae.finetune import engine
 from a2mae.finetune.datasets import DatasetInfo, DownstreamDataset, check_compatible, open_dataset
-from a2mae.finetune.metrics import confusion_png, metric_kind
+from a2mae.finetune.metrics import TaskMetrics, metric_kind
 from a2mae.models.downstream import DownstreamModel
 from a2mae.registry import aliases
 from a2mae.registry.downstream import load_model
 from a2mae.registry.errors import RegistryError
 from a2mae.tracking.client import client, temp_dir, use_experiment
+from a2mae.tracking.context import description_tags
 from a2mae.tracking.lineage import lineage_tags
 
 EVAL_PREFIX = "a2mae.eval."
@@ -125,7 +126,8 @@ class _Scores:
         split_hash: Content hash of the evaluation split.
         metric: Primary metric name.
         challenger_metrics: All metrics of the challenger.
-        confusion: The challenger's confusion matrix ``[C, C]`` (None for multi-label tasks).
+        scored: The challenger's accumulated metrics (its ``figures()``: the confusion matrix, or
+            multi-label precision-recall curves and per-class counts).
         champion_metrics: All metrics of the champion (empty without one).
         champion_score: The champion's primary metric (None without one).
         decision: ``first_champion``, ``promoted`` or ``rejected`` (see :func:`decide`).
@@ -136,7 +138,7 @@ class _Scores:
     split_hash: str
     metric: str
     challenger_metrics: dict[str, float]
-    confusion: Any
+    scored: TaskMetrics
     champion_metrics: dict[str, float]
     champion_score: float | None
     decision: str
@@ -230,7 +232,7 @@ def _score_both(params: Params, name: str, mv: Any, champ_mv: Any | None, root: 
     ds = open_eval_split(challenger, root, ev.split)
     split_hash = ds.content_hash()
     metric = getattr(ev.primary_metric, metric_kind(challenger.spec.task, challenger.spec.multilabel))
-    ch_metrics, ch_cm = engine.score(challenger, ds, ev.batch_size)
+    ch_metrics, ch_scored = engine.score(challenger, ds, ev.batch_size)
     champ_metrics: dict[str, float] = {}
     champion_score = None
     if champ_mv is not None:
@@ -240,7 +242,7 @@ def _score_both(params: Params, name: str, mv: Any, champ_mv: Any | None, root: 
         champion_score = champ_metrics[metric]
     decision = decide(ch_metrics[metric], champion_score, ev.promotion_margin)
     return _Scores(
-        challenger, root, split_hash, metric, ch_metrics, ch_cm, champ_metrics, champion_score, decision
+        challenger, root, split_hash, metric, ch_metrics, ch_scored, champ_metrics, champion_score, decision
     )
 
 
@@ -248,7 +250,7 @@ def _log_evaluation_run(params: Params, name: str, version: str, champ_v: str | 
     """Log the evaluation as an MLflow run of ``evaluate.experiment`` and return its id.
 
     The run holds lineage tags (with the decision), the gate's parameters, both models' metrics
-    (``challenger_*``, ``champion_*``; non-finite values left out) and the challenger's confusion matrix.
+    (``challenger_*``, ``champion_*``; non-finite values left out) and the challenger's figures.
     """
     import mlflow
 
@@ -264,6 +266,17 @@ def _log_evaluation_run(params: Params, name: str, version: str, champ_v: str | 
         eval_split=ev.split,
         split_hash=scores.split_hash,
         decision=scores.decision,
+    )
+    champion = f"v{champ_v}" if champ_v else "none yet"
+    champ_score = "-" if scores.champion_score is None else f"{scores.champion_score:.4f}"
+    tags.update(
+        description_tags(
+            f"Evaluation of {name} v{version} against @{params.registry.champion_alias} ({champion}) on "
+            f"the frozen `{ev.split}` split: **{scores.decision}**.",
+            f"{scores.metric}: challenger {scores.challenger_metrics[scores.metric]:.4f}, champion "
+            f"{champ_score}, promotion margin {ev.promotion_margin}",
+            f"data `{scores.root}`, split hash `{scores.split_hash[:12]}`",
+        )
     )
     with mlflow.start_run(run_name=f"{name}-v{version}-vs-champion", tags=tags) as run:
         mlflow.log_params(
@@ -282,12 +295,14 @@ def _log_evaluation_run(params: Params, name: str, version: str, champ_v: str | 
         mlflow.log_metrics(
             {f"champion_{k}": v for k, v in scores.champion_metrics.items() if math.isfinite(v)}
         )
-        if scores.confusion is not None:
+        title = f"{name} v{version} on {ev.split}"
+        figures = scores.scored.figures(list(scores.challenger.spec.classes), title)
+        if figures:
             with temp_dir() as d:
-                p = d / f"confusion_v{version}.png"
-                title = f"{name} v{version} on {ev.split}"
-                p.write_bytes(confusion_png(scores.confusion, scores.challenger.spec.classes, title))
-                mlflow.log_artifact(str(p))
+                for file_name, png in figures.items():
+                    p = d / f"{Path(file_name).stem}_v{version}.png"
+                    p.write_bytes(png)
+                    mlflow.log_artifact(str(p))
     return run.info.run_id
 
 

@@ -130,7 +130,16 @@ def ablate(
     with contextlib.ExitStack() as stack:
         if track:
             parent = open_parent_run(
-                stack, params, f"{task}-ablation", stage="ablation", task=task, snapshot=snapshot
+                stack,
+                params,
+                f"{task}-ablation",
+                f"Ablation on {task}: the pre-training variants "
+                f"{', '.join(v.name for v in variants)} (masking, geographic encoding), each pre-trained "
+                f"briefly on `{snapshot}` and fine-tuned identically; the arms are nested runs, the table "
+                "is `ablation.md`.",
+                stage="ablation",
+                task=task,
+                snapshot=snapshot,
             )
         for v, handle, loss in encoders:
             row, arms = _finetune_variant(params, v, handle, loss, task, root, track, progress)

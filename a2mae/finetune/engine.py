@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -174,7 +173,7 @@ def train(
 @torch.no_grad()
 def score(
     model: DownstreamModel, ds: Dataset[Sample], batch_size: int, use_metadata: bool = True
-) -> tuple[dict[str, float], np.ndarray | None]:
+) -> tuple[dict[str, float], TaskMetrics]:
     """Metrics of ``model`` on a dataset split.
 
     Args:
@@ -185,11 +184,12 @@ def score(
             default metadata (what the served signature does).
 
     Returns:
-        ``(metrics, confusion matrix or None)``.
+        ``(metrics, the accumulated TaskMetrics)``: its ``figures()`` are the split's confusion matrix or
+        precision-recall curves.
     """
     model.eval()
     s = model.spec
     m = TaskMetrics(s.task, len(s.classes), s.multilabel, s.ignore_index)
     for b in loader(ds, batch_size, shuffle=False):
         m.update(model(b.pixels, b.metas if use_metadata else None), b.target)
-    return m.compute(), m.confusion()
+    return m.compute(), m

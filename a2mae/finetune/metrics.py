@@ -1,4 +1,4 @@
-"""Downstream metrics (torchmetrics) and the confusion-matrix figure.
+"""Downstream metrics (torchmetrics) and their figures (confusion matrix, precision-recall curves).
 
 =================== ============================================================================
 task                metrics (keys of :meth:`TaskMetrics.compute`)
@@ -12,6 +12,10 @@ change detection    ``change_f1`` and ``change_iou`` of the change class, ``oa``
 =================== ============================================================================
 
 Every value is a float in ``[0, 1]``.
+
+Figures (:meth:`TaskMetrics.figures`, PNG bytes): the confusion matrix for single-label and dense
+tasks; for multi-label, per-class precision-recall curves (with each class's average precision) and
+per-class confusion counts (TP / FP / FN / TN at threshold 0.5).
 """
 
 from __future__ import annotations
@@ -32,8 +36,13 @@ from torchmetrics.classification import (
     MulticlassJaccardIndex,
     MultilabelAccuracy,
     MultilabelAveragePrecision,
+    MultilabelConfusionMatrix,
     MultilabelF1Score,
+    MultilabelPrecisionRecallCurve,
 )
+
+#: Thresholds of the precision-recall curves (binned: bounded memory on any split size).
+PR_THRESHOLDS = 101
 
 METRIC_NAMES = {
     "single_label": ("oa", "macro_f1"),
@@ -80,6 +89,8 @@ class TaskMetrics:
                 "oa": MultilabelAccuracy(k, average="micro", threshold=0.5),
             }
             self._pos = torch.zeros(k, dtype=torch.long)
+            self._pr = MultilabelPrecisionRecallCurve(k, thresholds=PR_THRESHOLDS)
+            self._mcm = MultilabelConfusionMatrix(k, threshold=0.5)
         elif self.kind == "segmentation":
             self._m = {
                 "miou": MulticlassJaccardIndex(k, average="macro", ignore_index=ig),
@@ -110,7 +121,7 @@ class TaskMetrics:
             t = target.long()
             self._pos += t.sum(0)
             probs = logits.sigmoid()
-            for m in self._m.values():
+            for m in (*self._m.values(), self._pr, self._mcm):
                 m.update(probs, t)
             return
         pred = logits.argmax(1)
@@ -137,6 +148,46 @@ class TaskMetrics:
     def confusion(self) -> np.ndarray | None:
         """``[K, K]`` confusion matrix (rows: target, columns: prediction), or None for multi-label."""
         return None if self._cm is None else self._cm.compute().numpy()
+
+    def label_confusion(self) -> np.ndarray | None:
+        """Multi-label: ``[K, 4]`` counts per class, columns TP, FP, FN, TN (threshold 0.5); else None."""
+        if self.kind != "multi_label" or self.count == 0:
+            return None
+        mcm = self._mcm.compute().numpy()  # [K, 2, 2]: [[TN, FP], [FN, TP]]
+        return np.stack([mcm[:, 1, 1], mcm[:, 0, 1], mcm[:, 1, 0], mcm[:, 0, 0]], axis=1)
+
+    def pr_curves(self) -> list[tuple[np.ndarray, np.ndarray, float | None]] | None:
+        """Multi-label: per class ``(precision, recall, average precision)``, None AP without a positive.
+
+        None for the other kinds of task.
+        """
+        if self.kind != "multi_label" or self.count == 0:
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # classes without positives: handled through _pos
+            precision, recall, _ = self._pr.compute()
+            ap = self._m["map"].compute()
+        return [
+            (precision[c].numpy(), recall[c].numpy(), float(ap[c]) if self._pos[c] > 0 else None)
+            for c in range(self.num_classes)
+        ]
+
+    def figures(self, classes: Sequence[str], title: str) -> dict[str, bytes]:
+        """The split's figures as PNG bytes by file name (empty when nothing was scored).
+
+        ``confusion.png`` (single-label, segmentation, change detection), or ``pr_curves.png`` and
+        ``label_confusion.png`` (multi-label).
+        """
+        cm = self.confusion()
+        if cm is not None:
+            return {"confusion.png": confusion_png(cm, classes, title)}
+        curves, counts = self.pr_curves(), self.label_confusion()
+        if curves is None or counts is None:
+            return {}
+        return {
+            "pr_curves.png": pr_curves_png(curves, classes, title),
+            "label_confusion.png": label_confusion_png(counts, classes, title),
+        }
 
 
 def confusion_png(matrix: np.ndarray, classes: Sequence[str], title: str = "") -> bytes:
@@ -173,4 +224,81 @@ def confusion_png(matrix: np.ndarray, classes: Sequence[str], title: str = "") -
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
+    return buf.getvalue()
+
+
+def _short(name: str, width: int = 18) -> str:
+    return name if len(name) <= width else name[: width - 2] + "…"
+
+
+def pr_curves_png(
+    curves: Sequence[tuple[np.ndarray, np.ndarray, float | None]], classes: Sequence[str], title: str = ""
+) -> bytes:
+    """Per-class precision-recall curves, one small panel per class with its AP, as PNG bytes.
+
+    Args:
+        curves: Per class ``(precision [T+1], recall [T+1], AP or None)`` (:meth:`TaskMetrics.pr_curves`).
+        classes: Class names, in the same order.
+        title: Figure title.
+    """
+    from matplotlib.figure import Figure
+
+    k = len(classes)
+    cols = min(5, max(1, k))
+    rows = (k + cols - 1) // cols
+    fig = Figure(figsize=(2.4 * cols, 2.2 * rows + 0.5), dpi=90)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= k:
+            ax.set_visible(False)
+            continue
+        precision, recall, ap = curves[i]
+        if ap is None:
+            ax.text(0.5, 0.5, "no positive\nin this split", ha="center", va="center", fontsize=7)
+        else:
+            ax.plot(recall, precision, lw=1.2)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(
+            f"{_short(classes[i], 24)}\nAP {ap:.2f}" if ap is not None else _short(classes[i], 24), fontsize=7
+        )
+        ax.tick_params(labelsize=6)
+        if i % cols == 0:
+            ax.set_ylabel("precision", fontsize=7)
+        if i // cols == rows - 1:
+            ax.set_xlabel("recall", fontsize=7)
+    fig.suptitle(
+        f"{title}: precision-recall per class" if title else "precision-recall per class", fontsize=9
+    )
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def label_confusion_png(counts: np.ndarray, classes: Sequence[str], title: str = "") -> bytes:
+    """Per-class TP / FP / FN / TN counts of a multi-label split (colour: share of the class's samples).
+
+    Args:
+        counts: ``[K, 4]`` (:meth:`TaskMetrics.label_confusion`).
+        classes: Class names.
+        title: Figure title.
+    """
+    from matplotlib.figure import Figure
+
+    k = len(classes)
+    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    fig = Figure(figsize=(5.2, 0.28 * k + 1.4), dpi=100)
+    ax = fig.subplots()
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(4), ["TP", "FP", "FN", "TN"], fontsize=8)
+    ax.set_yticks(range(k), [_short(c, 30) for c in classes], fontsize=7)
+    for i in range(k):
+        for j in range(4):
+            color = "white" if share[i, j] > 0.5 else "black"
+            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=6, color=color)
+    ax.set_title(f"{title}: per-class counts at 0.5" if title else "per-class counts at 0.5", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     return buf.getvalue()

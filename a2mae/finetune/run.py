@@ -14,26 +14,26 @@ import contextlib
 import copy
 import functools
 import math
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from a2mae.config import Params
+from a2mae.console import progress as progress_bar
 from a2mae.finetune import engine
 from a2mae.finetune.chips import DatasetError, EmptySplitError
 from a2mae.finetune.datasets import TASKS, DatasetInfo, DownstreamDataset, open_dataset
 from a2mae.finetune.encoder import SCRATCH, EncoderHandle, load_encoder
-from a2mae.finetune.metrics import confusion_png, metric_kind
+from a2mae.finetune.metrics import TaskMetrics, metric_kind
 from a2mae.finetune.report import comparison_markdown
 from a2mae.io.atomic import atomic_path
 from a2mae.models import A2MAE
 from a2mae.models.downstream import DownstreamModel, ModelSpec, strip_decoder
 from a2mae.registry.downstream import LoggedVersion, log_model
+from a2mae.tracking.context import description_tags
 
 VERSION_TAGS = "a2mae."
 
@@ -250,21 +250,8 @@ def build_model(
 @contextlib.contextmanager
 def _progress(total: int, label: str, enabled: bool) -> Iterator[Callable[[int, float], None]]:
     """A progress bar over ``total`` steps yielding ``on_step(step, loss)`` (a no-op when not enabled)."""
-    if not enabled:
-        yield lambda step, loss: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeElapsedColumn(),
-        transient=True,
-    ) as prog:
-        t = prog.add_task(label, total=total, loss="-")
-        yield lambda step, loss: prog.update(t, advance=1, loss=f"{loss:.4f}")
+    with progress_bar(label, total, "steps", enabled=enabled) as bar:
+        yield lambda step, loss: bar.update(step, extra=f"loss {loss:.4f}")
 
 
 def _flat_tags(prefix: str, d: dict[str, Any]) -> dict[str, str]:
@@ -272,16 +259,15 @@ def _flat_tags(prefix: str, d: dict[str, Any]) -> dict[str, str]:
     return {f"{prefix}{k}": str(v)[:500] for k, v in d.items() if isinstance(v, str | int | float | bool)}
 
 
-def _log_confusion(
-    cm: np.ndarray | None, classes: list[str], title: str, folder: Path, name: str
-) -> Path | None:
-    """Write the confusion matrix ``cm`` (``[C, C]``) as a PNG under ``folder``; None without a matrix."""
-    if cm is None:
-        return None
-    path = folder / name
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(confusion_png(cm, classes, title))
-    return path
+def _write_figures(scored: TaskMetrics, classes: list[str], title: str, folder: Path) -> list[Path]:
+    """Write the split's figures (confusion matrix, or multi-label PR curves and counts) under ``folder``."""
+    paths = []
+    for name, png in scored.figures(classes, title).items():
+        path = folder / name
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(png)
+        paths.append(path)
+    return paths
 
 
 @dataclass
@@ -344,7 +330,7 @@ def finetune(
         DatasetError: Bad dataset. EncoderError: Bad encoder URI.
     """
     arm = _prepare_arm(params, task, data, encoder, protocol, handle)
-    show = sys.stderr.isatty() if progress is None else progress
+    show = progress is not False  # the current output decides (a terminal, or the demo)
     train_and_score = functools.partial(
         _train_and_score, params, arm.model, arm.train_ds, arm.splits, arm.steps
     )
@@ -418,7 +404,8 @@ def _train_and_score(
     """Train ``model`` for ``steps`` optimiser steps, then score it on val (if any) and the eval split.
 
     Returns:
-        ``(training log, eval-split metrics, val metrics or None, eval confusion matrix [C, C] or None)``.
+        ``(training log, eval-split metrics, val metrics or None, the eval split's TaskMetrics)`` (its
+        ``figures()``: confusion matrix or precision-recall curves).
     """
     ft = params.finetune
     log = engine.train(
@@ -435,8 +422,8 @@ def _train_and_score(
     )
     bs = params.evaluate.batch_size
     val = engine.score(model, splits.val, bs)[0] if splits.val is not None else None
-    test, cm = engine.score(model, splits.eval, bs)
-    return log, test, val, cm
+    test, scored = engine.score(model, splits.eval, bs)
+    return log, test, val, scored
 
 
 def _tracked(
@@ -485,14 +472,12 @@ def _tracked(
     ) as run:
         _log_run_params(params, handle, splits, kw, steps)
         with _progress(steps, f"fine-tune {task} {arm}", show) as on_step:
-            log, test, val, cm = train_and_score(on_step)
+            log, test, val, scored = train_and_score(on_step)
         c = client(params)
         _log_scores(c, run.info.run_id, kw["split"], log, test, val)
         out_dir = Path(params.finetune.output) / task / run.info.run_id
-        png = _log_confusion(
-            cm, list(model.spec.classes), f"{task} {arm} on {kw['split']}", out_dir, "confusion.png"
-        )
-        if png is not None:
+        title = f"{task} {arm} on {kw['split']}"
+        for png in _write_figures(scored, list(model.spec.classes), title, out_dir):
             mlflow.log_artifact(str(png))
         info = log_model(model, name if register else None, params.finetune.serialization)
         version = None
@@ -518,6 +503,16 @@ def _run_tags(params: Params, handle: EncoderHandle, kw: dict[str, Any]) -> dict
         **{f"encoder_{k}": v for k, v in handle.info.items() if isinstance(v, str)},
     )
     tags.update(_flat_tags("a2mae.encoder_checkpoint.", handle.info.get("checkpoint", {})))
+    tags.update(
+        description_tags(
+            f"Fine-tuning of {kw['task']} ({kw['protocol'].replace('_', ' ')}) on `{kw['data']}`, from "
+            f"{'the pre-trained encoder' if handle.pretrained else 'a randomly initialised encoder'} "
+            f"`{handle.source}`.",
+            f"scored on the `{kw['split']}` split (hash `{str(kw['split_hash'])[:12]}`) by `{kw['metric']}`",
+            "artifacts: the confusion matrix (single-label, dense tasks) or per-class precision-recall "
+            "curves and confusion counts (multi-label), the model",
+        )
+    )
     return tags
 
 
@@ -611,7 +606,9 @@ def _register_challenger(
     return LoggedVersion(name, int(v), f"models:/{name}/{v}", run_id)
 
 
-def open_parent_run(stack: contextlib.ExitStack, params: Params, run_name: str, **lineage: Any) -> Any:
+def open_parent_run(
+    stack: contextlib.ExitStack, params: Params, run_name: str, description: str = "", **lineage: Any
+) -> Any:
     """Start a parent MLflow run in ``finetune.experiment``, closed when ``stack`` closes.
 
     Comparisons and ablations nest their fine-tuning arms in it and log their report to it.
@@ -620,6 +617,7 @@ def open_parent_run(stack: contextlib.ExitStack, params: Params, run_name: str, 
         stack: Exit stack that ends the run.
         params: Parameters (tracking store, experiment, lineage).
         run_name: The run's name.
+        description: What the run holds (markdown; the run page's description).
         **lineage: Extra lineage tags (``a2mae.<key>``), e.g. ``stage`` and ``task``.
 
     Returns:
@@ -631,7 +629,7 @@ def open_parent_run(stack: contextlib.ExitStack, params: Params, run_name: str, 
     from a2mae.tracking.lineage import lineage_tags
 
     use_experiment(params, params.finetune.experiment)
-    tags = lineage_tags(params, **lineage)
+    tags = {**lineage_tags(params, **lineage), **description_tags(description or run_name)}
     return stack.enter_context(mlflow.start_run(run_name=run_name, tags=tags))
 
 
@@ -680,7 +678,15 @@ def compare_scratch(
     with contextlib.ExitStack() as stack:
         if track:
             parent = open_parent_run(
-                stack, params, f"{task}-compare-scratch", stage="compare_scratch", task=task, encoder=uri
+                stack,
+                params,
+                f"{task}-compare-scratch",
+                f"Pre-trained encoder `{uri}` against a randomly initialised one on {task}, same budget "
+                f"and seed, protocols {', '.join(ft.compare_protocols)}: the arms are nested runs, the "
+                "comparison is `report.md`.",
+                stage="compare_scratch",
+                task=task,
+                encoder=uri,
             )
         runs = _compare_arms(params, task, root, pre, scr, register, track, progress)
         report, path = _write_comparison(params, runs, pre, uri, task)

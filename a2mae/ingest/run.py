@@ -21,8 +21,6 @@ in which case it is reported in :attr:`IngestReport.failed` and the rest goes on
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from a2mae.config import Params
+from a2mae.console import progress as progress_bar
 from a2mae.errors import A2maeError
 from a2mae.ingest.catalog import CatalogRowError, SceneRecord, read_catalog, write_catalog
 from a2mae.ingest.discover import IngestError, SceneSpec, discover
@@ -293,13 +292,14 @@ def _read_all(
             return read_scene(spec, ctx, fp, notes), notes
 
     records: list[SceneRecord] = []
-    bar = _progress(progress, len(todo))
-    with bar as prog, ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
-        task = prog.add_task("ingest", total=len(todo)) if prog is not None else None
+    with (
+        progress_bar("ingest", len(todo), "scenes", enabled=progress and len(todo) > 1) as bar,
+        ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool,
+    ):
         futures = {pool.submit(work, s, fp): s for s, fp in todo}
         pending = set(futures)
         try:
-            _collect(futures, pending, records, report, skip_bad, prog, task)
+            _collect(futures, pending, records, report, skip_bad, bar)
         except BaseException:  # a bad scene, Ctrl-C, SIGTERM: scenes not yet started are not read
             for fut in futures:
                 fut.cancel()
@@ -313,8 +313,7 @@ def _collect(
     records: list[SceneRecord],
     report: IngestReport,
     skip_bad: bool,
-    prog: Any,
-    task: Any,
+    bar: Any,
 ) -> None:
     """Gather finished scenes in source order within each batch of completions (see :func:`_read_all`).
 
@@ -326,8 +325,7 @@ def _collect(
         for fut in sorted(done, key=lambda f: futures[f].source):
             spec = futures[fut]
             err = fut.exception()
-            if prog is not None and task is not None:
-                prog.advance(task)
+            bar.advance()
             if err is None:
                 record, notes = fut.result()
                 records.append(record)
@@ -339,27 +337,3 @@ def _collect(
                     raise IngestError(str(err)) from None
                 raise err
 
-
-class _NoProgress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _progress(enabled: bool, total: int):
-    """A rich progress bar on stderr when enabled and stderr is a terminal, else a no-op."""
-    if not enabled or total < 2 or not sys.stderr.isatty() or os.environ.get("CI"):
-        return _NoProgress()
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )

@@ -14,7 +14,6 @@ and the input scene ids; ``manifest.json`` lists them all.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from a2mae.config import Params, PredictConfig
+from a2mae.console import progress as progress_bar
 from a2mae.errors import A2maeError
 from a2mae.predict import rasters
 from a2mae.predict.errors import PredictError
@@ -359,25 +359,6 @@ class _DenseEmbeddings:
 
 
 # ------------------------------------------------------------------------------------- the run
-def _progress(enabled: bool, total: int) -> Any:
-    """A rich progress bar of windows on stderr (terminal only), else a no-op."""
-    import sys
-
-    if not enabled or total < 2 or not sys.stderr.isatty() or os.environ.get("CI"):
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-
-
 def run_job(job: Job, model: PredictModel, params: Params, folder: Path, progress: bool) -> dict[str, Any]:
     """Compute the outputs of one job into ``folder``; returns its manifest entry."""
     from a2mae.io.storage import S3Settings
@@ -386,15 +367,11 @@ def run_job(job: Job, model: PredictModel, params: Params, folder: Path, progres
     tasks = batch_tasks(job, model, cfg, S3Settings.from_params(params.data.s3))
     n_windows = sum(len(t.windows) for t in tasks)
     folder.mkdir(parents=True)
-    bar = _progress(progress, len(tasks))
     with (
         tempfile.TemporaryDirectory(prefix=".work-", dir=folder.parent) as tmp,
-        bar or contextlib.nullcontext(),
+        progress_bar(f"predict {job.key}", n_windows, "windows", enabled=progress and len(tasks) > 1) as bar,
     ):
-        step = None
-        if bar is not None:
-            tid = bar.add_task(f"predict {job.key}", total=len(tasks))
-            step = lambda _i: bar.advance(tid)  # noqa: E731
+        step = lambda i: bar.advance(len(tasks[i].windows))  # noqa: E731
         results = execute(tasks, cfg, step)
         if model.task in ("segmentation", "change_detection"):
             files = _dense_map(job, model, cfg, results, folder, Path(tmp))

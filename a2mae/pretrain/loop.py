@@ -101,6 +101,15 @@ def _send_progress(progress: Any, info: dict[str, Any]) -> None:
         progress(info)
 
 
+def images_at(step: int, total: int, every: int) -> bool:
+    """Whether step ``step`` of ``total`` logs reconstruction figures: first, every ``every``-th, last.
+
+    Short runs (fewer steps than ``every``) still get a figure at their start and one at their end;
+    ``every`` 0 logs none.
+    """
+    return every > 0 and (step == 1 or step == total or step % every == 0)
+
+
 def _groups(batches: Iterator[Any], size: int) -> Iterator[list[Any]]:
     """Consecutive lists of ``size`` batches (one optimiser step's micro-batches); the last may be short."""
     group: list[Any] = []
@@ -421,7 +430,7 @@ def _train_step(ctx: WorkerContext, run: _Run, group: list[Any], epoch_steps: in
     """One optimiser step over ``group`` (``accum_steps`` micro-batches), then log and checkpoint it."""
     pt, state = run.setup.params.pretrain, run.state
     step = state.global_step + 1
-    want_images = ctx.rank == 0 and step % pt.log_images_every_steps == 0
+    want_images = ctx.rank == 0 and images_at(step, run.setup.total, pt.log_images_every_steps)
     res = run.engine.step(group, step, keep_last=want_images)
     state.global_step = step
     state.epoch_step += 1

@@ -18,18 +18,40 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from a2mae.config import Params, params_to_flat
+from a2mae.console import progress as progress_bar_of
 from a2mae.errors import A2maeError
 from a2mae.pretrain.loop import make_loop_config, run_local
 from a2mae.pretrain.ray_train import Storage, build_trainer, init_ray, progress_actor, resolve_storage
 from a2mae.pretrain.state import MODEL_FILE, TrainState, read_train_state
 
 ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@contextlib.contextmanager
+def progress_bar(*, enabled: bool = True, also: ProgressFn | None = None) -> Iterator[ProgressFn]:
+    """A progress bar of the run's optimiser steps (with the loss); yields the ``progress`` callback.
+
+    Args:
+        enabled: Show the bar (the current output still decides: :mod:`a2mae.console`).
+        also: Another callback that gets every progress event too (e.g. a Prefect progress artifact).
+    """
+    with progress_bar_of("pretrain", None, "steps", enabled=enabled) as bar:
+
+        def on_progress(info: dict[str, Any]) -> None:
+            if "step" in info:
+                loss = info.get("loss")
+                shown = f"loss {loss:.4f}" if isinstance(loss, float) and loss == loss else None
+                bar.update(info["step"], total=info.get("total"), extra=shown)
+            if also is not None:
+                also(info)
+
+        yield on_progress
 
 
 class PretrainError(A2maeError):
@@ -285,9 +307,32 @@ def _open_run(params: Params, snapshot: str, name: str, check_snapshot: bool) ->
         run_key=storage.run_dir(name),
         run_name=name,
         params=params_to_flat(params),
-        tags={**snapshot_tags(snapshot, snapshot_id), "a2mae.storage": storage.run_dir(name)},
+        tags={
+            **snapshot_tags(snapshot, snapshot_id),
+            "a2mae.storage": storage.run_dir(name),
+            **_description(params, snapshot, snapshot_id, name),
+        },
     )
     return _Opened(snapshot, storage, tracking_uri, run_id, resumed)
+
+
+def _description(params: Params, snapshot: str, snapshot_id: str | None, name: str) -> dict[str, str]:
+    """The run's description (and the caller's context tags): model, data, budget, where it trains."""
+    from a2mae.tracking.context import description_tags
+
+    pt, m = params.pretrain, params.model
+    budget = f"{pt.max_steps} optimiser steps" if pt.max_steps else f"{pt.epochs} epochs"
+    where = f"{pt.num_workers} Ray Train worker(s)" if pt.num_workers else "in-process (no Ray)"
+    return description_tags(
+        f"A²-MAE pre-training of `{m.name}` on the STSSD snapshot `{snapshot_id or 'unknown'}` "
+        f"(run `{name}`; starting it again with this name resumes it).",
+        f"data: `{snapshot}`",
+        f"budget: {budget}, batch {pt.batch_size} sets per worker, {where}",
+        f"masking: {m.masking}, mask ratio {m.mask_ratio}, geographic encoding "
+        f"{'on' if m.geo_encoding else 'off'}",
+        f"artifacts: reconstruction figures (`reconstructions/`: first step, every "
+        f"{pt.log_images_every_steps} steps, last step), the encoder model",
+    )
 
 
 def _train_in_process(

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from a2mae.config import Params, TileConfig
+from a2mae.console import progress as progress_bar
 from a2mae.errors import A2maeError
 from a2mae.executor import in_process, run_tasks
 from a2mae.ingest.catalog import CatalogRowError, SceneRecord, read_catalog
@@ -384,23 +385,6 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
         os.rename(tmp, out)
 
 
-def _progress(enabled: bool):
-    """A rich progress bar on stderr, disabled unless enabled and stderr is a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not (enabled and console.is_terminal),
-        transient=True,
-    )
-
-
 def tile(
     catalog: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -658,8 +642,7 @@ def _run_shard_tasks(
     The progress bar counts sets and advances as shards finish, in whatever order they do; the
     writer still receives the results in plan order, which keeps the snapshot deterministic.
     """
-    with _progress(progress) as bar:
-        job = bar.add_task("tiling", total=total_sets)
+    with progress_bar("tile", total_sets, "sets", enabled=progress) as bar:
         results = run_tasks(
             write_shard,
             tasks,
@@ -667,7 +650,7 @@ def _run_shard_tasks(
             workers=cfg.workers,
             ray_address=cfg.ray_address,
             ordered=True,
-            on_done=lambda i: bar.advance(job, len(tasks[i].sets)),  # as shards finish
+            on_done=lambda i: bar.advance(len(tasks[i].sets)),  # as shards finish
         )
         for i, result in results:
             writer.add(tasks[i].sets, result)

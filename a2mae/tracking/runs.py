@@ -7,7 +7,8 @@
 * **No duplicated or missing steps.** Metrics are logged with ``step = global optimiser step``. On a
   restart training replays the steps after its last checkpoint; :class:`StepLogger` first reads the
   highest step already logged for each key and skips those, so the history stays one continuous series.
-  Metrics are sent by one background thread, in order, so what reached the server is always a prefix.
+  Metrics and figures are sent by one background thread, in order, so what reached the server is always
+  a prefix, and the training step never waits for the tracking server.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import contextlib
 import json
 import queue
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from a2mae.tracking.client import TrackingError, ensure_experiment, mlflow_uris
+from a2mae.tracking.context import NOTE_TAG, context_tags
 
 RUN_KEY_TAG = "a2mae.run_key"
 RUN_NAME_TAG = "a2mae.run_name"
@@ -79,6 +82,9 @@ def find_or_create_run(
         for key in ("a2mae.git_commit", "a2mae.git_dirty"):
             if key in tags:
                 client.set_tag(run_id, key + "_latest", tags[key])
+        for key in (NOTE_TAG, *context_tags()):  # the description and links of the latest start
+            if key in tags:
+                client.set_tag(run_id, key, tags[key])
         return run_id, True
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp is not None else ensure_experiment(client, tracking_uri, experiment)
@@ -110,6 +116,12 @@ class _Item:
     metrics: dict[str, float]
 
 
+@dataclass
+class _Figure:
+    figure: Any
+    artifact_file: str
+
+
 class StepLogger:
     """Rank-0 metric logger of one run: ordered, asynchronous, skipping steps already logged.
 
@@ -130,7 +142,7 @@ class StepLogger:
         activate_experiment_of(self._client, run_id)
         self._run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
         self.logged_until = self._last_steps()
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._queue: queue.Queue[_Item | _Figure | None] = queue.Queue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._worker, name="a2mae-mlflow-logger", daemon=True)
         self._thread.start()
@@ -162,13 +174,15 @@ class StepLogger:
             stop = any(it is None for it in items)
             batch = []
             for it in items:
-                if it is None:
-                    continue
-                ts = int(__import__("time").time() * 1000)
-                batch.extend(Metric(k, float(v), ts, it.step) for k, v in it.metrics.items())
+                if isinstance(it, _Item):
+                    ts = int(time.time() * 1000)
+                    batch.extend(Metric(k, float(v), ts, it.step) for k, v in it.metrics.items())
             try:
                 for i in range(0, len(batch), 900):
                     self._client.log_batch(self.run_id, metrics=batch[i : i + 900], synchronous=True)
+                for it in items:
+                    if isinstance(it, _Figure):  # rendered and uploaded here, off the training step
+                        self._client.log_figure(self.run_id, it.figure, it.artifact_file)
             except Exception as err:  # keep training; surface the error on flush/close
                 self._error = err
             for _ in items:
@@ -188,8 +202,11 @@ class StepLogger:
             raise TrackingError(f"logging metrics to run {self.run_id} failed: {err}") from None
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
-        """Save a matplotlib figure as a PNG artifact of the run."""
-        self._client.log_figure(self.run_id, figure, artifact_file)
+        """Queue a matplotlib figure (object API, Agg) to be saved as a PNG artifact of the run.
+
+        The figure is rendered and uploaded by the logger's thread, after the metrics queued before it.
+        """
+        self._queue.put(_Figure(figure, artifact_file))
 
     def close(self, failed: bool = False) -> None:
         """Flush and end the run (FINISHED, or FAILED when ``failed``)."""

@@ -150,6 +150,27 @@ def test_metrics_known_values():
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_multilabel_figures_per_class_curves_and_counts():
+    ml = TaskMetrics("classification", 3, multilabel=True)
+    logits = torch.tensor([[3.0, -3, 0], [-3, 3, 0], [3, 3, 0], [-3, -3, -3]])
+    target = torch.tensor([[1, 0, 0], [0, 1, 0], [1, 1, 0], [1, 0, 0]])
+    ml.update(logits, target)
+    counts = ml.label_confusion()  # columns TP, FP, FN, TN; positive above 0.5 (logit 0 is negative)
+    assert counts.tolist() == [[2, 0, 1, 1], [2, 0, 0, 2], [0, 0, 0, 4]]
+    curves = ml.pr_curves()
+    assert [c[2] is None for c in curves] == [False, False, True]  # class 2: no positive, no AP
+    assert curves[1][2] == pytest.approx(1.0) and 0 < curves[0][2] <= 1
+    precision, recall, _ = curves[0]
+    assert precision.shape == recall.shape and recall.max() == pytest.approx(1.0)
+    figs = ml.figures(["forest", "water", "urban"], "multi-label on test")
+    assert set(figs) == {"pr_curves.png", "label_confusion.png"}
+    assert all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in figs.values())
+    single = TaskMetrics("classification", 2)
+    single.update(torch.tensor([[2.0, 0], [0, 2]]), torch.tensor([0, 1]))
+    assert set(single.figures(["a", "b"], "t")) == {"confusion.png"}
+    assert TaskMetrics("classification", 2, multilabel=True).figures(["a", "b"], "t") == {}
+
+
 # ---------------------------------------------------------------------- the three tasks, end to end
 def _data(task: str, tmp_path: Path) -> Path:
     if task == "classification":
@@ -181,6 +202,11 @@ def test_finetune_register_and_load_back(task, tmp_path, mlflow_tmp, downstream_
     assert run.data.tags["a2mae.task"] == task and "a2mae.git_commit" in run.data.tags
     assert f"test_{o.metric}" in run.data.metrics
     assert len(c.get_metric_history(o.run_id, "train_loss")) == 2
+    figures = {a.path for a in c.list_artifacts(o.run_id) if a.path.endswith(".png")}
+    multilabel = task == "classification"  # the BigEarthNet samples are multi-label
+    assert figures == ({"pr_curves.png", "label_confusion.png"} if multilabel else {"confusion.png"})
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith(f"Fine-tuning of {task} (full)") and o.split in note
     info = mlflow.models.get_model_info(o.version.model_uri)
     assert info.signature is not None and info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"][0] == -1
 

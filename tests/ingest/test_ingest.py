@@ -264,20 +264,19 @@ def _gf2(folder: Path, geotiff, *, fill=None, **kw) -> Path:
     )
 
 
-def test_progress_bar_only_on_a_terminal(params, tmp_path, monkeypatch):
-    import sys
+def test_progress_bar_counts_scenes_in_the_current_output(params, tmp_path):
+    import io
 
-    from rich.progress import Progress
+    from a2mae import console
 
-    from a2mae.ingest import run as ingest_mod
-
-    monkeypatch.delenv("CI", raising=False)
-    assert not isinstance(ingest_mod._progress(True, 4), Progress)  # captured stderr is no terminal
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    assert isinstance(ingest_mod._progress(True, 4), Progress)
-    assert not isinstance(ingest_mod._progress(False, 4), Progress)
-    report = ingest([str(sample_path("s2_l2a")), str(sample_path("l8_c2l2"))], tmp_path / "c.parquet", params)
+    err = io.StringIO()
+    with console.use(console.Output("normal", io.StringIO(), err, final_lines=True)):
+        report = ingest(
+            [str(sample_path("s2_l2a")), str(sample_path("l8_c2l2"))], tmp_path / "c.parquet", params
+        )
     assert len(report.added) == 2
+    (bar,) = err.getvalue().splitlines()  # one bar, in its final state
+    assert bar.startswith("ingest") and "2/2 scenes" in bar and "in 0:" in bar
 
 
 def test_sample_paths_and_clear_errors(monkeypatch):

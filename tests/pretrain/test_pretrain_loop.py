@@ -126,3 +126,27 @@ def test_interrupted_run_resumes_exactly_where_it_stopped(pretrain_snapshot, tin
     assert [m.value for m in client.get_metric_history(straight.run_id, "train/loss")] == [
         m.value for m in client.get_metric_history(resumed.run_id, "train/loss")
     ]
+
+
+def test_short_runs_log_figures_at_the_first_and_last_step_and_describe_themselves(
+    pretrain_snapshot, tiny_pretrain_overrides
+):
+    from a2mae.pretrain.loop import images_at
+    from a2mae.tracking.context import NOTE_TAG, run_context
+
+    assert [s for s in range(1, 251) if images_at(s, 250, 100)] == [1, 100, 200, 250]
+    assert [s for s in range(1, 21) if images_at(s, 20, 100)] == [1, 20]  # the demo's 20 steps
+    assert not any(images_at(s, 20, 0) for s in range(1, 21))
+
+    p = _params(tiny_pretrain_overrides, "pretrain.max_steps=3", "pretrain.log_images_every_steps=100")
+    link = {"a2mae.prefect.flow_run_url": "http://127.0.0.1:4200/runs/flow-run/abc"}
+    with run_context(link, "Prefect flow run [brave-cat](http://127.0.0.1:4200/runs/flow-run/abc)"):
+        res = run_pretrain(p, str(pretrain_snapshot), name="figures", register=False)
+    client = MlflowClient(p.registry.tracking_uri)
+    shown = [a.path for a in client.list_artifacts(res.run_id, "reconstructions")]
+    steps = sorted({Path(f).name.split("_")[1] for f in shown})
+    assert steps == ["00000001", "00000003"] and all(f.endswith(".png") for f in shown)
+    tags = client.get_run(res.run_id).data.tags
+    assert tags["a2mae.prefect.flow_run_url"].endswith("/runs/flow-run/abc")
+    note = tags[NOTE_TAG]
+    assert note.startswith("A²-MAE pre-training of `") and "[brave-cat](http://" in note

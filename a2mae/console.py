@@ -1,0 +1,228 @@
+"""What a command shows: its own lines and one progress bar per long step, nothing from the libraries.
+
+A command picks an :class:`Output` once (:func:`use`); the library's long steps (ingest, tile,
+pre-training, fine-tuning, predict) then open their bar with :func:`progress`, which asks the current
+output whether and how to show it. Three modes:
+
+========== ====================================================================================
+``normal`` a rich progress bar per long step on stderr (count, throughput, elapsed time and ETA)
+           while it runs on a terminal; the command's lines on stdout
+``quiet``  nothing but errors (scripts that only need the exit code)
+``json``   no bars and no lines; the command prints one JSON document on stdout (:meth:`Output.json`)
+========== ====================================================================================
+
+Without an output chosen by a command (the library called from Python, a Prefect worker), bars show on
+a terminal only and :meth:`Output.line` is silent. Where stderr is no terminal (the demo's output piped
+to a file, CI), an output made with ``final_lines=True`` prints each bar once, in its final state, when
+its step ends: one line per long step.
+
+Library messages are kept out of both by :mod:`a2mae.logs`; this module only writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, TextIO
+
+Mode = Literal["normal", "quiet", "json"]
+
+
+class Bar:
+    """One step's progress: ``update(completed=..., total=..., **fields)`` or ``advance(n)``.
+
+    The no-op bar (quiet, json, or no terminal) accepts the same calls and shows nothing.
+    """
+
+    def __init__(self, progress: Any = None, task: Any = None) -> None:
+        self._progress, self._task = progress, task
+
+    def update(self, completed: float | None = None, *, total: float | None = None, **fields: Any) -> None:
+        """Set the completed count, the total (known late, e.g. pre-training) or shown fields (``loss``)."""
+        if self._progress is None:
+            return
+        kw: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+        if completed is not None:
+            kw["completed"] = completed
+        if total is not None:
+            kw["total"] = total
+        self._progress.update(self._task, **kw)
+
+    def advance(self, n: float = 1) -> None:
+        """Add ``n`` to the completed count."""
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+
+def _rate(task: Any) -> float | None:
+    """Units per second: rich's estimate while running, the average once finished."""
+    speed = task.finished_speed or task.speed
+    if speed is None and task.elapsed and task.completed:
+        speed = task.completed / task.elapsed
+    return speed
+
+
+def _columns(unit: str) -> tuple[Any, ...]:
+    """Label, bar, ``n/total unit``, throughput, elapsed time and ETA (or the time it took), fields."""
+    from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = _rate(task)
+            if not speed:
+                return Text("", style="progress.data.speed")
+            u = task.fields.get("unit", unit)
+            shown = f"{speed:.1f} {u}/s" if speed >= 0.1 else f"{1 / speed:.1f} s/{u.rstrip('s')}"
+            return Text(shown, style="progress.data.speed")
+
+    class Time(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            def clock(seconds: float) -> str:
+                s = int(seconds)
+                return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+            if task.finished:
+                return Text(f"in {clock(task.finished_time or task.elapsed or 0)}", style="progress.elapsed")
+            left = task.time_remaining
+            shown = f"eta {clock(left)}" if left is not None else f"{clock(task.elapsed or 0)} elapsed"
+            return Text(shown, style="progress.remaining")
+
+    return (
+        TextColumn("[bold]{task.description:<10}"),
+        BarColumn(bar_width=24),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[unit]}"),
+        Rate(),
+        Time(),
+        TextColumn("{task.fields[extra]}"),
+    )
+
+
+@dataclass
+class Output:
+    """Where a command's own output goes, and how.
+
+    Args:
+        mode: ``normal``, ``quiet`` or ``json`` (see the module docstring).
+        out: Stream of the command's lines and JSON (default: ``sys.stdout`` when made).
+        err: Stream of the progress bars (default: ``sys.stderr`` when made).
+        final_lines: Off a terminal, print each bar once in its final state (the demo).
+    """
+
+    mode: Mode = "normal"
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+    final_lines: bool = False
+    _live: Any = field(default=None, init=False, repr=False)
+    _open: int = field(default=0, init=False, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+
+    def bars_shown(self) -> bool:
+        """Whether progress bars appear: normal mode, and a terminal (or ``final_lines``)."""
+        if self.mode != "normal":
+            return False
+        return self.final_lines or _isatty(self.err)
+
+    def line(self, text: str = "") -> None:
+        """A line of the command's output (normal mode only)."""
+        if self.mode != "normal":
+            return
+        with self._lock:
+            if self._live is not None and _isatty(self.err):
+                self._live.console.print(text, markup=False, highlight=False, soft_wrap=True)
+            else:
+                self.out.write(text + "\n")
+                self.out.flush()
+
+    def json(self, doc: Any) -> None:
+        """The command's result as one JSON document on stdout (json mode only)."""
+        if self.mode == "json":
+            self.out.write(json.dumps(doc, default=str, sort_keys=True) + "\n")
+            self.out.flush()
+
+    @contextlib.contextmanager
+    def bar(self, label: str, total: float | None, unit: str) -> Iterator[Bar]:
+        """A progress bar for one step; bars opened while another is open share its display."""
+        if not self.bars_shown():
+            yield Bar()
+            return
+        with self._lock:
+            if self._live is None:
+                self._live = self._start(unit)
+            live = self._live
+            task = live.add_task(label, total=total, unit=unit, extra="")
+            self._open += 1
+        try:
+            yield Bar(live, task)
+        finally:
+            with self._lock:
+                self._open -= 1
+                if self._open == 0:
+                    self._live = None
+                    live.stop()
+
+    def _start(self, unit: str) -> Any:
+        from rich.console import Console
+        from rich.progress import Progress
+
+        console = Console(file=self.err, highlight=False, soft_wrap=False)
+        live = Progress(*_columns(unit), console=console, redirect_stdout=False, redirect_stderr=False)
+        live.start()
+        return live
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+_current: Output | None = None
+_current_lock = threading.Lock()
+
+
+def current() -> Output | None:
+    """The output chosen by the running command, or None (library use: bars on a terminal only)."""
+    return _current
+
+
+@contextlib.contextmanager
+def use(output: Output) -> Iterator[Output]:
+    """Make ``output`` the current one (process-wide: Prefect runs tasks in other threads) while inside."""
+    global _current
+    with _current_lock:
+        before, _current = _current, output
+    try:
+        yield output
+    finally:
+        with _current_lock:
+            _current = before
+
+
+def progress(
+    label: str, total: float | None, unit: str, *, enabled: bool = True
+) -> contextlib.AbstractContextManager[Bar]:
+    """A progress bar of a long step (a no-op bar when not ``enabled`` or nothing is to be shown).
+
+    Args:
+        label: Short name of the step (``ingest``, ``tile``, ``pretrain``, ...).
+        total: Units of work (None until known: :meth:`Bar.update` takes ``total=``).
+        unit: Plural name of a unit (``scenes``, ``sets``, ``steps``, ``windows``).
+        enabled: The caller's ``progress`` flag.
+    """
+    if not enabled:
+        return contextlib.nullcontext(Bar())
+    out = _current if _current is not None else Output()
+    return out.bar(label, total, unit)
+
+
+def line(text: str = "") -> None:
+    """A line of the current command's output (silent without one: library use, Prefect workers)."""
+    if _current is not None:
+        _current.line(text)
