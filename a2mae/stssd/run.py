@@ -444,14 +444,14 @@ def _plan(
     """Plan the image sets from the catalog's metadata, on each scene's chip grid.
 
     Raises:
-        TilingError: No set fits (every scene too small for a chip or off the grid), or a scene has
-            none of its sensor's pre-training bands.
+        TilingError: No set fits (every scene too small for a chip), or a scene has none of its
+            sensor's pre-training bands.
     """
     plan = plan_sets([on_chip_grid(r, registry, cfg) for r in records], cfg)
     if not plan.sets:
         raise TilingError(
             f"{catalog}: no image set fits: every scene is smaller than a chip of tile.chip_size="
-            f"{cfg.chip_size} px, or covers no point of the {cfg.grid_m:g} m grid; lower tile.chip_size"
+            f"{cfg.chip_size} px (of its finest band grid); lower tile.chip_size"
         )
     return plan
 
