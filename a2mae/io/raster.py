@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -96,8 +97,17 @@ def raster_env(settings: S3Settings | None = None, **options: Any) -> Iterator[r
     """
     settings = settings or S3Settings.from_params()
     session = _GDALS3Session(gdal_s3_options(settings))
+    outer = getattr(_ACTIVE, "settings", None)
     with rasterio.Env(session=session, **{**GDAL_DEFAULTS, **options}) as env:
-        yield env
+        _ACTIVE.settings = settings
+        try:
+            yield env
+        finally:
+            _ACTIVE.settings = outer
+
+
+#: The S3 settings of this thread's innermost :func:`raster_env` (rasterio's environment is per thread).
+_ACTIVE = threading.local()
 
 
 def to_gdal_path(uri: str | os.PathLike[str]) -> str:
@@ -110,8 +120,10 @@ def to_gdal_path(uri: str | os.PathLike[str]) -> str:
 def open_raster(uri: str | os.PathLike[str], settings: S3Settings | None = None) -> Iterator[Any]:
     """Open a raster for reading (local path or ``s3://`` URI).
 
-    Inside an active :func:`raster_env` the environment is reused; otherwise one is entered for
-    ``settings`` (or the environment's S3 settings) just for this file.
+    Inside an active :func:`raster_env` of the same ``settings`` (or of any, when ``settings`` is
+    None) the environment is reused; otherwise one is entered for ``settings`` (or the
+    environment's S3 settings) just for this file (entering one costs about as much CPU as opening a
+    small GeoTIFF).
 
     Args:
         uri: Local path or ``s3://`` URI.
@@ -124,7 +136,8 @@ def open_raster(uri: str | os.PathLike[str], settings: S3Settings | None = None)
         RasterError: The file is missing, unreadable or not a raster GDAL knows.
     """
     text = str(uri)
-    env = contextlib.nullcontext() if rasterio.env.hasenv() and settings is None else raster_env(settings)
+    reuse = rasterio.env.hasenv() and (settings is None or getattr(_ACTIVE, "settings", None) == settings)
+    env = contextlib.nullcontext() if reuse else raster_env(settings)
     with env, warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         try:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from a2mae.errors import A2maeError
 from a2mae.io.yamlsafe import YamlError, load_file
@@ -111,6 +111,7 @@ class Sensor(_Strict):
     token_groups: dict[str, tuple[str, ...]]
     bands: dict[str, Band]
     products: dict[str, Product]
+    _band_index: dict[str, str] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_groups(self) -> Sensor:
@@ -134,11 +135,14 @@ class Sensor(_Strict):
 
     def band_id(self, name: str) -> str | None:
         """Canonical band id for a name or alias (case-insensitive), or None."""
-        low = name.lower()
-        for band_id, band in self.bands.items():
-            if band_id.lower() == low or low in (a.lower() for a in band.aliases):
-                return band_id
-        return None
+        index = self._band_index
+        if index is None:  # built on first use: ingest looks up every file's band name
+            index = {}
+            for band_id, band in self.bands.items():
+                for alias in (band_id, *band.aliases):
+                    index.setdefault(alias.lower(), band_id)
+            self._band_index = index
+        return index.get(name.lower())
 
     def product(self, level: str) -> Product:
         """The product of this sensor at ``level``.
