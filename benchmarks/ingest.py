@@ -11,10 +11,11 @@ the same files (page cache warm for all):
   fresh process (like a CLI run);
 * **ingest again**: the same ingest with the catalog in place (every patch skipped by its listing
   fingerprint, no file opened);
-* **tile**: ``a2mae tile`` of the catalog: the plan (one scene-anchored centre per patch) and the
-  chips (``--tile`` only; one chip per patch is checked).
+* **plan**: the tiling plan of the catalog (one scene-anchored centre per patch), and with
+  ``--tile`` the whole ``a2mae tile`` (one chip per patch is checked).
 
-Prints scenes per second and the ratio to the plain header reads (the goal: ingest at least 0.5x).
+Prints scenes per second, the ratio to the plain header reads (the goal: ingest at least 0.5x) and
+the CPU seconds of each setting (wall time is noisy on a shared machine).
 
     .venv/bin/python benchmarks/ingest.py [--patches 20000] [--workers 2] [--tile]
 """
@@ -22,6 +23,7 @@ Prints scenes per second and the ratio to the plain header reads (the goal: inge
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import tempfile
 import time
@@ -29,48 +31,62 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
-def plain_headers(root: Path) -> tuple[float, int]:
-    """Seconds to open every patch file and read its header; number of patches."""
+def _cpu() -> float:
+    """CPU seconds of this process, all its threads."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def plain_headers(root: Path) -> tuple[float, float, int]:
+    """Seconds and CPU seconds to open every patch file and read its header; number of patches."""
     import rasterio
 
     folders = sorted(p for p in root.iterdir() if p.is_dir())
-    t0 = time.perf_counter()
+    c0, t0 = _cpu(), time.perf_counter()
     for folder in folders:
         for f in sorted(folder.iterdir()):
             with rasterio.open(f) as ds:
                 _ = (ds.crs, ds.transform, ds.width, ds.height, ds.dtypes, ds.nodata)
-    return time.perf_counter() - t0, len(folders)
+    return time.perf_counter() - t0, _cpu() - c0, len(folders)
 
 
-def run_ingest(root: Path, catalog: Path, workers: int) -> tuple[float, int, int]:
-    """Seconds of one ``a2mae ingest`` of ``root`` into ``catalog``; scenes added and skipped."""
+def run_ingest(root: Path, catalog: Path, workers: int) -> tuple[float, float, int, int]:
+    """Seconds and CPU seconds of one ``a2mae ingest`` of ``root`` into ``catalog``; scenes added, skipped."""
     from a2mae.config import load_params
     from a2mae.ingest.run import ingest
 
     params = load_params(overrides=[f"data.workers={workers}"])
-    t0 = time.perf_counter()
+    c0, t0 = _cpu(), time.perf_counter()
     report = ingest([str(root)], catalog, params, progress=False)
     if report.failed:
         raise SystemExit(f"ingest failed: {report.failed[0].message}")
-    return time.perf_counter() - t0, len(report.added), len(report.skipped)
+    return time.perf_counter() - t0, _cpu() - c0, len(report.added), len(report.skipped)
 
 
-def run_tile(catalog: Path, out: Path) -> tuple[float, float, dict]:
-    """Seconds to plan, seconds of the whole ``a2mae tile``, and the snapshot counts."""
+def run_plan(catalog: Path) -> tuple[float, int, int]:
+    """Seconds to plan the catalog; sets planned and distinct patches in them."""
     from a2mae.config import load_params
     from a2mae.ingest.catalog import read_catalog
     from a2mae.sensors import get_registry
     from a2mae.stssd.grouping import plan_sets
-    from a2mae.stssd.run import on_chip_grid, tile
+    from a2mae.stssd.run import on_chip_grid
 
     params = load_params()
-    records = read_catalog(catalog)
+    records = [on_chip_grid(r, get_registry(), params.tile) for r in read_catalog(catalog)]
     t0 = time.perf_counter()
-    plan_sets([on_chip_grid(r, get_registry(), params.tile) for r in records], params.tile)
-    planned = time.perf_counter() - t0
+    plan = plan_sets(records, params.tile)
+    chips = {(im.window.scene, im.window.row0, im.window.col0) for s in plan.sets for im in s.images}
+    return time.perf_counter() - t0, len(plan.sets), len(chips)
+
+
+def run_tile(catalog: Path, out: Path) -> tuple[float, dict]:
+    """Seconds of the whole ``a2mae tile``, and the snapshot counts."""
+    from a2mae.config import load_params
+    from a2mae.stssd.run import tile
+
     t0 = time.perf_counter()
-    summary = tile(catalog, out, params, progress=False)
-    return planned, time.perf_counter() - t0, summary.counts
+    summary = tile(catalog, out, load_params(), progress=False)
+    return time.perf_counter() - t0, summary.counts
 
 
 def _fresh(fn, *args):
@@ -98,26 +114,28 @@ def main() -> int:
             rows = -(-args.patches // cols)
             make_patch_archive(root, PatchLayout(BIGEARTHNET_BANDS, rows=rows, cols=cols))
             print(f"generated {rows * cols} patch folders in {time.perf_counter() - t0:.0f} s")
-        plain, n = _fresh(plain_headers, root)
-        lines = [("plain rasterio headers", plain, n)]
+        plain, plain_cpu, n = _fresh(plain_headers, root)
+        lines = [("plain rasterio headers", plain, plain_cpu, n)]
         catalog = base / "catalog.parquet"
         for w in sorted({1, args.workers}):
             catalog.unlink(missing_ok=True)
-            secs, added, _ = _fresh(run_ingest, root, catalog, w)
-            lines.append((f"a2mae ingest, {w} thread{'s' if w > 1 else ''}", secs, added))
-        secs, _, skipped = _fresh(run_ingest, root, catalog, args.workers)
-        lines.append(("a2mae ingest again (skipped)", secs, skipped))
+            secs, cpu, added, _ = _fresh(run_ingest, root, catalog, w)
+            lines.append((f"a2mae ingest, {w} thread{'s' if w > 1 else ''}", secs, cpu, added))
+        secs, cpu, _, skipped = _fresh(run_ingest, root, catalog, args.workers)
+        lines.append(("a2mae ingest again (all skipped)", secs, cpu, skipped))
         print(f"{n} patches, {sum(1 for _ in root.rglob('*.tif'))} files")
-        print(f"{'':34}{'seconds':>9}{'scenes/s':>10}{'vs plain':>10}")
-        for label, secs, count in lines:
+        print(f"{'':34}{'seconds':>9}{'scenes/s':>10}{'vs plain':>10}{'CPU s':>9}{'vs plain':>10}")
+        for label, secs, cpu, count in lines:
             rate = count / secs
-            print(f"{label:34}{secs:9.1f}{rate:10.0f}{rate / (n / plain):9.2f}x")
-        if args.tile:
-            planned, secs, counts = _fresh(run_tile, catalog, base / "stssd")
             print(
-                f"a2mae tile: plan {planned:.1f} s, whole run {secs:.1f} s; {counts['sets']} sets, "
-                f"{counts['chips']} chips for {n} patches"
+                f"{label:34}{secs:9.1f}{rate:10.0f}{rate / (n / plain):9.2f}x"
+                f"{cpu:9.1f}{(count / cpu) / (n / plain_cpu):9.2f}x"
             )
+        planned, sets, chips = _fresh(run_plan, catalog)
+        print(f"tiling plan: {planned:.1f} s for {n} patches: {sets} sets, {chips} chips")
+        if args.tile:
+            secs, counts = _fresh(run_tile, catalog, base / "stssd")
+            print(f"a2mae tile: {secs:.1f} s; {counts['sets']} sets, {counts['chips']} chips stored")
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)

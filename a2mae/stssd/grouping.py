@@ -16,10 +16,10 @@ The plan is metadata-only (no pixel is read here):
    one ``GF-S2`` set per high-resolution image, with the partner sensor's images within
    ``gf_s2_max_days`` (nearest in time first); ``single`` sets for sensors in neither role.
 4. **Windows.** All sets at a point share one centre: the centre of the pixel-aligned chip of the
-   coarsest scene used there, nearest to the grid point (at a patch's centre: its own chip's). Every chip is the pixel-aligned window of
-   its own scene's finest grid nearest to that centre (no resampling across sensors), so each chip
-   centre is within half of its own pixel, per axis, of the set centre, and a scene's chip at a
-   point is the same window in every set (stored once).
+   coarsest scene used there, nearest to the grid point (at a patch's centre: its own chip's).
+   Every chip is the pixel-aligned window of its own scene's finest grid nearest to that centre
+   (no resampling across sensors), so each chip centre is within half of its own pixel, per axis,
+   of the set centre, and a scene's chip at a point is the same window in every set (stored once).
    With ``thin_coarse_sets``, a set whose finest chip spans ``k >= 2`` grid cells (e.g. L8-only
    sets: 2880 m chips on a 960 m grid) is kept only at points where ``ix`` and ``iy`` are multiples
    of ``k``, so such chips overlap no more than S2 chips do (9x fewer redundant L8-only chips).
