@@ -37,7 +37,12 @@ _BOUNDS = ("ge", "gt", "le", "lt", "multiple_of", "min_length", "max_length")
 #: Params keys that are local paths, anchored at the workspace by :meth:`FlowParams.resolve`.
 PATH_KEYS = ("data.catalog", "tile.snapshot", "pretrain.storage_path", "finetune.output")
 #: The bundled real scenes (the sources of the ingest stage in dvc.yaml).
-SAMPLE_SCENES = ("data/samples/sentinel2_l2a_T29RKH_20200219", "data/samples/landsat8_c2l2_p001r062_20201031")
+SAMPLE_SCENES = (
+    "data/samples/sentinel2_l2a_T29RKH_20200219",
+    "data/samples/landsat8_c2l2_p001r062_20201031",
+    "data/samples/tanzania_s2_arcsi_T37MEM",
+    "data/samples/naip_m4709963se_northdakota",
+)
 
 
 def _config_field(key: str) -> FieldInfo:

@@ -15,6 +15,8 @@ from a2mae.io.yamlsafe import YamlError, load_file
 from a2mae.sensors.rules import check_rules
 
 BUILTIN_PATH = Path(__file__).with_name("builtin.yaml")
+#: The built-in sensor files, read in this order before the user's (each of the shape of a user file).
+BUILTIN_FILES = (BUILTIN_PATH, Path(__file__).with_name("naip.yaml"))
 ENV_VAR = "A2MAE_SENSOR_FILES"
 
 
@@ -238,7 +240,7 @@ def _read_file(path: Path) -> list[Sensor]:
 
 
 def load_registry(extra_files: Sequence[str | os.PathLike[str]] = ()) -> SensorRegistry:
-    """Load the built-in registry plus user sensor files (later files replace earlier sensors).
+    """Load the built-in sensor files plus user sensor files (later files replace earlier sensors).
 
     Args:
         extra_files: User sensor YAML files; ``$A2MAE_SENSOR_FILES`` entries are appended.
@@ -246,7 +248,7 @@ def load_registry(extra_files: Sequence[str | os.PathLike[str]] = ()) -> SensorR
     Returns:
         The merged registry.
     """
-    files = [BUILTIN_PATH, *(Path(f) for f in extra_files)]
+    files = [*BUILTIN_FILES, *(Path(f) for f in extra_files)]
     env = os.environ.get(ENV_VAR, "")
     files += [Path(f) for f in env.split(os.pathsep) if f]
     merged: dict[str, Sensor] = {}
