@@ -587,12 +587,15 @@ def patch_points(recs: Sequence[SceneRecord], cfg: TileConfig) -> PatchPoints:
         kept.append(a)
         for i in sorted({*anchors.own[a], *(j for j in fits[a] if j in scenes)}):
             owner.setdefault(i, a)
+    by_owner: dict[int, list[int]] = defaultdict(list)
+    for i, a in owner.items():
+        by_owner[a].append(i)
     members: dict[GridPoint, tuple[int, ...]] = {}
     owned: dict[GridPoint, frozenset[int]] = {}
     centres: dict[GridPoint, tuple] = {}
     for a in sorted(kept, key=lambda a: anchors.points[a]):
         p = anchors.points[a]
-        mine = frozenset(i for i, o in owner.items() if o == a)
+        mine = frozenset(by_owner[a])
         owned[p] = mine
         members[p] = tuple(sorted(mine | {j for j in fits[a] if j not in scenes}))
         centres[p] = anchors.centres[a]

@@ -631,3 +631,30 @@ def test_encoding_matches_the_reflectance_formula(dtype, scale, offset, exact):
     got = enc[[4, 0, 2]].astype(np.float64)
     assert (got == want).all() if exact else np.abs(got - want).max() <= 1
     assert (enc[[1, 3]] == 7).all()  # other channels untouched
+
+
+# ------------------------------------------------------------------------------- real multi-date sets
+def test_the_bundled_series_give_multi_image_sets_of_real_imagery(tmp_path):
+    """The demo's real multi-image sets: the Tanzanian series (tropics: two dates per S2-L8 set, both
+    in the na slots), NAIP (single-image sets); each series is a patch with one centre."""
+    from a2mae.ingest.run import ingest
+    from a2mae.samples import sample_path
+    from a2mae.stssd.snapshot import SnapshotError, set_mix
+
+    with pytest.raises(SnapshotError, match="cannot read the snapshot manifest"):
+        set_mix(tmp_path)
+    sources = [str(sample_path("s2_arcsi")), str(sample_path("naip"))]
+    assert not ingest(sources, tmp_path / "cat.parquet", params(), progress=False).failed
+    tile(tmp_path / "cat.parquet", tmp_path / "snap", params(), progress=False)
+    mix = set_mix(tmp_path / "snap")
+    assert (mix.sets, mix.multi_image, mix.multi_date, mix.multi_sensor) == (4, 2, 2, 0)
+    rows = manifest(tmp_path / "snap")
+    by_set: dict[str, list[dict]] = {}
+    for r in rows:
+        by_set.setdefault(r["set_id"], []).append(r)
+    multi = [m for m in by_set.values() if len(m) > 1]
+    assert all(
+        [r["role"] for r in m] == ["S2-na", "S2-na"] and len({r["doy"] for r in m}) == 2 for m in multi
+    )
+    assert len({(r["row0"], r["col0"]) for r in rows if r["sensor"] == "S2"}) == 1  # one chip per date
+    assert sorted(r["year"] for r in rows if r["sensor"] == "NAIP") == [2009, 2020]
