@@ -1,7 +1,7 @@
 # The two commands a new user needs (both install what they need into .venv first):
 #   make demo   runs the pipeline end to end on the bundled real sample scenes
 #   make test   runs the test suite (what CI runs)
-.PHONY: demo test lint venv bench clean
+.PHONY: demo test lint venv bench clean clean-services
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -18,5 +18,11 @@ lint: venv
 bench: venv
 	@for b in benchmarks/*.py; do .venv/bin/python $$b || exit 1; done
 
+# Outputs of the demo and the tests; the services' state (.a2mae/) stays: see clean-services.
 clean:
-	rm -rf .a2mae demo-output .pytest_cache
+	rm -rf demo-output .pytest_cache
+
+# Stops the services and deletes their state (.a2mae/: S3 data, MLflow and Prefect databases, the
+# services' workspace) after asking; YES=1 skips the question.
+clean-services:
+	@bash scripts/clean-services.sh

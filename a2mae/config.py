@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from a2mae.errors import A2maeError
 from a2mae.io.yamlsafe import YamlError, load_file, load_text
@@ -34,6 +35,8 @@ MaskingPolicy = Literal["aligned", "complementary", "independent"]
 AnchorGroupMask = Literal["consistent", "independent"]
 Task = Literal["classification", "segmentation", "change_detection"]
 FinetuneProtocol = Literal["linear_probe", "full"]
+#: DVC remotes of the repository's ``.dvc/config``: ``local`` (a folder) and ``s3`` (the services' store).
+DvcRemote = Literal["local", "s3"]
 
 
 class _Section(BaseModel):
@@ -63,6 +66,12 @@ class DataConfig(_Section):
     catalog: str = Field(description="Scene catalog (Parquet) written by `a2mae ingest`.")
     sensor_files: list[str] = Field(description="Extra sensor registry YAML files.")
     workers: int = Field(ge=1, description="Parallel metadata readers.")
+    max_raster_pixels: int = Field(
+        ge=1, description="A raster declaring more pixels (width x height) is refused at ingest."
+    )
+    lock_timeout_s: float = Field(
+        ge=0, le=86400, description="How long a catalog writer waits for another one, seconds (0: refuse)."
+    )
     s3: S3Config
     growth_period: GrowthPeriodConfig
 
@@ -107,6 +116,56 @@ class TileConfig(_Section):
         ge=8, le=65536, description="GDAL block cache per worker, MB (decoded tiles kept between regions)."
     )
     snapshot: str = Field(description="Default output folder of `a2mae tile`.")
+    max_plan_mb: int = Field(
+        ge=1, description="Refuse a plan whose estimated memory is above this many MB (tile.grid_m too fine)."
+    )
+    lock_timeout_s: float = Field(
+        ge=0, le=86400, description="How long a tile run waits for another one on the same --out, seconds."
+    )
+
+
+# ------------------------------------------------------------------------------------------ collect
+class CollectConfig(_Section):
+    """Gathering scenes from a STAC API into the scene catalog (`a2mae collect`, docs/collect.md)."""
+
+    stac_url: str | None = Field(description="Root URL of the STAC API searched (null: give --stac URL).")
+    collections: list[str] = Field(
+        min_length=1,
+        description="Collection files: names of a2mae/collect/collections/*.yaml or paths; one sensor each.",
+    )
+    locations: str | None = Field(
+        description="GeoJSON or GeoParquet file of points or polygons (null: generate n_locations)."
+    )
+    n_locations: int = Field(ge=1, description="Locations generated when no file is given.")
+    seed: int = Field(description="Seed of the generated locations.")
+    bbox: list[float] | None = Field(
+        min_length=4,
+        max_length=4,
+        description="[west, south, east, north] of generated locations (null: the globe).",
+    )
+    location_size_m: float = Field(
+        gt=0, le=100_000, description="Side of the square tiled around a point location, metres."
+    )
+    start: date = Field(description="First acquisition date searched (YYYY-MM-DD).")
+    end: date = Field(description="Last acquisition date searched (YYYY-MM-DD).")
+    max_cloud_cover: float = Field(
+        ge=0, le=100, description="Scenes with more cloud cover (percent) are not taken."
+    )
+    scenes_per_period: int = Field(ge=1, description="Scenes kept per location, sensor and period (g/ng/na).")
+    cloud_step: float = Field(
+        gt=0,
+        le=100,
+        description="Cloud covers within this many percent count as equal; the closer date wins.",
+    )
+    max_items_per_search: int = Field(
+        ge=1, description="Items read per search (location x collection x period)."
+    )
+    max_scenes: int = Field(ge=1, description="Cap on the scenes one run adds to the catalog.")
+    workers: int = Field(ge=1, le=32, description="Searches run in parallel.")
+    timeout_s: float = Field(gt=0, description="HTTP timeout of one STAC request, seconds.")
+    watch_lookback_days: int = Field(
+        ge=0, description="The STAC watcher searches from its last run minus this many days (late arrivals)."
+    )
 
 
 # -------------------------------------------------------------------------------------------- model
@@ -151,7 +210,7 @@ class PretrainConfig(_Section):
 
     run_name: str = Field(min_length=1, description="Run name; the same name resumes the run.")
     experiment: str = Field(min_length=1, description="MLflow experiment.")
-    epochs: int = Field(ge=1)
+    epochs: int = Field(ge=1, description="Passes over the snapshot's training split.")
     max_steps: int | None = Field(ge=1, description="Optimiser steps (None: epochs x steps per epoch).")
     batch_size: int = Field(ge=1, description="Image sets per worker per micro-batch.")
     accum_steps: int = Field(ge=1, description="Micro-batches accumulated per optimiser step.")
@@ -166,7 +225,7 @@ class PretrainConfig(_Section):
     model_overrides: dict[str, Any] = Field(description="Extra create_model options (architecture fields).")
     loader_workers: int = Field(ge=0, description="DataLoader processes per training worker.")
     num_workers: int = Field(ge=0, description="Ray Train workers (0: in-process, no Ray).")
-    use_gpu: bool
+    use_gpu: bool = Field(description="Train on GPUs (one per Ray Train worker).")
     cpus_per_worker: float = Field(gt=0)
     ray_address: str | None = Field(description="Ray cluster address (None: $RAY_ADDRESS or local).")
     ray_dashboard: bool = Field(description="Start the local Ray's dashboard (127.0.0.1).")
@@ -205,12 +264,17 @@ class AblationConfig(_Section):
 class FinetuneConfig(_Section):
     """Downstream fine-tuning."""
 
-    task: Task
-    protocol: FinetuneProtocol
+    task: Task = Field(
+        description="Downstream task: scene classification, segmentation or change detection (registered "
+        "as model_prefix + task, e.g. a2mae-classification)."
+    )
+    protocol: FinetuneProtocol = Field(
+        description="linear_probe: frozen encoder, train the head only; full: train encoder and head."
+    )
     encoder: str = Field(description="models:/NAME@ALIAS, models:/NAME/VERSION, a checkpoint, or scratch.")
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    lr: float = Field(gt=0)
+    epochs: int = Field(ge=1, description="Passes over the training split.")
+    batch_size: int = Field(ge=1, description="Samples per optimizer step.")
+    lr: float = Field(gt=0, description="Peak learning rate (after warm-up).")
     layer_decay: float = Field(gt=0, le=1)
     seed: int
     datasets: FinetuneDatasets
@@ -227,7 +291,9 @@ class FinetuneConfig(_Section):
     ignore_index: int = Field(ge=0, le=255, description="Mask value excluded from loss and metrics.")
     experiment: str
     model_prefix: str = Field(description="Registered model name is <prefix><task>.")
-    serialization: Literal["pickle", "pt2"]
+    serialization: Literal["safetensors"] = Field(
+        description="Fine-tuned model format in MLflow: safetensors + spec.json behind a pyfunc (no pickle)."
+    )
     output: str = Field(description="Folder of reports and confusion matrices.")
     compare_protocols: list[FinetuneProtocol] = Field(min_length=1)
     ablation: AblationConfig
@@ -245,12 +311,38 @@ class PrimaryMetrics(_Section):
 class EvaluateConfig(_Section):
     """Challenger vs champion evaluation."""
 
-    promotion_margin: float = Field(ge=0)
+    promotion_margin: float = Field(
+        ge=0, description="The challenger's primary metric must beat the champion's by at least this."
+    )
     split: str = Field(min_length=1, description="Frozen evaluation split of the version's dataset.")
     batch_size: int = Field(ge=1)
     challenger_alias: str = Field(min_length=1)
     experiment: str = Field(min_length=1, description="MLflow experiment of the evaluation runs.")
     primary_metric: PrimaryMetrics
+
+
+class PredictConfig(_Section):
+    """Applying a registered model to imagery (`a2mae predict`, the predict flow, the model server)."""
+
+    model: str = Field(min_length=1, description="models:/NAME@ALIAS or models:/NAME/VERSION.")
+    window: int = Field(ge=8, le=4096, description="Window side in pixels of the scene grid.")
+    overlap: int = Field(ge=0, le=2048, description="Pixels shared by neighbouring windows (<= window/2).")
+    batch_size: int = Field(ge=1, le=4096, description="Windows per forward pass.")
+    executor: Literal["local", "ray"] = Field(description="Local processes or Ray Data actors.")
+    workers: int = Field(ge=1, le=1024, description="Local worker processes or Ray actors.")
+    ray_address: str | None = Field(description="Ray cluster address (None: $RAY_ADDRESS or a local Ray).")
+    probabilities: bool = Field(description="Also write per-class probabilities (dense tasks).")
+    dense_embeddings: bool = Field(description="Also write the dense embedding COG (embeddings).")
+    output: str = Field(min_length=1, description="Output folder or s3:// prefix of the predict flow.")
+    aoi: list[str] = Field(description="Scenes the flow re-runs when a new champion is promoted.")
+    gdal_cache_mb: int = Field(ge=8, le=65536, description="GDAL block cache per process, MB.")
+    serve_port: int = Field(ge=1, le=65535, description="Port of the champion's HTTP scoring server.")
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> PredictConfig:
+        if 2 * self.overlap > self.window:
+            raise ValueError(f"overlap {self.overlap} must be at most half the window {self.window}")
+        return self
 
 
 class RegistryConfig(_Section):
@@ -265,23 +357,43 @@ class InfraConfig(_Section):
     """Local services started by infra/."""
 
     home: str
-    host: str
+    host: str = Field(min_length=1, description="Interface the services bind (loopback unless allow_remote).")
+    allow_remote: bool = Field(
+        description="Allow an infra.host beyond loopback; every service then requires credentials."
+    )
+    auth: bool = Field(description="MLflow basic auth and Prefect's auth string also on loopback.")
     prefect_port: int = Field(ge=1, le=65535)
     mlflow_port: int = Field(ge=1, le=65535)
     s3_port: int = Field(ge=1, le=65535)
+    stac: bool = Field(
+        description="Start the local STAC API (PostgreSQL + stac-fastapi-pgstac) with the stack."
+    )
+    stac_port: int = Field(ge=1, le=65535, description="Port of the local STAC API.")
+    stac_venv: str = Field(description="The STAC server's venv (built by scripts/bootstrap-stac.sh).")
     ray_port: int = Field(ge=1, le=65535)
     retrain_cron: str = Field(description="Cron expression of the scheduled retraining.")
     timezone: str = Field(description="Timezone of retrain_cron (IANA name).")
     watch_uri: str = Field(description="Folder or s3:// prefix listed by the new-imagery watcher.")
+    watch_stac: bool = Field(
+        description="The watcher searches the STAC API of `collect` (new items over its locations) instead."
+    )
     watch_interval_s: int = Field(ge=5, description="Seconds between two listings of watch_uri.")
+    watch_settle_polls: int = Field(
+        ge=0,
+        description="Listings a new scene must stay unchanged in before it is announced (uploads in "
+        "progress wait; 0: announce at first sight).",
+    )
     retrain_after_s: int = Field(ge=0, description="Delay between a new-scene event and its retrain run.")
     accelerator_limit: str = Field(min_length=1, description="Global concurrency limit of training tasks.")
     accelerator_slots: int = Field(ge=1, description="Trainings allowed on one machine at once.")
-    dvc_remote: str = Field(min_length=1, description="DVC remote the snapshots are pushed to.")
+    dvc_remote: DvcRemote = Field(
+        description="DVC remote the services push snapshots to (their workspace's default remote); "
+        "runs without the services use local."
+    )
     buckets: list[str] = Field(description="Buckets created in the S3 store at start.")
     mlflow_artifacts: str = Field(description="Artifact store behind the MLflow server (s3:// or a folder).")
     ray_num_cpus: int | None = Field(ge=1, description="CPUs offered by the Ray head (None: all).")
-    ray_dashboard: bool = Field(description="Start the Ray dashboard (loopback).")
+    ray_dashboard: bool = Field(description="Start the Ray dashboard (the state API Ray Train polls).")
     start_timeout_s: float = Field(gt=0, description="Seconds a service may take to become healthy.")
 
 
@@ -289,11 +401,13 @@ class Params(_Section):
     """All parameters, one section per pipeline stage."""
 
     data: DataConfig
+    collect: CollectConfig
     tile: TileConfig
     model: ModelConfig
     pretrain: PretrainConfig
     finetune: FinetuneConfig
     evaluate: EvaluateConfig
+    predict: PredictConfig
     registry: RegistryConfig
     infra: InfraConfig
 

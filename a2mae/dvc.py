@@ -15,11 +15,17 @@ Typical use (what the retrain flow does)::
     ws.push("s3")                           # the snapshot's files go to the remote
     md5 = ws.out_hash("data/stssd")         # recorded on the MLflow runs that use it
     ws.git_commit(["dvc.lock", "params.yaml"], "snapshot data/stssd " + md5[:8])
+
+The services of ``infra/`` work in a repository of their own, cloned from the checkout by
+:func:`services_workspace`, so background runs never touch the user's work tree and each snapshot
+version is a commit there.
 """
 
 from __future__ import annotations
 
+import filecmp
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -217,3 +223,71 @@ class DvcWorkspace:
             ident = ["-c", "user.name=a2mae pipeline", "-c", "user.email=a2mae-pipeline@localhost"]
         self.run(*ident, "commit", "-q", "-m", message, "--", *paths, tool="git")
         return self.run("rev-parse", "HEAD", tool="git").stdout.strip()
+
+
+#: Files of the checkout that define the pipeline: copied into the services' workspace at each start.
+PIPELINE_FILES = ("params.yaml", "dvc.yaml", ".dvcignore")
+#: What the services' workspace checks out of the clone: the pipeline's files and data, not the code.
+WORKSPACE_PATHS = ("/params.yaml", "/dvc.yaml", "/dvc.lock", "/.dvc/", "/.dvcignore", "/.gitignore", "/data/")
+
+
+def services_workspace(
+    source: str | os.PathLike[str], dest: str | os.PathLike[str], remote: str, endpoint: str | None = None
+) -> DvcWorkspace:
+    """The git + DVC repository the deployments work in: cloned from ``source`` once, then kept in step.
+
+    Steps (each commit only when something changed, so a restart adds nothing):
+
+    1. ``git clone`` the checkout ``source`` into ``dest`` (sparse: the pipeline files and ``data/``,
+       not the code) when ``dest`` is not a workspace yet.
+    2. Copy :data:`PIPELINE_FILES` from ``source``'s work tree (the user's current ``params.yaml``),
+       then commit them.
+    3. Make ``remote`` the DVC default remote; an ``s3`` remote gets ``endpoint`` (this repository
+       belongs to that store; credentials stay in the environment), then commit ``.dvc/config``.
+
+    So ``git clone <dest>`` followed by ``dvc pull`` restores the latest snapshot version, and the user
+    takes the versions into the checkout with ``git pull <dest>`` (a commit they approve).
+
+    Args:
+        source: The user's checkout (a git work tree with ``dvc.yaml``).
+        dest: The workspace folder (usually ``<infra.home>/workspace``).
+        remote: The DVC remote the snapshots are pushed to (``infra.dvc_remote``).
+        endpoint: URL of the S3 store, for an ``s3`` remote.
+
+    Returns:
+        The workspace.
+
+    Raises:
+        DvcError: ``source`` is not a git work tree with a ``dvc.yaml``, or git or DVC failed.
+    """
+    src, ws = DvcWorkspace(source), DvcWorkspace(dest)
+    if not ws.is_project() or not ws.is_git():
+        if not src.is_project() or not src.is_git():
+            raise DvcError(
+                f"{src.root} is not a git work tree with dvc.yaml and .dvc/: the services' workspace is "
+                "cloned from it; run the services from a clone of the a2mae repository"
+            )
+        _sparse_clone(src, ws.root)
+    copied = []
+    for name in PIPELINE_FILES:
+        mine, theirs = src.root / name, ws.root / name
+        if mine.is_file() and not (theirs.is_file() and filecmp.cmp(mine, theirs, shallow=False)):
+            shutil.copyfile(mine, theirs)
+            copied.append(name)
+    if copied:
+        ws.git_commit(copied, f"workspace: {', '.join(copied)} from {src.root}")
+    ws.run("remote", "default", remote)
+    if remote == "s3" and endpoint:
+        ws.run("remote", "modify", remote, "endpointurl", endpoint)
+    ws.git_commit([".dvc/config"], f"workspace: snapshots go to DVC remote {remote} {endpoint or ''}".strip())
+    return ws
+
+
+def _sparse_clone(src: DvcWorkspace, dest: Path) -> None:
+    if dest.exists() and any(dest.iterdir()):
+        raise DvcError(f"{dest} exists but is not a git + DVC workspace; move it away and start again")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    src.run("clone", "-q", "--no-checkout", str(src.root), str(dest), tool="git")
+    ws = DvcWorkspace(dest)
+    ws.run("sparse-checkout", "set", "--no-cone", *WORKSPACE_PATHS, tool="git")
+    ws.run("checkout", "-q", tool="git")

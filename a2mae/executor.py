@@ -13,19 +13,23 @@ result not yet yielded, so memory stays bounded however many items there are.
   forked when this process runs a single thread (the CLI: workers start at once with the modules
   already imported) and spawned otherwise (forking next to running threads, e.g. inside Prefect,
   can deadlock).
-* ``executor="ray"``: Ray remote tasks on the cluster at ``ray_address`` (else ``$RAY_ADDRESS``, else
-  a local Ray started for this call with ``include_dashboard=False`` and shut down afterwards), at
-  most ``2 * workers`` ahead of the oldest result. The function and its module must be importable
-  on the workers (install the package there).
+* ``executor="ray"``: Ray remote tasks on the cluster at ``ray_address`` (else ``$RAY_ADDRESS``; checked
+  in seconds before joining), else on a local Ray started for this call (loopback only, token auth,
+  no dashboard: :mod:`a2mae.services.ray_driver`) and shut down afterwards, at most ``2 * workers``
+  ahead of the oldest result. The function and its module must be importable on the workers (install
+  the package there).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from a2mae.errors import A2maeError
+
+if TYPE_CHECKING:
+    from a2mae.services.ray_driver import LocalRay
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -243,20 +247,10 @@ def _run_ray(
     import ray
     from ray.exceptions import RayTaskError
 
-    started = False
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS") or None
-        kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "ERROR"}
-        if address is None:
-            kwargs["num_cpus"] = workers
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise ExecutorError(
-                f"cannot start or reach Ray at {address or 'a new local instance'} ({err}); "
-                "check tile.ray_address / RAY_ADDRESS or use tile.executor=local"
-            ) from None
-        started = True
+    from a2mae.services.ray_driver import LocalRay
+
+    local = _connect_ray(workers, address)
+    started = local is not None
     try:
         remote = ray.remote(num_cpus=1)(fn)
         limit = max(2, 2 * workers)
@@ -285,3 +279,31 @@ def _run_ray(
     finally:
         if started:
             ray.shutdown()
+        if isinstance(local, LocalRay):
+            local.close()
+
+
+def _connect_ray(workers: int, address: str | None) -> LocalRay | bool | None:
+    """Join the cluster at ``address`` (else ``$RAY_ADDRESS``) or start a local Ray for this call.
+
+    Returns:
+        The local Ray's settings when one was started, True when a cluster was joined, None when Ray
+        was already initialised in this process.
+
+    Raises:
+        ExecutorError: Ray cannot be started, or the cluster is unreachable or refuses this client.
+    """
+    import ray
+
+    from a2mae.services.ray_driver import RayAccessError, join, start_local
+
+    if ray.is_initialized():
+        return None
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        if address is None:
+            return start_local(workers, dashboard=False, logging_level="ERROR")
+        join(address, "tile.ray_address / RAY_ADDRESS", logging_level="ERROR")
+        return True
+    except RayAccessError as err:
+        raise ExecutorError(f"{err} (or use tile.executor=local)") from None

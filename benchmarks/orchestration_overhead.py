@@ -36,6 +36,8 @@ QUICK = (
     "finetune.max_steps=2",
     "finetune.batch_size=4",
 )
+#: Versioning of both arms: the local DVC remote (no S3 store here), dvc.lock committed to git.
+EMBEDDED = {"dvc_remote": "local", "git_commit": True}
 
 
 def direct(ws: Path, sources: list[str], sets: list[str]) -> float:
@@ -53,7 +55,8 @@ def direct(ws: Path, sources: list[str], sets: list[str]) -> float:
     from flows.params import RetrainParams
 
     t0 = time.perf_counter()
-    p = RetrainParams(project_dir=str(ws), sources=sources, git_commit=True, overrides=sets).resolve()
+    form = RetrainParams(project_dir=str(ws), ingest={"sources": sources}, version=EMBEDDED, overrides=sets)
+    p = form.resolve()
     ingest(
         [str(ws / s) if not Path(s).is_absolute() else s for s in sources], p.data.catalog, p, progress=False
     )
@@ -62,7 +65,7 @@ def direct(ws: Path, sources: list[str], sets: list[str]) -> float:
     dvc.set_params({"tile.grid_m": p.tile.grid_m})
     dvc.commit()
     md5 = dvc.out_hash("data/stssd")
-    dvc.push(p.infra.dvc_remote)
+    dvc.push(form.version.dvc_remote)
     dvc.git_commit(["dvc.lock", "params.yaml"], f"data: STSSD snapshot {md5}")
     run = run_pretrain(p, p.tile.snapshot, name=f"{p.pretrain.run_name}-{summary.snapshot_id[:12]}")
     out = finetune(p, encoder=f"models:/{p.registry.encoder_model}/{run.registered_version}", progress=False)
@@ -82,7 +85,7 @@ def through_prefect(ws: Path, sources: list[str], sets: list[str]) -> float:
 
     t0 = time.perf_counter()
     state = retrain(
-        RetrainParams(project_dir=str(ws), sources=sources, git_commit=True, overrides=sets),
+        RetrainParams(project_dir=str(ws), ingest={"sources": sources}, version=EMBEDDED, overrides=sets),
         return_state=True,
     )
     seconds = time.perf_counter() - t0

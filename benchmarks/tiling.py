@@ -12,7 +12,17 @@ Throughput is MB of input files per second (best of ``--repeat``, page cache war
 seconds (this process and its workers) are printed too, as wall time is noisy on a shared machine.
 Goal: tiling >= 0.5x the plain read.
 
+**Remote case** (``--remote``, the catalog ``a2mae collect`` writes): the same kind of scenes as COGs
+with sensor-like noise (so tiles compress as real imagery does) in a SeaweedFS S3 store started
+here, a catalog of their ``s3://`` URIs whose scenes carry a region of interest (``--roi-m``, a
+square at the scenes' centre, as around a sampled location), against a plain rasterio read of the same
+windows from the same store: every chip window of the plan, in every file tiling reads, each file
+opened once (``/vsis3/`` with ``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR``, GDAL's block cache). Every
+timed run is a fresh process (no HTTP cache carried over); one more pass of each through a counting
+proxy prints the bytes each fetched. Goal: tiling >= 0.5x the plain read.
+
     .venv/bin/python benchmarks/tiling.py [--scale 8] [--workers 2] [--repeat 5]
+    .venv/bin/python benchmarks/tiling.py --remote [--scale 8] [--roi-m 9600]
 """
 
 from __future__ import annotations
@@ -70,7 +80,11 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5, help="best of N timings")
     ap.add_argument("--keep", type=Path, default=None, help="keep the scenes and snapshots here")
+    ap.add_argument("--remote", action="store_true", help="the remote case: COGs in an S3 store")
+    ap.add_argument("--roi-m", type=float, default=9600.0, help="remote: side of the region tiled, metres")
     args = ap.parse_args()
+    if args.remote:
+        return remote_main(args)
 
     from a2mae.ingest.catalog import write_catalog
     from a2mae.testing.scenes import default_specs, make_scenes
@@ -113,6 +127,150 @@ def main() -> int:
             f"goal: tiling >= 0.5x the plain read: {'met' if best >= 0.5 else 'NOT met'} (best {best:.2f}x)"
         )
     finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+# -------------------------------------------------------------------------------------- remote case
+def _s3_environ(settings) -> None:
+    """Point GDAL (this process) at the store through its own variables: plain rasterio reads them."""
+    from a2mae.io.raster import gdal_s3_options
+
+    os.environ.update(gdal_s3_options(settings))
+    os.environ["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
+
+
+def _plain_windows(file_windows: dict[str, list[tuple[int, int, int, int]]], settings) -> tuple[float, float]:
+    """Plain rasterio: open each remote file once, read each window (a fresh process per call)."""
+    _s3_environ(settings)
+    import rasterio
+    from rasterio.windows import Window
+
+    c0, t0 = _cpu(), time.perf_counter()
+    for uri, wins in file_windows.items():
+        with rasterio.open("/vsis3/" + uri[len("s3://") :]) as ds:
+            for c, r, w, h in wins:
+                ds.read(1, window=Window(c, r, w, h))
+    return time.perf_counter() - t0, _cpu() - c0
+
+
+def _tile_remote(catalog: Path, out: Path, workers: int, settings) -> tuple[float, float, dict]:
+    """``a2mae tile`` of the remote catalog (a fresh process per call)."""
+    from a2mae.config import load_params
+    from a2mae.stssd.run import tile
+
+    os.environ["AWS_ENDPOINT_URL"] = settings.endpoint_url
+    os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = settings.key, settings.secret
+    c0, t0 = _cpu(), time.perf_counter()
+    s = tile(catalog, out, load_params(overrides=[f"tile.workers={workers}"]), progress=False, force=True)
+    wall = time.perf_counter() - t0
+    for child in multiprocessing.active_children():
+        child.join()
+    shutil.rmtree(out, ignore_errors=True)
+    return wall, _cpu() - c0, s.counts
+
+
+def _fresh(fn, *args):
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def _remote_data(root: Path, args, store):
+    """Noisy COGs of generated scenes uploaded to the store; the catalog of their s3:// URIs with a
+    region of interest; the windows of a plain read. Returns ``(catalog, file windows, MB, chips)``."""
+    from a2mae.config import load_params
+    from a2mae.ingest.catalog import write_catalog
+    from a2mae.ingest.roi import square_around, union_geojson
+    from a2mae.testing.scenes import Place, default_specs, make_scenes
+    from a2mae.testing.stac import chip_windows, cog_scene, upload_scene, window_in, with_uris
+
+    specs = [s for s in default_specs(args.scale) if s.sensor in ("S2", "L8")]
+    made = make_scenes(root / "scenes", specs)
+    cogs = [cog_scene(r, root / "cogs" / r.sensor, noise=40.0, seed=k) for k, r in enumerate(made)]
+    bucket = store.create_bucket("a2mae-bench")
+    place = Place()
+    roi = union_geojson([square_around(place.lon, place.lat, args.roi_m)])
+    remote = [
+        with_uris(r, upload_scene(r, f"{bucket}/{r.scene_id}", store.settings())).model_copy(
+            update={"roi_geojson": roi}
+        )
+        for r in cogs
+    ]
+    write_catalog(remote, root / "remote.parquet")
+    windows: dict[str, list[tuple[int, int, int, int]]] = {}
+    chips = 0
+    for rec, wins in chip_windows(remote, load_params()):
+        chips += len(wins)
+        for bf in [*rec.band_files, *([rec.qa_file] if rec.qa_file else [])]:
+            for row0, col0 in wins:
+                c0, r0, c1, r1 = window_in(bf, rec.transform, row0, col0, 96)
+                windows.setdefault(bf.uri, []).append((c0, r0, c1 - c0 + 1, r1 - r0 + 1))
+    mb = sum(os.path.getsize(b.uri) for r in cogs for b in (*r.band_files, r.qa_file)) / 1e6
+    return root / "remote.parquet", windows, mb, chips
+
+
+def _bytes_fetched(store, catalog: Path, windows, root: Path, workers: int) -> tuple[int, int]:
+    """Bytes each fetched, one pass each through a counting proxy (not timed)."""
+    import dataclasses
+
+    from a2mae.testing.countproxy import CountingProxy
+
+    with CountingProxy(store.endpoint_url) as proxy:
+        via = dataclasses.replace(store.settings(), endpoint_url=proxy.url)
+        _fresh(_plain_windows, windows, via)
+        plain = proxy.stats()["bytes"]
+        proxy.reset()
+        _fresh(_tile_remote, catalog, root / "snap-bytes", workers, via)
+        return plain, proxy.stats()["bytes"]
+
+
+def remote_main(args) -> int:
+    """The remote case (``--remote``)."""
+    from a2mae.services import SeaweedFS
+
+    root = args.keep or Path(tempfile.mkdtemp(prefix="a2mae-bench-remote-"))
+    store = SeaweedFS(root / "weed").start()
+    try:
+        t0 = time.perf_counter()
+        catalog, windows, mb, chips = _remote_data(root, args, store)
+        settings = store.settings()
+        n = sum(len(w) for w in windows.values())
+        print(
+            f"remote: {len(windows)} COGs ({mb:.1f} MB) in S3 at {store.endpoint_url}, region "
+            f"{args.roi_m:g} m: {chips} chip windows, {n} file windows "
+            f"(prepared in {time.perf_counter() - t0:.1f} s)"
+        )
+        base = min(
+            (_fresh(_plain_windows, windows, settings) for _ in range(args.repeat)), key=lambda x: x[0]
+        )
+        runs = {}
+        for w in sorted({1, args.workers}):
+            runs[w] = min(
+                (_fresh(_tile_remote, catalog, root / f"snap-{w}", w, settings) for _ in range(args.repeat)),
+                key=lambda x: x[0],
+            )
+        plain_b, tile_b = _bytes_fetched(store, catalog, windows, root, args.workers)
+        counts = runs[1][2]
+        print(
+            f"snapshot: {counts['sets']} sets, {counts['chips']} chips stored of {counts['chips_read']} read"
+        )
+        print(f"{'':34s}{'seconds':>9s}{'vs plain':>10s}{'CPU s':>8s}")
+        print(f"{'plain rasterio, same windows':34s}{base[0]:9.2f}{1.0:9.2f}x{base[1]:8.2f}")
+        for w, (wall, cpu, _) in runs.items():
+            print(f"{f'a2mae tile, {w} worker(s)':34s}{wall:9.2f}{base[0] / wall:9.2f}x{cpu:8.2f}")
+        print(
+            f"bytes fetched: plain {plain_b / 1e6:.2f} MB, tile {tile_b / 1e6:.2f} MB "
+            f"({tile_b / plain_b:.2f}x)"
+        )
+        best = max(base[0] / wall for wall, _, _ in runs.values())
+        print(
+            f"goal: remote tiling >= 0.5x the plain read: {'met' if best >= 0.5 else 'NOT met'} "
+            f"(best {best:.2f}x)"
+        )
+    finally:
+        store.stop()
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
     return 0

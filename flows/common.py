@@ -34,8 +34,20 @@ def file_md5(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def snapshot_id(path: str | os.PathLike[str]) -> str | None:
-    """The content id in a local snapshot's ``snapshot.json`` (None when there is no complete snapshot)."""
+def snapshot_id(path: str | os.PathLike[str], verify: bool = False) -> str | None:
+    """The content id in a local snapshot's ``snapshot.json`` (None when there is no complete snapshot).
+
+    With ``verify``, every file is also checked against the digests of its ``snapshot.json``
+    (:func:`a2mae.stssd.snapshot.verify_snapshot`); a damaged snapshot gives None.
+    """
+    if verify:
+        from a2mae.errors import A2maeError
+        from a2mae.stssd.snapshot import verify_snapshot
+
+        try:
+            return str(verify_snapshot(path)["snapshot_id"])
+        except A2maeError:
+            return None
     try:
         doc = json.loads((Path(path) / "snapshot.json").read_text())
     except (OSError, ValueError):
@@ -106,7 +118,13 @@ def link_mlflow(key: str, tracking_uri: str, path: str, text: str) -> str:
     """
     base = mlflow_ui_url(tracking_uri)
     if base is None:
-        hint = f"mlflow ui --backend-store-uri {tracking_uri}  then open {path}"
+        from a2mae.services.base import free_port
+
+        port = free_port(5000)  # 5000 may be the services' MLflow: a taken port makes `mlflow ui` exit
+        hint = (
+            f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port {port}  "
+            f"then open http://127.0.0.1:{port}/{path}"
+        )
         markdown(key, f"**{text}**: run `{hint}`", description=text)
         return hint
     url = f"{base}/{path}"
@@ -117,3 +135,23 @@ def link_mlflow(key: str, tracking_uri: str, path: str, text: str) -> str:
 def log(msg: str) -> None:
     """Log to the flow run (shows in the Prefect UI)."""
     get_run_logger().info(msg)
+
+
+#: Emitted whenever a fine-tuned model becomes champion (retrain's gate or a manual promotion).
+PROMOTED_EVENT = "a2mae.model.promoted"
+
+
+def emit_promoted(model: str, version: str | int, **payload: Any) -> None:
+    """Emit :data:`PROMOTED_EVENT` for ``model`` version ``version`` (the predict deployment follows it)."""
+    from prefect.events import emit_event
+
+    emit_event(
+        event=PROMOTED_EVENT,
+        resource={"prefect.resource.id": f"mlflow.model.{model}.{version}"},
+        payload={
+            "model": model,
+            "version": str(version),
+            "model_uri": f"models:/{model}/{version}",
+            **payload,
+        },
+    )

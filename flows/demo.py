@@ -80,8 +80,8 @@ def run_demo(out: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     sources = [*SAMPLE_SCENES, str(sample_path("s2_l1c")), str(sample_path("l8_l1"))]
     params = RetrainParams(
         project_dir=str(ws),
-        sources=sources,
-        git_commit=True,
+        ingest={"sources": sources},
+        version={"dvc_remote": "local", "git_commit": True},  # no S3 store in embedded mode
         overrides=[*DEMO_SETTINGS, *(overrides or [])],
     )
     return retrain(params)
@@ -106,18 +106,36 @@ def where_to_look(out: Path, result: dict[str, Any], seconds: float) -> str:
             f"  model     {ft['model']} v{ft['version']}: {ft['metric']} {ft['score']:.4f}"
             f" -> {ev['decision']}"
         )
+    return "\n".join([*lines, "", *look_commands(out)])
+
+
+def look_commands(out: Path, host: str = "127.0.0.1") -> list[str]:
+    """The "where to look" lines: UIs over the demo's own stores, on ports free right now.
+
+    The services of ``infra/`` may hold MLflow's 5000 and Prefect's 4200 (``mlflow ui`` on a taken port
+    prints "Address already in use" and exits 0), so each UI gets the first free port from there on.
+    The Prefect command drops ``PREFECT_API_URL`` (a shell pointed at the services) and tells the UI
+    where its API is.
+    """
+    from a2mae.services.base import free_port
+
+    out = out.resolve()
+    ws = out / "workspace"
     bindir = Path(sys.executable).parent
-    lines += [
-        "",
-        "Where to look:",
-        f"  MLflow   {bindir / 'mlflow'} ui --backend-store-uri sqlite:///{ws / 'mlruns.db'}",
-        "           then open http://127.0.0.1:5000 (runs, models, the @champion alias)",
-        f"  Prefect  PREFECT_HOME={out / 'prefect'} {bindir / 'prefect'} server start",
-        "           then open http://127.0.0.1:4200 (flow runs, artifacts)",
+    mlflow_port = free_port(5000, host)
+    prefect_port = free_port(4200, host)
+    api = f"http://{host}:{prefect_port}/api"
+    return [
+        "Where to look (ports free now; the services of infra/ keep theirs):",
+        f"  MLflow   {bindir / 'mlflow'} ui --backend-store-uri sqlite:///{ws / 'mlruns.db'} "
+        f"--host {host} --port {mlflow_port}",
+        f"           then open http://{host}:{mlflow_port} (runs, models, the @champion alias)",
+        f"  Prefect  env -u PREFECT_API_URL PREFECT_HOME={out / 'prefect'} PREFECT_UI_API_URL={api} "
+        f"{bindir / 'prefect'} server start --host {host} --port {prefect_port}",
+        f"           then open http://{host}:{prefect_port} (flow runs, artifacts)",
         f"  DVC      cd {ws} && git log --oneline && {bindir / 'dvc'} status",
         "  Services mode (Prefect UI forms, schedules, new-imagery trigger): infra/up.sh, docs/services.md",
     ]
-    return "\n".join(lines)
 
 
 def _set_mix_line(snapshot: Path) -> str:

@@ -64,6 +64,7 @@ def ingest_scenes(
         "added": [r.scene_id for r in report.added],
         "present": len(report.skipped),
         "failed": [f.message for f in report.failed],
+        "warnings": list(report.warnings),
         "summary": report.summary(),
         "rows": rows,
     }
@@ -89,5 +90,7 @@ def ingest_flow(params: IngestParams = _DEFAULT) -> dict[str, Any]:
     listing = fingerprint_sources(sources, doc)
     result = ingest_scenes(sources, catalog, doc, listing, file_md5(catalog), params.skip_bad)
     log(f"ingest: {result['summary']}")
+    for note in result.get("warnings", []):
+        log(f"ingest warning: {note}")
     table("ingest-scenes", result["rows"], f"Scenes of the catalog {catalog} ({result['summary']})")
     return result

@@ -1,7 +1,7 @@
 """The parent flow ``retrain``: the whole pipeline on new imagery.
 
-New imagery -> ingest -> tile -> DVC snapshot -> pre-train (from the champion encoder when there is
-one) -> fine-tune -> evaluate -> promote if better.
+New imagery (optionally gathered from a STAC API first: ``collect``) -> ingest -> tile -> DVC snapshot
+-> pre-train (from the champion encoder when there is one) -> fine-tune -> evaluate -> promote if better.
 
 Each stage is a subflow (its own run, parameters and artifacts in the UI) over the same library
 functions as the CLI. Tasks pass paths, URIs and small dicts, never tensors. When the snapshot's DVC
@@ -16,13 +16,14 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 
-from flows.common import log, markdown, mlflow_ui_url
+from flows.collect import collect_flow
+from flows.common import emit_promoted, log, markdown, mlflow_ui_url
 from flows.evaluate import evaluate_flow
 from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
 from flows.params import (
+    CollectParams,
     EvaluateParams,
     FinetuneParams,
     IngestParams,
@@ -57,8 +58,13 @@ def _summary(doc: dict[str, Any], out: dict[str, Any]) -> None:
         f"- snapshot `{out['tile']['snapshot_id']}`, DVC hash `{snap.get('md5')}` on remote "
         f"`{snap.get('remote')}`, git commit `{snap.get('git_commit')}`",
     ]
+    if out.get("new_scene"):
+        got = "ingested" if out["ingest"]["added"] else "already in the catalog: nothing new was ingested"
+        lines.insert(1, f"- triggered by the new scene `{out['new_scene']}`: {got}")
     if out.get("skipped"):
-        lines.append("- training skipped: the champion encoder was trained on this snapshot")
+        lines.append(
+            "- training skipped: the champion encoder was trained on this snapshot (force retrains anyway)"
+        )
     else:
         pre, ft, ev = out["pretrain"], out["finetune"], out["evaluate"]
         lines += [
@@ -85,8 +91,8 @@ def retrain(params: RetrainParams = _DEFAULT) -> dict[str, Any]:
     """Run the whole pipeline on new imagery and promote the result if it beats the champion.
 
     Args:
-        params: Sources, snapshot, training budget, promotion and versioning settings (defaults
-            from params.yaml).
+        params: The pipeline's settings, one section per stage (defaults from the workspace's
+            params.yaml).
 
     Returns:
         What each stage did: scenes, snapshot and its DVC hash, runs, versions, the decision.
@@ -94,35 +100,35 @@ def retrain(params: RetrainParams = _DEFAULT) -> dict[str, Any]:
     p = params.resolve()
     doc = p.model_dump(mode="json")
     common: dict[str, Any] = {"project_dir": params.project_dir, "overrides": params.as_overrides()}
-    if params.new_scene:
-        log(f"retrain: triggered by new scene {params.new_scene}")
-    out: dict[str, Any] = {"new_scene": params.new_scene}
-    out["ingest"] = ingest_flow(IngestParams.from_params(p, sources=params.sources, **common))
+    new_scene = params.ingest.new_scene
+    if new_scene:
+        log(f"retrain: triggered by new scene {new_scene}")
+    out: dict[str, Any] = {"new_scene": new_scene}
+    if params.ingest.collect:
+        out["collect"] = collect_flow(CollectParams.from_params(p, **common))
+    out["ingest"] = ingest_flow(IngestParams.from_params(p, sources=params.ingest.sources, **common))
     out["tile"] = tile_flow(TileParams.from_params(p, **common))
-    snap = version_snapshot(params.project_dir, doc, p.tile.snapshot, params.dvc_remote, params.git_commit)
+    version = params.version
+    snap = version_snapshot(params.project_dir, doc, p.tile.snapshot, version.dvc_remote, version.git_commit)
     out["snapshot"] = snap
     md5 = snap.get("md5")
     if md5 and not params.force and champion_snapshot(doc) == md5:
         out["skipped"] = True
         _summary(doc, out)
-        log(f"retrain: snapshot {md5} is the champion's; nothing to train (force=true retrains)")
+        log(f"retrain: snapshot {md5} is the champion's; nothing to train (force retrains anyway)")
         return out
-    pre = pretrain_flow(PretrainParams.from_params(p, from_champion=params.from_champion, **common))
+    pre = pretrain_flow(PretrainParams.from_params(p, from_champion=params.pretrain.from_champion, **common))
     encoder = f"models:/{p.registry.encoder_model}/{pre['version']}"
     ft = finetune_flow(FinetuneParams.from_params(p, encoder=encoder, **common))
     ev = evaluate_flow(
         EvaluateParams.from_params(
-            p, model=ft["model"], version=ft["version"], promote=params.promote, **common
+            p, model=ft["model"], version=ft["version"], promote=params.evaluate.promote, **common
         )
     )
     out.update(pretrain=pre, finetune=ft, evaluate=ev)
     if ev["promoted"]:
         promote_encoder(doc, pre["version"], f"retrain: {ft['model']} v{ft['version']} {ev['decision']}")
-        emit_event(
-            event="a2mae.model.promoted",
-            resource={"prefect.resource.id": f"mlflow.model.{ft['model']}.{ft['version']}"},
-            payload={"encoder_version": pre["version"], "snapshot_dvc_hash": md5},
-        )
+        emit_promoted(ft["model"], ft["version"], encoder_version=pre["version"], snapshot_dvc_hash=md5)
     tags = {DVC_TAG: md5 or "none", "a2mae.snapshot_git_commit": snap.get("git_commit") or "none"}
     versions = [(p.registry.encoder_model, pre["version"]), (ft["model"], str(ft["version"]))]
     tag_lineage(doc, tags, [pre["run_id"], ft["run_id"], ev["run_id"]], versions)

@@ -11,11 +11,19 @@ Deployments (``flow/deployment``):
 * ``retrain/scheduled`` -- the same on ``infra.retrain_cron`` (``infra.timezone``);
 * ``retrain/on-new-imagery`` -- started by an ``a2mae.scene.arrived`` event (``infra.retrain_after_s``
   later), ingesting the watched prefix too;
-* ``watch-scenes/watcher`` -- lists ``infra.watch_uri`` every ``infra.watch_interval_s`` seconds;
-* ``ingest/ingest``, ``tile/tile``, ``pretrain/pretrain``, ``finetune/finetune``, ``evaluate/evaluate``,
-  ``promote/promote`` -- each stage on demand (``promote`` is the manual promotion form).
+* ``watch-scenes/watcher`` -- lists ``infra.watch_uri`` every ``infra.watch_interval_s`` seconds (with
+  ``infra.watch_stac``: searches the STAC API of ``collect`` for new items over its locations);
+* ``predict/on-promotion`` -- started by ``a2mae.model.promoted`` (a retrain promoted a new champion):
+  applies the promoted version to ``predict.aoi``;
+* ``predict/on-new-scene`` -- started by ``a2mae.scene.arrived``: applies ``predict.model`` to the
+  new scene; ``predict/predict`` -- the same on demand;
+* ``collect/collect``, ``ingest/ingest``, ``tile/tile``, ``pretrain/pretrain``, ``finetune/finetune``,
+  ``evaluate/evaluate``, ``promote/promote`` -- each stage on demand (``promote`` is the manual
+  promotion form).
 
-Default parameters come from the workspace's ``params.yaml`` plus ``--set`` items. Each retrain
+Default parameters come from the workspace's ``params.yaml`` plus ``--set`` items (a key shown on a
+form goes into its field only, so an edit of the field is what the run uses). Under ``a2mae services
+up`` the workspace is the services' own git + DVC repository (``<infra.home>/workspace``). Each retrain
 deployment runs one flow run at a time (later ones wait); training tasks also hold the global
 concurrency limit ``infra.accelerator_limit`` so two trainings never share one accelerator.
 """
@@ -25,6 +33,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
+import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -38,20 +49,34 @@ from prefect.types.entrypoint import EntrypointType
 from a2mae.config import Params, load_params
 from a2mae.services.flows import (
     PIPELINE_DEPLOYMENT,
+    PREDICT_DEPLOYMENT,
+    PREDICT_IMAGERY_DEPLOYMENT,
+    PREDICT_PROMOTION_DEPLOYMENT,
     SCHEDULED_DEPLOYMENT,
     TRIGGERED_DEPLOYMENT,
     WATCHER_DEPLOYMENT,
 )
+from flows.collect import collect_flow
 from flows.common import ensure_concurrency_limit
 from flows.evaluate import evaluate_flow
 from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
-from flows.params import FinetuneParams, IngestParams, PretrainParams, RetrainParams, TileParams, WatchParams
+from flows.params import (
+    CollectParams,
+    FinetuneParams,
+    IngestParams,
+    PredictParams,
+    PretrainParams,
+    RetrainParams,
+    TileParams,
+    WatchParams,
+)
+from flows.predict import PROMOTED_EVENT, predict_flow
 from flows.pretrain import pretrain_flow
 from flows.promote import promote_flow
 from flows.retrain import retrain
 from flows.tile import tile_flow
-from flows.watch import EVENT, RESOURCE_PREFIX, watch_scenes
+from flows.watch import EVENT, RESOURCE_PREFIX, STAC_RESOURCE_PREFIX, watch_scenes
 
 _SERVICE_KEYS = (
     "infra.home=",
@@ -91,25 +116,35 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
     p = workspace_params(ws, sets)
     # Settings of the services themselves (ports, home) are not pipeline parameters: keep them off the forms.
     form_sets = [s for s in sets if not s.startswith(_SERVICE_KEYS)]
-    common: dict[str, Any] = {"project_dir": str(ws), "overrides": form_sets}
     mod = {"entrypoint_type": EntrypointType.MODULE_PATH}
     serial = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
     def form(model: Any, **values: Any) -> dict[str, Any]:
-        return {"params": model.from_params(p, **common, **values).model_dump(mode="json")}
+        # A key on the form shows its value in its field; repeated in `overrides` (applied last) it
+        # would silently undo the user's edit of that field.
+        on_form = {m.key for m in model.mirrors()}
+        rest = [s for s in form_sets if s.partition("=")[0].strip() not in on_form]
+        made = model.from_params(p, project_dir=str(ws), overrides=rest, **values)
+        return {"params": made.model_dump(mode="json")}
 
     retrain_params = form(RetrainParams)
-    watched = {**retrain_params["params"]}
-    watched["sources"] = [*watched["sources"], p.infra.watch_uri]
+    watched = copy.deepcopy(retrain_params["params"])
+    if p.infra.watch_stac:  # new STAC items: the triggered retrain gathers them with `collect` first
+        watched["ingest"]["collect"] = True
+    else:
+        watched["ingest"]["sources"] = [*watched["ingest"]["sources"], p.infra.watch_uri]
+    templated = copy.deepcopy(watched)
+    templated["ingest"]["new_scene"] = "{{ event.payload.uri }}"
     trigger = DeploymentEventTrigger(
         name="retrain on new imagery",
         expect={EVENT},
-        match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
-        parameters={"params": {**watched, "new_scene": "{{ event.payload.uri }}"}},
+        match={"prefect.resource.id": f"{STAC_RESOURCE_PREFIX if p.infra.watch_stac else RESOURCE_PREFIX}*"},
+        parameters={"params": templated},
         schedule_after=timedelta(seconds=p.infra.retrain_after_s),
     )
     tags = ["a2mae"]
     return [
+        *predict_deployments(form(PredictParams), serial, tags, mod),
         retrain.to_deployment(
             _name(PIPELINE_DEPLOYMENT), parameters=retrain_params, concurrency_limit=serial, tags=tags, **mod
         ),
@@ -139,6 +174,7 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
             tags=tags,
             **mod,
         ),
+        collect_flow.to_deployment("collect", parameters=form(CollectParams), tags=tags, **mod),
         ingest_flow.to_deployment("ingest", parameters=form(IngestParams), tags=tags, **mod),
         tile_flow.to_deployment("tile", parameters=form(TileParams), tags=tags, **mod),
         pretrain_flow.to_deployment("pretrain", parameters=form(PretrainParams), tags=tags, **mod),
@@ -146,6 +182,57 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
         evaluate_flow.to_deployment("evaluate", tags=tags, **mod),
         promote_flow.to_deployment("promote", tags=tags, **mod),
     ]
+
+
+def predict_deployments(
+    form: dict[str, Any], serial: ConcurrencyLimitConfig, tags: list[str], mod: dict[str, Any]
+) -> list[RunnerDeployment]:
+    """The predict deployments: on demand, on a promotion, on new imagery."""
+    on_promotion = DeploymentEventTrigger(
+        name="predict on a new champion",
+        expect={PROMOTED_EVENT},
+        match={"prefect.resource.id": "mlflow.model.*"},
+        parameters={"params": {**form["params"], "model": "{{ event.payload.model_uri }}"}},
+    )
+    on_imagery = DeploymentEventTrigger(
+        name="predict on new imagery",
+        expect={EVENT},
+        match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
+        parameters={"params": {**form["params"], "new_scene": "{{ event.payload.uri }}"}},
+    )
+    return [
+        predict_flow.to_deployment(_name(PREDICT_DEPLOYMENT), parameters=form, tags=tags, **mod),
+        predict_flow.to_deployment(
+            _name(PREDICT_PROMOTION_DEPLOYMENT),
+            triggers=[on_promotion],
+            parameters=form,
+            concurrency_limit=serial,
+            tags=tags,
+            **mod,
+        ),
+        predict_flow.to_deployment(
+            _name(PREDICT_IMAGERY_DEPLOYMENT),
+            triggers=[on_imagery],
+            parameters=form,
+            concurrency_limit=serial,
+            tags=tags,
+            **mod,
+        ),
+    ]
+
+
+def _require_api() -> None:
+    """Exit with one line when ``PREFECT_API_URL`` does not answer or refuses the auth string."""
+    from a2mae.errors import A2maeError, safe_line
+    from a2mae.services.reach import check_prefect_api
+
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        return
+    try:
+        check_prefect_api(api, os.environ.get("PREFECT_API_AUTH_STRING"))
+    except A2maeError as err:
+        sys.exit(f"flows.serve: error: {safe_line(str(err))}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -158,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ready-file", default=None, help="Written once every deployment is registered.")
     ap.add_argument("--poll-seconds", type=float, default=5.0, help="How often to look for scheduled runs.")
     args = ap.parse_args(argv)
+    _require_api()
 
     deployments = build_deployments(args.project_dir, args.sets)
     p = workspace_params(Path(args.project_dir).resolve(), args.sets)

@@ -2,7 +2,8 @@
 
 Calls :func:`a2mae.stssd.run.tile`, the function behind ``a2mae tile``. The task is cached on the
 catalog's MD5 and the tile parameters (a snapshot is a pure function of both); when the snapshot
-folder has gone missing, the cache is refreshed instead of trusted. Reads of ``s3://`` scenes are
+folder has gone missing or a file of it no longer matches its digest, the cache is refreshed instead
+of trusted. Reads of ``s3://`` scenes are
 retried. A table artifact shows the snapshot's statistics.
 """
 
@@ -68,8 +69,8 @@ def tile_flow(params: TileParams = _DEFAULT) -> dict[str, Any]:
     doc = p.model_dump(mode="json")
     catalog, out = p.data.catalog, p.tile.snapshot
     task_ = tile_snapshot
-    if snapshot_id(out) is None:
-        task_ = tile_snapshot.with_options(refresh_cache=True)  # the output is gone: do not trust the cache
+    if snapshot_id(out, verify=True) is None:  # the output is gone or damaged: do not trust the cache
+        task_ = tile_snapshot.with_options(refresh_cache=True)
     result = task_(catalog, out, doc, file_md5(catalog), params.force)
     state = "up to date" if result["up_to_date"] else f"written in {result['seconds']} s"
     log(f"tile: snapshot {result['snapshot_id']} at {out} ({state})")

@@ -40,7 +40,7 @@ def version_snapshot(
     """
     import yaml
 
-    from a2mae.dvc import DvcWorkspace
+    from a2mae.dvc import DvcError, DvcWorkspace
 
     ws = DvcWorkspace(project_dir)
     if not ws.is_project():
@@ -51,6 +51,11 @@ def version_snapshot(
         return {"tracked": False, "reason": f"{snapshot} is outside the DVC workspace {ws.root}"}
     if rel not in ws.stage_outs():
         return {"tracked": False, "reason": f"{rel} is not an output of {ws.root}/dvc.yaml"}
+    if git_commit and not ws.is_git():  # before anything is written: all or nothing
+        raise DvcError(
+            f"{ws.root} is not a git work tree, so the snapshot version cannot be committed; run `git init` "
+            "there, or set git_commit to false (a clone could then not `dvc pull` this version)"
+        )
     on_disk = yaml.safe_load((ws.root / "params.yaml").read_text()) or {}
     current = _flat({k: on_disk.get(k, {}) for k in ("data", "tile")})
     wanted = _flat({k: doc[k] for k in ("data", "tile")})

@@ -106,6 +106,9 @@ def geotiff():
 class S3Store:
     """A running SeaweedFS S3 store for tests: endpoint, credentials and a fresh bucket."""
 
+    #: A bucket whose objects anyone may read (plain http:// URLs, as public COG archives serve them).
+    PUBLIC_BUCKET = "a2mae-public"
+
     def __init__(self, server, bucket: str) -> None:
         self.server = server
         self.bucket = bucket
@@ -134,6 +137,8 @@ class S3Store:
 def s3_store(tmp_path_factory):
     """SeaweedFS on free loopback ports (``weed mini``), with a fresh bucket, for the whole session.
 
+    ``S3Store.PUBLIC_BUCKET`` also exists; its objects can be read unsigned (``http://`` URLs).
+
     While the fixture is active, ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``
     and ``AWS_REGION`` point s3fs, GDAL, DVC and MLflow at it (restored afterwards); the server is
     stopped at the end of the session. Mark tests that use it ``@pytest.mark.s3``.
@@ -142,11 +147,12 @@ def s3_store(tmp_path_factory):
 
     from a2mae.services import SeaweedFS
 
-    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), public_buckets=(S3Store.PUBLIC_BUCKET,))
     server.start()
     mp = pytest.MonkeyPatch()
     try:
         bucket = server.create_bucket(f"a2mae-test-{uuid.uuid4().hex[:8]}")[len("s3://") :]
+        server.create_bucket(S3Store.PUBLIC_BUCKET)
         for key, value in server.env().items():
             mp.setenv(key, value)
         yield S3Store(server, bucket)
@@ -165,13 +171,9 @@ TINY_ENCODER = (
 
 
 @pytest.fixture(scope="session")
-def _mlflow_empty_db(tmp_path_factory):
+def _mlflow_empty_db(empty_mlflow_db):
     """An empty, migrated MLflow SQLite store, created once (migrating a new one takes seconds)."""
-    from mlflow.tracking import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
+    return empty_mlflow_db
 
 
 @pytest.fixture
@@ -273,7 +275,12 @@ def empty_mlflow_db(tmp_path_factory):
     from mlflow.tracking import MlflowClient
 
     path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
+    here = os.getcwd()
+    os.chdir(path.parent)  # MLflow puts the Default experiment's artifacts in ./mlruns of this folder
+    try:
+        MlflowClient(f"sqlite:///{path}").search_experiments()
+    finally:
+        os.chdir(here)
     return path
 
 
@@ -332,13 +339,19 @@ def prefect_harness():
 
 
 class ServicesStack:
-    """The real services of infra/ for slow tests: the stack, its workspace, settings and client env."""
+    """The real services of infra/ for slow tests: the stack, its checkout and workspace, settings and
+    client env."""
 
-    def __init__(self, stack, workspace, sets):
+    def __init__(self, stack, checkout, sets):
         self.stack = stack
-        self.workspace = workspace
+        self.checkout = checkout
         self.sets = sets
         self.env = stack.client_env()
+
+    @property
+    def workspace(self):
+        """The git + DVC repository the deployments work in (cloned from the checkout by the stack)."""
+        return self.stack.workspace
 
     @property
     def api_url(self) -> str:
@@ -365,15 +378,17 @@ class ServicesStack:
 @pytest.fixture(scope="session")
 def services_stack(tmp_path_factory):
     """S3 store, MLflow, Prefect server, Ray head and the deployments' server (infra/), on free loopback
-    ports, serving a fresh git + DVC workspace (the repository's pipeline files and samples) with a tiny
-    training budget; the watcher lists ``s3://a2mae-scenes/incoming/`` every 5 s. Stopped at the end."""
+    ports, for a fresh git + DVC checkout (the repository's pipeline files and samples) with a tiny
+    training budget; the stack clones its own workspace from it. The watcher keeps the defaults of
+    params.yaml (its timing is what the watcher test measures) and is paused until a test resumes it.
+    Stopped at the end."""
     from a2mae.config import load_params
     from a2mae.services.base import free_port_pair
     from a2mae.services.stack import Stack
     from flows.demo import make_workspace
 
     root = tmp_path_factory.mktemp("stack")
-    workspace = make_workspace(root / "ws")
+    checkout = make_workspace(root / "checkout")
     ports = []
     while len(ports) < 4:  # outside Ray's worker range; +10000 free too (SeaweedFS gRPC)
         port = free_port_pair(low=20000, high=30000)
@@ -386,16 +401,14 @@ def services_stack(tmp_path_factory):
         f"infra.s3_port={ports[2]}",
         f"infra.ray_port={ports[3]}",
         "infra.ray_num_cpus=2",
-        "infra.watch_interval_s=5",
-        "infra.retrain_after_s=0",
         "pretrain.num_workers=0",  # deployments train in-process by default; the e2e test asks for Ray
         "tile.grid_m=20000",
         *TINY_PIPELINE,
     ]
-    stack = Stack(load_params(None, sets), workspace, sets)
+    stack = Stack(load_params(None, sets), checkout, sets)
     try:
         stack.up()
-        services = ServicesStack(stack, workspace, sets)
+        services = ServicesStack(stack, checkout, sets)
         services.set_watcher(active=False)  # the watcher test switches it on (each run costs CPU)
         yield services
     finally:

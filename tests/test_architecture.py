@@ -10,11 +10,12 @@ The layers, from the top (a module may import its own layer and the layers below
  4    ``a2mae.pretrain``
  5    ``a2mae.registry``
  6    ``a2mae.stssd``
- 7    ``a2mae.ingest``
- 8    shared services of the stages: ``tracking``, ``checkpoint``, ``executor``, ``services``, ``dvc``,
+ 7    ``a2mae.collect`` (gathers scenes from a STAC API into the catalog ingest writes)
+ 8    ``a2mae.ingest``
+ 9    shared services of the stages: ``tracking``, ``checkpoint``, ``executor``, ``services``, ``dvc``,
       ``samples``
- 9    ``a2mae.models`` (pure torch + timm)
- 10   base: ``a2mae.types``, ``a2mae.sensors``, ``a2mae.io``, ``a2mae.config``, ``a2mae.errors``
+ 10   ``a2mae.models`` (pure torch + timm)
+ 11   base: ``a2mae.types``, ``a2mae.sensors``, ``a2mae.io``, ``a2mae.config``, ``a2mae.errors``
 ====  ===============================================================================================
 
 Besides the layers: ``a2mae`` imports no Prefect; ``a2mae.models`` imports no file I/O, Ray, MLflow or
@@ -40,6 +41,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("a2mae.pretrain",),
     ("a2mae.registry",),
     ("a2mae.stssd",),
+    ("a2mae.collect",),
     ("a2mae.ingest",),
     (
         "a2mae.tracking",
@@ -252,3 +254,15 @@ def test_the_checker_accepts_downward_imports(tmp_path):
         },
     )
     assert violations(root) == []
+
+
+def test_functions_are_named_steps_of_at_most_80_lines():
+    """Long functions become named steps (as facebookresearch/mae writes its model and engine)."""
+    long = []
+    for path in sorted((REPO / "a2mae").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1
+                if n > 80:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({n} lines)")
+    assert not long, "split into named steps: " + "; ".join(long)

@@ -25,11 +25,13 @@ def test_params_yaml_is_complete_and_valid():
     # every section of the issue is present
     assert set(Params.model_fields) == {
         "data",
+        "collect",
         "tile",
         "model",
         "pretrain",
         "finetune",
         "evaluate",
+        "predict",
         "registry",
         "infra",
     }
@@ -87,10 +89,21 @@ def test_cli_help_on_every_verb():
 
     group = typer.main.get_command(app)
     assert group.commands, "no verbs registered"
-    for name in group.commands:
-        proc = subprocess.run([sys.executable, "-m", "a2mae", name, "--help"], capture_output=True, text=True)
+    env = {**os.environ, "COLUMNS": "80"}
+    texts = {}
+    for name in ["", *group.commands, "services up"]:
+        cmd = [sys.executable, "-m", "a2mae", *name.split(), "--help"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         assert proc.returncode == 0, (name, proc.stderr)
         assert "Usage" in proc.stdout
+        # nothing cut at 80 columns: every line fits, no word or sentence is truncated
+        assert max(len(line) for line in proc.stdout.splitlines()) <= 80, name
+        lines = proc.stdout.splitlines()[1:]  # after the usage line ("COMMAND [ARGS]...")
+        assert "…" not in proc.stdout and not any(ln.rstrip().endswith("...") for ln in lines), name
+        texts[name] = proc.stdout
+    assert "finetune.datasets.<task>" in texts["finetune"]
+    assert "finetune.compare_protocols" in texts["finetune"]
+    assert "promote only past the margin." in " ".join(texts[""].split())
 
 
 def test_params_verb_round_trips():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from a2mae.dvc import DvcError, DvcWorkspace
+from a2mae.dvc import DvcError, DvcWorkspace, services_workspace
 from flows.demo import make_workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,3 +75,38 @@ def test_failures_are_one_line(tmp_path):
     assert not plain.is_project()
     with pytest.raises(DvcError, match="is not a git work tree"):
         plain.git_commit(["x"], "m")
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_services_workspace_is_a_clone_that_leaves_the_checkout_alone(tmp_path):
+    checkout = DvcWorkspace(make_workspace(tmp_path / "checkout"))
+    (checkout.root / "flows").mkdir()
+    (checkout.root / "flows" / "code.py").write_text("x = 1\n")
+    _git(checkout.root, "add", "flows")
+    _git(checkout.root, "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-q", "-m", "code")
+    dest = tmp_path / "home" / "workspace"
+
+    ws = services_workspace(checkout.root, dest, "s3", "http://127.0.0.1:12345")
+    assert ws.is_project() and ws.is_git() and ws.root == dest
+    assert (dest / "data" / "samples").is_dir() and not (dest / "flows").exists()  # data, not the code
+    config = (dest / ".dvc" / "config").read_text()
+    assert "remote = s3" in config and "endpointurl = http://127.0.0.1:12345" in config
+    assert "secret" not in config.lower()
+    assert _git(dest, "log", "-1", "--format=%s").startswith("workspace: snapshots go to DVC remote s3")
+    assert _git(dest, "status", "--porcelain") == ""
+    head = _git(dest, "rev-parse", "HEAD")
+    services_workspace(checkout.root, dest, "s3", "http://127.0.0.1:12345")  # a restart: nothing to commit
+    assert _git(dest, "rev-parse", "HEAD") == head
+
+    checkout.set_params({"tile.grid_m": 480.0})  # the user edits params.yaml; the next start takes it
+    services_workspace(checkout.root, dest, "s3", "http://127.0.0.1:12345")
+    assert (dest / "params.yaml").read_text() == (checkout.root / "params.yaml").read_text()
+    assert _git(dest, "log", "-1", "--format=%s").startswith("workspace: params.yaml from ")
+    assert _git(checkout.root, "status", "--porcelain") == "M params.yaml"  # only the user's own edit
+
+    with pytest.raises(DvcError, match=r"is not a git work tree with dvc\.yaml") as err:
+        services_workspace(tmp_path / "plain", tmp_path / "other", "s3")
+    assert "\n" not in str(err.value)

@@ -13,11 +13,14 @@ import sys
 import threading
 
 # Verb modules register themselves on `app` when imported. Add a line here for a new verb.
+from a2mae.cli import catalog as _catalog  # noqa: F401
+from a2mae.cli import collect as _collect  # noqa: F401
 from a2mae.cli import evaluate as _evaluate  # noqa: F401
 from a2mae.cli import finetune as _finetune  # noqa: F401
 from a2mae.cli import info as _info  # noqa: F401
 from a2mae.cli import ingest as _ingest  # noqa: F401
 from a2mae.cli import models as _models  # noqa: F401
+from a2mae.cli import predict as _predict  # noqa: F401
 from a2mae.cli import pretrain as _pretrain  # noqa: F401
 from a2mae.cli import promote as _promote  # noqa: F401
 from a2mae.cli import services as _services  # noqa: F401
@@ -78,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     traceback); 130 interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM). A stopped verb runs its
     clean-up (temporary folders, locks) before it exits.
     """
+    import os
+
+    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # no model is ever unpickled
     usage_errors = _usage_errors()
     handlers = {}
     if threading.current_thread() is threading.main_thread():

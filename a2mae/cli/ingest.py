@@ -76,6 +76,8 @@ def ingest_cmd(
             typer.echo(line)
     for failure in report.failed:
         typer.echo(f"skipped bad input: {failure.message}", err=True)
+    for note in report.warnings:
+        typer.echo(f"warning: {note}", err=True)
     if report.ignored:
         typer.echo(f"ignored {len(report.ignored)} auxiliary file(s) without a band name", err=True)
     typer.echo(f"ingest: {report.summary()}")

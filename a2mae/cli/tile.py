@@ -22,6 +22,13 @@ def tile_cmd(
     params: ParamsOpt = None,
     set_: SetOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when up to date.")] = False,
+    skip_bad: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad",
+            help="Leave out scenes whose files cannot be read (e.g. a remote asset gone) and go on.",
+        ),
+    ] = False,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bar on a terminal.")
     ] = True,
@@ -32,11 +39,15 @@ def tile_cmd(
     p = resolve_params(params, set_)
     catalog = catalog or Path(p.data.catalog)
     out = out or Path(p.tile.snapshot)
-    s = tile(catalog, out, p, progress=progress, force=force)
+    s = tile(catalog, out, p, progress=progress, force=force, skip_bad=skip_bad)
+    for line in s.skipped:
+        typer.echo(f"skipped unreadable scene {line}", err=True)
     c = s.counts
     if s.up_to_date:
         typer.echo(f"{out}: up to date (snapshot {s.snapshot_id}, {c.get('sets', 0)} sets); nothing to do")
         return
+    if s.note:
+        typer.echo(f"{out}: {s.note}: rebuilt")
     mb = c["bytes"] / 1e6
     rate = f", {s.input_bytes / 1e6 / s.seconds:.1f} MB/s of input" if s.input_bytes and s.seconds else ""
     typer.echo(f"{out}: snapshot {s.snapshot_id} written in {s.seconds:.1f} s{rate}")

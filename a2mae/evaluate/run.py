@@ -23,7 +23,7 @@ from a2mae.models.downstream import DownstreamModel
 from a2mae.registry import aliases
 from a2mae.registry.downstream import load_model
 from a2mae.registry.errors import RegistryError
-from a2mae.tracking.client import client, configure, temp_dir
+from a2mae.tracking.client import client, temp_dir, use_experiment
 from a2mae.tracking.lineage import lineage_tags
 
 EVAL_PREFIX = "a2mae.eval."
@@ -115,6 +115,33 @@ def decide(challenger: float, champion: float | None, margin: float) -> str:
     return "promoted" if challenger - champion >= margin - 1e-12 else "rejected"
 
 
+@dataclass
+class _Scores:
+    """Both models scored on the challenger's evaluation split (see :func:`_score_both`).
+
+    Attributes:
+        challenger: The loaded challenger model.
+        root: The dataset folder.
+        split_hash: Content hash of the evaluation split.
+        metric: Primary metric name.
+        challenger_metrics: All metrics of the challenger.
+        confusion: The challenger's confusion matrix ``[C, C]`` (None for multi-label tasks).
+        champion_metrics: All metrics of the champion (empty without one).
+        champion_score: The champion's primary metric (None without one).
+        decision: ``first_champion``, ``promoted`` or ``rejected`` (see :func:`decide`).
+    """
+
+    challenger: DownstreamModel
+    root: Path
+    split_hash: str
+    metric: str
+    challenger_metrics: dict[str, float]
+    confusion: Any
+    champion_metrics: dict[str, float]
+    champion_score: float | None
+    decision: str
+
+
 def evaluate_version(
     params: Params, name: str, version: str | int, *, data: str | Path | None = None, promote: bool = True
 ) -> Evaluation:
@@ -134,30 +161,75 @@ def evaluate_version(
         RegistryError: Unknown model/version, or the version is already the champion.
         DatasetError: The split is missing, malformed, or does not fit a model.
     """
-    import mlflow
-
     ev = params.evaluate
-    alias = params.registry.champion_alias
     c = client(params)
-    mv = aliases.get_version(c, name, version)
+    mv, champ_mv = _challenger_and_champion(c, name, version, params.registry.champion_alias)
     version = str(mv.version)
-    champ_mv = aliases.current(c, name, alias)
-    if champ_mv is not None and str(champ_mv.version) == version:
-        raise RegistryError(
-            f"model {name} version {version} is already @{alias}; nothing to evaluate against"
-        )
-    root = (
-        Path(data)
-        if data is not None
-        else (Path(mv.tags["a2mae.data"]) if mv.tags.get("a2mae.data") else None)
+    scores = _score_both(params, name, mv, champ_mv, _eval_root(mv, name, data))
+    champ_v = None if champ_mv is None else str(champ_mv.version)
+    run_id = _log_evaluation_run(params, name, version, champ_v, scores)
+    result = Evaluation(
+        name=name,
+        challenger=version,
+        champion=champ_v,
+        metric=scores.metric,
+        challenger_score=scores.challenger_metrics[scores.metric],
+        champion_score=scores.champion_score,
+        margin=ev.promotion_margin,
+        decision=scores.decision,
+        split=ev.split,
+        split_hash=scores.split_hash,
+        run_id=run_id,
+        challenger_metrics=scores.challenger_metrics,
+        champion_metrics=scores.champion_metrics,
     )
-    if root is None:
-        raise RegistryError(f"model {name} version {version}: no a2mae.data tag; pass --data FOLDER")
-    challenger = load_model(f"models:/{name}/{version}")
+    write_evidence(c, result, mv.run_id, None if champ_mv is None else champ_mv.run_id)
+    _apply_decision(c, params, result, promote)
+    return result
+
+
+def _challenger_and_champion(c: Any, name: str, version: str | int, alias: str) -> tuple[Any, Any | None]:
+    """The challenger's model version and the current ``@alias`` version (None when there is none).
+
+    Raises:
+        RegistryError: Unknown model or version, or the challenger already holds the alias.
+    """
+    mv = aliases.get_version(c, name, version)
+    champ_mv = aliases.current(c, name, alias)
+    if champ_mv is not None and str(champ_mv.version) == str(mv.version):
+        raise RegistryError(
+            f"model {name} version {mv.version} is already @{alias}; nothing to evaluate against"
+        )
+    return mv, champ_mv
+
+
+def _eval_root(mv: Any, name: str, data: str | Path | None) -> Path:
+    """The dataset folder: ``data``, else the ``a2mae.data`` tag the version was registered with.
+
+    Raises:
+        RegistryError: Neither is there.
+    """
+    if data is not None:
+        return Path(data)
+    if mv.tags.get("a2mae.data"):
+        return Path(mv.tags["a2mae.data"])
+    raise RegistryError(f"model {name} version {mv.version}: no a2mae.data tag; pass --data FOLDER")
+
+
+def _score_both(params: Params, name: str, mv: Any, champ_mv: Any | None, root: Path) -> _Scores:
+    """Load the challenger, open its evaluation split, score it and the champion there, and decide.
+
+    The split is opened the way the challenger reads it; the champion must fit the same split (same
+    classes and bands), so both are scored on exactly the same chips.
+
+    Raises:
+        DatasetError: The split is missing or malformed, or does not fit one of the models.
+    """
+    ev = params.evaluate
+    challenger = load_model(f"models:/{name}/{mv.version}")
     ds = open_eval_split(challenger, root, ev.split)
     split_hash = ds.content_hash()
-    kind = metric_kind(challenger.spec.task, challenger.spec.multilabel)
-    metric = getattr(ev.primary_metric, kind)
+    metric = getattr(ev.primary_metric, metric_kind(challenger.spec.task, challenger.spec.multilabel))
     ch_metrics, ch_cm = engine.score(challenger, ds, ev.batch_size)
     champ_metrics: dict[str, float] = {}
     champion_score = None
@@ -167,20 +239,31 @@ def evaluate_version(
         champ_metrics, _ = engine.score(champion, ds, ev.batch_size)
         champion_score = champ_metrics[metric]
     decision = decide(ch_metrics[metric], champion_score, ev.promotion_margin)
+    return _Scores(
+        challenger, root, split_hash, metric, ch_metrics, ch_cm, champ_metrics, champion_score, decision
+    )
 
-    configure(params)
-    mlflow.set_experiment(ev.experiment)
-    champ_v = None if champ_mv is None else str(champ_mv.version)
+
+def _log_evaluation_run(params: Params, name: str, version: str, champ_v: str | None, scores: _Scores) -> str:
+    """Log the evaluation as an MLflow run of ``evaluate.experiment`` and return its id.
+
+    The run holds lineage tags (with the decision), the gate's parameters, both models' metrics
+    (``challenger_*``, ``champion_*``; non-finite values left out) and the challenger's confusion matrix.
+    """
+    import mlflow
+
+    ev = params.evaluate
+    use_experiment(params, ev.experiment)
     tags = lineage_tags(
         params,
         stage="evaluate",
         model=name,
         challenger=version,
         champion=champ_v,
-        data=str(root.resolve()),
+        data=str(scores.root.resolve()),
         eval_split=ev.split,
-        split_hash=split_hash,
-        decision=decision,
+        split_hash=scores.split_hash,
+        decision=scores.decision,
     )
     with mlflow.start_run(run_name=f"{name}-v{version}-vs-champion", tags=tags) as run:
         mlflow.log_params(
@@ -188,46 +271,45 @@ def evaluate_version(
                 "model": name,
                 "challenger": version,
                 "champion": champ_v or "none",
-                "metric": metric,
+                "metric": scores.metric,
                 "margin": ev.promotion_margin,
                 "split": ev.split,
             }
         )
-        mlflow.log_metrics({f"challenger_{k}": v for k, v in ch_metrics.items() if math.isfinite(v)})
-        mlflow.log_metrics({f"champion_{k}": v for k, v in champ_metrics.items() if math.isfinite(v)})
-        if ch_cm is not None:
+        mlflow.log_metrics(
+            {f"challenger_{k}": v for k, v in scores.challenger_metrics.items() if math.isfinite(v)}
+        )
+        mlflow.log_metrics(
+            {f"champion_{k}": v for k, v in scores.champion_metrics.items() if math.isfinite(v)}
+        )
+        if scores.confusion is not None:
             with temp_dir() as d:
                 p = d / f"confusion_v{version}.png"
-                p.write_bytes(
-                    confusion_png(ch_cm, challenger.spec.classes, f"{name} v{version} on {ev.split}")
-                )
+                title = f"{name} v{version} on {ev.split}"
+                p.write_bytes(confusion_png(scores.confusion, scores.challenger.spec.classes, title))
                 mlflow.log_artifact(str(p))
-    result = Evaluation(
-        name=name,
-        challenger=version,
-        champion=champ_v,
-        metric=metric,
-        challenger_score=ch_metrics[metric],
-        champion_score=champion_score,
-        margin=ev.promotion_margin,
-        decision=decision,
-        split=ev.split,
-        split_hash=split_hash,
-        run_id=run.info.run_id,
-        challenger_metrics=ch_metrics,
-        champion_metrics=champ_metrics,
-    )
-    write_evidence(c, result, mv.run_id, None if champ_mv is None else champ_mv.run_id)
+    return run.info.run_id
+
+
+def _apply_decision(c: Any, params: Params, result: Evaluation, promote: bool) -> None:
+    """Move ``@champion`` to a winning challenger, or, when ``promote`` is off, record it was not moved.
+
+    A winner that is not promoted gets the decision ``<decision>_not_applied`` (on ``result`` and as
+    the ``a2mae.eval.decision`` tag), so the version's tags never claim a move that did not happen.
+    """
+    ev = params.evaluate
     if promote and result.promoted:
+        champion = "none" if result.champion_score is None else f"{result.champion_score:.4f}"
         reason = (
-            f"evaluate: {metric} {result.challenger_score:.4f} vs champion "
-            f"{'none' if champion_score is None else f'{champion_score:.4f}'} (margin {ev.promotion_margin})"
+            f"evaluate: {result.metric} {result.challenger_score:.4f} vs champion "
+            f"{champion} (margin {ev.promotion_margin})"
         )
-        aliases.move(c, name, version, alias, "auto", reason, run.info.run_id)
+        aliases.move(
+            c, result.name, result.challenger, params.registry.champion_alias, "auto", reason, result.run_id
+        )
     elif not promote and result.promoted:
-        result.decision = f"{decision}_not_applied"
-        c.set_model_version_tag(name, version, f"{EVAL_PREFIX}decision", result.decision)
-    return result
+        result.decision = f"{result.decision}_not_applied"
+        c.set_model_version_tag(result.name, result.challenger, f"{EVAL_PREFIX}decision", result.decision)
 
 
 def write_evidence(c: Any, e: Evaluation, challenger_run: str | None, champion_run: str | None) -> None:

@@ -22,7 +22,7 @@ from a2mae.config import Params, validate_params
 from a2mae.errors import A2maeError
 from a2mae.finetune.encoder import EncoderHandle
 from a2mae.finetune.report import ablation_markdown
-from a2mae.finetune.run import FinetuneOutcome, finetune, resolve_data
+from a2mae.finetune.run import FinetuneOutcome, finetune, open_parent_run, resolve_data
 from a2mae.io.atomic import atomic_path
 
 
@@ -53,6 +53,12 @@ def variant_params(params: Params, name: str, masking: str, geo: bool) -> tuple[
 
 
 def _pretrain(p: Params, snapshot: str, run_name: str) -> tuple[EncoderHandle, float | None]:
+    """Pre-train one variant in this process (or reuse its finished run) and load its encoder.
+
+    Returns:
+        The encoder and the last pre-training loss (from progress, else the run's ``loss`` metric when
+        the finished run was reused).
+    """
     from a2mae.checkpoint import load_checkpoint
     from a2mae.pretrain.run import run_pretrain
     from a2mae.pretrain.state import MODEL_FILE
@@ -65,10 +71,9 @@ def _pretrain(p: Params, snapshot: str, run_name: str) -> tuple[EncoderHandle, f
 
     import mlflow
 
-    from a2mae.tracking.client import configure
+    from a2mae.tracking.client import use_experiment
 
-    configure(p)
-    mlflow.set_experiment(p.pretrain.experiment)  # its in-process loop resumes runs through the fluent API
+    use_experiment(p, p.pretrain.experiment)  # its in-process loop resumes runs through the fluent API
     res = run_pretrain(p, snapshot, name=run_name, progress=progress, register=False)
     model, meta = load_checkpoint(Path(res.checkpoint) / MODEL_FILE)
     info = {
@@ -113,85 +118,139 @@ def ablate(
     Raises:
         AblationError: Unknown variant name.
     """
-    ft = params.finetune
-    task = task or ft.task
+    task = task or params.finetune.task
     root = resolve_data(params, task, data)
     snapshot = snapshot or params.tile.snapshot
-    variants = ft.ablation.variants
-    if only:
-        known = {v.name for v in variants}
-        unknown = [n for n in only if n not in known]
-        if unknown:
-            raise AblationError(
-                f"ablation: unknown variant {unknown[0]!r} (known: {', '.join(sorted(known))})"
-            )
-        variants = [v for v in variants if v.name in only]
+    variants = _select_variants(params.finetune.ablation.variants, only)
+    # Pre-train every variant first: the in-process pre-training opens its own MLflow runs.
+    encoders = _pretrain_variants(params, variants, snapshot)
     rows: list[dict[str, Any]] = []
     outcomes: list[FinetuneOutcome] = []
     parent = None
-    # Pre-train every variant first: the in-process pre-training opens its own MLflow runs.
+    with contextlib.ExitStack() as stack:
+        if track:
+            parent = open_parent_run(
+                stack, params, f"{task}-ablation", stage="ablation", task=task, snapshot=snapshot
+            )
+        for v, handle, loss in encoders:
+            row, arms = _finetune_variant(params, v, handle, loss, task, root, track, progress)
+            rows.append(row)
+            outcomes.extend(arms)
+        report, path = _write_report(params, rows, outcomes, task, root, snapshot, parent is not None)
+    return AblationResult(rows, outcomes, report, path, parent.info.run_id if parent is not None else None)
+
+
+def _select_variants(variants: list[Any], only: list[str] | None) -> list[Any]:
+    """The variants named in ``only`` (all of them when ``only`` is empty), in configured order.
+
+    Raises:
+        AblationError: A name in ``only`` is not a configured variant.
+    """
+    if not only:
+        return variants
+    known = {v.name for v in variants}
+    unknown = [n for n in only if n not in known]
+    if unknown:
+        raise AblationError(f"ablation: unknown variant {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return [v for v in variants if v.name in only]
+
+
+def _pretrain_variants(
+    params: Params, variants: list[Any], snapshot: str
+) -> list[tuple[Any, EncoderHandle, float | None]]:
+    """Pre-train (or reuse the finished run of) every variant.
+
+    Returns:
+        ``(variant, encoder, last pre-training loss)`` per variant, in order.
+    """
     encoders = []
     for v in variants:
         pv, run_name = variant_params(params, v.name, v.masking, v.geo_encoding)
         encoders.append((v, *_pretrain(pv, snapshot, run_name)))
-    with contextlib.ExitStack() as stack:
-        if track:
-            import mlflow
+    return encoders
 
-            from a2mae.tracking.client import configure
-            from a2mae.tracking.lineage import lineage_tags
 
-            configure(params)
-            mlflow.set_experiment(ft.experiment)
-            tags = lineage_tags(params, stage="ablation", task=task, snapshot=snapshot)
-            parent = stack.enter_context(mlflow.start_run(run_name=f"{task}-ablation", tags=tags))
-        for v, handle, loss in encoders:
-            row: dict[str, Any] = {
-                "variant": v.name,
-                "masking": v.masking,
-                "geo_encoding": v.geo_encoding,
-                "pretrain_loss": loss,
-                "pretrain_run_id": handle.info.get("pretrain_run_id"),
-            }
-            for protocol in ft.compare_protocols:
-                o = finetune(
-                    params,
-                    task=task,
-                    data=root,
-                    protocol=protocol,
-                    handle=handle,
-                    register=False,
-                    track=track,
-                    nested=track,
-                    run_name=f"{task}-{v.name}-{protocol}",
-                    progress=progress,
-                )
-                outcomes.append(o)
-                row[protocol] = o.score
-                row["metric"] = o.metric
-            rows.append(row)
-        metric = rows[0].get("metric", "score") if rows else "score"
-        pt, ft_steps, n_pre = (
-            params.pretrain,
-            outcomes[0].steps if outcomes else 0,
-            ft.ablation.pretrain_steps,
+def _finetune_variant(
+    params: Params,
+    v: Any,
+    handle: EncoderHandle,
+    loss: float | None,
+    task: str,
+    root: Path,
+    track: bool,
+    progress: bool | None,
+) -> tuple[dict[str, Any], list[FinetuneOutcome]]:
+    """Fine-tune one variant's encoder with every protocol of ``finetune.compare_protocols``.
+
+    Every arm has the same budget and seed (those of ``finetune``), nested in the parent run when
+    tracked, and is never registered: the variants are experiments, not challengers.
+
+    Returns:
+        The variant's table row (pre-training loss and run, one score per protocol, the metric name)
+        and the arms' outcomes.
+    """
+    row: dict[str, Any] = {
+        "variant": v.name,
+        "masking": v.masking,
+        "geo_encoding": v.geo_encoding,
+        "pretrain_loss": loss,
+        "pretrain_run_id": handle.info.get("pretrain_run_id"),
+    }
+    outcomes = []
+    for protocol in params.finetune.compare_protocols:
+        o = finetune(
+            params,
+            task=task,
+            data=root,
+            protocol=protocol,
+            handle=handle,
+            register=False,
+            track=track,
+            nested=track,
+            run_name=f"{task}-{v.name}-{protocol}",
+            progress=progress,
         )
-        context = {
-            "task": task,
-            "data": str(root),
-            "snapshot": snapshot,
-            "metric": metric,
-            "protocols": list(ft.compare_protocols),
-            "pre-training budget": f"{n_pre} steps, batch {pt.batch_size}, seed {pt.seed}",
-            "fine-tuning budget": f"{ft_steps} steps, batch {ft.batch_size}, seed {ft.seed}",
-            "encoder variant": params.model.name,
-        }
-        report = ablation_markdown(rows, context)
-        path = Path(ft.output) / task / "ablation.md"
-        with atomic_path(path) as tmp:
-            tmp.write_text(report)
-        if parent is not None:
-            import mlflow
+        outcomes.append(o)
+        row[protocol] = o.score
+        row["metric"] = o.metric
+    return row, outcomes
 
-            mlflow.log_artifact(str(path))
-    return AblationResult(rows, outcomes, report, path, parent.info.run_id if parent is not None else None)
+
+def _write_report(
+    params: Params,
+    rows: list[dict[str, Any]],
+    outcomes: list[FinetuneOutcome],
+    task: str,
+    root: Path,
+    snapshot: str,
+    log_artifact: bool,
+) -> tuple[str, Path]:
+    """Write ``<finetune.output>/<task>/ablation.md`` (atomically) and log it to the active run.
+
+    The header records both budgets and seeds, so the table says what was held equal.
+
+    Returns:
+        ``(report markdown, its path)``.
+    """
+    ft, pt = params.finetune, params.pretrain
+    metric = rows[0].get("metric", "score") if rows else "score"
+    ft_steps = outcomes[0].steps if outcomes else 0
+    context = {
+        "task": task,
+        "data": str(root),
+        "snapshot": snapshot,
+        "metric": metric,
+        "protocols": list(ft.compare_protocols),
+        "pre-training budget": f"{ft.ablation.pretrain_steps} steps, batch {pt.batch_size}, seed {pt.seed}",
+        "fine-tuning budget": f"{ft_steps} steps, batch {ft.batch_size}, seed {ft.seed}",
+        "encoder variant": params.model.name,
+    }
+    report = ablation_markdown(rows, context)
+    path = Path(ft.output) / task / "ablation.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text(report)
+    if log_artifact:
+        import mlflow
+
+        mlflow.log_artifact(str(path))
+    return report, path

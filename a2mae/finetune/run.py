@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import sys
 from collections.abc import Callable, Iterator
@@ -185,6 +186,11 @@ def scratch_like(handle: EncoderHandle, seed: int) -> EncoderHandle:
 def _normalisation(
     params: Params, handle: EncoderHandle, info: DatasetInfo, train: Any
 ) -> tuple[list[float], list[float]]:
+    """Per-band ``(mean, std)`` of the inputs: the encoder's pre-training statistics or the train split's.
+
+    Raises:
+        DatasetError: ``finetune.normalization=encoder`` and a pre-trained encoder lacks these bands.
+    """
     if params.finetune.normalization == "encoder":
         stats = handle.norm_stats.get(info.sensor, {})
         if all(b in stats for b in info.bands):
@@ -243,6 +249,7 @@ def build_model(
 
 @contextlib.contextmanager
 def _progress(total: int, label: str, enabled: bool) -> Iterator[Callable[[int, float], None]]:
+    """A progress bar over ``total`` steps yielding ``on_step(step, loss)`` (a no-op when not enabled)."""
     if not enabled:
         yield lambda step, loss: None
         return
@@ -261,18 +268,44 @@ def _progress(total: int, label: str, enabled: bool) -> Iterator[Callable[[int, 
 
 
 def _flat_tags(prefix: str, d: dict[str, Any]) -> dict[str, str]:
+    """The scalar entries of ``d`` as ``<prefix><key>`` tags (values cut to 500 characters)."""
     return {f"{prefix}{k}": str(v)[:500] for k, v in d.items() if isinstance(v, str | int | float | bool)}
 
 
 def _log_confusion(
     cm: np.ndarray | None, classes: list[str], title: str, folder: Path, name: str
 ) -> Path | None:
+    """Write the confusion matrix ``cm`` (``[C, C]``) as a PNG under ``folder``; None without a matrix."""
     if cm is None:
         return None
     path = folder / name
     with atomic_path(path) as tmp:
         tmp.write_bytes(confusion_png(cm, classes, title))
     return path
+
+
+@dataclass
+class _Arm:
+    """One fine-tuning arm, ready to train (see :func:`_prepare_arm`).
+
+    Attributes:
+        model: Encoder copy + new head.
+        handle: The encoder it was copied from.
+        splits: Train, val and evaluation splits.
+        train_ds: The train split, cached in memory after the first epoch.
+        steps: Optimiser steps of the budget.
+        label: ``<protocol>/<pretrained|scratch>``, for run names and progress bars.
+        fields: The outcome's fields known before training (task, kind, protocol, encoder, metric,
+            split, split hash, data).
+    """
+
+    model: DownstreamModel
+    handle: EncoderHandle
+    splits: Splits
+    train_ds: engine.CachedDataset
+    steps: int
+    label: str
+    fields: dict[str, Any]
 
 
 def finetune(
@@ -310,6 +343,44 @@ def finetune(
     Raises:
         DatasetError: Bad dataset. EncoderError: Bad encoder URI.
     """
+    arm = _prepare_arm(params, task, data, encoder, protocol, handle)
+    show = sys.stderr.isatty() if progress is None else progress
+    train_and_score = functools.partial(
+        _train_and_score, params, arm.model, arm.train_ds, arm.splits, arm.steps
+    )
+    if not track:
+        with _progress(arm.steps, f"fine-tune {arm.fields['task']} {arm.label}", show) as on_step:
+            log, test, val, _ = train_and_score(on_step)
+        return _outcome(arm.fields, arm.fields["metric"], test, val, log, arm.model)
+    return _tracked(
+        params,
+        arm.model,
+        arm.handle,
+        arm.splits,
+        arm.fields,
+        arm.steps,
+        arm.label,
+        show,
+        train_and_score,
+        register,
+        run_name,
+        nested,
+    )
+
+
+def _prepare_arm(
+    params: Params,
+    task: str | None,
+    data: str | Path | None,
+    encoder: str | None,
+    protocol: str | None,
+    handle: EncoderHandle | None,
+) -> _Arm:
+    """Open the splits, load the encoder (unless given), build the model and fix the step budget.
+
+    Raises:
+        DatasetError: Bad dataset, or chips that do not fit the encoder. EncoderError: Bad encoder URI.
+    """
     ft = params.finetune
     task = task or ft.task
     protocol = protocol or ft.protocol
@@ -321,60 +392,51 @@ def finetune(
     model = build_model(params, handle, splits, protocol, train_ds)
     steps = engine.budget(len(train_ds), ft.batch_size, ft.epochs, ft.max_steps)
     kind = metric_kind(task, splits.info.multilabel)
-    metric = getattr(params.evaluate.primary_metric, kind)
-    split_hash = splits.eval.content_hash()
-    arm = f"{protocol}/{'pretrained' if handle.pretrained else 'scratch'}"
-    show = sys.stderr.isatty() if progress is None else progress
-
-    def _train_and_score(
-        on_step: Callable[[int, float], None],
-    ) -> tuple[engine.TrainLog, dict, dict | None, Any]:
-        log = engine.train(
-            model,
-            train_ds,
-            steps=steps,
-            batch_size=ft.batch_size,
-            lr=ft.lr,
-            weight_decay=ft.weight_decay,
-            layer_decay=ft.layer_decay,
-            warmup_fraction=ft.warmup_fraction,
-            seed=ft.seed,
-            on_step=on_step,
-        )
-        bs = params.evaluate.batch_size
-        val = engine.score(model, splits.val, bs)[0] if splits.val is not None else None
-        test, cm = engine.score(model, splits.eval, bs)
-        return log, test, val, cm
-
-    outcome_kw: dict[str, Any] = {
+    fields: dict[str, Any] = {
         "task": task,
         "kind": kind,
         "protocol": protocol,
         "encoder": handle.source,
         "pretrained": handle.pretrained,
-        "metric": metric,
+        "metric": getattr(params.evaluate.primary_metric, kind),
         "split": splits.eval.split,
-        "split_hash": split_hash,
+        "split_hash": splits.eval.content_hash(),
         "data": str(root.resolve()),
     }
-    if not track:
-        with _progress(steps, f"fine-tune {task} {arm}", show) as on_step:
-            log, test, val, _ = _train_and_score(on_step)
-        return _outcome(outcome_kw, metric, test, val, log, model)
-    return _tracked(
-        params,
+    label = f"{protocol}/{'pretrained' if handle.pretrained else 'scratch'}"
+    return _Arm(model, handle, splits, train_ds, steps, label, fields)
+
+
+def _train_and_score(
+    params: Params,
+    model: DownstreamModel,
+    train_ds: engine.CachedDataset,
+    splits: Splits,
+    steps: int,
+    on_step: Callable[[int, float], None],
+) -> tuple[engine.TrainLog, dict, dict | None, Any]:
+    """Train ``model`` for ``steps`` optimiser steps, then score it on val (if any) and the eval split.
+
+    Returns:
+        ``(training log, eval-split metrics, val metrics or None, eval confusion matrix [C, C] or None)``.
+    """
+    ft = params.finetune
+    log = engine.train(
         model,
-        handle,
-        splits,
-        outcome_kw,
-        steps,
-        arm,
-        show,
-        _train_and_score,
-        register,
-        run_name,
-        nested,
+        train_ds,
+        steps=steps,
+        batch_size=ft.batch_size,
+        lr=ft.lr,
+        weight_decay=ft.weight_decay,
+        layer_decay=ft.layer_decay,
+        warmup_fraction=ft.warmup_fraction,
+        seed=ft.seed,
+        on_step=on_step,
     )
+    bs = params.evaluate.batch_size
+    val = engine.score(model, splits.val, bs)[0] if splits.val is not None else None
+    test, cm = engine.score(model, splits.eval, bs)
+    return log, test, val, cm
 
 
 def _tracked(
@@ -391,20 +453,62 @@ def _tracked(
     run_name: str | None,
     nested: bool,
 ) -> FinetuneOutcome:
-    import mlflow
-    from mlflow.entities import Metric
+    """Train and score an arm inside an MLflow run of ``finetune.experiment``; log and register its model.
 
-    from a2mae.tracking.client import client, configure
+    Args:
+        params: Parameters.
+        model: The arm's model (trained in place by ``train_and_score``).
+        handle: The encoder it was copied from.
+        splits: The arm's splits.
+        kw: The outcome's fields known before training (see :class:`_Arm`).
+        steps: Optimiser steps.
+        arm: ``<protocol>/<pretrained|scratch>``.
+        show: Show a progress bar.
+        train_and_score: ``train_and_score(on_step) -> (log, test, val, confusion)``.
+        register: Register the model as a new ``evaluate.challenger_alias`` version.
+        run_name: MLflow run name (default ``<task>-<protocol>-<pretrained|scratch>``).
+        nested: Open the run nested in the active one.
+
+    Returns:
+        The outcome, with the run id and the registered version (None when not registered).
+    """
+    import mlflow
+
+    from a2mae.tracking.client import client, use_experiment
+
+    task, metric = kw["task"], kw["metric"]
+    use_experiment(params, params.finetune.experiment)
+    tags = _run_tags(params, handle, kw)
+    name = registered_name(params, task)
+    with mlflow.start_run(
+        run_name=run_name or f"{task}-{arm.replace('/', '-')}", nested=nested, tags=tags
+    ) as run:
+        _log_run_params(params, handle, splits, kw, steps)
+        with _progress(steps, f"fine-tune {task} {arm}", show) as on_step:
+            log, test, val, cm = train_and_score(on_step)
+        c = client(params)
+        _log_scores(c, run.info.run_id, kw["split"], log, test, val)
+        out_dir = Path(params.finetune.output) / task / run.info.run_id
+        png = _log_confusion(
+            cm, list(model.spec.classes), f"{task} {arm} on {kw['split']}", out_dir, "confusion.png"
+        )
+        if png is not None:
+            mlflow.log_artifact(str(png))
+        info = log_model(model, name if register else None, params.finetune.serialization)
+        version = None
+        if register:
+            version = _register_challenger(c, params, name, info, handle, kw, test[metric], run.info.run_id)
+    return _outcome(kw, metric, test, val, log, model, run_id=run.info.run_id, version=version)
+
+
+def _run_tags(params: Params, handle: EncoderHandle, kw: dict[str, Any]) -> dict[str, str]:
+    """Lineage tags of a fine-tuning run: code, params, encoder (and its checkpoint), data and split."""
     from a2mae.tracking.lineage import lineage_tags
 
-    ft = params.finetune
-    task, metric = kw["task"], kw["metric"]
-    configure(params)
-    mlflow.set_experiment(ft.experiment)
     tags = lineage_tags(
         params,
         stage="finetune",
-        task=task,
+        task=kw["task"],
         protocol=kw["protocol"],
         encoder=handle.source,
         pretrained=handle.pretrained,
@@ -414,69 +518,121 @@ def _tracked(
         **{f"encoder_{k}": v for k, v in handle.info.items() if isinstance(v, str)},
     )
     tags.update(_flat_tags("a2mae.encoder_checkpoint.", handle.info.get("checkpoint", {})))
-    name = registered_name(params, task)
-    with mlflow.start_run(
-        run_name=run_name or f"{task}-{arm.replace('/', '-')}", nested=nested, tags=tags
-    ) as run:
-        mlflow.log_params(
-            {
-                "task": task,
-                "protocol": kw["protocol"],
-                "encoder": handle.source,
-                "data": kw["data"],
-                "steps": steps,
-                "batch_size": ft.batch_size,
-                "lr": ft.lr,
-                "layer_decay": ft.layer_decay,
-                "weight_decay": ft.weight_decay,
-                "seed": ft.seed,
-                "normalization": ft.normalization,
-                "classes": len(splits.info.classes),
-                "multilabel": splits.info.multilabel,
-                "bands": ",".join(splits.info.bands),
-                "chip_size": "x".join(map(str, splits.info.size)),
-                "train_samples": len(splits.train),
-                "eval_samples": len(splits.eval),
-            }
-        )
-        with _progress(steps, f"fine-tune {task} {arm}", show) as on_step:
-            log, test, val, cm = train_and_score(on_step)
-        c = client(params)
-        ts = int(mlflow.utils.time.get_current_time_millis())
-        losses = [Metric("train_loss", v, ts, i) for i, v in enumerate(log.losses) if math.isfinite(v)]
-        for i in range(0, len(losses), 900):
-            c.log_batch(run.info.run_id, metrics=losses[i : i + 900])
-        mlflow.log_metrics({f"{kw['split']}_{k}": v for k, v in test.items() if math.isfinite(v)})
-        if val:
-            mlflow.log_metrics({f"val_{k}": v for k, v in val.items() if math.isfinite(v)})
-        mlflow.log_metric("train_seconds", log.seconds)
-        out_dir = Path(ft.output) / task / run.info.run_id
-        png = _log_confusion(
-            cm, list(model.spec.classes), f"{task} {arm} on {kw['split']}", out_dir, "confusion.png"
-        )
-        if png is not None:
-            mlflow.log_artifact(str(png))
-        info = log_model(model, name if register else None, ft.serialization)
-        version = None
-        if register:
-            v = str(info.registered_model_version)
-            evidence = {
-                "task": task,
-                "metric_kind": kw["kind"],
-                "primary_metric": metric,
-                "primary_score": repr(test[metric]),
-                "data": kw["data"],
-                "eval_split": kw["split"],
-                "split_hash": kw["split_hash"],
-                "protocol": kw["protocol"],
-                "encoder": handle.source,
-                "run_id": run.info.run_id,
-            }
-            for k, val_ in evidence.items():
-                c.set_model_version_tag(name, v, f"{VERSION_TAGS}{k}", str(val_))
-            c.set_registered_model_alias(name, params.evaluate.challenger_alias, v)
-            version = LoggedVersion(name, int(v), f"models:/{name}/{v}", run.info.run_id)
-    return _outcome(kw, metric, test, val, log, model, run_id=run.info.run_id, version=version)
+    return tags
+
+
+def _log_run_params(
+    params: Params, handle: EncoderHandle, splits: Splits, kw: dict[str, Any], steps: int
+) -> None:
+    """Log the arm's budget, optimiser settings and dataset shape as MLflow params of the active run."""
+    import mlflow
+
+    ft = params.finetune
+    mlflow.log_params(
+        {
+            "task": kw["task"],
+            "protocol": kw["protocol"],
+            "encoder": handle.source,
+            "data": kw["data"],
+            "steps": steps,
+            "batch_size": ft.batch_size,
+            "lr": ft.lr,
+            "layer_decay": ft.layer_decay,
+            "weight_decay": ft.weight_decay,
+            "seed": ft.seed,
+            "normalization": ft.normalization,
+            "classes": len(splits.info.classes),
+            "multilabel": splits.info.multilabel,
+            "bands": ",".join(splits.info.bands),
+            "chip_size": "x".join(map(str, splits.info.size)),
+            "train_samples": len(splits.train),
+            "eval_samples": len(splits.eval),
+        }
+    )
+
+
+def _log_scores(
+    c: Any,
+    run_id: str,
+    split: str,
+    log: engine.TrainLog,
+    test: dict[str, float],
+    val: dict[str, float] | None,
+) -> None:
+    """Log the train loss per step, the eval-split and val metrics, and the training time.
+
+    The loss history goes in batches of 900 (``log_batch`` takes at most 1000 metrics); non-finite
+    values are left out everywhere (MLflow stores them, but charts and comparisons break on them).
+    """
+    import mlflow
+    from mlflow.entities import Metric
+
+    ts = int(mlflow.utils.time.get_current_time_millis())
+    losses = [Metric("train_loss", v, ts, i) for i, v in enumerate(log.losses) if math.isfinite(v)]
+    for i in range(0, len(losses), 900):
+        c.log_batch(run_id, metrics=losses[i : i + 900])
+    mlflow.log_metrics({f"{split}_{k}": v for k, v in test.items() if math.isfinite(v)})
+    if val:
+        mlflow.log_metrics({f"val_{k}": v for k, v in val.items() if math.isfinite(v)})
+    mlflow.log_metric("train_seconds", log.seconds)
+
+
+def _register_challenger(
+    c: Any,
+    params: Params,
+    name: str,
+    info: Any,
+    handle: EncoderHandle,
+    kw: dict[str, Any],
+    score: float,
+    run_id: str,
+) -> LoggedVersion:
+    """Tag the newly registered version with its training evidence and point the challenger alias at it.
+
+    The evidence (metric, score, data, split hash, protocol, encoder, run) is what
+    :func:`a2mae.evaluate.run.evaluate_version` later reads to re-score the version on the same split.
+    """
+    v = str(info.registered_model_version)
+    evidence = {
+        "task": kw["task"],
+        "metric_kind": kw["kind"],
+        "primary_metric": kw["metric"],
+        "primary_score": repr(score),
+        "data": kw["data"],
+        "eval_split": kw["split"],
+        "split_hash": kw["split_hash"],
+        "protocol": kw["protocol"],
+        "encoder": handle.source,
+        "run_id": run_id,
+    }
+    for k, val_ in evidence.items():
+        c.set_model_version_tag(name, v, f"{VERSION_TAGS}{k}", str(val_))
+    c.set_registered_model_alias(name, params.evaluate.challenger_alias, v)
+    return LoggedVersion(name, int(v), f"models:/{name}/{v}", run_id)
+
+
+def open_parent_run(stack: contextlib.ExitStack, params: Params, run_name: str, **lineage: Any) -> Any:
+    """Start a parent MLflow run in ``finetune.experiment``, closed when ``stack`` closes.
+
+    Comparisons and ablations nest their fine-tuning arms in it and log their report to it.
+
+    Args:
+        stack: Exit stack that ends the run.
+        params: Parameters (tracking store, experiment, lineage).
+        run_name: The run's name.
+        **lineage: Extra lineage tags (``a2mae.<key>``), e.g. ``stage`` and ``task``.
+
+    Returns:
+        The active MLflow run.
+    """
+    import mlflow
+
+    from a2mae.tracking.client import use_experiment
+    from a2mae.tracking.lineage import lineage_tags
+
+    use_experiment(params, params.finetune.experiment)
+    tags = lineage_tags(params, **lineage)
+    return stack.enter_context(mlflow.start_run(run_name=run_name, tags=tags))
 
 
 @dataclass
@@ -520,60 +676,88 @@ def compare_scratch(
     root = resolve_data(params, task, data)
     pre = load_encoder(uri, params)
     scr = scratch_like(pre, ft.seed)
-    runs: list[FinetuneOutcome] = []
     parent = None
     with contextlib.ExitStack() as stack:
         if track:
-            import mlflow
+            parent = open_parent_run(
+                stack, params, f"{task}-compare-scratch", stage="compare_scratch", task=task, encoder=uri
+            )
+        runs = _compare_arms(params, task, root, pre, scr, register, track, progress)
+        report, path = _write_comparison(params, runs, pre, uri, task)
+        if parent is not None:
+            _log_comparison(path, runs)
+    return Comparison(runs, report, path, parent.info.run_id if parent is not None else None)
 
-            from a2mae.tracking.client import configure
-            from a2mae.tracking.lineage import lineage_tags
 
-            configure(params)
-            mlflow.set_experiment(ft.experiment)
-            parent = stack.enter_context(
-                mlflow.start_run(
-                    run_name=f"{task}-compare-scratch",
-                    tags=lineage_tags(params, stage="compare_scratch", task=task, encoder=uri),
+def _compare_arms(
+    params: Params,
+    task: str,
+    root: Path,
+    pre: EncoderHandle,
+    scr: EncoderHandle,
+    register: bool,
+    track: bool,
+    progress: bool | None,
+) -> list[FinetuneOutcome]:
+    """Fine-tune the pre-trained and the scratch encoder with every protocol, pre-trained first.
+
+    Only the pre-trained arm of ``finetune.protocol`` may be registered: the scratch baseline and the
+    other protocols are evidence, never challengers.
+    """
+    ft = params.finetune
+    runs: list[FinetuneOutcome] = []
+    for protocol in ft.compare_protocols:
+        for h in (pre, scr):
+            reg = register and track and h is pre and protocol == ft.protocol
+            runs.append(
+                finetune(
+                    params,
+                    task=task,
+                    data=root,
+                    protocol=protocol,
+                    handle=h,
+                    register=reg,
+                    track=track,
+                    nested=track,
+                    progress=progress,
                 )
             )
-        for protocol in ft.compare_protocols:
-            for h in (pre, scr):
-                reg = register and track and h is pre and protocol == ft.protocol
-                runs.append(
-                    finetune(
-                        params,
-                        task=task,
-                        data=root,
-                        protocol=protocol,
-                        handle=h,
-                        register=reg,
-                        track=track,
-                        nested=track,
-                        progress=progress,
-                    )
-                )
-        o, cfg = runs[0], pre.model.config
-        context = {
-            "task": task,
-            "data": o.data,
-            "split": o.split,
-            "split hash": f"`{o.split_hash[:16]}`",
-            "encoder": f"`{uri}`",
-            "encoder architecture": f"{cfg.name} (D={cfg.embed_dim}, depth={cfg.depth})",
-            "budget": f"{o.steps} steps, batch {ft.batch_size}, lr {ft.lr}, layer decay {ft.layer_decay}",
-            "seed": ft.seed,
-            "normalization": ft.normalization,
-        }
-        report = comparison_markdown(runs, context)
-        path = Path(ft.output) / task / "report.md"
-        with atomic_path(path) as tmp:
-            tmp.write_text(report)
-        if parent is not None:
-            import mlflow
+    return runs
 
-            mlflow.log_artifact(str(path))
-            for r in runs:
-                arm = f"{r.protocol}_{'pretrained' if r.pretrained else 'scratch'}"
-                mlflow.log_metric(f"{arm}_{r.metric}", r.score)
-    return Comparison(runs, report, path, parent.info.run_id if parent is not None else None)
+
+def _write_comparison(
+    params: Params, runs: list[FinetuneOutcome], pre: EncoderHandle, uri: str, task: str
+) -> tuple[str, Path]:
+    """Write ``<finetune.output>/<task>/report.md`` (atomically): the arms' scores and what was held equal.
+
+    Returns:
+        ``(report markdown, its path)``.
+    """
+    ft = params.finetune
+    o, cfg = runs[0], pre.model.config
+    context = {
+        "task": task,
+        "data": o.data,
+        "split": o.split,
+        "split hash": f"`{o.split_hash[:16]}`",
+        "encoder": f"`{uri}`",
+        "encoder architecture": f"{cfg.name} (D={cfg.embed_dim}, depth={cfg.depth})",
+        "budget": f"{o.steps} steps, batch {ft.batch_size}, lr {ft.lr}, layer decay {ft.layer_decay}",
+        "seed": ft.seed,
+        "normalization": ft.normalization,
+    }
+    report = comparison_markdown(runs, context)
+    path = Path(ft.output) / task / "report.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text(report)
+    return report, path
+
+
+def _log_comparison(path: Path, runs: list[FinetuneOutcome]) -> None:
+    """Log the report and each arm's primary score (``<protocol>_<pretrained|scratch>_<metric>``)."""
+    import mlflow
+
+    mlflow.log_artifact(str(path))
+    for r in runs:
+        arm = f"{r.protocol}_{'pretrained' if r.pretrained else 'scratch'}"
+        mlflow.log_metric(f"{arm}_{r.metric}", r.score)

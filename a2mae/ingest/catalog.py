@@ -73,6 +73,11 @@ class SceneRecord(BaseModel):
         description="sha256 of the source's listing (URIs, sizes, mtimes/ETags): lets ingest skip "
         "unchanged inputs without reading them.",
     )
+    roi_geojson: str | None = Field(
+        default=None,
+        description="WGS84 GeoJSON (Multi)Polygon: only grid points inside it are tiled for this scene "
+        "(the locations `a2mae collect` gathered it for); None: wherever a chip fits.",
+    )
 
 
 _JSON_COLUMNS = ("transform", "bounds", "corners", "bands", "band_files", "qa_file")
@@ -113,6 +118,7 @@ def records_to_table(records: Sequence[SceneRecord]):  # -> pyarrow.Table
             ("offset", pa.float64()),
             ("content_hash", pa.string()),
             ("fingerprint", pa.string()),
+            ("roi_geojson", pa.string()),
         ],
         metadata={b"a2mae_catalog_version": str(CATALOG_VERSION).encode()},
     )
@@ -130,17 +136,38 @@ def write_catalog(records: Sequence[SceneRecord], path: str | Path) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
+class CatalogRowError(ValueError):
+    """One stored row does not validate; names its scene id (``a2mae catalog rm`` removes it)."""
+
+    def __init__(self, scene_id: str, reason: str) -> None:
+        super().__init__(
+            f"scene {scene_id}: {reason}; remove it with `a2mae catalog rm {scene_id}` (or ingest it again)"
+        )
+        self.scene_id = scene_id
+
+
 def read_catalog(path: str | Path) -> list[SceneRecord]:
-    """Read a catalog written by :func:`write_catalog` (empty list when the file does not exist)."""
+    """Read a catalog written by :func:`write_catalog` (empty list when the file does not exist).
+
+    Raises:
+        CatalogRowError: A row does not validate (the message names its scene id).
+        Exception: pyarrow's errors for a file that is not Parquet.
+    """
     import pyarrow.parquet as pq
 
     path = Path(path)
     if not path.exists():
         return []
-    rows = pq.read_table(path).to_pylist()
+    table = pq.read_table(path)
+    if "scene_id" not in table.column_names:
+        raise ValueError("no scene_id column")
+    rows = table.to_pylist()
     out = []
     for d in rows:
-        for col in _JSON_COLUMNS:
-            d[col] = json.loads(d[col]) if d[col] is not None else None
-        out.append(SceneRecord.model_validate(d))
+        try:
+            for col in _JSON_COLUMNS:
+                d[col] = json.loads(d[col]) if d.get(col) is not None else None
+            out.append(SceneRecord.model_validate(d))
+        except (ValueError, TypeError) as err:  # pydantic's ValidationError is a ValueError
+            raise CatalogRowError(str(d.get("scene_id")), " ".join(str(err).split())[:160]) from None
     return out

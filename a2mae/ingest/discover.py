@@ -55,6 +55,7 @@ class Discovery:
 
     scenes: list[SceneSpec]
     ignored: list[str]
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unreadable entries
 
 
 def _ext(name: str) -> str:
@@ -78,17 +79,24 @@ def discover(
         settings: S3 settings for ``s3://`` sources.
 
     Returns:
-        The scenes (sorted by source, duplicates across sources removed) and the ignored files.
+        The scenes (sorted by source, duplicates across sources removed), the ignored files, and the
+        raster or sidecar entries of folders that are not regular files (broken links, named pipes):
+        they are left out of the scenes and returned as ``bad`` for the caller to refuse or skip.
 
     Raises:
         IngestError: A source is missing, is a non-raster file, or holds no raster.
-        StorageError: A source cannot be listed (S3 unreachable or forbidden).
+        StorageError: A source is not a regular file or folder, or cannot be listed (S3 unreachable
+            or forbidden).
     """
     vocab = frozenset(vocabulary)
     scenes: dict[str, SceneSpec] = {}
     ignored: list[str] = []
+    bad: list[tuple[str, str]] = []
     for src in sources:
-        files = list_files(src, settings)
+        unreadable: list[tuple[str, str]] = []
+        files = list_files(src, settings, bad=unreadable)
+        kept = [(p, why) for p, why in unreadable if _ext(p) in RASTER_EXTENSIONS + SIDECAR_EXTENSIONS]
+        bad.extend(kept)
         text = str(src).rstrip("/")
         is_file = bool(files) and (files[0].uri == text if is_s3(text) else Path(text).expanduser().is_file())
         if len(files) == 1 and is_file and _ext(files[0].name) not in RASTER_EXTENSIONS:
@@ -97,14 +105,14 @@ def discover(
                 "give a GeoTIFF, a folder of per-band files or an s3:// prefix"
             )
         found, skipped = _split(files, vocab)
-        if not found:
+        if not found and not kept:
             raise IngestError(
                 f"{src}: no raster files ({', '.join(RASTER_EXTENSIONS)}) found; check the path or prefix"
             )
         for spec in found:
             scenes.setdefault(spec.source, spec)
         ignored.extend(skipped)
-    return Discovery(sorted(scenes.values(), key=lambda s: s.source), sorted(set(ignored)))
+    return Discovery(sorted(scenes.values(), key=lambda s: s.source), sorted(set(ignored)), bad)
 
 
 def _split(files: Sequence[FileInfo], vocab: frozenset[str]) -> tuple[list[SceneSpec], list[str]]:

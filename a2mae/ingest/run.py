@@ -10,8 +10,10 @@ Steps (``docs/ingest.md``):
 3. The other scenes are read in parallel (``params.data.workers`` threads) by
    :func:`~a2mae.ingest.scene_reader.read_scene`: headers, sidecars, detection, grid checks, cloud
    fraction, WGS84 corners, period.
-4. New records are merged with the existing ones and the catalog is rewritten atomically, once. When
-   nothing is new the catalog file is not touched.
+4. New records are merged with the catalog and it is rewritten atomically, once, under the catalog's
+   writer lock (:func:`a2mae.io.lock.writer_lock`): the catalog is read again under the lock, so
+   scenes added meanwhile by another ingest (a flow, a manual run) are kept. When nothing is new the
+   catalog file is not touched and no lock is taken.
 
 Any bad scene stops the run with an :class:`IngestError` (nothing written) unless ``skip_bad`` is set,
 in which case it is reported in :attr:`IngestReport.failed` and the rest goes on.
@@ -25,18 +27,21 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from a2mae.config import Params
 from a2mae.errors import A2maeError
-from a2mae.ingest.catalog import SceneRecord, read_catalog, write_catalog
+from a2mae.ingest.catalog import CatalogRowError, SceneRecord, read_catalog, write_catalog
 from a2mae.ingest.discover import IngestError, SceneSpec, discover
-from a2mae.ingest.scene_reader import ReadContext, listing_fingerprint, read_scene
+from a2mae.ingest.scene_reader import ReadContext, listing_fingerprint, read_scene, scene_content_hash
+from a2mae.io.atomic import remove_stale_temporaries
+from a2mae.io.lock import writer_lock
 from a2mae.io.raster import raster_env
 from a2mae.io.storage import S3Settings, is_s3
 from a2mae.sensors.detect import band_vocabulary
 from a2mae.sensors.registry import get_registry
 
-__all__ = ["Failure", "IngestError", "IngestReport", "ingest"]
+__all__ = ["Failure", "IngestError", "IngestReport", "catalog_matches", "ingest"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class IngestReport:
     skipped: list[SceneRecord] = field(default_factory=list)  # already in the catalog
     failed: list[Failure] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # auxiliary files next to per-band scenes
+    warnings: list[str] = field(default_factory=list)  # scenes added with a doubt (e.g. two dates)
     written: bool = False  # whether the catalog file was (re)written
 
     def summary(self) -> str:
@@ -88,18 +94,27 @@ def ingest(
 
     Raises:
         IngestError: Bad input (without ``skip_bad``), a bad catalog path, or no source at all.
+        LockBusy: Another writer held the catalog for longer than ``data.lock_timeout_s``.
     """
     catalog = _check_arguments(sources, catalog)
     existing = _read_existing(catalog)
     report = IngestReport(catalog=catalog)
     registry = get_registry(params.data.sensor_files)
     settings = S3Settings.from_params(params.data.s3)
-    ctx = ReadContext(registry=registry, settings=settings, growth=params.data.growth_period)
+    ctx = ReadContext(
+        registry=registry,
+        settings=settings,
+        growth=params.data.growth_period,
+        max_pixels=params.data.max_raster_pixels,
+    )
 
     specs = _discover_sources(sources, ctx, report, skip_bad=skip_bad)
     todo = _skip_listed(specs, existing, report)
     new = _read_all(todo, ctx, report, skip_bad=skip_bad, progress=progress, workers=params.data.workers)
-    _merge_into_catalog(new, existing, catalog, report)
+    if new:
+        with writer_lock(catalog, params.data.lock_timeout_s, setting="data.lock_timeout_s"):
+            remove_stale_temporaries(catalog)  # of a killed writer; none can be half-way now
+            _merge_into_catalog(new, _read_existing(catalog), catalog, report)
     return report
 
 
@@ -130,6 +145,8 @@ def _read_existing(catalog: Path) -> list[SceneRecord]:
     """
     try:
         return read_catalog(catalog)
+    except CatalogRowError as err:
+        raise IngestError(f"{catalog}: {err}") from None
     except Exception as err:
         raise IngestError(
             f"{catalog}: cannot read the existing catalog ({' '.join(str(err).split())[:200]}); "
@@ -160,6 +177,10 @@ def _discover_sources(
                 raise IngestError(str(err)) from None
             report.failed.append(Failure(str(src), str(err)))
             continue
+        for path, why in found.bad:  # broken links, named pipes: never opened
+            if not skip_bad:
+                raise IngestError(f"{path}: {why}")
+            report.failed.append(Failure(path, f"{path}: {why}"))
         specs.extend(found.scenes)
         report.ignored.extend(found.ignored)
     return specs
@@ -196,9 +217,10 @@ def _merge_into_catalog(
 ) -> None:
     """Add the records whose content is new and rewrite the catalog atomically, once.
 
-    A record whose content hash is already in the catalog (the same files copied elsewhere), or
-    was read twice in this run, counts as skipped. When nothing is new the catalog file is not
-    touched. ``report.added`` ends sorted by scene id (the catalog keeps the order of reading).
+    A record whose content hash is already in the catalog (the same files copied elsewhere, or added
+    by another writer while this run was reading), or was read twice in this run, counts as skipped.
+    When nothing is new the catalog file is not touched. ``report.added`` ends sorted by scene id.
+    The caller holds the catalog's writer lock and read ``existing`` under it.
     """
     by_hash = {r.content_hash: r for r in existing}
     for record in new:
@@ -211,6 +233,34 @@ def _merge_into_catalog(
         write_catalog([*existing, *report.added], catalog)
         report.written = True
     report.added.sort(key=lambda r: r.scene_id)
+
+
+def catalog_matches(
+    specs: Sequence[SceneSpec], catalog: str | Path, settings: S3Settings | None = None
+) -> dict[str, SceneRecord | None]:
+    """The catalog record each scene already has, the way :func:`ingest` would find it.
+
+    A record matches a scene with the same listing fingerprint (nothing is read), else the same content
+    hash (the same files copied elsewhere: S3 ETags, or the bytes of local files).
+
+    Args:
+        specs: Scenes from :func:`~a2mae.ingest.discover.discover`.
+        catalog: The local Parquet catalog (missing: nothing matches).
+        settings: S3 settings for objects.
+
+    Returns:
+        ``{scene source: matching record, or None when ingest would add the scene}``.
+    """
+    existing = read_catalog(catalog)
+    by_fingerprint = {r.fingerprint: r for r in existing if r.fingerprint}
+    by_hash = {r.content_hash: r for r in existing}
+    out: dict[str, SceneRecord | None] = {}
+    for spec in specs:
+        record = by_fingerprint.get(listing_fingerprint(spec))
+        if record is None and by_hash:
+            record = by_hash.get(scene_content_hash(spec, settings))
+        out[spec.source] = record
+    return out
 
 
 def _read_all(
@@ -237,34 +287,57 @@ def _read_all(
     if not todo:
         return []
 
-    def work(spec: SceneSpec, fp: str) -> SceneRecord:
+    def work(spec: SceneSpec, fp: str) -> tuple[SceneRecord, list[str]]:
+        notes: list[str] = []
         with raster_env(ctx.settings):  # GDAL options are thread-local
-            return read_scene(spec, ctx, fp)
+            return read_scene(spec, ctx, fp, notes), notes
 
     records: list[SceneRecord] = []
     bar = _progress(progress, len(todo))
     with bar as prog, ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
         task = prog.add_task("ingest", total=len(todo)) if prog is not None else None
-        futures: dict[Future[SceneRecord], SceneSpec] = {pool.submit(work, s, fp): s for s, fp in todo}
+        futures = {pool.submit(work, s, fp): s for s, fp in todo}
         pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for fut in sorted(done, key=lambda f: futures[f].source):
-                spec = futures[fut]
-                err = fut.exception()
-                if prog is not None and task is not None:
-                    prog.advance(task)
-                if err is None:
-                    records.append(fut.result())
-                elif isinstance(err, A2maeError) and skip_bad:
-                    report.failed.append(Failure(spec.source, str(err)))
-                else:
-                    for other in pending:
-                        other.cancel()
-                    if isinstance(err, A2maeError):
-                        raise IngestError(str(err)) from None
-                    raise err
+        try:
+            _collect(futures, pending, records, report, skip_bad, prog, task)
+        except BaseException:  # a bad scene, Ctrl-C, SIGTERM: scenes not yet started are not read
+            for fut in futures:
+                fut.cancel()
+            raise
     return records
+
+
+def _collect(
+    futures: dict[Future[tuple[SceneRecord, list[str]]], SceneSpec],
+    pending: set[Future[tuple[SceneRecord, list[str]]]],
+    records: list[SceneRecord],
+    report: IngestReport,
+    skip_bad: bool,
+    prog: Any,
+    task: Any,
+) -> None:
+    """Gather finished scenes in source order within each batch of completions (see :func:`_read_all`).
+
+    Raises:
+        IngestError: A bad scene, without ``skip_bad``.
+    """
+    while pending:
+        done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+        for fut in sorted(done, key=lambda f: futures[f].source):
+            spec = futures[fut]
+            err = fut.exception()
+            if prog is not None and task is not None:
+                prog.advance(task)
+            if err is None:
+                record, notes = fut.result()
+                records.append(record)
+                report.warnings.extend(notes)
+            elif isinstance(err, A2maeError) and skip_bad:
+                report.failed.append(Failure(spec.source, str(err)))
+            else:
+                if isinstance(err, A2maeError):
+                    raise IngestError(str(err)) from None
+                raise err
 
 
 class _NoProgress:

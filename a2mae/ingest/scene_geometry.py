@@ -95,7 +95,9 @@ def crs_string(crs: Any) -> str:
 
 
 def is_all_nodata(values: np.ndarray, nodata: float | None) -> bool:
-    """Whether every value is the nodata value (or NaN, for floats)."""
-    if np.issubdtype(values.dtype, np.floating) and np.isnan(values).all():
-        return True
-    return nodata is not None and bool(np.all(values == nodata))
+    """Whether every value is the nodata value, or (floats) NaN or infinite."""
+    floats = np.issubdtype(values.dtype, np.floating)
+    invalid = ~np.isfinite(values) if floats else np.zeros(values.shape, bool)
+    if nodata is not None:
+        invalid |= values == nodata
+    return bool(invalid.all())

@@ -22,10 +22,14 @@ from a2mae.errors import A2maeError
 from a2mae.ingest.catalog import BandFile, SceneRecord
 from a2mae.ingest.discover import IngestError, SceneSpec
 from a2mae.ingest.period import Period, growth_period
+from a2mae.ingest.radiometry import FileEncoding, RadiometryRefused, choose, file_declared
 from a2mae.ingest.scene_geometry import Corners, crs_string, is_all_nodata, pixel_size_m, wgs84_geometry
 from a2mae.ingest.sidecars import (
+    DateProblem,
     DatetimeSource,
     acquisition_datetime,
+    check_dates,
+    filename_disagreement,
     is_stac_item,
     parse_json,
     parse_mtl_json,
@@ -64,6 +68,8 @@ class _Header:
     nodata: float | None
     tags: dict[str, str]
     descriptions: tuple[str | None, ...]
+    scales: tuple[float, ...] = ()
+    offsets: tuple[float, ...] = ()
 
     @property
     def gsd(self) -> float:
@@ -78,25 +84,21 @@ class _Header:
 
 
 # ------------------------------------------------------------------------------------------- headers
-def _read_header(info: FileInfo, settings: S3Settings | None) -> _Header:
+def _read_header(info: FileInfo, settings: S3Settings | None, max_pixels: int | None = None) -> _Header:
+    """Open one raster and read its header; refuse what tile cannot use.
+
+    Refused, each with one line naming the file: no CRS, no geotransform, a rotated, sheared or
+    flipped grid, more pixels than ``max_pixels``, no pixels, and a file whose last block cannot be
+    read (a truncated download keeps its header).
+
+    Raises:
+        IngestError: The file cannot be used.
+    """
     import rasterio
 
     try:
         with open_raster(info.uri, settings) as ds:
-            if ds.crs is None:
-                raise IngestError(
-                    f"{info.uri}: raster has no CRS; georeference it (e.g. gdal_edit.py -a_srs EPSG:xxxx) "
-                    "or use the archive's original file"
-                )
-            if ds.transform.is_identity:
-                how = (
-                    "only ground control points; warp it first (gdalwarp)"
-                    if ds.gcps[0]
-                    else "georeference it (gdal_translate -a_ullr ...) or use the archive's original file"
-                )
-                raise IngestError(f"{info.uri}: raster has no geotransform; {how}")
-            if ds.width < 1 or ds.height < 1 or ds.count < 1:
-                raise IngestError(f"{info.uri}: raster has no pixels or no bands")
+            _check_grid(info, ds, max_pixels)
             header = _Header(
                 info=info,
                 crs=ds.crs,
@@ -108,6 +110,8 @@ def _read_header(info: FileInfo, settings: S3Settings | None) -> _Header:
                 nodata=ds.nodata,
                 tags={str(k): str(v) for k, v in ds.tags().items()},
                 descriptions=tuple(ds.descriptions),
+                scales=tuple(ds.scales),
+                offsets=tuple(ds.offsets),
             )
             # A truncated download keeps its header: read the last block of the last band.
             rows, cols = ds.block_shapes[-1]
@@ -118,6 +122,44 @@ def _read_header(info: FileInfo, settings: S3Settings | None) -> _Header:
     except A2maeError as err:
         raise IngestError(str(err)) from None
     return header
+
+
+def _check_grid(info: FileInfo, ds: Any, max_pixels: int | None) -> None:
+    """Refuse a raster without georeferencing, with a grid tile cannot cut, or too large to plan.
+
+    Raises:
+        IngestError: One line naming the file and what to do.
+    """
+    if ds.width < 1 or ds.height < 1 or ds.count < 1:
+        raise IngestError(f"{info.uri}: raster has no pixels or no bands")
+    if max_pixels is not None and ds.width * ds.height > max_pixels:
+        raise IngestError(
+            f"{info.uri}: raster declares {ds.width} x {ds.height} = {ds.width * ds.height:,} pixels, above "
+            f"data.max_raster_pixels={max_pixels:,}; cut it into tiles (gdal_retile.py) or raise the limit"
+        )
+    if ds.crs is None:
+        raise IngestError(
+            f"{info.uri}: raster has no CRS; georeference it (e.g. gdal_edit.py -a_srs EPSG:xxxx) "
+            "or use the archive's original file"
+        )
+    t = ds.transform
+    if t.is_identity:
+        how = (
+            "only ground control points; warp it first (gdalwarp)"
+            if ds.gcps[0]
+            else "georeference it (gdal_translate -a_ullr ...) or use the archive's original file"
+        )
+        raise IngestError(f"{info.uri}: raster has no geotransform; {how}")
+    if t.b != 0 or t.d != 0:
+        raise IngestError(
+            f"{info.uri}: rotated or sheared grid (geotransform terms b={t.b:g}, d={t.d:g}); tiling needs "
+            "north-up grids: warp it (gdalwarp -t_srs <its CRS>)"
+        )
+    if not (t.a > 0 and t.e < 0) or not all(math.isfinite(v) for v in (t.a, t.c, t.e, t.f)):
+        raise IngestError(
+            f"{info.uri}: flipped or degenerate grid (pixel size {t.a:g} x {t.e:g}; north-up needs x > 0 "
+            "and y < 0); warp it (gdalwarp -t_srs <its CRS>)"
+        )
 
 
 def _read_error(err: BaseException) -> str:
@@ -192,15 +234,20 @@ class ReadContext:
     registry: SensorRegistry
     settings: S3Settings | None
     growth: GrowthPeriodConfig
+    max_pixels: int | None = None
 
 
-def read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None = None) -> SceneRecord:
+def read_scene(
+    spec: SceneSpec, ctx: ReadContext, fingerprint: str | None = None, notes: list[str] | None = None
+) -> SceneRecord:
     """Read a scene's metadata and build its catalog record.
 
     Args:
         spec: The scene from discovery.
         ctx: Registry, S3 settings and the growth-period rule.
         fingerprint: Listing fingerprint stored with the record (see :mod:`a2mae.ingest.run`).
+        notes: Receives one line per doubt about a scene that is still added (e.g. its metadata date
+            disagrees with the date in its file name).
 
     Returns:
         The record.
@@ -209,14 +256,14 @@ def read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None = None
         IngestError: Bad input, with one line naming the file and what to do.
     """
     try:
-        return _read_scene(spec, ctx, fingerprint)
+        return _read_scene(spec, ctx, fingerprint, notes if notes is not None else [])
     except IngestError:
         raise
     except A2maeError as err:  # storage, raster and detection errors already name the file
         raise IngestError(str(err)) from None
 
 
-def _read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None) -> SceneRecord:
+def _read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None, notes: list[str]) -> SceneRecord:
     """Read one scene: sidecars and headers, detection, bands and grids, pixel checks, the record.
 
     Headers and sidecars decide the product and the grids before the decimated pixel reads, and the
@@ -224,7 +271,7 @@ def _read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None) -> S
     cheaply as possible.
     """
     stac, mtl = _read_sidecars(spec, ctx.settings)
-    headers = [_read_header(info, ctx.settings) for info in spec.rasters]
+    headers = [_read_header(info, ctx.settings, ctx.max_pixels) for info in spec.rasters]
     found = _detect(spec, headers, stac, mtl, ctx.registry)
     sensor = ctx.registry.get(found.sensor)
     product = sensor.product(found.product)
@@ -232,11 +279,11 @@ def _read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None) -> S
     band_files, qa_file, grids = _assign_bands(spec, headers, sensor, found.product, product)
     _check_grids(grids, spec.source)
     ref_band, ref_header = _reference_grid(grids, sensor)
-    _refuse_all_nodata(spec, ref_band, ref_header, ctx.settings)
+    sample = _refuse_all_nodata(spec, ref_band, ref_header, ctx.settings)
+    scale, offset = _reflectance_scale(spec, stac, mtl, product, grids, sample, ref_band.nodata)
     cloud_fraction = _cloud_fraction(spec, qa_file, product, grids, ctx.settings)
 
-    acquired = _when_and_where(spec, headers[0], stac, mtl, ref_header, ctx)
-    scale, offset = _reflectance_scale(stac, mtl, product)
+    acquired = _when_and_where(spec, headers[0], stac, mtl, ref_header, ctx, notes)
     content_hash = scene_content_hash(spec, ctx.settings)
     date = acquired.when.strftime("%Y%m%d") if acquired.when else "nodate"
     ordered = sorted(band_files, key=lambda b: sensor_order(sensor, b.band))
@@ -309,8 +356,11 @@ def _reference_grid(grids: Sequence[tuple[BandFile, _Header]], sensor: Sensor) -
 
 def _refuse_all_nodata(
     spec: SceneSpec, ref_band: BandFile, ref_header: _Header, settings: S3Settings | None
-) -> None:
-    """Read the finest band decimated and refuse a scene that holds only its nodata value.
+) -> np.ndarray:
+    """Read the finest band decimated and refuse a scene that holds only its nodata value (or NaN).
+
+    Returns:
+        The decimated read (at most :data:`NODATA_READ_SIDE` px a side), for the radiometry rule.
 
     Raises:
         IngestError: An all-nodata scene.
@@ -320,10 +370,14 @@ def _refuse_all_nodata(
         ref_header.info, ref_band.index, ref_header.height, ref_header.width, NODATA_READ_SIDE, settings
     )
     if is_all_nodata(values, nodata):
+        what = f"the nodata value {nodata:g}" if nodata is not None else "NaN"
+        if nodata is not None and np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            what += " or NaN"
         raise IngestError(
-            f"{spec.source}: all-nodata scene (band {ref_band.band} holds only the nodata value {nodata:g}); "
+            f"{spec.source}: all-nodata scene (band {ref_band.band} holds only {what}); "
             "remove it from the inputs or use --skip-bad"
         )
+    return values
 
 
 def _cloud_fraction(
@@ -344,6 +398,11 @@ def _cloud_fraction(
     if qa_file is None or product.qa is None:
         return None
     qa_header = next(h for b, h in grids if b is qa_file)
+    if np.dtype(qa_header.dtype).kind not in "ui":
+        raise IngestError(
+            f"{qa_header.info.uri}: the {product.qa.band} layer has {qa_header.dtype} pixels; QA flags need "
+            "integers: use the archive's original layer"
+        )
     qa_values = _decimated(qa_header.info, 1, qa_header.height, qa_header.width, QA_READ_SIDE, settings)
     no, cloud = product.qa.masks(qa_values)
     valid = int((~no).sum())
@@ -362,30 +421,98 @@ def _when_and_where(
     mtl: dict[str, str] | None,
     ref_header: _Header,
     ctx: ReadContext,
+    notes: list[str],
 ) -> _Acquisition:
     """Acquisition time, WGS84 corners and footprint, and growth period of the scene.
 
     The time comes from the sidecars, the first file's tags or the file names (in the order of
     :func:`~a2mae.ingest.sidecars.acquisition_datetime`); the period needs the centre latitude, so
-    it comes after the geometry.
+    it comes after the geometry. A metadata date that is present but impossible refuses the scene; a
+    metadata date that disagrees with the file name's is used and noted in ``notes``.
+
+    Raises:
+        IngestError: A date field is not a date, or is before 1970 or in the future.
     """
-    when, when_source = acquisition_datetime(stac, mtl, first.tags, [f.name for f in spec.files])
-    corners, footprint, (clat, _) = wgs84_geometry(
-        ref_header.crs, ref_header.transform, ref_header.width, ref_header.height
-    )
+    names = [f.name for f in spec.files]
+    geometry = _wgs84(ref_header)
+    when, when_source = acquisition_datetime(stac, mtl, first.tags, names)
+    try:
+        check_dates(stac, mtl, first.tags, when, when_source)
+    except DateProblem as err:
+        raise IngestError(f"{spec.source}: {err}") from None
+    if (note := filename_disagreement(when, when_source, names)) is not None:
+        notes.append(f"{spec.source}: {note}")
+    corners, footprint, (clat, _) = geometry
     period = growth_period(when, clat, ctx.growth.growth_months, ctx.growth.tropics_lat)
     return _Acquisition(when, when_source, corners, footprint, period)
 
 
+def _wgs84(header: _Header) -> tuple[Corners, str, tuple[float, float]]:
+    """The grid's WGS84 corners, footprint and centre (see :func:`wgs84_geometry`).
+
+    Raises:
+        IngestError: The CRS cannot be converted to WGS84, or the grid lies outside its valid area.
+    """
+    from pyproj.exceptions import CRSError, ProjError
+
+    try:
+        geometry = wgs84_geometry(header.crs, header.transform, header.width, header.height)
+    except (CRSError, ProjError) as err:
+        raise IngestError(
+            f"{header.info.uri}: its CRS cannot be converted to WGS84 ({' '.join(str(err).split())[:120]}); "
+            "fix its georeferencing (gdalsrsinfo shows the CRS) or use the archive's original file"
+        ) from None
+    corners, _, centre = geometry
+    if not all(math.isfinite(v) for corner in (*corners, centre) for v in corner):
+        raise IngestError(
+            f"{header.info.uri}: its grid does not map to WGS84 (outside the area of its CRS); fix its "
+            "georeferencing or use the archive's original file"
+        )
+    return geometry
+
+
 def _reflectance_scale(
-    stac: dict[str, Any] | None, mtl: dict[str, str] | None, product: Product
+    spec: SceneSpec,
+    stac: dict[str, Any] | None,
+    mtl: dict[str, str] | None,
+    product: Product,
+    grids: Sequence[tuple[BandFile, _Header]],
+    sample: np.ndarray,
+    nodata: float | None,
 ) -> tuple[float, float]:
-    """``(scale, offset)`` of reflectance = DN x scale + offset: STAC item, else MTL, else the registry."""
-    return (
-        (scale_offset_from_stac(stac) if stac else None)
-        or (scale_offset_from_mtl(mtl) if mtl else None)
-        or (product.scale, product.offset)
-    )
+    """``(scale, offset)`` of reflectance = value x scale + offset, by the files' encoding.
+
+    The rule is :func:`a2mae.ingest.radiometry.choose`: integer DNs take the STAC item's, else the
+    MTL's, else the file's own, else the registry's scale; float files hold reflectance or DNs.
+
+    Raises:
+        IngestError: The pixels cannot be mapped to reflectance (one line naming the scene).
+    """
+    sidecar_scale = scale_offset_from_stac(stac) if stac else None
+    sidecar: tuple[tuple[float, float], str] | None = (sidecar_scale, "stac") if sidecar_scale else None
+    if sidecar is None and mtl and (mtl_scale := scale_offset_from_mtl(mtl)) is not None:
+        sidecar = (mtl_scale, "mtl")
+    spectral = product_bands(grids, product)
+    encodings = []
+    for band, h in grids:
+        if band.band not in spectral:
+            continue
+        i = band.index - 1
+        declared = file_declared(
+            h.scales[i] if i < len(h.scales) else None, h.offsets[i] if i < len(h.offsets) else None
+        )
+        encodings.append(FileEncoding("" if spec.single_file else h.info.name, h.dtype, *declared))
+    try:
+        r = choose(encodings, sample, nodata, sidecar, (product.scale, product.offset))
+    except RadiometryRefused as err:
+        raise IngestError(f"{spec.source}: {err}") from None
+    return r.scale, r.offset
+
+
+def product_bands(grids: Sequence[tuple[BandFile, _Header]], product: Product) -> set[str]:
+    """The spectral bands among ``grids`` (the QA layer excluded)."""
+    qa = product.qa.band.upper() if product.qa else None
+    return {b.band for b, _ in grids if b.band != qa}
 
 
 def sensor_order(sensor: Sensor, band: str) -> int:
@@ -395,7 +522,16 @@ def sensor_order(sensor: Sensor, band: str) -> int:
 
 
 def _band_file(band: str, header: _Header, index: int, product: Product) -> BandFile:
+    """The catalog entry of one band; its nodata is the file's, else (integer files only) the product's.
+
+    Float files keep their own finite nodata only: NaN always counts as nodata (so it is not stored),
+    and the registry's nodata is a DN of integer products.
+    """
     t = header.transform
+    if np.dtype(header.dtype).kind == "f":
+        nodata = header.nodata if header.nodata is not None and math.isfinite(header.nodata) else None
+    else:
+        nodata = header.nodata if header.nodata is not None else product.nodata
     return BandFile(
         band=band,
         uri=header.info.uri,
@@ -405,7 +541,7 @@ def _band_file(band: str, header: _Header, index: int, product: Product) -> Band
         height=header.height,
         transform=(t.a, t.b, t.c, t.d, t.e, t.f),
         dtype=header.dtype,
-        nodata=header.nodata if header.nodata is not None else product.nodata,
+        nodata=nodata,
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 DatetimeSource = Literal["tags", "filename", "stac", "mtl", "none"]
@@ -124,9 +124,9 @@ def parse_datetime(text: str) -> datetime | None:
         s = f"{s[:4]}-{s[4:6]}-{s[6:]}"
     try:
         dt = datetime.fromisoformat(s)
-    except ValueError:
+        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a date, or beyond year 1..9999 once in UTC
         return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def datetime_from_stac(item: Mapping[str, Any]) -> datetime | None:
@@ -173,6 +173,89 @@ def datetime_from_names(names: Iterable[str]) -> datetime | None:
                 except ValueError:
                     continue
     return None
+
+
+#: Acquisition times outside [EARLIEST, now + 1 day] are impossible for a satellite scene.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class DateProblem(ValueError):
+    """A metadata date that is present but not a possible acquisition time (the message says where)."""
+
+
+def _stac_texts(stac: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    props = (stac or {}).get("properties") or {}
+    if not isinstance(props, Mapping):
+        return []
+    return [(f"STAC properties.{k}", str(props[k])) for k in ("datetime", "start_datetime") if props.get(k)]
+
+
+def _mtl_texts(mtl: Mapping[str, str] | None) -> list[tuple[str, str]]:
+    keys = ("DATE_ACQUIRED", "ACQUISITION_DATE")
+    return [(f"MTL {k}", str(mtl[k])) for k in keys if mtl and mtl.get(k)]
+
+
+def _tag_texts(tags: Mapping[str, str]) -> list[tuple[str, str]]:
+    upper = {str(k).upper(): v for k, v in tags.items()}
+    return [(f"tag {k}", str(upper[k])) for k in DATETIME_TAGS if k in upper and str(upper[k]).strip()]
+
+
+def check_dates(
+    stac: Mapping[str, Any] | None,
+    mtl: Mapping[str, str] | None,
+    tags: Mapping[str, str],
+    when: datetime | None,
+    source: DatetimeSource,
+    now: datetime | None = None,
+) -> None:
+    """Refuse metadata dates that are present but impossible (before 1970, in the future, or not a date).
+
+    Args:
+        stac: STAC item, or None.
+        mtl: Parsed MTL, or None.
+        tags: GDAL tags of the first file.
+        when: The acquisition time chosen by :func:`acquisition_datetime`.
+        source: Where ``when`` came from.
+        now: The present (default: the clock), for the "in the future" test.
+
+    Raises:
+        DateProblem: The message names the field and its value.
+    """
+    now = now or datetime.now(UTC)
+    groups = {"stac": _stac_texts(stac), "mtl": _mtl_texts(mtl), "tags": _tag_texts(tags)}
+    for name, texts in groups.items():
+        for field, text in texts:
+            if parse_datetime(text) is None:
+                raise DateProblem(f"{field} {text[:40]!r} is not a date; fix or remove it")
+        if source == name:
+            break  # sources after the chosen one are not used
+    if when is not None and not (EARLIEST <= when <= now + timedelta(days=1)):
+        raise DateProblem(
+            f"acquisition time {when.isoformat()} (from {source}) is impossible for a satellite scene "
+            f"(before {EARLIEST:%Y} or in the future); fix the metadata"
+        )
+
+
+def filename_disagreement(
+    when: datetime | None, source: DatetimeSource, names: Iterable[str], tolerance_days: float = 1.0
+) -> str | None:
+    """A note when the chosen time (from metadata) and the first date in the file names differ by days.
+
+    Returns:
+        ``"... from stac disagrees with 2020-01-05 in the file name ..."``, or None when they agree,
+        when the time came from the file names, or when the names hold no date.
+    """
+    if when is None or source in ("filename", "none"):
+        return None
+    names = list(names)
+    named = datetime_from_names(names)
+    if named is None or abs((named - when).total_seconds()) <= tolerance_days * 86400:
+        return None
+    name = next((n for n in names if _FILENAME_DATE.search(n)), "")
+    return (
+        f"acquisition date {when:%Y-%m-%d} (from {source}) disagrees with {named:%Y-%m-%d} in the file name "
+        f"{name}; {source} is used, check the scene"
+    )
 
 
 def acquisition_datetime(

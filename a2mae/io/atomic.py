@@ -38,3 +38,21 @@ def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``target`` atomically."""
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+
+
+def remove_stale_temporaries(target: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries :func:`atomic_path` left next to ``target`` when a writer was killed.
+
+    Call it only while holding ``target``'s writer lock (:func:`a2mae.io.lock.writer_lock`): then no
+    other writer can be half-way through its own temporary.
+
+    Returns:
+        The files removed.
+    """
+    target = Path(target)
+    removed = []
+    for p in target.parent.glob(f".{target.name}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p)
+    return removed

@@ -13,11 +13,13 @@ raises :class:`StorageError` with one line naming the URI and endpoint and sayin
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import os
 import re
 import shutil
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,9 +160,12 @@ def s3_error(err: BaseException, uri: str, settings: S3Settings) -> StorageError
 
     where = settings.endpoint_label
     if isinstance(err, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError):
+        reason = {ConnectTimeoutError: "connect timed out", ReadTimeoutError: "no answer"}.get(
+            type(err), "nothing accepts connections"
+        )
         return StorageError(
-            f"{uri}: cannot reach the S3 endpoint {where}; is the store running? "
-            "Check AWS_ENDPOINT_URL or data.s3.endpoint_url"
+            f"{uri}: cannot reach the S3 endpoint {where} ({reason}); is the store running? "
+            "(local services: `a2mae services up`) Check AWS_ENDPOINT_URL or data.s3.endpoint_url"
         )
     if isinstance(err, NoCredentialsError):
         return StorageError(
@@ -222,24 +227,58 @@ def _s3_info(name: str, entry: Mapping[str, Any]) -> FileInfo:
     return FileInfo(uri=f"s3://{name}", size=int(entry.get("size") or 0), etag=etag)
 
 
-def list_files(uri: str | os.PathLike[str], settings: S3Settings | None = None) -> list[FileInfo]:
-    """All files under ``uri`` (recursively), or ``uri`` itself when it is a file, sorted by URI.
+def _not_regular(path: Path) -> str | None:
+    """Why a local path is not a readable regular file (a broken or looping link, a FIFO, ...), or None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        if path.is_symlink():
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            kind = "a symbolic link loop" if err.errno == errno.ELOOP else "a broken symbolic link"
+            return f"{kind} (to {target}); fix or remove the link"
+        return f"cannot be read ({err.strerror})"
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kinds = {stat.S_ISFIFO: "a named pipe", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device"}
+    kind = next((k for test, k in kinds.items() if test(mode)), "a device")
+    return f"not a regular file ({kind}); give GeoTIFF files or folders of them"
 
-    Hidden files and folders (names starting with ``.``) are skipped.
+
+def list_files(
+    uri: str | os.PathLike[str],
+    settings: S3Settings | None = None,
+    *,
+    bad: list[tuple[str, str]] | None = None,
+) -> list[FileInfo]:
+    """All regular files under ``uri`` (recursively), or ``uri`` itself when it is a file, sorted by URI.
+
+    Hidden files and folders (names starting with ``.``) are skipped. Local entries that are not
+    regular files (named pipes, sockets, devices, broken or looping symbolic links) are never listed:
+    reading one could block forever or fail later.
 
     Args:
         uri: Local file or folder, or ``s3://bucket/prefix``.
         settings: S3 settings (default: from the environment).
+        bad: Receives ``(path, reason)`` of such entries inside a folder; without it the first one
+            raises.
 
     Returns:
         The files found.
 
     Raises:
-        StorageError: The path does not exist or S3 cannot be listed.
+        StorageError: The path does not exist, is not a regular file or folder, holds such an entry
+            (without ``bad``), or S3 cannot be listed.
     """
     text = str(uri)
     if not is_s3(text):
         path = Path(text).expanduser().absolute()
+        if (problem := _not_regular(path)) is not None:
+            if not path.is_symlink() and not path.exists():
+                problem = "no such file or folder"
+            raise StorageError(f"{text}: {problem}")
         if path.is_file():
             return [_local_info(path)]
         if not path.is_dir():
@@ -247,7 +286,16 @@ def list_files(uri: str | os.PathLike[str], settings: S3Settings | None = None) 
         out = []
         for root, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            out.extend(_local_info(Path(root) / f) for f in files if not f.startswith("."))
+            for name in files:
+                if name.startswith("."):
+                    continue
+                p = Path(root) / name
+                if (problem := _not_regular(p)) is not None:
+                    if bad is None:
+                        raise StorageError(f"{p}: {problem}")
+                    bad.append((str(p), problem))
+                    continue
+                out.append(_local_info(p))
         return sorted(out, key=lambda f: f.uri)
 
     settings = settings or S3Settings.from_params()

@@ -181,15 +181,57 @@ class Engine:
         Raises:
             NonFiniteLossError: ``max_nonfinite_steps`` consecutive steps had a non-finite loss.
         """
+        lr = self._begin_step(step)
+        stats, last = self._accumulate_gradients(micro_batches, step, keep_last)
+        stats = self._all_reduce(stats.to(self.device)).cpu()
+        num_sets = int(stats[0])
+        if num_sets == 0:
+            raise ValueError(f"step {step}: no image set on any worker (empty micro-batches)")
+        self._sync_gradients(float(num_sets))
+        loss_mean = float(stats[2]) / num_sets
+        grad_norm, skipped = self._apply_update(step, loss_mean)
+        return StepResult(
+            step=step,
+            loss=loss_mean,
+            loss_per_sensor=self._per_sensor_loss(stats),
+            num_sets=num_sets,
+            num_images=int(stats[1]),
+            lr=lr,
+            grad_norm=grad_norm,
+            skipped=skipped,
+            last=last,
+        )
+
+    def _begin_step(self, step: int) -> float:
+        """Set the step's learning rate (times each group's ``lr_scale``), clear gradients, seed torch.
+
+        Returns:
+            The step's base learning rate.
+        """
         self.model.train()
         lr = float(self.lr_at(step))
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         self.optimizer.zero_grad(set_to_none=True)
         seed_everything(step_seed(self.seed, step, self.rank, -1))
+        return lr
 
+    def _accumulate_gradients(
+        self, micro_batches: Sequence[_Batch], step: int, keep_last: bool
+    ) -> tuple[torch.Tensor, tuple[Any, Any] | None]:
+        """Forward and backward every micro-batch, accumulating set-weighted gradients and loss sums.
+
+        Each micro-batch's loss is multiplied by its number of sets ``n`` before ``backward``, so the
+        accumulated gradient is a sum over sets (divided by the global set count in
+        :meth:`_sync_gradients`). Masking noise comes from a generator seeded by
+        ``(seed, step, rank, micro-batch index)``.
+
+        Returns:
+            ``(stats, last)``: ``stats`` is a float64 tensor ``[3 + 2 * S]`` (``S`` sensors) holding
+            ``[num_sets, num_images, loss_sum, per-sensor loss sums (S), per-sensor set counts (S)]``
+            on the CPU; ``last`` is ``(batch, output)`` of the last micro-batch when ``keep_last``.
+        """
         n_sens = len(self.sensors)
-        # [num_sets, num_images, loss_sum, per-sensor loss sums..., per-sensor set counts...]
         stats = torch.zeros(3 + 2 * n_sens, dtype=torch.float64)
         last = None
         for i, batch in enumerate(micro_batches):
@@ -211,14 +253,21 @@ class Engine:
                     stats[3 + n_sens + k] += n
             if keep_last:
                 last = (batch, out)
+        return stats, last
 
-        stats = self._all_reduce(stats.to(self.device)).cpu()
-        num_sets = int(stats[0])
-        if num_sets == 0:
-            raise ValueError(f"step {step}: no image set on any worker (empty micro-batches)")
-        self._sync_gradients(float(num_sets))
-        loss_mean = float(stats[2]) / num_sets
+    def _apply_update(self, step: int, loss_mean: float) -> tuple[float, bool]:
+        """Clip the synchronised gradients and step the optimiser, unless loss or norm is not finite.
 
+        A non-finite step is skipped (gradients dropped) rather than applied, so one bad batch does not
+        poison the weights; only ``max_nonfinite_steps`` consecutive ones abort the run.
+
+        Returns:
+            ``(grad_norm, skipped)``: the total gradient norm before clipping, and whether the update
+            was skipped.
+
+        Raises:
+            NonFiniteLossError: ``max_nonfinite_steps`` consecutive steps were skipped.
+        """
         clip = self.grad_clip if self.grad_clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self._params, clip))
         skipped = not (math.isfinite(loss_mean) and math.isfinite(grad_norm))
@@ -234,20 +283,16 @@ class Engine:
         else:
             self.optimizer.step()
             self.nonfinite_streak = 0
+        return grad_norm, skipped
 
-        per_sensor = {
+    def _per_sensor_loss(self, stats: torch.Tensor) -> dict[str, float]:
+        """Mean loss per sensor over the sets containing it, from the reduced ``stats`` (``[3 + 2 * S]``).
+
+        Sensors absent from the whole step (on every worker) are left out.
+        """
+        n_sens = len(self.sensors)
+        return {
             s: float(stats[3 + k]) / float(stats[3 + n_sens + k])
             for s, k in self._sensor_index.items()
             if stats[3 + n_sens + k] > 0
         }
-        return StepResult(
-            step=step,
-            loss=loss_mean,
-            loss_per_sensor=per_sensor,
-            num_sets=num_sets,
-            num_images=int(stats[1]),
-            lr=lr,
-            grad_norm=grad_norm,
-            skipped=skipped,
-            last=last,
-        )

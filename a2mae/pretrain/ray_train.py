@@ -3,13 +3,19 @@
 Which Ray:
 
 * ``pretrain.ray_address`` (or ``$RAY_ADDRESS``) set: connect to that existing cluster (``ray://`` clients
-  included). Its nodes must reach ``pretrain.storage_path`` (shared filesystem or ``s3://``).
-* Otherwise a local Ray is started in this process, **bound to 127.0.0.1**
-  (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``; without it Ray listens on every interface), usage stats
-  off, and with the dashboard on 127.0.0.1 when ``pretrain.ray_dashboard`` is true (the default). The
-  dashboard costs ~0.9 GB of memory but also serves Ray's state API; without it Ray Train's
-  placement-group cleaner logs "Failed to query Ray Train Controller actor state" every few seconds
-  (harmless). Set it false on small machines.
+  included), after checking in seconds that it answers and accepts this client's token. Its nodes must
+  reach ``pretrain.storage_path`` (shared filesystem or ``s3://``).
+* Otherwise a local Ray is started in this process (:func:`a2mae.services.ray_driver.start_local`):
+  **bound to 127.0.0.1**, token authentication with a private token, usage stats off, and with the
+  dashboard on 127.0.0.1 when ``pretrain.ray_dashboard`` is true (the default). The dashboard costs
+  ~0.9 GB of RSS (~0.2 GB PSS) and serves Ray's state API, which Ray Train's placement-group cleaner
+  polls every second; with it off (small machines) the cleaner is silenced, as it cannot work.
+
+The workers of one node meet through a file in a private folder
+(:class:`~a2mae.pretrain.ray_backend.LoopbackTorchConfig`): Ray
+Train's default rendezvous is a torch ``TCPStore`` that listens on every interface whatever
+``MASTER_ADDR`` says; gloo is bound to the loopback interface (``GLOO_SOCKET_IFNAME``). Workers spread
+over several nodes use Ray Train's default.
 
 Resume: Ray Train V2 reloads a run's checkpoint history when a trainer is built again with the same
 ``RunConfig(name, storage_path)``; the loop then resumes from the newest complete checkpoint
@@ -27,11 +33,6 @@ from urllib.parse import urlparse
 
 from a2mae.config import Params
 from a2mae.errors import A2maeError
-
-LOCAL_RAY_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # single node, every listener on 127.0.0.1
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
 
 
 class RayClusterError(A2maeError):
@@ -98,18 +99,6 @@ def ray_address(params: Params) -> str | None:
     return params.pretrain.ray_address or os.environ.get("RAY_ADDRESS") or None
 
 
-def _loopback_env() -> None:
-    """Make a local Ray single-node and loopback-only (unless the user set these variables)."""
-    for key, value in LOCAL_RAY_ENV.items():
-        os.environ.setdefault(key, value)
-    import sys
-
-    constants = sys.modules.get("ray._private.ray_constants")
-    if constants is not None and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
-        # Ray reads the variable once, at import; when something imported Ray before us, apply it.
-        constants.ENABLE_RAY_CLUSTER = False
-
-
 def init_ray(params: Params) -> str:
     """Connect to (or start) Ray for the run; a no-op when Ray is already initialised here.
 
@@ -117,32 +106,25 @@ def init_ray(params: Params) -> str:
         ``"local"`` or the address joined.
 
     Raises:
-        RayClusterError: The cluster cannot be reached or has fewer CPUs/GPUs than the run needs.
+        RayClusterError: The cluster cannot be reached, refuses this client, or has fewer CPUs/GPUs than
+            the run needs.
     """
-    pt = params.pretrain
-    address = ray_address(params)
-    if not address:
-        _loopback_env()
     import ray
 
+    from a2mae.services.ray_driver import RayAccessError, join, start_local
+
+    pt = params.pretrain
+    address = ray_address(params)
     need_cpu = pt.num_workers * pt.cpus_per_worker
     if not ray.is_initialized():
-        if address:
-            try:
-                ray.init(address=address, log_to_driver=True)
-            except (ConnectionError, RuntimeError, ValueError) as err:
-                msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise RayClusterError(
-                    f"cannot join the Ray cluster at {address} ({msg}); "
-                    "check pretrain.ray_address / RAY_ADDRESS"
-                ) from None
-        else:
-            ray.init(
-                num_cpus=max(os.cpu_count() or 1, int(need_cpu + 0.999)),
-                include_dashboard=pt.ray_dashboard,
-                dashboard_host="127.0.0.1",
-                log_to_driver=True,
-            )
+        try:
+            if address:
+                join(address, "pretrain.ray_address / RAY_ADDRESS", log_to_driver=True)
+            else:
+                cpus = max(os.cpu_count() or 1, int(need_cpu + 0.999))
+                start_local(cpus, dashboard=pt.ray_dashboard, keep=True, log_to_driver=True)
+        except RayAccessError as err:
+            raise RayClusterError(str(err)) from None
     have = ray.cluster_resources()
     if have.get("CPU", 0) < need_cpu:
         raise RayClusterError(
@@ -173,6 +155,7 @@ def build_trainer(params: Params, name: str, loop_config: dict[str, Any], storag
     from ray.train.torch import TorchTrainer
 
     from a2mae.pretrain.loop import train_loop_per_worker
+    from a2mae.pretrain.ray_backend import LoopbackTorchConfig
 
     pt = params.pretrain
     resources: dict[str, float] = {"CPU": pt.cpus_per_worker}
@@ -181,6 +164,7 @@ def build_trainer(params: Params, name: str, loop_config: dict[str, Any], storag
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
+        torch_config=LoopbackTorchConfig(),
         scaling_config=ScalingConfig(
             num_workers=pt.num_workers, use_gpu=pt.use_gpu, resources_per_worker=resources
         ),

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
@@ -26,7 +27,7 @@ from a2mae.config import Params, params_to_flat
 from a2mae.errors import A2maeError
 from a2mae.pretrain.loop import make_loop_config, run_local
 from a2mae.pretrain.ray_train import Storage, build_trainer, init_ray, progress_actor, resolve_storage
-from a2mae.pretrain.state import MODEL_FILE, read_train_state
+from a2mae.pretrain.state import MODEL_FILE, TrainState, read_train_state
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -65,12 +66,15 @@ class PretrainResult:
 
 
 def snapshot_identity(snapshot: str, params: Params) -> str:
-    """The snapshot id from ``snapshot.json`` (checks that the snapshot exists and is one).
+    """The snapshot id from ``snapshot.json``, after checking every file against its digests.
+
+    The whole snapshot is read once (about a second per GB locally), so that a damaged shard, manifest
+    or statistics file stops the run here, before an MLflow run is created or a step is taken.
 
     Raises:
-        A2maeError: Missing or not a snapshot (one line).
+        A2maeError: Missing, not a snapshot, or a damaged file (one line naming it).
     """
-    from a2mae.stssd.snapshot import read_info
+    from a2mae.stssd.snapshot import verify_snapshot
 
     fs = None
     if snapshot.startswith("s3://"):
@@ -79,7 +83,7 @@ def snapshot_identity(snapshot: str, params: Params) -> str:
         fs = s3_filesystem(S3Settings.from_params(params))
     elif not Path(snapshot).exists():
         raise PretrainError(f"{snapshot}: no such snapshot folder; build one with `a2mae tile`")
-    return str(read_info(snapshot, fs).get("snapshot_id", "unknown"))
+    return str(verify_snapshot(snapshot, fs).get("snapshot_id", "unknown"))
 
 
 def preflight(params: Params, snapshot: str, check_snapshot: bool = True) -> tuple[str, str, Storage, str]:
@@ -102,6 +106,7 @@ def preflight(params: Params, snapshot: str, check_snapshot: bool = True) -> tup
 
 
 def _watch_progress(actor: Any, progress: ProgressFn, stop: threading.Event) -> None:
+    """Poll the progress actor every 0.5 s until ``stop`` and pass each new value on to ``progress``."""
     import ray
 
     last = None
@@ -118,6 +123,15 @@ def _watch_progress(actor: Any, progress: ProgressFn, stop: threading.Event) -> 
 def _fit_ray(
     params: Params, name: str, config: dict[str, Any], storage: Storage, progress: ProgressFn | None
 ):
+    """Run the Ray Train ``TorchTrainer`` (progress relayed from rank 0 through an actor).
+
+    Returns:
+        The last reported checkpoint.
+
+    Raises:
+        PretrainError: The run failed (one line naming the worker's root error) or ended without a
+            checkpoint.
+    """
     init_ray(params)
     actor = progress_actor() if progress is not None else None
     config = {**config, "progress": actor}
@@ -157,6 +171,42 @@ def _root_cause(err: BaseException) -> str:
     return f"{type(seen).__name__}: {lines[0] if lines else ''}"
 
 
+@dataclass
+class _Opened:
+    """The checked inputs of a run and its MLflow run (see :func:`_open_run`).
+
+    Attributes:
+        snapshot: The snapshot's URI (absolute folder or ``s3://`` prefix without a trailing slash).
+        storage: Where the run's checkpoints live.
+        tracking_uri: The MLflow tracking store.
+        run_id: The MLflow run of ``(storage path, run name)``.
+        resumed: The MLflow run existed before.
+    """
+
+    snapshot: str
+    storage: Storage
+    tracking_uri: str
+    run_id: str
+    resumed: bool
+
+
+@dataclass
+class _Trained:
+    """The final checkpoint of a run and the encoder exported from it.
+
+    Attributes:
+        state: The training state stored in the final checkpoint.
+        checkpoint: Where the final checkpoint is, for display.
+        model_uri: URI of the logged encoder model (None when not registered).
+        version: Its registered version (None when not registered).
+    """
+
+    state: TrainState
+    checkpoint: str
+    model_uri: str | None
+    version: str | None
+
+
 def run_pretrain(
     params: Params,
     snapshot: str,
@@ -184,17 +234,51 @@ def run_pretrain(
     Raises:
         A2maeError: Bad snapshot, unreachable tracking store or Ray cluster, or a failed run.
     """
-    import mlflow.tracking
+    t0 = time.perf_counter()
+    name = name or params.pretrain.run_name
+    opened = _open_run(params, snapshot, name, check_snapshot=dataset_fn is None)
+    config = make_loop_config(
+        params,
+        opened.snapshot,
+        tracking={"uri": opened.tracking_uri, "run_id": opened.run_id},
+        model_fn=model_fn,
+        dataset_fn=dataset_fn,
+    )
+    try:
+        if params.pretrain.num_workers == 0:
+            trained = _train_in_process(params, name, config, opened, progress, register)
+        else:
+            trained = _train_on_ray(params, name, config, opened, progress, register)
+    except BaseException as err:  # a failed, interrupted or terminated run is never left RUNNING
+        _end_run(opened, "FAILED" if isinstance(err, Exception) else "KILLED")
+        raise
+    _finish_run(opened, trained.state)
+    state = trained.state
+    return PretrainResult(
+        run_name=name,
+        run_id=opened.run_id,
+        resumed=opened.resumed,
+        global_step=state.global_step,
+        total_steps=state.total_steps,
+        checkpoint=trained.checkpoint,
+        model_uri=trained.model_uri,
+        registered_version=trained.version,
+        attempts=state.attempts,
+        seconds=time.perf_counter() - t0,
+    )
 
+
+def _open_run(params: Params, snapshot: str, name: str, check_snapshot: bool) -> _Opened:
+    """Check the inputs (:func:`preflight`) and find or create the MLflow run of the run's storage path.
+
+    The storage path is the run's key, so starting again with the same name continues the same MLflow
+    run; the resolved parameters are its params and the snapshot's lineage its tags.
+    """
     from a2mae.tracking.lineage import snapshot_tags
     from a2mae.tracking.runs import find_or_create_run
 
-    t0 = time.perf_counter()
     pt = params.pretrain
-    name = name or pt.run_name
-    snapshot, snapshot_id, storage, tracking_uri = preflight(
-        params, snapshot, check_snapshot=dataset_fn is None
-    )
+    snapshot, snapshot_id, storage, tracking_uri = preflight(params, snapshot, check_snapshot=check_snapshot)
     run_id, resumed = find_or_create_run(
         tracking_uri,
         pt.experiment,
@@ -203,46 +287,77 @@ def run_pretrain(
         params=params_to_flat(params),
         tags={**snapshot_tags(snapshot, snapshot_id), "a2mae.storage": storage.run_dir(name)},
     )
-    config = make_loop_config(
-        params,
-        snapshot,
-        tracking={"uri": tracking_uri, "run_id": run_id},
-        model_fn=model_fn,
-        dataset_fn=dataset_fn,
-    )
-    if pt.num_workers == 0:
-        run_dir = Path(storage.run_dir(name))
-        if storage.filesystem is not None:
-            raise PretrainError("pretrain.num_workers=0 (in-process) needs a local pretrain.storage_path")
-        run_local({**config, "progress": progress}, run_dir, pt.checkpoints_to_keep)
-        from a2mae.pretrain.context import LocalContext
+    return _Opened(snapshot, storage, tracking_uri, run_id, resumed)
 
-        found = LocalContext(run_dir, pt.checkpoints_to_keep).checkpoints()
-        ckpt_dir, ckpt_display = found[-1][1], str(found[-1][1])
-        state = read_train_state(ckpt_dir)
-        model_uri, version = _export(params, tracking_uri, run_id, ckpt_dir, state.global_step, register)
-    else:
-        ckpt = _fit_ray(params, name, config, storage, progress)
-        ckpt_display = storage.display_of(ckpt.path)
-        with ckpt.as_directory() as d:
-            state = read_train_state(d)
-            model_uri, version = _export(params, tracking_uri, run_id, Path(d), state.global_step, register)
 
-    client = mlflow.tracking.MlflowClient(tracking_uri)
-    client.set_tag(run_id, "a2mae.attempts", str(len(state.attempts)))
-    client.set_terminated(run_id, "FINISHED")
-    return PretrainResult(
-        run_name=name,
-        run_id=run_id,
-        resumed=resumed,
-        global_step=state.global_step,
-        total_steps=state.total_steps,
-        checkpoint=ckpt_display,
-        model_uri=model_uri,
-        registered_version=version,
-        attempts=state.attempts,
-        seconds=time.perf_counter() - t0,
+def _train_in_process(
+    params: Params,
+    name: str,
+    config: dict[str, Any],
+    opened: _Opened,
+    progress: ProgressFn | None,
+    register: bool,
+) -> _Trained:
+    """Run the loop in this process (``pretrain.num_workers=0``) and export its newest checkpoint.
+
+    Raises:
+        PretrainError: The storage path is not local.
+    """
+    from a2mae.pretrain.context import LocalContext
+
+    pt = params.pretrain
+    run_dir = Path(opened.storage.run_dir(name))
+    if opened.storage.filesystem is not None:
+        raise PretrainError("pretrain.num_workers=0 (in-process) needs a local pretrain.storage_path")
+    run_local({**config, "progress": progress}, run_dir, pt.checkpoints_to_keep)
+    ckpt_dir = LocalContext(run_dir, pt.checkpoints_to_keep).checkpoints()[-1][1]
+    state = read_train_state(ckpt_dir)
+    model_uri, version = _export(
+        params, opened.tracking_uri, opened.run_id, ckpt_dir, state.global_step, register
     )
+    return _Trained(state, str(ckpt_dir), model_uri, version)
+
+
+def _train_on_ray(
+    params: Params,
+    name: str,
+    config: dict[str, Any],
+    opened: _Opened,
+    progress: ProgressFn | None,
+    register: bool,
+) -> _Trained:
+    """Run the loop with a Ray Train ``TorchTrainer`` and export the checkpoint it ends with.
+
+    Raises:
+        PretrainError: The Ray run failed or ended without a checkpoint.
+    """
+    ckpt = _fit_ray(params, name, config, opened.storage, progress)
+    display = opened.storage.display_of(ckpt.path)
+    with ckpt.as_directory() as d:
+        state = read_train_state(d)
+        model_uri, version = _export(
+            params, opened.tracking_uri, opened.run_id, Path(d), state.global_step, register
+        )
+    return _Trained(state, display, model_uri, version)
+
+
+def _end_run(opened: _Opened, status: str) -> None:
+    """Mark the MLflow run ended with ``status`` if still RUNNING (best effort: its error is what matters)."""
+    import mlflow.tracking
+
+    with contextlib.suppress(Exception):
+        client = mlflow.tracking.MlflowClient(opened.tracking_uri)
+        if client.get_run(opened.run_id).info.status == "RUNNING":
+            client.set_terminated(opened.run_id, status)
+
+
+def _finish_run(opened: _Opened, state: TrainState) -> None:
+    """Record how many attempts the run took and mark the MLflow run ``FINISHED``."""
+    import mlflow.tracking
+
+    client = mlflow.tracking.MlflowClient(opened.tracking_uri)
+    client.set_tag(opened.run_id, "a2mae.attempts", str(len(state.attempts)))
+    client.set_terminated(opened.run_id, "FINISHED")
 
 
 def _export(

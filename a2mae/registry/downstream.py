@@ -1,27 +1,26 @@
-"""Log, register and load fine-tuned models.
+"""Log, register and load fine-tuned models, in a form that loads without unpickling.
 
-Format (``finetune.serialization``):
-
-* ``pickle`` (default) -- ``mlflow.pytorch.log_model(..., serialization_format="pickle")`` so that
-  ``mlflow.pytorch.load_model`` returns the :class:`~a2mae.models.downstream.DownstreamModel` itself. The
-  ``a2mae`` sources are logged as the model's ``code`` (as for the encoder), so it loads where a2mae
-  is not installed; requirements are the explicit pins of :mod:`a2mae.registry.encoder`.
-* ``pt2`` (``torch.export``, MLflow's default) cannot trace the A²-MAE encoder: its token layout is
-  built with data-dependent Python control flow, so export fails with a clear error.
-* Whatever the format, the model folder also holds ``extra_files/spec.json`` and
-  ``extra_files/weights.safetensors``: :func:`load_model` (``safe=True``, the default, used by
-  ``a2mae evaluate``) rebuilds the model from them **without unpickling anything**.
+A fine-tuned model is logged as an MLflow ``python_function`` model (``name="model"``) whose
+``loader_module`` is :mod:`a2mae.registry.downstream_pyfunc`, a module of the installed ``a2mae``
+package, and whose data folder holds only ``spec.json`` and ``weights.safetensors``
+(``finetune.serialization: safetensors``, the only format). The model carries **no code**
+(``code_paths`` is not used) and no pickle: ``mlflow.pyfunc.load_model(uri)``, ``mlflow models serve``
+and :func:`load_model` read JSON and safetensors only, and ``spec.json`` is validated (types, bounds,
+shapes against the weights' header) before anything is allocated (:mod:`a2mae.registry.spec`).
 
 The signature is one tensor ``[-1, C, H, W]`` float32 (``[-1, 2, C, H, W]`` for change detection) in
 the training data's file units; sensor, bands, GSD and normalisation are fixed in ``spec.json``.
+
+Versions registered by earlier a2mae releases (``mlflow.pytorch`` pickles with
+``extra_files/spec.json`` + ``extra_files/weights.safetensors`` beside them) still load through
+:func:`load_model`, from those two files only; a model without them is refused in one line.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from a2mae.models.downstream import DownstreamModel, ModelSpec, build_encoder
-from a2mae.registry.encoder import code_paths, pip_requirements
+from a2mae.models.downstream import DownstreamModel
+from a2mae.registry.encoder import pip_requirements
 from a2mae.registry.errors import RegistryError
 from a2mae.tracking.client import temp_dir
 
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "weights.safetensors"
 MODEL_NAME = "model"
+LOADER_MODULE = "a2mae.registry.downstream_pyfunc"
+#: The only serialisation offered (``finetune.serialization``).
+SERIALIZATIONS = ("safetensors",)
+_EARLIER = (
+    "{uri}: registered by an earlier a2mae without spec.json/weights.safetensors; loading it would need "
+    "unpickling, which a2mae refuses: fine-tune and register it again"
+)
 
 
 @dataclass(frozen=True)
@@ -72,24 +78,14 @@ def write_artifacts(model: DownstreamModel, folder: Path) -> list[Path]:
 
 
 def rebuild(folder: Path) -> DownstreamModel:
-    """Rebuild a model from ``spec.json`` + ``weights.safetensors`` (no pickle).
+    """Rebuild a model from ``spec.json`` + ``weights.safetensors`` (validated first; no pickle).
 
     Raises:
-        RegistryError: Files missing or weights not matching the spec.
+        RegistryError: Files missing, an invalid spec, or weights not matching it.
     """
-    from safetensors.torch import load_file
+    from a2mae.registry.downstream_pyfunc import rebuild as _rebuild
 
-    spec_p, w_p = folder / SPEC_FILE, folder / WEIGHTS_FILE
-    if not spec_p.is_file() or not w_p.is_file():
-        raise RegistryError(f"{folder}: no {SPEC_FILE}/{WEIGHTS_FILE}; not an a2mae fine-tuned model")
-    spec = ModelSpec.from_dict(json.loads(spec_p.read_text()))
-    model = DownstreamModel(build_encoder(spec), spec)
-    missing, unexpected = model.load_state_dict(load_file(str(w_p)), strict=False)
-    if missing or unexpected:
-        raise RegistryError(
-            f"{w_p}: weights do not match {SPEC_FILE} (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    return model.eval()
+    return _rebuild(folder)
 
 
 def input_example(model: DownstreamModel, batch: int = 2) -> np.ndarray:
@@ -104,7 +100,7 @@ def input_example(model: DownstreamModel, batch: int = 2) -> np.ndarray:
 def log_model(
     model: DownstreamModel,
     registered_name: str | None,
-    serialization: str = "pickle",
+    serialization: str = "safetensors",
     example: np.ndarray | None = None,
 ) -> Any:
     """Log (and optionally register) a fine-tuned model in the active run.
@@ -112,72 +108,105 @@ def log_model(
     Args:
         model: The model (eval mode is set).
         registered_name: Registry name; None logs without registering.
-        serialization: ``pickle`` or ``pt2`` (see the module docstring).
+        serialization: ``safetensors`` (the only format; see the module docstring).
         example: Input example (default: :func:`input_example`).
 
     Returns:
         MLflow's ``ModelInfo`` (``registered_model_version`` set when registered).
 
     Raises:
-        RegistryError: ``pt2`` requested but the model cannot be exported.
+        RegistryError: Another serialisation was asked for.
     """
     import mlflow
     from mlflow.models import infer_signature
 
+    if serialization not in SERIALIZATIONS:
+        raise RegistryError(
+            f"finetune.serialization={serialization}: only 'safetensors' is offered (pickles run code "
+            "at load, and torch.export cannot trace A²-MAE); see docs/registry.md"
+        )
     model = model.eval()
     x = input_example(model) if example is None else example
     with torch.no_grad():
         y = model(torch.from_numpy(np.asarray(x))).numpy()
     signature = infer_signature(x, y)
-    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # the pickle caution is documented above
-    # A failed torch.export prints the whole traced graph on stderr; the error below says it in one line.
-    mute = contextlib.redirect_stderr(io.StringIO()) if serialization == "pt2" else contextlib.nullcontext()
+    logging.getLogger("mlflow.models.model").setLevel(logging.ERROR)
     with temp_dir() as d:
-        extra = [str(p) for p in write_artifacts(model, d)]
-        try:
-            with mute:
-                return mlflow.pytorch.log_model(
-                    model,
-                    name=MODEL_NAME,
-                    signature=signature,
-                    input_example=x,
-                    pip_requirements=pip_requirements(),
-                    code_paths=code_paths(),
-                    extra_files=extra,
-                    serialization_format=serialization,
-                    registered_model_name=registered_name,
-                    await_registration_for=0,
-                )
-        except Exception as err:
-            if serialization == "pt2":
-                raise RegistryError(
-                    f"finetune.serialization=pt2: torch.export cannot trace this model "
-                    f"({type(err).__name__}); use pickle (docs/registry.md)"
-                ) from None
-            raise
+        data = d / "a2mae"  # MLflow keeps it as data/a2mae/{spec.json, weights.safetensors}
+        write_artifacts(model, data)
+        return mlflow.pyfunc.log_model(
+            name=MODEL_NAME,
+            loader_module=LOADER_MODULE,
+            data_path=str(data),
+            signature=signature,
+            input_example=x,
+            pip_requirements=pip_requirements(),
+            metadata={"a2mae_task": model.spec.task, "a2mae_format": "safetensors"},
+            registered_model_name=registered_name,
+            await_registration_for=0,
+        )
 
 
-def load_model(model_uri: str, safe: bool = True) -> DownstreamModel:
-    """Load a fine-tuned model from MLflow.
+def model_files(model_uri: str) -> Path:
+    """Download the pickle-free files of a fine-tuned model; returns the folder holding them.
+
+    Reads the model's ``MLmodel`` file first and then downloads only the folder with ``spec.json``
+    and ``weights.safetensors``: the pyfunc data folder (this release) or ``extra_files`` (models
+    logged by earlier releases with ``mlflow.pytorch``; their pickle is never downloaded or read).
+
+    Raises:
+        RegistryError: The URI cannot be reached, or the model has no pickle-free form.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from a2mae.io.yamlsafe import load_text
+
+    base = model_uri.rstrip("/")
+    sub = None
+    try:
+        mlmodel = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/MLmodel"))
+        conf = load_text(mlmodel.read_text(), f"{model_uri}: MLmodel") or {}  # untrusted: bounded YAML
+        flavors = conf.get("flavors") or {}
+        pyfunc = flavors.get("python_function") or {}
+        if pyfunc.get("loader_module") == LOADER_MODULE:
+            sub = str(pyfunc.get("data", "data"))
+        elif "pytorch" in flavors:
+            sub = "extra_files"
+        else:
+            raise RegistryError(f"{model_uri}: not an a2mae fine-tuned model (no {LOADER_MODULE} loader)")
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/{sub}"))
+    except MlflowException as err:
+        if sub == "extra_files":
+            raise RegistryError(_EARLIER.format(uri=model_uri)) from None
+        msg = " ".join(str(err.message).split())[:200]
+        raise RegistryError(f"{model_uri}: cannot load ({msg})") from None
+    except OSError as err:
+        raise RegistryError(f"{model_uri}: cannot reach the model store ({err})") from None
+    if not (local / SPEC_FILE).is_file():
+        raise RegistryError(_EARLIER.format(uri=model_uri))
+    return local
+
+
+def load_model(model_uri: str) -> DownstreamModel:
+    """Load a fine-tuned model from MLflow, without unpickling anything.
 
     Args:
         model_uri: ``models:/<name>/<version>``, ``models:/<name>@<alias>``, ``runs:/...`` or a path.
-        safe: Rebuild from ``spec.json`` + safetensors (no unpickling); False uses
-            ``mlflow.pytorch.load_model``.
 
     Returns:
         The model in eval mode.
 
     Raises:
-        RegistryError: The URI does not resolve to an a2mae fine-tuned model.
+        RegistryError: The URI does not resolve to an a2mae fine-tuned model, or its spec is invalid.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    return rebuild(model_files(model_uri))
 
-    try:
-        if not safe:
-            return mlflow.pytorch.load_model(model_uri).eval()
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri.rstrip('/')}/extra_files"))
-    except MlflowException as err:
-        raise RegistryError(f"{model_uri}: cannot load ({err.message.splitlines()[0]})") from None
-    return rebuild(local)
+
+def copy_model_files(model_uri: str, dest: Path) -> Path:
+    """Copy the pickle-free files of a model into ``dest`` (for workers that load it themselves)."""
+    src = model_files(model_uri)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (SPEC_FILE, WEIGHTS_FILE):
+        shutil.copyfile(src / name, dest / name)
+    return dest

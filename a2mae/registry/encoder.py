@@ -1,18 +1,17 @@
 """The pre-trained encoder as an MLflow model: log and register it, load it back.
 
 The encoder is logged as a ``python_function`` model with a loader module
-(:mod:`a2mae.registry.encoder_pyfunc`) and data = the safetensors checkpoint + JSON (no pickled Python
-objects), explicit ``pip_requirements``, and registered as a new version.
+(:mod:`a2mae.registry.encoder_pyfunc`, imported from the installed ``a2mae`` package: the logged model
+carries no code) and data = the safetensors checkpoint + JSON (no pickled Python objects), explicit
+``pip_requirements``, and registered as a new version. ``mlflow.pyfunc.load_model`` of it runs no code
+from the model store.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from a2mae.tracking.client import mlflow_uris
@@ -46,9 +45,9 @@ def log_encoder(
     """Log a model checkpoint as the run's ``encoder`` MLflow model and register it.
 
     The logged model holds: ``data/model.safetensors`` (the :mod:`a2mae.checkpoint` file: weights, and in
-    its JSON header the model config, sensor registry entries and normalisation statistics), the
-    ``a2mae`` package sources as ``code`` (so it loads where a2mae is not installed) and explicit pip
-    requirements (see docs/pretrain.md). Nothing is pickled.
+    its JSON header the model config, sensor registry entries and normalisation statistics) and
+    explicit pip requirements (see docs/pretrain.md). No code is logged (the loader module is a2mae's
+    own, so loading needs a2mae installed) and nothing is pickled.
 
     Args:
         tracking_uri: Resolved tracking URI.
@@ -64,19 +63,13 @@ def log_encoder(
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    import a2mae
-
-    with mlflow_uris(tracking_uri), tempfile.TemporaryDirectory(prefix="a2mae-code-") as tmp:
-        package = Path(tmp) / "a2mae"  # the sources only (no caches)
-        source = Path(a2mae.__file__).resolve().parent
-        shutil.copytree(source, package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    with mlflow_uris(tracking_uri):
         activate_experiment_of(MlflowClient(tracking_uri), run_id)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="encoder",
                 loader_module="a2mae.registry.encoder_pyfunc",
                 data_path=str(model_file),
-                code_paths=[str(package)],
                 pip_requirements=list(PIP_REQUIREMENTS),
                 metadata=dict(metadata),
                 registered_model_name=registered_name,
@@ -112,13 +105,6 @@ def load_encoder(model_uri: str, tracking_uri: str | None = None) -> tuple[Any, 
 def pip_requirements() -> list[str]:
     """Explicit requirements of a logged model (those of the encoder model: no inference, torch pinned).
 
-    The model also carries the ``a2mae`` sources as ``code``, so it loads where a2mae is not installed.
+    The model carries no code: its loader module is imported from the installed ``a2mae`` package.
     """
     return list(PIP_REQUIREMENTS)
-
-
-def code_paths() -> list[str]:
-    """The ``a2mae`` package folder, logged with a model as its code."""
-    import a2mae
-
-    return [str(Path(a2mae.__file__).resolve().parent)]

@@ -28,9 +28,9 @@ def checkpoint_file(model_root: str | Path) -> Path:
     """The checkpoint file of a downloaded MLflow model folder (``data/model.safetensors``)."""
     root = Path(model_root)
     if (root / "MLmodel").is_file():
-        import yaml
+        from a2mae.io.yamlsafe import load_text
 
-        conf = yaml.safe_load((root / "MLmodel").read_text())
+        conf = load_text((root / "MLmodel").read_text(), str(root / "MLmodel"))  # bounded YAML
         root = root / conf["flavors"]["python_function"]["data"]
     if root.is_dir():
         found = sorted(root.glob("*.safetensors"))

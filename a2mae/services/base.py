@@ -8,6 +8,7 @@ command line and the health check.
 from __future__ import annotations
 
 import abc
+import ipaddress
 import os
 import signal
 import socket
@@ -31,6 +32,8 @@ class Service(abc.ABC):
 
     #: Short name, used for the log file and messages.
     name: str = "service"
+    #: Variables of this process that the service must not inherit (names starting with these).
+    scrubbed_env: tuple[str, ...] = ()
 
     def __init__(self, state_dir: str | os.PathLike[str], host: str = "127.0.0.1") -> None:
         self.state_dir = Path(state_dir).absolute()
@@ -48,6 +51,21 @@ class Service(abc.ABC):
 
     def prepare(self) -> None:  # noqa: B027 (optional hook)
         """Write config files before the first start (default: nothing)."""
+
+    def environment(self) -> dict[str, str]:
+        """Variables added to the environment of the service process (default: none).
+
+        Called after :meth:`prepare` (ports and credentials are known by then).
+        """
+        return {}
+
+    def process_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The whole environment of the service process.
+
+        This process's variables less :attr:`scrubbed_env`, plus :meth:`environment` and ``extra``.
+        """
+        base = {k: v for k, v in os.environ.items() if not k.startswith(self.scrubbed_env)}
+        return {**base, **self.environment(), **(extra or {})}
 
     # -- lifecycle ----------------------------------------------------------------------------------
     @property
@@ -81,10 +99,16 @@ class Service(abc.ABC):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.prepare()
         cmd = self.command()
+        env = self.process_env()
         with open(self.log_path, "ab") as log:
             try:
                 self._proc = subprocess.Popen(
-                    cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.state_dir
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    cwd=self.state_dir,
+                    env=env,
                 )
             except OSError as err:
                 raise ServiceError(f"{self.name}: cannot run {cmd[0]} ({err.strerror})") from None
@@ -140,6 +164,25 @@ class Service(abc.ABC):
             return ""
 
 
+# ------------------------------------------------------------------------------------------- hosts
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``127.0.0.0/8``, ``::1``) or ``localhost``."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def is_wildcard(host: str) -> bool:
+    """Whether ``host`` means every interface (``0.0.0.0``, ``::``, empty)."""
+    try:
+        return not host or ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return False
+
+
 # ------------------------------------------------------------------------------------------- ports
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """Whether ``host:port`` can be bound now."""
@@ -149,6 +192,18 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
+
+
+def free_port(preferred: int, host: str = "127.0.0.1", tries: int = 100) -> int:
+    """``preferred`` when it is free, else the next free port after it (for hints: a UI beside the services).
+
+    Raises:
+        ServiceError: None of the ``tries`` ports is free.
+    """
+    for port in range(preferred, min(preferred + tries, 65536)):
+        if port_is_free(port, host):
+            return port
+    raise ServiceError(f"no free port in {preferred}..{preferred + tries - 1} on {host}")
 
 
 def free_port_pair(offset: int = 10000, host: str = "127.0.0.1", low: int = 10000, high: int = 22000) -> int:

@@ -131,8 +131,8 @@ def launch(
     """Start ``svc`` detached and wait until it is healthy.
 
     Args:
-        svc: The service (its ``prepare``, ``command`` and ``is_healthy`` are used).
-        env: Variables added to this process's environment for the service.
+        svc: The service (its ``prepare``, ``command``, ``process_env`` and ``is_healthy`` are used).
+        env: Variables added on top of the service's own :meth:`~Service.process_env`.
         timeout: Seconds to wait for health.
         cwd: Working directory (default: the service's state folder).
 
@@ -146,7 +146,7 @@ def launch(
     svc.state_dir.mkdir(parents=True, exist_ok=True)
     svc.prepare()
     cmd = svc.command()
-    full_env = {**os.environ, **(env or {})}
+    full_env = svc.process_env(dict(env or {}))
     with open(svc.log_path, "ab") as log:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         log.write(f"\n=== {stamp} start: {' '.join(cmd)}\n".encode())
@@ -230,10 +230,6 @@ class DetachedService(Service):
     ``stop`` works from any process (it reads the pid file).
     """
 
-    def environment(self) -> dict[str, str]:
-        """Variables added to the environment of the service process (default: none)."""
-        return {}
-
     @property
     def pid(self) -> int | None:
         """Pid of the running service process, None when not running."""
@@ -249,7 +245,7 @@ class DetachedService(Service):
             if self.is_healthy():
                 return self
             terminate(self)  # alive but not answering: restart it
-        launch(self, self.environment(), timeout)
+        launch(self, None, timeout)
         return self
 
     def stop(self, timeout: float = 20.0) -> None:

@@ -21,6 +21,9 @@ PIPELINE_DEPLOYMENT = "retrain/pipeline"
 SCHEDULED_DEPLOYMENT = "retrain/scheduled"
 TRIGGERED_DEPLOYMENT = "retrain/on-new-imagery"
 WATCHER_DEPLOYMENT = "watch-scenes/watcher"
+PREDICT_DEPLOYMENT = "predict/predict"
+PREDICT_PROMOTION_DEPLOYMENT = "predict/on-promotion"
+PREDICT_IMAGERY_DEPLOYMENT = "predict/on-new-scene"
 
 
 class FlowServer(DetachedService):
@@ -30,8 +33,10 @@ class FlowServer(DetachedService):
         state_dir: Folder of the log and the pid file.
         project_dir: The DVC/git workspace the flows work in (its ``params.yaml`` gives the defaults).
         api_url: ``PREFECT_API_URL`` of the server.
+        api_auth: ``PREFECT_API_AUTH_STRING`` when the server requires one.
         env: Client variables of the other services (MLflow, S3, Ray).
         overrides: ``section.key=value`` items applied to the deployments' default parameters.
+        code_dir: Folder holding the ``flows`` package (the checkout; default ``project_dir``).
     """
 
     name = "flows"
@@ -41,12 +46,16 @@ class FlowServer(DetachedService):
         state_dir: str | os.PathLike[str],
         project_dir: str | os.PathLike[str],
         api_url: str,
+        api_auth: str | None = None,
         env: Mapping[str, str] | None = None,
         overrides: Sequence[str] = (),
+        code_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(state_dir)
         self.project_dir = Path(project_dir).absolute()
+        self.code_dir = Path(code_dir).absolute() if code_dir is not None else self.project_dir
         self.api_url = api_url
+        self.api_auth = api_auth
         self.env = dict(env or {})
         self.overrides = list(overrides)
 
@@ -60,9 +69,12 @@ class FlowServer(DetachedService):
         self.ready_path.unlink(missing_ok=True)
 
     def environment(self) -> dict[str, str]:
-        """The clients' variables plus ``PREFECT_API_URL``; the project's root importable."""
-        path = os.pathsep.join(p for p in (str(self.project_dir), os.environ.get("PYTHONPATH", "")) if p)
-        return {**self.env, "PREFECT_API_URL": self.api_url, "PYTHONPATH": path}
+        """The clients' variables plus ``PREFECT_API_URL``; the ``flows`` package importable."""
+        path = os.pathsep.join(p for p in (str(self.code_dir), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**self.env, "PREFECT_API_URL": self.api_url, "PYTHONPATH": path}
+        if self.api_auth:
+            env["PREFECT_API_AUTH_STRING"] = self.api_auth
+        return env
 
     def command(self) -> list[str]:
         """``python -m flows.serve --project-dir DIR [--set k=v ...]``."""
@@ -76,5 +88,5 @@ class FlowServer(DetachedService):
         """The serve process registered its deployments and the server knows the pipeline."""
         if not self.ready_path.exists():
             return False
-        got = http_get(f"{self.api_url}/deployments/name/{PIPELINE_DEPLOYMENT}")
+        got = http_get(f"{self.api_url}/deployments/name/{PIPELINE_DEPLOYMENT}", auth=self.api_auth)
         return got is not None and got[0] == 200

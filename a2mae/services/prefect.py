@@ -5,6 +5,13 @@ Started with ``prefect server start`` from the running Python's environment (thr
 settings live in ``<state_dir>/home`` (``PREFECT_HOME``). The UI is told the API address it must
 call (``PREFECT_UI_API_URL``), otherwise it would look for ``127.0.0.1:4200`` whatever the port.
 Telemetry is off. This module talks HTTP only: the library imports no Prefect.
+
+Foreign web pages are kept out: ``PREFECT_SERVER_CORS_ALLOWED_ORIGINS`` lists only the server's own
+origins (Prefect's default is ``*``), and the launcher refuses any request whose ``Origin`` is not one of
+them or whose ``Host`` is not the server's (CORS alone lets a page's simple POST through; the ``Host``
+check stops DNS rebinding). With ``auth`` the API also requires ``PREFECT_SERVER_API_AUTH_STRING``
+(``a2mae:<random>``, kept in ``<state_dir>/auth``, mode 0600); clients send it as
+``PREFECT_API_AUTH_STRING`` and the UI asks for it once.
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ import os
 import sys
 from pathlib import Path
 
-from a2mae.services.base import ServiceError
+from a2mae.services.base import ServiceError, is_loopback, is_wildcard
 from a2mae.services.daemon import DetachedService
 from a2mae.services.http import http_json, tcp_open
+from a2mae.services.reach import CLIENT_TIMEOUTS
+from a2mae.services.secrets import read_or_create
 
 #: Environment for every Prefect process of the stack: no telemetry, no update checks.
 PREFECT_QUIET_ENV = {
@@ -26,13 +35,23 @@ PREFECT_QUIET_ENV = {
 
 
 class PrefectServer(DetachedService):
-    """``prefect server start`` on ``host:port`` with its home under ``state_dir``."""
+    """``prefect server start`` on ``host:port`` with its home under ``state_dir``.
+
+    Args:
+        state_dir: Folder of the home, the log, the pid file and the auth string.
+        host: Interface to bind (loopback by default).
+        port: TCP port of the API and the UI.
+        auth: Require the auth string from every client (the UI asks for it).
+    """
 
     name = "prefect"
 
-    def __init__(self, state_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 4200) -> None:
+    def __init__(
+        self, state_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 4200, auth: bool = False
+    ) -> None:
         super().__init__(state_dir, host)
         self.port = port
+        self.auth = auth
 
     @property
     def url(self) -> str:
@@ -49,6 +68,21 @@ class PrefectServer(DetachedService):
         """``PREFECT_HOME`` of the server (SQLite database, local result storage)."""
         return self.state_dir / "home"
 
+    @property
+    def auth_string(self) -> str | None:
+        """``user:password`` that clients must send (None without ``auth``); created on first use."""
+        if not self.auth:
+            return None
+        return "a2mae:" + read_or_create(self.state_dir / "auth")
+
+    @property
+    def origins(self) -> list[str]:
+        """Web origins allowed to call the API: the server's own (both loopback names on loopback)."""
+        names = [self.host]
+        if is_loopback(self.host):
+            names += ["127.0.0.1", "localhost"]
+        return [f"http://{h}:{self.port}" for h in dict.fromkeys(names)]
+
     def prepare(self) -> None:
         """Create the home folder; refuse a port that another process holds."""
         self.home.mkdir(parents=True, exist_ok=True)
@@ -59,15 +93,21 @@ class PrefectServer(DetachedService):
             )
 
     def environment(self) -> dict[str, str]:
-        """Variables the server process needs."""
-        return {
+        """Variables the server process needs: home, UI address, own origins only, the auth string."""
+        env = {
             **PREFECT_QUIET_ENV,
             "PREFECT_HOME": str(self.home),
             "PREFECT_UI_API_URL": self.api_url,
             "PREFECT_SERVER_API_HOST": self.host,
             "PREFECT_SERVER_API_PORT": str(self.port),
             "PREFECT_LOGGING_LEVEL": "WARNING",
+            "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": ",".join(self.origins),
         }
+        if not is_wildcard(self.host):  # read by infra/prefect_server.py (Host header check)
+            env["A2MAE_PREFECT_ALLOWED_HOSTS"] = ",".join(o.split("://", 1)[1] for o in self.origins)
+        if self.auth_string:
+            env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth_string
+        return env
 
     def command(self) -> list[str]:
         """``prefect server start --host H --port P --analytics-off`` (via ``infra/prefect_server.py``)."""
@@ -90,5 +130,13 @@ class PrefectServer(DetachedService):
         return http_json(f"{self.api_url}/health") is True
 
     def client_env(self) -> dict[str, str]:
-        """Variables that point Prefect clients (flows, workers, the CLI) at this server."""
-        return {**PREFECT_QUIET_ENV, "PREFECT_API_URL": self.api_url, "PREFECT_UI_API_URL": self.api_url}
+        """Variables that point Prefect clients (flows, workers, the CLI) at this server, short timeouts."""
+        env = {
+            **PREFECT_QUIET_ENV,
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_UI_API_URL": self.api_url,
+            **{k: v for k, v in CLIENT_TIMEOUTS.items() if k.startswith("PREFECT_")},
+        }
+        if self.auth_string:
+            env["PREFECT_API_AUTH_STRING"] = self.auth_string
+        return env

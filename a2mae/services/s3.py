@@ -5,6 +5,19 @@ gRPC port at +10000, which is where SeaweedFS's own clients look for it), so par
 a running development store do not clash. Telemetry, WebDAV, the admin UI and the Iceberg/Lance
 endpoints are off. Credentials are written to ``<state_dir>/s3.json`` (mode 0600).
 
+Only the S3 gateway, with its keys, gives access to the data. ``weed mini`` always runs a master, a
+volume server and a filer, each with an HTTP and a gRPC port, and out of the box they answer anyone:
+the filer's HTTP API reads, writes and deletes every bucket's objects, ``weed shell`` lists them over
+gRPC. So the store runs with SeaweedFS's own security settings (``<state_dir>/security/``, mode 0600,
+made once; the store reads only that folder's ``security.toml``, and no ``WEED_*`` variable of the
+caller's environment):
+
+* ``-disableHttp``: the master's and the filer's HTTP APIs are off (only the master's status page stays);
+* JWT signing keys for volume reads and writes and for the filer: a request without a token signed by
+  the master gets 401 from the volume server;
+* mutual TLS on every gRPC port, with a private CA: a client without the store's certificate cannot
+  even connect.
+
 Example::
 
     with SeaweedFS(".a2mae/s3", s3_port=8333) as store:
@@ -27,9 +40,22 @@ from pathlib import Path
 from a2mae.io.storage import S3Settings, s3_error, s3_filesystem
 from a2mae.services.base import Service, ServiceError, free_port_pair
 from a2mae.services.http import tcp_open
+from a2mae.services.secrets import ensure_tls, read_or_create, write_private
 
 _COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 GRPC_OFFSET = 10000
+#: Processes that talk gRPC inside ``weed mini`` (each gets the certificate of the store).
+_GRPC_ROLES = (
+    *("master", "volume", "filer", "s3", "admin"),
+    *("client", "worker", "msg_broker", "msg_agent", "mq"),
+)
+#: ``[jwt.*]`` sections of security.toml and the key files that hold their signing keys.
+_JWT_KEYS = {
+    "jwt.signing": "jwt_write",
+    "jwt.signing.read": "jwt_read",
+    "jwt.filer_signing": "jwt_filer_write",
+    "jwt.filer_signing.read": "jwt_filer_read",
+}
 
 
 def weed_binary() -> str:
@@ -51,6 +77,8 @@ class SeaweedFS(Service):
     """A single-process SeaweedFS with its S3 gateway on ``host:s3_port``."""
 
     name = "seaweedfs"
+    #: SeaweedFS reads any ``WEED_*`` variable as a setting that wins over security.toml.
+    scrubbed_env = ("WEED_",)
 
     def __init__(
         self,
@@ -60,8 +88,10 @@ class SeaweedFS(Service):
         access_key: str = "a2mae-dev",
         secret_key: str | None = None,
         region: str = "us-east-1",
+        public_buckets: tuple[str, ...] = (),
     ) -> None:
         super().__init__(state_dir, host)
+        self.public_buckets = tuple(public_buckets)
         self.access_key = access_key
         self.secret_key = secret_key or self._stored_secret() or secrets.token_hex(16)
         self.region = region
@@ -81,8 +111,31 @@ class SeaweedFS(Service):
         except (OSError, ValueError, KeyError, IndexError):
             return None
 
+    @property
+    def security_dir(self) -> Path:
+        """SeaweedFS's config folder: ``security.toml``, the JWT keys and the gRPC certificates."""
+        return self.state_dir / "security"
+
+    def write_security(self) -> Path:
+        """Write ``security.toml`` (JWT signing keys, gRPC mutual TLS); keys and certificates are made once.
+
+        Returns:
+            The file.
+        """
+        sec = self.security_dir
+        tls = ensure_tls(sec / "tls", (self.host,))
+        lines = ["# written by a2mae (a2mae/services/s3.py); secrets: keep this folder private", ""]
+        lines += ["[access]", "ui = false", "", "[filer.expose_directory_metadata]", "enabled = false", ""]
+        for section, name in _JWT_KEYS.items():
+            key = read_or_create(sec / name)
+            lines += [f"[{section}]", f'key = "{key}"', "expires_after_seconds = 30", ""]
+        lines += ["[grpc]", f'ca = "{tls.ca}"', ""]
+        for role in _GRPC_ROLES:
+            lines += [f"[grpc.{role}]", f'cert = "{tls.cert}"', f'key = "{tls.key}"', ""]
+        return write_private(sec / "security.toml", "\n".join(lines))
+
     def prepare(self) -> None:
-        """Pick free ports and write the credentials file."""
+        """Pick free ports, write the credentials file and the security settings."""
         doc = {
             "identities": [
                 {
@@ -92,10 +145,13 @@ class SeaweedFS(Service):
                 }
             ]
         }
-        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
+        if self.public_buckets:  # unsigned GET/HEAD of objects (https:// asset URLs), no listing, no writes
+            doc["identities"].append(
+                {"name": "anonymous", "actions": [f"Read:{b}" for b in self.public_buckets]}
+            )
+        write_private(self.config_path, json.dumps(doc))
         (self.state_dir / "data").mkdir(parents=True, exist_ok=True)
+        self.write_security()
         self.ports = {}
         for comp in _COMPONENTS:
             if comp == "s3" and self._fixed_s3_port:
@@ -116,11 +172,13 @@ class SeaweedFS(Service):
             self.ports[comp] = port
 
     def command(self) -> list[str]:
-        """``weed mini`` on loopback with every port set and the extras off."""
+        """``weed -config_dir=<security> mini -disableHttp`` on loopback, every port set, the extras off."""
         p = self.ports
         return [
             weed_binary(),
+            f"-config_dir={self.security_dir}",
             "mini",
+            "-disableHttp",
             f"-dir={self.state_dir / 'data'}",
             f"-ip={self.host}",
             f"-ip.bind={self.host}",

@@ -5,15 +5,24 @@ health check; ``down`` stops them in reverse order; ``status`` reports each one.
 under ``params.infra.home`` (default ``.a2mae/``)::
 
     .a2mae/
-      seaweedfs/   weed data, s3.json (credentials, mode 0600), seaweedfs.log, seaweedfs.pid
-      mlflow/      mlflow.db (SQLite backend), mlflow.log, mlflow.pid   (artifacts: s3://a2mae-mlflow)
-      prefect/     home/ (PREFECT_HOME: SQLite database, results), prefect.log, prefect.pid
-      ray/         tmp/ (Ray sessions), ray.log, ray.pid
+      seaweedfs/   weed data, s3.json (credentials), security/ (JWT keys, gRPC certificates),
+                   seaweedfs.log, seaweedfs.pid
+      mlflow/      mlflow.db (SQLite backend), auth/ (basic auth), mlflow.log, mlflow.pid
+                   (artifacts: s3://a2mae-mlflow)
+      prefect/     home/ (PREFECT_HOME: SQLite database, results), auth, prefect.log, prefect.pid
+      ray/         tmp/ (Ray sessions), auth_token, ray.log, ray.pid
       flows/       flows.log, flows.pid, flows.ready
+      model/       model.log, model.pid (the champion's scoring server, only with --serve-model)
+      workspace/   the git + DVC repository the deployments work in (cloned from the checkout)
+      stac/        pg/ (the STAC API's PostgreSQL cluster), pg.json (mode 0600), stac.log, stac.pid
+                   (only with infra.stac: a local STAC API for `a2mae collect`, docs/collect.md)
       stack.json   endpoints and ports of the last ``up``
       env          the clients' variables (``set -a; . .a2mae/env; set +a``), mode 0600
 
-Every service binds ``params.infra.host`` (127.0.0.1). ``up`` is idempotent: a healthy service is left
+Credentials are made once per stack, mode 0600, and never printed. Every service binds
+``params.infra.host`` (127.0.0.1); another address is refused unless ``infra.allow_remote`` is set, and
+then every service asks for credentials (``infra.auth`` turns on MLflow's and Prefect's on loopback too;
+the Ray token and the S3 keys are always required). ``up`` is idempotent: a healthy service is left
 alone, a dead one (stale pid file) is started again.
 """
 
@@ -28,18 +37,31 @@ from pathlib import Path
 
 from a2mae.config import Params
 from a2mae.errors import A2maeError
-from a2mae.services.base import Service, ServiceError
-from a2mae.services.daemon import DetachedService, launch, running_pid, terminate
+from a2mae.services.base import Service, ServiceError, is_loopback
+from a2mae.services.daemon import launch, running_pid, terminate
 from a2mae.services.flows import FlowServer
 from a2mae.services.mlflow import MlflowServer
+from a2mae.services.model_server import NO_PICKLE, ModelServer
 from a2mae.services.prefect import PrefectServer
 from a2mae.services.ray import RayHead
 from a2mae.services.s3 import SeaweedFS
+from a2mae.services.stac import StacServer
 
+#: Client variables that hold secrets: kept in the 0600 env file, never printed.
+SECRET_VARS = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
+    "PREFECT_API_AUTH_STRING",
+)
 #: Start order (``down`` uses the reverse).
-SERVICES = ("s3", "mlflow", "prefect", "ray", "flows")
-#: Services started together: MLflow needs its S3 bucket, the deployments need everything.
-WAVES = (("s3", "prefect", "ray"), ("mlflow",), ("flows",))
+SERVICES = ("s3", "mlflow", "prefect", "ray", "flows", "model")
+#: Services started together: MLflow needs its S3 bucket, the deployments and the model server MLflow.
+WAVES = (("s3", "prefect", "ray"), ("mlflow",), ("flows", "model"))
+#: Started only when asked for (``infra.stac``, or ``--only stac``), stopped by ``down`` when running.
+OPTIONAL = ("stac",)
+#: Services started on request (``up --serve-model``, ``infra.stac``): stopped is fine.
+ON_REQUEST = frozenset({"model", *OPTIONAL})
 
 
 @dataclass(frozen=True)
@@ -53,19 +75,31 @@ class ServiceStatus:
     url: str
     log: str
 
+    @property
+    def ok(self) -> bool:
+        """Healthy, or the model server, which is started on request, not running."""
+        return self.healthy or (self.name in ON_REQUEST and not self.running)
+
 
 class Stack:
     """The services of ``infra/`` for one project folder.
 
     Args:
         params: Parameters (the ``infra`` section).
-        project_dir: The workspace the flows run in (``params.yaml``, ``dvc.yaml``); also where a
-            relative ``infra.home`` is resolved.
+        project_dir: The user's checkout: the services' workspace (``<infra.home>/workspace``, where
+            the flows run and commit each snapshot version) is cloned from it and takes its
+            ``params.yaml``; also where a relative ``infra.home`` is resolved.
         overrides: ``section.key=value`` items passed to the deployments' default parameters.
+        serve_model: Model URI for the scoring server (``models:/a2mae-<task>@champion``); None: the
+            server is not started (``down`` and ``status`` still see one started earlier).
     """
 
     def __init__(
-        self, params: Params, project_dir: str | os.PathLike[str] = ".", overrides: Sequence[str] = ()
+        self,
+        params: Params,
+        project_dir: str | os.PathLike[str] = ".",
+        overrides: Sequence[str] = (),
+        serve_model: str | None = None,
     ):
         self.params = params
         self.infra = params.infra
@@ -74,6 +108,7 @@ class Stack:
         self.home = home if home.is_absolute() else self.project_dir / home
         self.overrides = list(overrides)
         host = self.infra.host
+        auth = self.infra.auth or self.infra.allow_remote
         self.s3 = SeaweedFS(self.home / "seaweedfs", host=host, s3_port=self.infra.s3_port)
         self.s3.ports = {"s3": self.infra.s3_port}  # known without starting (for health checks)
         self.mlflow = MlflowServer(
@@ -82,8 +117,11 @@ class Stack:
             port=self.infra.mlflow_port,
             artifacts=self._artifacts(),
             s3_env=self.s3.env(),
+            auth=auth,
         )
-        self.prefect = PrefectServer(self.home / "prefect", host=host, port=self.infra.prefect_port)
+        self.prefect = PrefectServer(
+            self.home / "prefect", host=host, port=self.infra.prefect_port, auth=auth
+        )
         self.ray = RayHead(
             self.home / "ray",
             host=host,
@@ -91,12 +129,28 @@ class Stack:
             num_cpus=self.infra.ray_num_cpus,
             dashboard=self.infra.ray_dashboard,
         )
+        venv = Path(self.infra.stac_venv)
+        self.stac = StacServer(
+            self.home / "stac",
+            host=host,
+            port=self.infra.stac_port,
+            venv=venv if venv.is_absolute() else self.project_dir / venv,
+        )
         self.flows = FlowServer(
             self.home / "flows",
-            project_dir=self.project_dir,
+            project_dir=self.workspace,
             api_url=self.prefect.api_url,
+            api_auth=self.prefect.auth_string,
             env=self.client_env(include_prefect=False),
-            overrides=[f"infra.dvc_remote={self._dvc_remote()}", *self.overrides],
+            overrides=[f"predict.output={self._predict_output()}", *self.overrides],
+            code_dir=self.project_dir,
+        )
+        self.model = ModelServer(
+            self.home / "model",
+            serve_model or "",
+            host=host if is_loopback(host) else "127.0.0.1",  # no authentication of its own
+            port=params.predict.serve_port,
+            env=self.client_env(include_prefect=False),
         )
 
     # ------------------------------------------------------------------------------------- config
@@ -106,9 +160,30 @@ class Stack:
             return dest
         return str(self.home / dest)
 
-    def _dvc_remote(self) -> str:
-        # With the stack's S3 store running, snapshots go to the `s3` remote unless told otherwise.
-        return "s3" if self.infra.dvc_remote == "local" else self.infra.dvc_remote
+    @property
+    def workspace(self) -> Path:
+        """The git + DVC repository the deployments work in (cloned from ``project_dir``)."""
+        return self.home / "workspace"
+
+    def prepare_workspace(self) -> Path:
+        """Clone (once) and refresh the deployments' workspace; see :func:`a2mae.dvc.services_workspace`.
+
+        Raises:
+            ServiceError: The checkout is not a git work tree, or git/DVC failed (one line).
+        """
+        from a2mae.dvc import DvcError, services_workspace
+
+        endpoint = f"http://{self.infra.host}:{self.infra.s3_port}"
+        try:
+            services_workspace(self.project_dir, self.workspace, self.infra.dvc_remote, endpoint)
+        except DvcError as err:
+            raise ServiceError(f"flows: workspace {self.workspace}: {err}") from None
+        return self.workspace
+
+    def _predict_output(self) -> str:
+        # With the stack's S3 store running, the predict flow writes there unless told otherwise.
+        out = self.params.predict.output
+        return out if "://" in out else "s3://a2mae-predict/runs"
 
     def service(self, name: str) -> Service:
         """The service called ``name`` (one of :data:`SERVICES`).
@@ -116,14 +191,16 @@ class Stack:
         Raises:
             A2maeError: Unknown name.
         """
-        if name not in SERVICES:
-            raise A2maeError(f"unknown service {name!r} (known: {', '.join(SERVICES)})")
+        if name not in SERVICES + OPTIONAL:
+            raise A2maeError(f"unknown service {name!r} (known: {', '.join(SERVICES + OPTIONAL)})")
         services: dict[str, Service] = {
             "s3": self.s3,
             "mlflow": self.mlflow,
             "prefect": self.prefect,
             "ray": self.ray,
             "flows": self.flows,
+            "model": self.model,
+            "stac": self.stac,
         }
         return services[name]
 
@@ -132,9 +209,24 @@ class Stack:
         env = {**self.s3.env(), **self.mlflow.client_env(), **self.ray.client_env()}
         env["A2MAE_INFRA_HOME"] = str(self.home)
         env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no progress bars in flow-run logs
+        env.update(NO_PICKLE)  # MLflow clients never unpickle a model
         if include_prefect:
             env.update(self.prefect.client_env())
         return env
+
+    def check_host(self) -> None:
+        """Refuse an ``infra.host`` beyond loopback unless ``infra.allow_remote`` opts in.
+
+        Raises:
+            A2maeError: Not loopback and no opt-in (one line).
+        """
+        host = self.infra.host
+        if not is_loopback(host) and not self.infra.allow_remote:
+            raise A2maeError(
+                f"infra.host={host} is not a loopback address: the services would be reachable from other "
+                "machines; set infra.allow_remote=true to opt in (every service then requires credentials) "
+                "or use infra.host=127.0.0.1"
+            )
 
     def _url(self, name: str) -> str:
         return {
@@ -143,7 +235,14 @@ class Stack:
             "prefect": self.prefect.url,
             "ray": self.ray.address,
             "flows": f"{self.prefect.url}/deployments",
+            "model": self.model.url,
+            "stac": self.stac.url,
         }[name]
+
+    def names(self) -> tuple[str, ...]:
+        """The services of this stack: :data:`SERVICES`, and the STAC API when enabled or running."""
+        stac = self.infra.stac or running_pid(self.stac) is not None
+        return SERVICES + (OPTIONAL if stac else ())
 
     # ---------------------------------------------------------------------------------- lifecycle
     def up(self, only: Sequence[str] = (), echo=None) -> list[ServiceStatus]:
@@ -161,15 +260,18 @@ class Stack:
         """
         for n in only:
             self.service(n)  # validates the name
+        self.check_host()
         self.home.mkdir(parents=True, exist_ok=True)
         for wave in WAVES:
-            names = [n for n in wave if not only or n in only]
+            names = [n for n in wave if (not only or n in only) and (n != "model" or self.model.model_uri)]
             if len(names) == 1:
                 self._up_one(names[0], echo)
             elif names:
                 with ThreadPoolExecutor(len(names)) as pool:
                     for fut in [pool.submit(self._up_one, n, echo) for n in names]:
                         fut.result()
+        if "stac" in only or (not only and self.infra.stac):
+            self._up_stac(echo)
         self._write_state()
         return self.status()
 
@@ -180,12 +282,26 @@ class Stack:
             return
         if running_pid(svc) is not None:
             terminate(svc)  # alive but not answering: start it again
-        env = svc.environment() if isinstance(svc, DetachedService) else {}
-        launch(svc, env, self.infra.start_timeout_s, cwd=self.project_dir if name == "flows" else None)
+        if name == "flows":
+            self.prepare_workspace()
+        launch(svc, None, self.infra.start_timeout_s, cwd=self.workspace if name == "flows" else None)
         if name == "s3":
             for bucket in self.infra.buckets:
                 self.s3.create_bucket(bucket)
         _say(echo, f"{name:8s} started ({self._url(name)}); log {svc.log_path}")
+
+    def _up_stac(self, echo) -> None:
+        """Install what the STAC API needs when it is missing (scripts/bootstrap-stac.sh), then start it."""
+        import subprocess
+
+        script = self.project_dir / "scripts" / "bootstrap-stac.sh"
+        if not (self.stac.venv / "bin" / "python").is_file() and script.is_file():
+            _say(echo, f"stac     installing PostgreSQL/PostGIS and {self.stac.venv.name} ({script.name})")
+            done = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                last = (done.stderr.strip() or "no output").splitlines()[-1]
+                raise ServiceError(f"stac: {script} failed: {last}")
+        self._up_one("stac", echo)
 
     def down(self, echo=None) -> list[str]:
         """Stop every running service, in reverse order.
@@ -194,9 +310,14 @@ class Stack:
             The names of the services that were running.
         """
         stopped = []
-        for name in reversed(SERVICES):
+        for name in reversed(SERVICES + OPTIONAL):
             svc = self.service(name)
-            if terminate(svc):
+            if name == "stac":  # the API, then its PostgreSQL cluster
+                was_running = running_pid(svc) is not None
+                svc.stop()
+            else:
+                was_running = terminate(svc)
+            if was_running:
                 stopped.append(name)
                 _say(echo, f"{name:8s} stopped")
         return stopped
@@ -204,7 +325,7 @@ class Stack:
     def status(self) -> list[ServiceStatus]:
         """Each service: running (pid file and live process), healthy, pid, address, log."""
         out = []
-        for name in SERVICES:
+        for name in self.names():
             svc = self.service(name)
             pid = running_pid(svc)
             out.append(
@@ -223,6 +344,7 @@ class Stack:
         env = self.client_env()
         state = {
             "project_dir": str(self.project_dir),
+            "workspace": str(self.workspace),
             "services": {s.name: asdict(s) for s in self.status()},
             "s3_ports": self.s3.ports,
         }
@@ -256,4 +378,4 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-__all__ = ["SERVICES", "ServiceError", "ServiceStatus", "Stack"]
+__all__ = ["OPTIONAL", "SECRET_VARS", "SERVICES", "ServiceError", "ServiceStatus", "Stack"]

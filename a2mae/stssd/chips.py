@@ -314,8 +314,10 @@ def _bilinear(
     """
     src = _SCRATCH.get("bilinear.src", raw.shape, np.float32)
     np.copyto(src, raw, casting="unsafe")
+    m = _nodata_mask(raw, nodata)
+    if m is not None and raw.dtype.kind == "f":  # NaN x 0 is NaN: no NaN may reach the weights
+        np.copyto(src, 0, where=~np.isfinite(src))
     out = plan.interp(src, "values")
-    m = _nodata_mask(src, nodata)
     if m is None:
         return out, np.zeros(out.shape[1:], bool)
     msrc = _SCRATCH.get("bilinear.mask", (1, *m.shape), np.float32)
@@ -345,7 +347,9 @@ def _encode_into(enc: np.ndarray, channels: list[int], dn: np.ndarray, scale: fl
     integer = dn.dtype.kind in "ui" and dn.dtype.itemsize <= 2
     for i, ch in enumerate(channels):
         dst = enc[ch]
-        if integer and dn.dtype.kind == "u" and k == 1.0 and b == 0.0:
+        if integer and dn.dtype.kind == "u" and k == 1.0 and b == 0.0 and dn.dtype.itemsize == 1:
+            np.copyto(dst, dn[i], casting="unsafe")  # 8-bit DNs with a declared scale 1e-4: all fit
+        elif integer and dn.dtype.kind == "u" and k == 1.0 and b == 0.0:
             np.minimum(dn[i], 32767, out=dst, casting="unsafe")  # reflectance x 10000 already (S2, GF)
         elif integer and k == 1.0 and b == round(b):
             v = _SCRATCH.get("encode.int32", dn[i].shape, np.int32)  # S2 L2A baseline >= 04.00:
@@ -365,20 +369,31 @@ def _encode_into(enc: np.ndarray, channels: list[int], dn: np.ndarray, scale: fl
                 v += np.float32(b)
             np.rint(v, out=v)
             np.clip(v, -32767, 32767, out=v)
-            np.copyto(dst, v, casting="unsafe")
+            with np.errstate(invalid="ignore"):  # NaN (nodata: overwritten with NODATA afterwards)
+                np.copyto(dst, v, casting="unsafe")
 
 
 def _nodata_mask(vals: np.ndarray, nodata: list[float | None]) -> np.ndarray | None:
-    """``[H, W]`` mask of pixels equal to their band's nodata value in any band (None: no such pixel)."""
+    """``[H, W]`` mask of pixels that are nodata in any band (None: no such pixel).
+
+    A pixel is nodata when it equals its band's nodata value, or, in float bands, when it is NaN or
+    infinite (whether or not a nodata value is declared).
+    """
     mask = None
+    floats = vals.dtype.kind == "f"
     for k, v in enumerate(nodata):
-        if v is None:
-            continue
         band = vals[k]
-        if v < band.min() or v > band.max():  # one cheap pass rules most bands out
-            continue
-        m = band == v
-        mask = m if mask is None else mask | m
+        m = None
+        if floats:
+            finite = np.isfinite(band)
+            if not finite.all():
+                m = ~finite
+        # one cheap pass rules most bands out (not with NaN in the band: its min/max are NaN)
+        if v is not None and not math.isnan(v) and (m is not None or band.min() <= v <= band.max()):
+            eq = band == v
+            m = eq if m is None else m | eq
+        if m is not None:
+            mask = m if mask is None else mask | m
     return mask
 
 
@@ -555,6 +570,34 @@ def close_open_files() -> None:
     _SCRATCH.clear()
 
 
+def _scene_regions(src: SceneSource, wins: list[tuple[int, int]], chip: int):
+    """Read and encode the regions covering a scene's chip windows, one at a time.
+
+    Yields:
+        ``(region (row0, col0, h, w), encoded, nodata mask, cloud mask, windows served)``.
+
+    Raises:
+        ChipReadError: A file of the scene cannot be opened or read (the message names the scene,
+            the file, and how to take the scene out of the catalog).
+    """
+    import rasterio
+
+    uris = sorted({bf.uri for bf in src.band_files} | ({src.qa_file.uri} if src.qa_file else set()))
+    fix = f"restore its files, or remove it from the catalog (`a2mae catalog rm {src.scene_id}`)"
+    try:
+        ds = {u: _cached_open(u, src.content_hash) for u in uris}
+        for region, served in _regions(wins, chip):
+            enc, bad, cloud = _finish_region(src, _fetch_region(ds, src, *region))
+            yield region, enc, bad, cloud, served
+    except ChipReadError:
+        raise
+    except A2maeError as err:
+        raise ChipReadError(f"scene {src.scene_id}: {err}; {fix}") from None
+    except rasterio.errors.RasterioIOError as err:
+        detail = " ".join(str(err).split())[:200]
+        raise ChipReadError(f"scene {src.scene_id}: cannot read its pixels ({detail}); {fix}") from None
+
+
 def read_chips(task: ReadTask) -> list[ChipData]:
     """Read, resample, QA-check and encode the chips of one task.
 
@@ -585,11 +628,9 @@ def read_chips(task: ReadTask) -> list[ChipData]:
                 raise ChipReadError(
                     f"scene {src.scene_id}: rotated grids are not supported; warp it north-up"
                 )
-            uris = sorted({bf.uri for bf in src.band_files} | ({src.qa_file.uri} if src.qa_file else set()))
-            ds = {u: _cached_open(u, src.content_hash) for u in uris}
             wins = [(r, c) for p, r, c in task.windows if p == pos]
-            for (r0, c0, h, w), served in _regions(wins, chip):
-                enc, bad, cloud = _finish_region(src, _fetch_region(ds, src, r0, c0, h, w))
+            for region, enc, bad, cloud, served in _scene_regions(src, wins, chip):
+                r0, c0 = region[:2]
                 for row0, col0 in served:
                     i, j = row0 - r0, col0 - c0
                     b = bad[i : i + chip, j : j + chip]
@@ -602,3 +643,45 @@ def read_chips(task: ReadTask) -> list[ChipData]:
                     for k in where[(pos, row0, col0)]:
                         out[k] = cd
     return out  # type: ignore[return-value]
+
+
+def read_region_dn(
+    src: SceneSource, row0: int, col0: int, h: int, w: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A window of a scene on its finest grid in the files' own units (DNs, not encoded).
+
+    The same reads and resampling as :func:`read_chips` (bands coarser than the finest grid
+    bilinearly, the QA layer by nearest neighbour; per-pixel arithmetic, so a pixel's value does not
+    depend on the window it is read in). For applying a model trained on chips in file units
+    (:mod:`a2mae.predict`). Must run inside :func:`a2mae.io.raster.raster_env`.
+
+    Args:
+        src: The scene (``bands``/``band_files`` in the wanted channel order).
+        row0: Window row offset on the finest grid.
+        col0: Window column offset.
+        h: Window height, pixels.
+        w: Window width, pixels.
+
+    Returns:
+        ``(values [C, h, w] float32 DNs, nodata mask [h, w], cloud mask [h, w])``; the arrays are new.
+    """
+    uris = sorted({bf.uri for bf in src.band_files} | ({src.qa_file.uri} if src.qa_file else set()))
+    ds = {u: _cached_open(u, src.content_hash) for u in uris}
+    f = _fetch_region(ds, src, row0, col0, h, w)
+    out = np.empty((len(src.bands), h, w), np.float32)
+    bad = np.zeros((h, w), bool)
+    for order, nod, vals, plan in f.groups:
+        if plan is None:
+            m = _nodata_mask(vals, nod)
+        else:
+            vals, m = _bilinear(vals, plan, nod)
+        if m is not None:
+            bad |= m
+        for i, ch in enumerate(order):
+            np.copyto(out[ch], vals[i], casting="unsafe")
+    cloud = np.zeros((h, w), bool)
+    if f.qa is not None and src.qa is not None:
+        q_nodata, cloud = src.qa.masks(f.qa)
+        bad |= q_nodata
+        cloud = cloud & ~bad
+    return out, bad, cloud

@@ -15,12 +15,18 @@ Reads: a set's chips are stored next to each other, so a set costs one read per 
 (memory-mapped locally; one byte-range request on S3 through s3fs). Filesystem handles are opened
 lazily in each process, so the dataset can be pickled to ``DataLoader`` workers (fork or spawn).
 
+Integrity: the manifest and the statistics are checked against the sha256 digests of
+``snapshot.json`` when the dataset is made; each shard is checked the first time a process reads from
+it: its size always, its sha256 too when ``verify`` is on (one full read of the shard per process).
+A damaged file raises :class:`~a2mae.stssd.snapshot.SnapshotError` naming it.
+
 Distributed training: ``dataset.shard(rank, world_size)`` gives each rank a disjoint, equally long
 part of the sets (no set is read twice in an epoch); shuffle inside each part with the sampler.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -32,7 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from a2mae.stssd.chips import NODATA, REFLECTANCE_SCALE
-from a2mae.stssd.snapshot import MANIFEST, STATS, SnapshotError, join_uri, read_info
+from a2mae.stssd.snapshot import MANIFEST, REPAIR, STATS, SnapshotError, check_file, join_uri, read_info
 from a2mae.types import ImageMeta, ImageSample, ImageSetSample
 
 SPLITS = ("train", "val", "test")
@@ -71,9 +77,12 @@ class StssdDataset(Dataset[ImageSetSample]):
         clip_sigma: Clip to ``mean ± clip_sigma * std`` before standardising (None: no clipping).
         sensors: Keep only images of these sensors (sets left empty are skipped).
         s3: S3 settings for ``s3://`` snapshots (default: from the environment).
+        verify: Check each shard's sha256 the first time a process reads it (its size is always
+            checked).
 
     Raises:
-        SnapshotError: Not a snapshot, unknown split, or statistics missing for a sensor/band.
+        SnapshotError: Not a snapshot, unknown split, statistics missing for a sensor/band, or a
+            manifest or statistics file that differs from its digest in ``snapshot.json``.
     """
 
     def __init__(
@@ -85,6 +94,7 @@ class StssdDataset(Dataset[ImageSetSample]):
         clip_sigma: float | None = 2.0,
         sensors: Sequence[str] | None = None,
         s3: Any | None = None,
+        verify: bool = True,
     ) -> None:
         import pyarrow.compute as pc
 
@@ -98,9 +108,14 @@ class StssdDataset(Dataset[ImageSetSample]):
         self._fs_pid: int | None = None
         self._fs_obj = None
         self._maps: dict[str, np.memmap] = {}
+        self.verify = verify
+        self._checked: tuple[int, set[str]] = (os.getpid(), set())
         fs = self._fs()
         self.info = read_info(self.uri, fs)
-        self.stats = json.loads(self._read_small(STATS))
+        self._shard_entries = {
+            sh.get("path"): sh for sh in self.info.get("shards", []) if isinstance(sh, dict)
+        }
+        self.stats = _parse_json(self._read_small(STATS), join_uri(self.uri, STATS))
         table = self._read_manifest(fs).select(list(_COLUMNS))
         if split is not None:
             table = table.filter(pc.equal(table["split"], split))
@@ -132,28 +147,54 @@ class StssdDataset(Dataset[ImageSetSample]):
         return self._fs_obj
 
     def _read_small(self, name: str) -> bytes:
+        """A whole file of the snapshot, checked against its sha256 in ``snapshot.json``."""
         uri = join_uri(self.uri, name)
         fs = self._fs()
         try:
-            if fs is None:
-                return Path(uri).read_bytes()
-            return fs.cat_file(uri)
+            data = Path(uri).read_bytes() if fs is None else fs.cat_file(uri)
         except FileNotFoundError:
             raise SnapshotError(f"{uri}: missing; the snapshot is incomplete, re-run `a2mae tile`") from None
+        digest = (self.info.get("files") or {}).get(name)
+        if digest and hashlib.sha256(data).hexdigest() != digest:
+            raise SnapshotError(
+                f"{uri}: content differs from the sha256 in snapshot.json (damaged); {REPAIR}"
+            )
+        return data
 
     def _read_manifest(self, fs):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        uri = join_uri(self.uri, MANIFEST)
+        data = self._read_small(MANIFEST)  # one GET on S3
         try:
-            if fs is None:
-                return pq.read_table(uri)
-            return pq.read_table(pa.BufferReader(fs.cat_file(uri)))  # one GET
-        except FileNotFoundError:
-            raise SnapshotError(f"{uri}: missing; the snapshot is incomplete, re-run `a2mae tile`") from None
+            return pq.read_table(pa.BufferReader(data))
+        except Exception as err:  # pyarrow raises several types for bytes that are not Parquet
+            detail = " ".join(str(err).split())[:120]
+            raise SnapshotError(
+                f"{join_uri(self.uri, MANIFEST)}: not a manifest ({detail}); {REPAIR}"
+            ) from None
+
+    def _check_shard(self, shard: str) -> None:
+        """Check a shard the first time this process reads it: size, and sha256 when ``verify``.
+
+        Raises:
+            SnapshotError: Not listed in ``snapshot.json``, missing, truncated or damaged.
+        """
+        pid, checked = self._checked
+        if pid != os.getpid():  # a forked worker checks for itself
+            checked = set()
+            self._checked = (os.getpid(), checked)
+        if shard in checked:
+            return
+        entry = self._shard_entries.get(shard)
+        uri = join_uri(self.uri, shard)
+        if entry is None:
+            raise SnapshotError(f"{uri}: the manifest names a shard snapshot.json does not list; {REPAIR}")
+        check_file(uri, entry.get("bytes"), entry.get("sha256") if self.verify else None, self._fs())
+        checked.add(shard)
 
     def _read_range(self, shard: str, start: int, end: int) -> bytes | np.ndarray:
+        self._check_shard(shard)
         if not _is_s3(self.uri):
             mm = self._maps.get(shard)
             if mm is None:
@@ -167,6 +208,7 @@ class StssdDataset(Dataset[ImageSetSample]):
         state["_maps"] = {}
         state["_fs_obj"] = None
         state["_fs_pid"] = None
+        state["_checked"] = (-1, set())
         return state
 
     # ------------------------------------------------------------------------------ normalisation
@@ -296,6 +338,16 @@ class StssdDataset(Dataset[ImageSetSample]):
         part.__dict__.update(self.__getstate__())
         part._runs = self._runs[:n][rank::world_size]
         return part
+
+
+def _parse_json(data: bytes, uri: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise SnapshotError(f"{uri}: not valid JSON; {REPAIR}") from None
+    if not isinstance(doc, dict):
+        raise SnapshotError(f"{uri}: not a statistics file; {REPAIR}")
+    return doc
 
 
 def _pa_array(values: list[str]):

@@ -7,10 +7,12 @@ The plan is metadata-only (no pixel is read here):
    ``grid_m`` in easting and northing. A point belongs to exactly one zone, so scenes in different
    zones never produce two sets for one place, and set ids are stable when scenes are added.
 2. **Membership.** A scene covers a point when a chip of ``chip_size`` px of its finest grid,
-   centred on the point, fits inside the scene with one pixel to spare. A scene too small to be
-   sure of a point (a **patch** of a pre-chipped archive, :func:`is_patch`) is not on the grid: it
-   gives one centre of its own, its centred chip (:func:`patch_points`), which the other scenes
-   whose chips fit there join.
+   centred on the point, fits inside the scene with one pixel to spare, and the point lies in the
+   scene's region of interest when it has one (``roi_geojson``: the locations ``a2mae collect``
+   gathered a remote scene for; only their chip windows are read). A scene too small to be sure of
+   a point (a **patch** of a pre-chipped archive, :func:`is_patch`) is not on the grid: it gives
+   one centre of its own, its centred chip (:func:`patch_points`), which the other scenes whose
+   chips fit there join.
 3. **Composition** (per point, see :func:`compose_sets`): ``S2-L8`` sets of up to one growth and
    one non-growth image of each temporal sensor (rounds of next-best scenes, ``sets_per_location``);
    one ``GF-S2`` set per high-resolution image, with the partner sensor's images within
@@ -40,6 +42,7 @@ import numpy as np
 
 from a2mae.config import TileConfig
 from a2mae.ingest.catalog import SceneRecord
+from a2mae.ingest.roi import contains as roi_contains
 
 #: Coordinates: arrays (vectorised membership tests) or floats (one chip at a time).
 ArrayOrFloat = np.ndarray | float
@@ -210,6 +213,8 @@ def scene_points(rec: SceneRecord, grid_m: float, chip: int) -> dict[GridPoint, 
             continue
         lon, lat = transformer(zcrs, "EPSG:4326").transform(px[keep], py[keep])
         own = _utm_epsg_array(np.asarray(lat), np.asarray(lon)) == epsg
+        if rec.roi_geojson is not None:  # a gathered scene: only around its locations
+            own &= roi_contains(rec.roi_geojson, lon, lat)
         for i, j, c, r in zip(gx[keep][own], gy[keep][own], cols[keep][own], rows[keep][own], strict=True):
             out[GridPoint(epsg, int(j), int(i))] = (float(c), float(r))
     return out
@@ -324,6 +329,38 @@ def split_of(point: GridPoint, grid_m: float, block_m: float, seed: int, val: fl
     if u < test + val:
         return "val"
     return "train"
+
+
+#: Planning memory per (scene, grid point) pair and per planned set, bytes (measured with tracemalloc on
+#: the bundled and synthetic scenes: 400-710 B per pair, 2.7 kB per set with its images and windows).
+PLAN_BYTES_PER_SCENE_POINT = 800
+PLAN_BYTES_PER_SET = 3000
+
+
+def estimate_plan(records: Sequence[SceneRecord], cfg: TileConfig) -> tuple[int, int]:
+    """Memory the plan of ``records`` would take, estimated from their sizes alone (nothing is built).
+
+    A scene contributes the grid points where a chip fits, in each UTM zone it touches; with
+    ``thin_coarse_sets`` a set whose chip spans ``k`` grid cells exists at one point in ``k * k``.
+
+    Args:
+        records: Scenes on their chip grids.
+        cfg: Tile parameters (``grid_m``, ``chip_size``, ``thin_coarse_sets``).
+
+    Returns:
+        ``(bytes, scene-point pairs)``, both upper estimates.
+    """
+    pairs = 0.0
+    sets = 0.0
+    for rec in records:
+        span_x = max(0.0, (rec.width - cfg.chip_size) * rec.gsd_m)
+        span_y = max(0.0, (rec.height - cfg.chip_size) * rec.gsd_m)
+        zones = len({utm_epsg(la, lo) for la, lo in rec.corners})
+        n = (span_x / cfg.grid_m + 1) * (span_y / cfg.grid_m + 1) * zones
+        k = lattice_step(rec.gsd_m, cfg.chip_size, cfg.grid_m) if cfg.thin_coarse_sets else 1
+        pairs += n
+        sets += n / (k * k)
+    return int(pairs * PLAN_BYTES_PER_SCENE_POINT + sets * PLAN_BYTES_PER_SET), int(pairs)
 
 
 @dataclass

@@ -23,6 +23,7 @@ Rules (the same at any worker count):
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -108,11 +109,14 @@ class Part:
         path: Where the worker wrote it (None: ``data`` holds the bytes).
         nbytes: Size, bytes.
         data: The bytes, when the task had no ``out_dir``.
+        sha256: Hex digest of the bytes, computed as they were written (``snapshot.json`` keeps it,
+            so readers can check the shard).
     """
 
     path: str | None
     nbytes: int
     data: bytes | None = None
+    sha256: str = ""
 
 
 @dataclass
@@ -189,6 +193,7 @@ class _PartWriter:
         self._fd: int | None = None
         self._buf: bytearray | None = None
         self._size = 0
+        self._hash = hashlib.sha256()
 
     def reserve(self, nbytes: int) -> None:
         """Start a new part if ``nbytes`` more would overflow the current one."""
@@ -203,11 +208,13 @@ class _PartWriter:
                 self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 self.parts.append(Part(path, 0))
             self._size = 0
+            self._hash = hashlib.sha256()
 
     def write(self, chip: np.ndarray) -> tuple[int, int]:
         """Append a C-contiguous ``[C, H, W]`` int16 chip; returns ``(part, offset)``."""
         data = memoryview(chip).cast("B")
         off = self._size
+        self._hash.update(data)
         if self._buf is not None:
             self._buf += data
         else:
@@ -223,6 +230,7 @@ class _PartWriter:
             return
         last = self.parts[-1]
         last.nbytes = self._size
+        last.sha256 = self._hash.hexdigest()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -34,11 +34,12 @@ from typing import Any
 from a2mae.config import Params, TileConfig
 from a2mae.errors import A2maeError
 from a2mae.executor import in_process, run_tasks
-from a2mae.ingest.catalog import SceneRecord, read_catalog
+from a2mae.ingest.catalog import CatalogRowError, SceneRecord, read_catalog
+from a2mae.io.lock import writer_lock
 from a2mae.sensors import get_registry
 from a2mae.sensors.registry import QASpec, SensorRegistry
 from a2mae.stssd.chips import SceneSource, close_open_files
-from a2mae.stssd.grouping import Plan, PlannedSet, pack_runs, plan_sets
+from a2mae.stssd.grouping import Plan, PlannedSet, estimate_plan, pack_runs, plan_sets
 from a2mae.stssd.packing import ShardTask, write_shard
 from a2mae.stssd.snapshot import (
     FORMAT_VERSION,
@@ -46,12 +47,21 @@ from a2mae.stssd.snapshot import (
     SnapshotCounts,
     SnapshotError,
     SnapshotWriter,
-    is_complete,
     read_info,
+    verify_snapshot,
 )
 
 #: Tile parameters that do not change the output (how the work runs, where it goes).
-EXECUTION_KEYS = ("executor", "workers", "ray_address", "chips_per_task", "gdal_cache_mb", "snapshot")
+EXECUTION_KEYS = (
+    "executor",
+    "workers",
+    "ray_address",
+    "chips_per_task",
+    "gdal_cache_mb",
+    "snapshot",
+    "max_plan_mb",
+    "lock_timeout_s",
+)
 
 
 class TilingError(A2maeError):
@@ -69,6 +79,8 @@ class TileSummary:
         counts: Counts stored in ``snapshot.json``.
         seconds: Wall time of this call.
         input_bytes: Size of the scenes' local files (0 for s3:// scenes).
+        note: Why a snapshot of the same inputs was rebuilt (a damaged file), or None.
+        skipped: With ``skip_bad``: one line per scene left out because a file of it could not be read.
     """
 
     out: Path
@@ -77,6 +89,8 @@ class TileSummary:
     counts: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     input_bytes: int = 0
+    note: str | None = None
+    skipped: list[str] = field(default_factory=list)
 
 
 def load_catalog(path: str | os.PathLike[str]) -> list[SceneRecord]:
@@ -92,6 +106,8 @@ def load_catalog(path: str | os.PathLike[str]) -> list[SceneRecord]:
         raise TilingError(f"{p}: is a folder; --catalog takes the catalog file written by `a2mae ingest`")
     try:
         records = read_catalog(p)
+    except CatalogRowError as err:
+        raise TilingError(f"{p}: {err}") from None
     except Exception as err:  # pyarrow raises several types for a non-Parquet or foreign file
         text = " ".join(str(err).split())
         if "parquet" in text.lower() and ("magic" in text.lower() or "could not open" in text.lower()):
@@ -117,9 +133,11 @@ def fingerprint(
     import a2mae
 
     recs = sorted(records, key=lambda r: r.scene_id)
-    cat = hashlib.sha256(
-        json.dumps([r.model_dump(mode="json") for r in recs], sort_keys=True).encode()
-    ).hexdigest()
+    # A record without a region of interest hashes as before the field existed (snapshots stay valid).
+    dumps = [
+        r.model_dump(mode="json", exclude={"roi_geojson"} if r.roi_geojson is None else None) for r in recs
+    ]
+    cat = hashlib.sha256(json.dumps(dumps, sort_keys=True).encode()).hexdigest()
     params = cfg.model_dump(mode="json", exclude=set(EXECUTION_KEYS))
     sensors = registry.to_dict(sorted({r.sensor for r in recs}))
     payload = {
@@ -390,8 +408,12 @@ def tile(
     *,
     progress: bool = True,
     force: bool = False,
+    skip_bad: bool = False,
 ) -> TileSummary:
     """Tile a scene catalog into an STSSD snapshot.
+
+    Scenes may be local files or remote COGs (``s3://``, ``http(s)://``: the catalog of
+    ``a2mae collect``); of remote ones only the chip windows are read.
 
     Args:
         catalog: Scene catalog written by ``a2mae ingest`` (or :func:`~a2mae.ingest.catalog.write_catalog`).
@@ -399,43 +421,130 @@ def tile(
         params: Parameters (``tile`` section; ``data.sensor_files`` and ``data.s3`` for reading).
         progress: Show a progress bar (only on a terminal).
         force: Rebuild even when the snapshot is up to date.
+        skip_bad: Leave out the scenes a file of which cannot be opened or read (a remote asset that
+            is gone, denied or unreachable after retries) and tile the rest; they are listed in
+            :attr:`TileSummary.skipped`. The snapshot's fingerprint covers only the scenes used, so a
+            later run, once the files are back, rebuilds it with them.
 
     Returns:
         What was done.
 
     Raises:
-        TilingError: Bad catalog or output folder.
-        A2maeError: Unreadable scene files and other input problems.
+        TilingError: Bad catalog or output folder, or (``skip_bad``) no readable scene.
+        A2maeError: Unreadable scene files and other input problems (without ``skip_bad``).
     """
     t0 = time.perf_counter()
-    cfg = params.tile
-    out = Path(out)
     records = load_catalog(catalog)
+    if not skip_bad:
+        return _tile_records(records, catalog, Path(out), params, t0, progress=progress, force=force)
+    records, skipped = _readable(records, params)
+    while True:
+        if not records:
+            raise TilingError(f"{catalog}: no scene can be read ({len(skipped)} skipped: {skipped[0]})")
+        try:
+            summary = _tile_records(records, catalog, Path(out), params, t0, progress=progress, force=force)
+        except A2maeError as err:  # a read failing after the probe: leave that scene out and go again
+            bad = _scenes_named(str(err), records)
+            if not bad:
+                raise
+            skipped += [f"{r.scene_id}: {err}" for r in bad]
+            records = [r for r in records if r not in bad]
+            continue
+        summary.skipped = skipped
+        return summary
+
+
+def _readable(records: Sequence[SceneRecord], params: Params) -> tuple[list[SceneRecord], list[str]]:
+    """The scenes all of whose files open (headers only, in threads), and a line per other scene."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from a2mae.io.raster import open_raster
+    from a2mae.io.storage import S3Settings
+
+    settings = S3Settings.from_params(params)
+
+    def probe(uri: str) -> str | None:
+        try:
+            with open_raster(uri, settings):
+                return None
+        except A2maeError as err:
+            return str(err)
+
+    uris = sorted({bf.uri for r in records for bf in (*r.band_files, *([r.qa_file] if r.qa_file else []))})
+    with ThreadPoolExecutor(8) as pool:
+        errors = dict(zip(uris, pool.map(probe, uris), strict=True))
+    good, skipped = [], []
+    for r in records:
+        bad = [
+            errors[bf.uri] for bf in (*r.band_files, *([r.qa_file] if r.qa_file else [])) if errors[bf.uri]
+        ]
+        if bad:
+            skipped.append(f"{r.scene_id}: {bad[0]}")
+        else:
+            good.append(r)
+    return good, skipped
+
+
+def _scenes_named(message: str, records: Sequence[SceneRecord]) -> list[SceneRecord]:
+    """The scenes an error line names (by scene id or by the URI of one of their files)."""
+    return [
+        r
+        for r in records
+        if r.scene_id in message
+        or any(bf.uri in message for bf in (*r.band_files, *([r.qa_file] if r.qa_file else [])))
+    ]
+
+
+def _tile_records(
+    records: Sequence[SceneRecord],
+    catalog: str | os.PathLike[str],
+    out: Path,
+    params: Params,
+    t0: float,
+    *,
+    progress: bool,
+    force: bool,
+) -> TileSummary:
+    """Tile ``records`` (the catalog's, or those of them that can be read) into ``out``."""
+    cfg = params.tile
     registry = get_registry(params.data.sensor_files)
     fp, info = fingerprint(records, cfg, registry)
-    _remove_stale_temporaries(out)
-    existing = _check_target(out)
-    if not force and existing is not None and _is_up_to_date(out, existing, fp):
-        return TileSummary(
-            out, existing["snapshot_id"], True, existing.get("counts", {}), time.perf_counter() - t0
+    with writer_lock(out, cfg.lock_timeout_s, setting="tile.lock_timeout_s"):
+        _remove_stale_temporaries(out)
+        existing = _check_target(out)
+        note = None
+        if not force and existing is not None and existing.get("fingerprint") == fp:
+            note = _damage(out, existing)
+            if note is None:
+                counts = existing.get("counts", {})
+                return TileSummary(out, existing["snapshot_id"], True, counts, time.perf_counter() - t0)
+
+        from a2mae.io.storage import S3Settings  # imported only when there is work to do
+
+        plan = _plan(records, registry, cfg, catalog)
+        tasks, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
+        in_workers = _prepare_workers(cfg, len(tasks))
+        snapshot_id, counts = _build_snapshot(
+            out, plan, tasks, bands, info, cfg, in_workers=in_workers, progress=progress
         )
-
-    from a2mae.io.storage import S3Settings  # imported only when there is work to do
-
-    plan = _plan(records, registry, cfg, catalog)
-    tasks, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
-    in_workers = _prepare_workers(cfg, len(tasks))
-    snapshot_id, counts = _build_snapshot(
-        out, plan, tasks, bands, info, cfg, in_workers=in_workers, progress=progress
-    )
-    return TileSummary(
-        out, snapshot_id, False, counts.__dict__, time.perf_counter() - t0, _input_bytes(plan.records)
-    )
+    seconds = time.perf_counter() - t0
+    return TileSummary(out, snapshot_id, False, counts.__dict__, seconds, _input_bytes(plan.records), note)
 
 
-def _is_up_to_date(out: Path, existing: dict[str, Any], fp: str) -> bool:
-    """Whether ``out`` holds a complete snapshot of the same fingerprint (then nothing is read)."""
-    return existing.get("fingerprint") == fp and is_complete(out, existing)
+def _damage(out: Path, existing: dict[str, Any]) -> str | None:
+    """Why the snapshot at ``out`` (of the right fingerprint) cannot be called up to date, or None.
+
+    Every file is checked against the sizes and sha256 digests of its own ``snapshot.json``
+    (:func:`~a2mae.stssd.snapshot.verify_snapshot`); a snapshot written before shard digests were
+    recorded is rebuilt once, so that it has them.
+    """
+    try:
+        doc = verify_snapshot(out, doc=existing)
+    except SnapshotError as err:
+        return str(err).split("; rebuild it")[0]
+    if doc["verified"] != "sha256":
+        return f"{out}: written without shard digests (an older a2mae)"
+    return None
 
 
 def _plan(
@@ -444,10 +553,19 @@ def _plan(
     """Plan the image sets from the catalog's metadata, on each scene's chip grid.
 
     Raises:
-        TilingError: No set fits (every scene too small for a chip), or a scene has none of its
-            sensor's pre-training bands.
+        TilingError: No set fits (every scene too small for a chip or off the grid), a scene has
+            none of its sensor's pre-training bands, or the plan would take more memory than
+            ``tile.max_plan_mb`` (refused before anything is built).
     """
-    plan = plan_sets([on_chip_grid(r, registry, cfg) for r in records], cfg)
+    on_grid = [on_chip_grid(r, registry, cfg) for r in records]
+    need, pairs = estimate_plan(on_grid, cfg)
+    if need > cfg.max_plan_mb * 2**20:
+        raise TilingError(
+            f"{catalog}: planning would need about {need / 2**30:.1f} GB ({pairs:,} scene x grid-point "
+            f"pairs at tile.grid_m={cfg.grid_m:g}), above tile.max_plan_mb={cfg.max_plan_mb}; raise "
+            "tile.grid_m, tile a subset of the catalog (by region), or raise tile.max_plan_mb"
+        )
+    plan = plan_sets(on_grid, cfg)
     if not plan.sets:
         raise TilingError(
             f"{catalog}: no image set fits: every scene is smaller than a chip of tile.chip_size="

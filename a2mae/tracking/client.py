@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -84,27 +82,22 @@ def mlflow_uris(tracking_uri: str) -> Iterator[None]:
 
 
 def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast with one line when the tracking store cannot be reached.
+    """Fail fast with one line when the tracking store cannot be reached or refuses the client.
+
+    An HTTP server must answer ``/health`` within ``timeout_s`` (a stopped one fails at once, instead of
+    MLflow's minutes of retries) and accept the client's credentials (``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD``, needed when the server runs its basic-auth app).
 
     Args:
         uri: A resolved tracking URI.
         timeout_s: HTTP timeout.
 
     Raises:
-        TrackingError: The HTTP server does not answer ``/health``, or the SQLite folder is not writable.
+        TrackingError: The server does not answer, is unhealthy or refuses the credentials, or the SQLite
+            folder is not writable.
     """
     if uri.startswith(("http://", "https://")):
-        url = uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-                if resp.status != 200:
-                    raise TrackingError(f"tracking server {uri}: /health answered {resp.status}")
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise TrackingError(
-                f"tracking server {uri} is unreachable ({reason}); start it (docs/pretrain.md) "
-                "or set registry.tracking_uri / MLFLOW_TRACKING_URI"
-            ) from None
+        _check_server(uri.rstrip("/"), timeout_s)
     elif uri.startswith("sqlite:///"):
         folder = Path(uri[len("sqlite:///") :]).parent
         try:
@@ -115,16 +108,44 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
             raise TrackingError(f"tracking store {uri}: folder {folder} is not writable")
 
 
+def _check_server(uri: str, timeout_s: float) -> None:
+    """``/health`` answers 200 and an authenticated read is allowed (see :func:`check_tracking_uri`)."""
+    from a2mae.services.reach import ServiceUnreachable, require_http
+
+    service, setting = "MLflow tracking server", "MLFLOW_TRACKING_URI / registry.tracking_uri"
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    auth = f"{user}:{password}" if user and password else None
+    try:
+        status = require_http(service, f"{uri}/health", setting, timeout_s)
+        if status != 200:
+            raise TrackingError(f"{service} at {uri}: /health answered {status}; see the server's log")
+        probe = f"{uri}/api/2.0/mlflow/experiments/search?max_results=1"
+        status = require_http(service, probe, setting, timeout_s, auth=auth)
+    except ServiceUnreachable as err:
+        raise TrackingError(str(err)) from None
+    if status in (401, 403):
+        raise TrackingError(
+            f"{service} at {uri} refused the client ({status}: "
+            f"{'wrong' if auth else 'no'} credentials); set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD (for the local services: set -a; . .a2mae/env; set +a)"
+        )
+
+
 def tracking_uri(params: Params) -> str:
     """``$MLFLOW_TRACKING_URI``, else ``registry.tracking_uri`` (a relative SQLite path made absolute)."""
     return resolve_tracking_uri(params.registry.tracking_uri)
 
 
 def configure(params: Params) -> str:
-    """Point the MLflow client (tracking and registry) at :func:`tracking_uri`; return it."""
+    """Point the MLflow client (tracking and registry) at :func:`tracking_uri`; return it.
+
+    Raises:
+        TrackingError: The store cannot be reached (one line; see :func:`check_tracking_uri`).
+    """
     import mlflow
 
     uri = tracking_uri(params)
+    check_tracking_uri(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
@@ -136,6 +157,38 @@ def client(params: Params) -> Any:
 
     uri = configure(params)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where runs of a SQLite store keep their artifacts: ``mlartifacts/`` beside the database.
+
+    MLflow's own default for a SQL store is ``./mlruns`` in whatever folder the process runs in, so
+    every command run from another folder would leave an ``mlruns/`` there. Servers (``http://``)
+    choose their own artifact store: None.
+    """
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
+    return None
+
+
+def ensure_experiment(client: Any, uri: str, name: str) -> str:
+    """The id of experiment ``name``, created (artifacts beside a SQLite store) when missing."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    root = artifact_root(uri)
+    location = f"{root}/{name}" if root else None
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+def use_experiment(params: Params, name: str) -> str:
+    """Point MLflow at the configured store and make ``name`` the active experiment; returns its id."""
+    import mlflow
+
+    uri = configure(params)
+    exp_id = ensure_experiment(client(params), uri, name)
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from a2mae.tracking.client import TrackingError, mlflow_uris
+from a2mae.tracking.client import TrackingError, ensure_experiment, mlflow_uris
 
 RUN_KEY_TAG = "a2mae.run_key"
 RUN_NAME_TAG = "a2mae.run_name"
@@ -81,7 +81,7 @@ def find_or_create_run(
                 client.set_tag(run_id, key + "_latest", tags[key])
         return run_id, True
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+    exp_id = exp.experiment_id if exp is not None else ensure_experiment(client, tracking_uri, experiment)
     run = client.create_run(
         exp_id, run_name=run_name, tags={**tags, RUN_KEY_TAG: run_key, RUN_NAME_TAG: run_name}
     )

@@ -4,7 +4,9 @@ and the DVC remote afterwards; then the S3 store killed mid-ingest."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,7 +35,8 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def test_stack_is_healthy_on_loopback(services_stack):
     rows = services_stack.stack.status()
-    assert all(r.healthy for r in rows), [r for r in rows if not r.healthy]
+    assert all(r.ok for r in rows), [r for r in rows if not r.ok]
+    assert all(r.healthy for r in rows if r.name != "model"), rows
     env = services_stack.env
     for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL"):
         assert env[key].startswith("http://127.0.0.1:")
@@ -61,7 +64,11 @@ def test_pipeline_deployment_end_to_end(services_stack, tmp_path):
     registered = {m.name for m in mlflow.search_registered_models()}
     before = {n: versions(n) if n in registered else set() for n in ("a2mae-encoder", model)}
     params = _defaults(services_stack, "retrain/pipeline")
-    params.update(num_workers=1, git_commit=True, force=True)  # Ray Train on the head; commit dvc.lock
+    assert params["version"] == {"dvc_remote": "s3", "git_commit": True}  # the defaults round-trip
+    params["pretrain"]["num_workers"] = 1  # Ray Train on the head
+    params["force"] = True
+    checkout = Path(services_stack.checkout)
+    lock_before = (checkout / "dvc.lock").read_bytes() if (checkout / "dvc.lock").exists() else None
     run = _run(services_stack, "retrain/pipeline", params)
     assert run.state.is_completed(), run.state.message
 
@@ -95,18 +102,33 @@ def test_pipeline_deployment_end_to_end(services_stack, tmp_path):
     assert {a.key for a in links} == {"pretrain-run", "finetune-run", "evaluate-model"}
     assert all(f"]({services_stack.stack.mlflow.url}/#/" in str(a.data) for a in links)  # markdown links
 
-    # DVC: the snapshot is on the S3 remote and a fresh clone restores it with `dvc pull`
+    # DVC with the defaults: the snapshot version is a commit of the services' workspace, its files are
+    # on the S3 remote, and the user's checkout is untouched
     from a2mae.io.storage import S3Settings, list_files
 
     assert list_files("s3://a2mae-dvc/store", S3Settings.from_params(None, services_stack.env))
+    log = subprocess.run(
+        ["git", "log", "-1", "--format=%s", "--", "dvc.lock"],
+        cwd=services_stack.workspace,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert log.stdout.startswith("data: STSSD snapshot data/stssd")
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=checkout, capture_output=True, text=True)
+    assert status.stdout == "" and not (checkout / "data" / "stssd").exists()
+    assert ((checkout / "dvc.lock").read_bytes() if (checkout / "dvc.lock").exists() else None) == lock_before
+
+    # ... so a fresh clone restores it with the documented commands, given only the S3 credentials
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(services_stack.workspace), str(clone)], check=True)
-    fresh = DvcWorkspace(clone)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in services_stack.env.items():
-            mp.setenv(key, value)
-        fresh.pull("s3")
-    assert fresh.out_hash("data/stssd") == md5
+    creds = {k: services_stack.env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | creds
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    for cmd in (["dvc", "pull"], ["dvc", "pull", "-r", "s3"]):  # the default remote is the one pushed to
+        got = subprocess.run(cmd, cwd=clone, env=env, capture_output=True, text=True, check=False)
+        assert got.returncode == 0, got.stderr.strip().splitlines()[-1:]
+    assert DvcWorkspace(clone).out_hash("data/stssd") == md5 and DvcWorkspace(clone).status_clean()
     assert _tree(clone / "data" / "stssd") == _tree(Path(services_stack.workspace) / "data" / "stssd")
 
 
@@ -149,7 +171,8 @@ def test_s3_store_killed_mid_ingest_then_a_clean_rerun(services_stack, tmp_path)
     stack = services_stack.stack
     prefix = _upload_scene(services_stack, tmp_path, "s3://a2mae-scenes/kill-test")
     params = _defaults(services_stack, "retrain/pipeline")
-    params.update(num_workers=0, sources=[*params["sources"], prefix])
+    params["pretrain"]["num_workers"] = 0
+    params["ingest"]["sources"] = [*params["ingest"]["sources"], prefix]
     with services_stack.prefect_settings():
         run = run_deployment("retrain/on-new-imagery", parameters={"params": params}, timeout=0)
     try:

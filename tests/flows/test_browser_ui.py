@@ -1,5 +1,6 @@
 """The Prefect UI in a real browser (Playwright driving Debian's Chromium): start the pipeline
-deployment from its form with a changed parameter, then see the run complete.
+deployment from its form, grouped by stage, with fields changed by their labels inside their section
+(a number, a nullable number and a dropdown), then see the run complete with those values.
 
 ``scripts/bootstrap-browser.sh`` (idempotent) installs Chromium (apt) and ``playwright-core`` (npm,
 project-local ``node_modules/``) the first time this test runs.
@@ -28,16 +29,26 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 
-# Step "submit": Run -> Custom run -> change Epochs and Run Name in the form -> Submit.
+# Step "submit": Run -> Custom run -> in section "4. Pre-train" change Epochs, Max Steps (nullable:
+# 0 = no cap) and the Model variant dropdown, read the DVC remote of section 3 -> Submit.
 # Step "watch": open the flow run's page and wait for its state badge to read Completed.
 SCRIPT = r"""
 const { chromium } = require(process.env.PLAYWRIGHT_CORE);
-const [step, url, target, runName, epochs] = process.argv.slice(2);
-const field = (page, label) => page.locator('.schema-form-property', {
-  has: page.locator('.schema-form-property__label', {
-    hasText: new RegExp('^' + label + ' \\(Optional\\)$'),
-  }),
-}).last();
+const [step, url, target, runName, epochs, maxSteps, variant] = process.argv.slice(2);
+const quoted = s => JSON.stringify(s);
+// A form property by its label ("Title", shown as "Title (Optional)" when it has a default), in a scope.
+const property = (scope, title) => scope.locator(
+  'xpath=.//div[contains(concat(" ", @class, " "), " schema-form-property ")]' +
+  '[./div[contains(@class, "p-label__header")]//span[contains(@class, "schema-form-property__label")]' +
+  `[normalize-space()=${quoted(title)} or normalize-space()=${quoted(title + ' (Optional)')}]]`).first();
+const choice = async (scope, page, title, option) => {
+  await property(scope, title).locator('button.p-select-button__control').focus();
+  await page.keyboard.press('Space');  // opens the dropdown (a click only focuses it)
+  await page.getByRole('option', { name: option, exact: true }).click();
+  const shown = property(scope, title).locator('.p-select-button__value');
+  await shown.filter({ hasText: option }).waitFor();  // the label follows the choice a moment later
+  return (await shown.innerText()).trim();
+};
 (async () => {
   const browser = await chromium.launch({
     executablePath: '/usr/bin/chromium', args: JSON.parse(process.env.FLAGS),
@@ -53,12 +64,21 @@ const field = (page, label) => page.locator('.schema-form-property', {
     const name = page.locator('.p-label', { has: page.locator('label', { hasText: 'Run Name' }) })
       .locator('input');
     await name.fill(runName);
-    const box = field(page, 'Epochs').locator('input');
+    const labels = await page.locator('.schema-form-property__label').allInnerTexts();
+    const pretrain = property(page, '4. Pre-train');
+    const remote = (await property(property(page, '3. Data version (DVC)'), 'DVC remote')
+      .locator('.p-select-button__value').innerText()).trim();
+    const box = property(pretrain, 'Epochs').locator('input');
     const before = await box.inputValue();
     await box.fill(epochs);
+    const cap = property(pretrain, 'Max Steps').locator('input');  // not the one of "5. Fine-tune"
+    const capBefore = await cap.inputValue();
+    await cap.fill(maxSteps);
+    const chosen = await choice(pretrain, page, 'Model variant', variant);
+    await page.locator('form').first().screenshot({ path: process.env.SHOT });
     await page.getByRole('button', { name: 'Submit', exact: true }).click();
     await page.waitForURL(u => !/\/run(\?|$)/.test(u.pathname + u.search), { timeout: 60000 });
-    console.log(JSON.stringify({ submitted: true, before, after: epochs, page: page.url() }));
+    console.log(JSON.stringify({ submitted: true, labels, remote, before, capBefore, chosen }));
   } else {
     let state = '';
     for (let i = 0; i < 60; i++) {
@@ -100,23 +120,37 @@ def _node(script: Path, core: Path, shot: Path, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_start_the_pipeline_from_the_ui_form(services_stack, browser_ready, tmp_path):
+def test_start_the_pipeline_from_the_grouped_ui_form(services_stack, browser_ready, tmp_path):
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
     from a2mae.services.flows import PIPELINE_DEPLOYMENT
+    from flows.params import RetrainParams
 
     script = tmp_path / "ui.js"
     script.write_text(SCRIPT)
     url = services_stack.stack.prefect.url
     with services_stack.prefect_settings(), get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name(PIPELINE_DEPLOYMENT)
-    default_epochs = dep.parameters["params"]["epochs"]
-    epochs = str(default_epochs + 1)
+    defaults = dep.parameters["params"]["pretrain"]
+    epochs, max_steps, variant = str(defaults["epochs"] + 1), "2", "a2mae_vit_nano_p8_t96"
+    assert defaults["model_name"] != variant
     name = f"ui-{uuid.uuid4().hex[:8]}"
 
-    got = _node(script, browser_ready, tmp_path / "form.png", "submit", url, str(dep.id), name, epochs)
-    assert got["submitted"] and got["before"] == str(default_epochs)
+    args = ("submit", url, str(dep.id), name, epochs, max_steps, variant)
+    got = _node(script, browser_ready, tmp_path / "form.png", *args)
+    assert got["submitted"] and got["before"] == str(defaults["epochs"])
+    assert got["capBefore"] == str(defaults["max_steps"]) and got["chosen"] == variant
+    assert got["remote"] == "s3"  # the DVC remote is a dropdown holding the services' remote
+    sections = [t.removesuffix(" (Optional)") for t in got["labels"] if t[:1].isdigit()]
+    assert sections == [
+        "1. Ingest",
+        "2. Tile",
+        "3. Data version (DVC)",
+        "4. Pre-train",
+        "5. Fine-tune",
+        "6. Evaluate and promote",
+    ]
 
     with services_stack.prefect_settings(), get_client(sync_client=True) as client:
         deadline = time.monotonic() + 900
@@ -129,7 +163,14 @@ def test_start_the_pipeline_from_the_ui_form(services_stack, browser_ready, tmp_
             time.sleep(3)
     assert run is not None, "the UI did not create the run"
     assert run.deployment_id == dep.id
-    assert run.parameters["params"]["epochs"] == int(epochs)  # the changed form field reached the run
+    sent = run.parameters["params"]
+    assert sent["pretrain"] == {**defaults, "epochs": int(epochs), "max_steps": 2, "model_name": variant}
+    resolved = RetrainParams.model_validate(sent).resolve()  # what the run trained with
+    assert resolved.pretrain.max_steps == 2 and resolved.pretrain.epochs == int(epochs)
+    assert (
+        resolved.model.name == variant
+        and resolved.finetune.max_steps == dep.parameters["params"]["finetune"]["max_steps"]
+    )
     assert run.state.is_completed(), run.state.message
 
     seen = _node(script, browser_ready, tmp_path / "run.png", "watch", url, str(run.id))

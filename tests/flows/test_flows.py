@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import time
+import types
 import typing
 from pathlib import Path
 
@@ -14,15 +15,19 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from a2mae.config import ConfigError, Params, load_params
 from flows.params import (
     SAMPLE_SCENES,
+    CollectParams,
     FinetuneParams,
     FlowParams,
     IngestParams,
     PretrainParams,
+    PromoteParams,
     RetrainParams,
+    Section,
     TileParams,
     WatchParams,
     _config_field,
@@ -30,31 +35,102 @@ from flows.params import (
 from tests.conftest import TINY_PIPELINE
 
 REPO = Path(__file__).resolve().parents[2]
-FORMS = (IngestParams, TileParams, PretrainParams, FinetuneParams, RetrainParams, WatchParams)
+FORMS = (CollectParams, IngestParams, TileParams, PretrainParams, FinetuneParams, RetrainParams, WatchParams)
 
 
 # ------------------------------------------------------------------------------------------ forms
+def _leaves(schema: dict) -> dict[str, dict]:
+    """``{field path: property}`` of a form's JSON schema, sections resolved (one level)."""
+    defs = schema.get("$defs", {})
+    out = {}
+    for name, prop in schema["properties"].items():
+        ref = prop.get("$ref", "")
+        if ref:
+            section = defs[ref.rsplit("/", 1)[1]]
+            assert section.get("description"), f"section {name} has no description"
+            for sub, sub_prop in section["properties"].items():
+                assert "$ref" not in sub_prop, f"{name}.{sub}: sections nest one level only"
+                out[f"{name}.{sub}"] = sub_prop
+        else:
+            out[name] = prop
+    return out
+
+
 @pytest.mark.parametrize("form", FORMS)
 def test_forms_mirror_params_yaml(form):
     defaults = load_params()
     doc = yaml.safe_load((REPO / "params.yaml").read_text())
     instance = form()
-    keys = instance.params_keys()
-    assert keys, f"{form.__name__} mirrors no params.yaml key"
-    for name, key in keys.items():
+    mirrors = form.mirrors()
+    assert mirrors, f"{form.__name__} mirrors no params.yaml key"
+    for m in mirrors:
         value = doc
-        for part in key.split("."):
+        for part in m.key.split("."):
             value = value[part]
-        got = getattr(instance, name)
-        assert got == value or got == getattr(defaults, key.split(".")[0]).model_dump()[key.split(".")[1]]
+        got = m.to_params(instance.get(m.path))
+        assert got == value or got == getattr(defaults, m.key.split(".")[0]).model_dump()[m.key.split(".")[1]]
         # the form's type accepts what the config model accepts (same Literal choices)
-        cfg = _config_field(key).annotation
+        cfg = _config_field(m.key).annotation
+        field = _field(form, m.path)
         if typing.get_origin(cfg) is typing.Literal:
-            assert typing.get_args(form.model_fields[name].annotation) == typing.get_args(cfg)
-    schema = form.model_json_schema()
-    for name, prop in schema["properties"].items():
-        assert prop.get("description"), f"{form.__name__}.{name} has no description for the UI"
-        assert prop.get("type") != "object", f"{form.__name__}.{name}: nested objects render badly"
+            assert typing.get_args(field.annotation) == typing.get_args(cfg)
+        if m.none_as is not None:  # a nullable number (string) is a plain number (string) on the form
+            assert typing.get_origin(cfg) in (typing.Union, types.UnionType)
+            assert field.annotation is (str if m.none_as == "" else int)
+    for path, prop in _leaves(form.model_json_schema()).items():
+        desc = prop.get("description", "")
+        assert desc and not desc.startswith("params.yaml"), f"{form.__name__}.{path}: no real description"
+        assert prop.get("type") != "object", f"{form.__name__}.{path}: free-form dicts render badly"
+        assert "anyOf" not in prop, f"{form.__name__}.{path}: a type toggle instead of an input box"
+
+
+def _field(form, path):
+    model = form
+    for part in path[:-1]:
+        model = model.model_fields[part].annotation
+    return model.model_fields[path[-1]]
+
+
+def test_fixed_sets_of_values_are_dropdowns():
+    from a2mae.models.variants import list_models
+
+    leaves = _leaves(RetrainParams.model_json_schema())
+    assert sorted(leaves["pretrain.model_name"]["enum"]) == list_models()
+    assert leaves["pretrain.model_name"]["enum"][0] == "a2mae_vit_nano_p8_t96"  # smallest first
+    assert leaves["version.dvc_remote"]["enum"] == ["local", "s3"]
+    assert leaves["finetune.task"]["enum"] == ["classification", "segmentation", "change_detection"]
+    promote = _leaves(PromoteParams.model_json_schema())
+    assert "a2mae-segmentation" in promote["model"]["enum"] and "a2mae-encoder" in promote["model"]["enum"]
+    assert promote["model"]["default"] == "a2mae-classification"
+    assert promote["version"]["default"] == 0 and "challenger" in promote["version"]["description"]
+    assert PromoteParams.model_json_schema()["required"] == ["reason"]
+    with pytest.raises(ValueError, match="Input should be"):
+        RetrainParams(pretrain={"model_name": "resnet50"})
+
+
+def test_the_pipeline_form_is_grouped_by_stage():
+    schema = RetrainParams.model_json_schema()
+    sections = [n for n, prop in schema["properties"].items() if "$ref" in prop]
+    assert sections == ["ingest", "tile", "version", "pretrain", "finetune", "evaluate"]
+    titles = [schema["properties"][n]["title"] for n in sections]
+    assert all(t[0].isdigit() for t in titles)  # numbered in pipeline order
+    assert list(schema["properties"])[-2:] == ["project_dir", "overrides"]  # the workspace last
+    ungrouped = [n for n in _leaves(schema) if "." not in n]
+    assert ungrouped == ["force", "project_dir", "overrides"]
+
+
+def test_nullable_numbers_use_zero_for_null(tmp_path):
+    form = RetrainParams(project_dir=str(tmp_path))
+    assert form.pretrain.max_steps == 0 and form.finetune.max_steps == 0  # params.yaml: null
+    p = form.resolve()
+    assert p.pretrain.max_steps is None and p.finetune.max_steps is None
+    assert "pretrain.max_steps=null" in form.as_overrides()
+    capped = RetrainParams(project_dir=str(tmp_path), pretrain={"max_steps": 7})
+    assert capped.resolve().pretrain.max_steps == 7
+    back = RetrainParams.from_params(capped.resolve())
+    assert back.pretrain.max_steps == 7 and back.finetune.max_steps == 0
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        PretrainParams(max_steps=-1)
 
 
 def test_form_bounds_come_from_the_config_models():
@@ -62,6 +138,8 @@ def test_form_bounds_come_from_the_config_models():
         TileParams(chip_size=7)
     with pytest.raises(ValueError, match="greater than 0"):
         PretrainParams(mask_ratio=0)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        RetrainParams(tile={"chip_size": 7})
 
 
 def test_flow_parameter_schema_is_a_usable_form():
@@ -71,9 +149,18 @@ def test_flow_parameter_schema_is_a_usable_form():
 
     schema = parameter_schema(retrain).model_dump_for_openapi()
     assert list(schema["properties"]) == ["params"]
-    form = schema["definitions"]["RetrainParams"]
-    assert form["properties"]["chip_size"]["default"] == load_params().tile.chip_size
-    assert schema["properties"]["params"]["default"]["sources"] == list(SAMPLE_SCENES)
+    tile = schema["definitions"]["RetrainTile"]
+    assert tile["properties"]["chip_size"]["default"] == load_params().tile.chip_size
+    assert schema["properties"]["params"]["default"]["ingest"]["sources"] == list(SAMPLE_SCENES)
+
+
+def test_from_params_updates_sections_and_keeps_the_rest(tmp_path):
+    base = load_params(None, ["pretrain.epochs=4", "tile.chip_size=64"])
+    form = RetrainParams.from_params(base, project_dir=str(tmp_path), pretrain={"num_workers": 0})
+    assert form.pretrain.num_workers == 0 and form.pretrain.epochs == 4 and form.tile.chip_size == 64
+    assert form.version.git_commit and form.version.dvc_remote == load_params().infra.dvc_remote
+    p = form.resolve()
+    assert p.pretrain.epochs == 4 and p.pretrain.num_workers == 0 and p.tile.chip_size == 64
 
 
 def test_resolve_layers_workspace_fields_and_overrides(tmp_path):
@@ -100,11 +187,16 @@ def test_resolve_layers_workspace_fields_and_overrides(tmp_path):
         TileParams(project_dir=str(ws), overrides=["tile.nope=1"]).resolve()
 
 
-def test_every_field_of_flowparams_subclasses_is_flat():
+def test_forms_are_flowparams_with_sections_one_level_deep():
     for form in FORMS:
         assert issubclass(form, FlowParams)
         for name, info in form.model_fields.items():
-            assert not (isinstance(info.annotation, type) and issubclass(info.annotation, FlowParams)), name
+            ann = info.annotation
+            assert not (isinstance(ann, type) and issubclass(ann, FlowParams)), name
+            if isinstance(ann, type) and issubclass(ann, Section):
+                for sub, sub_info in ann.model_fields.items():
+                    sub_ann = sub_info.annotation
+                    assert not (isinstance(sub_ann, type) and issubclass(sub_ann, BaseModel)), (name, sub)
 
 
 # ---------------------------------------------------------------------------------------- watcher
@@ -140,6 +232,42 @@ def test_watch_plan_reports_each_settled_version_once(polls, settle):
     for i, pair in enumerate(seen_pairs):  # a version is reported again only after a change
         later = [p for p in seen_pairs[i + 1 :] if p[0] == pair[0]]
         assert not later or later[0] != pair
+
+
+def test_watcher_tells_each_scene_state_and_skips_ingested_ones(
+    prefect_harness, tmp_path, synthetic_scenes, monkeypatch
+):
+    import flows.watch as watch
+    from a2mae.ingest.run import ingest
+
+    sent: list[tuple[str, str, dict]] = []
+    monkeypatch.setattr(
+        watch, "emit_event", lambda event, resource, payload: sent.append((event, payload["uri"], payload))
+    )
+    ws = tmp_path / "ws"
+    (ws / "incoming").mkdir(parents=True)
+    (ws / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    l8 = sorted((synthetic_scenes[0] / "L8").iterdir())
+    known, new = ws / "incoming" / l8[0].name, ws / "incoming" / l8[1].name
+    shutil.copytree(l8[0], known)
+    shutil.copytree(l8[1], new)
+    form = WatchParams(project_dir=str(ws), uri="incoming", overrides=["data.workers=1"])
+    ingest([str(l8[0])], ws / "data" / "catalog.parquet", form.resolve(), progress=False)  # same files
+
+    first = watch.watch_scenes(form)  # both seen for the first time: settling, nothing announced
+    assert first["new"] == [] and len(first["settling"]) == 2
+    assert [e for e, _uri, _p in sent] == [watch.SETTLING_EVENT] * 2
+    assert all(p["listings_to_wait"] == 1 for *_, p in sent)
+    sent.clear()
+    second = watch.watch_scenes(form)  # unchanged: announced, except the one the catalog holds
+    assert [Path(s).name for s in second["new"]] == [new.name]
+    assert [Path(s).name for s in second["known"]] == [known.name]
+    by_event = {e: (uri, p) for e, uri, p in sent}
+    assert set(by_event) == {watch.EVENT, watch.KNOWN_EVENT}
+    assert by_event[watch.KNOWN_EVENT][1]["scene_id"].startswith("L8_")
+    sent.clear()
+    third = watch.watch_scenes(form)
+    assert third["new"] == third["known"] == third["settling"] == [] and sent == []
 
 
 # ------------------------------------------------------------------------------ flows and caching
@@ -215,9 +343,9 @@ def test_retrain_flow_end_to_end_embedded(prefect_harness, tmp_path, synthetic_s
     ws = _git_workspace(tmp_path, synthetic_scenes)
     form = RetrainParams(
         project_dir=str(ws),
-        sources=["data/incoming"],
-        num_workers=0,
-        git_commit=True,
+        ingest={"sources": ["data/incoming"]},
+        pretrain={"num_workers": 0},
+        version={"dvc_remote": "local"},  # no S3 store here; git_commit is on by default
         overrides=[*TINY_PIPELINE, "data.workers=1"],
     )
     out = retrain(form)
@@ -267,30 +395,50 @@ def test_serve_builds_every_deployment_from_the_workspace(tmp_path):
     doc = yaml.safe_load((REPO / "params.yaml").read_text())
     doc["infra"]["retrain_cron"] = "15 4 * * 2"
     (ws / "params.yaml").write_text(yaml.safe_dump(doc))
-    deps = {d.name: d for d in build_deployments(ws, ["infra.watch_interval_s=42", "pretrain.epochs=3"])}
+    sets = ["infra.watch_interval_s=42", "pretrain.epochs=3", "pretrain.max_steps=4", "tile.workers=1"]
+    deps = {d.name: d for d in build_deployments(ws, sets)}
     assert set(deps) == {
         "pipeline",
         "scheduled",
         "on-new-imagery",
         "watcher",
+        "collect",
         "ingest",
         "tile",
         "pretrain",
         "finetune",
         "evaluate",
         "promote",
+        "predict",
+        "on-promotion",
+        "on-new-scene",
     }
     assert deps["scheduled"].schedules[0].schedule.cron == "15 4 * * 2"
     assert deps["watcher"].schedules[0].schedule.interval.total_seconds() == 42
-    assert deps["pipeline"].parameters["params"]["epochs"] == 3
+    assert deps["pipeline"].parameters["params"]["pretrain"]["epochs"] == 3
+    # keys on the form are in its fields only: an edit of the field is what the run uses
+    assert deps["pipeline"].parameters["params"]["overrides"] == [sets[0], sets[3]]
+    edited = RetrainParams.model_validate(deps["pipeline"].parameters["params"])
+    edited.pretrain.max_steps = 9
+    assert edited.resolve().pretrain.max_steps == 9 and edited.resolve().tile.workers == 1
     assert deps["pipeline"].parameters["params"]["project_dir"] == str(ws.resolve())
     assert deps["pipeline"].concurrency_limit == 1
     assert deps["pipeline"].concurrency_options.collision_strategy == ConcurrencyLimitStrategy.ENQUEUE
     (trigger,) = deps["on-new-imagery"].triggers
     assert trigger.expect == {EVENT}
-    assert trigger.parameters["params"]["new_scene"] == "{{ event.payload.uri }}"
-    assert doc["infra"]["watch_uri"] in trigger.parameters["params"]["sources"]
+    assert trigger.parameters["params"]["ingest"]["new_scene"] == "{{ event.payload.uri }}"
+    assert doc["infra"]["watch_uri"] in trigger.parameters["params"]["ingest"]["sources"]
+    assert deps["pipeline"].parameters["params"]["ingest"]["new_scene"] == ""  # the template stays there
+    assert deps["pipeline"].parameters["params"]["version"] == {"dvc_remote": "s3", "git_commit": True}
+    assert not trigger.parameters["params"]["ingest"]["collect"]
+    assert not deps["watcher"].parameters["params"]["stac"]
+    stac = {d.name: d for d in build_deployments(ws, ["infra.watch_stac=true"])}
+    (trigger,) = stac["on-new-imagery"].triggers  # new STAC items: the retrain collects them first
+    assert trigger.parameters["params"]["ingest"]["collect"] and stac["watcher"].parameters["params"]["stac"]
+    assert trigger.match.root["prefect.resource.id"] == "a2mae.stac.*"  # not the predict trigger's scenes
+    assert doc["infra"]["watch_uri"] not in trigger.parameters["params"]["ingest"]["sources"]
     forms = {
+        "collect": CollectParams,
         "pipeline": RetrainParams,
         "scheduled": RetrainParams,
         "watcher": WatchParams,

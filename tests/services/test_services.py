@@ -15,7 +15,7 @@ import pytest
 
 from a2mae.cli import main
 from a2mae.config import load_params
-from a2mae.services.base import ServiceError, free_port_pair
+from a2mae.services.base import ServiceError, free_port, free_port_pair
 from a2mae.services.daemon import DetachedService, group_members, pid_alive, read_pid_file, write_pid_file
 from a2mae.services.http import http_get, tcp_open
 
@@ -156,6 +156,7 @@ def test_service_commands_bind_loopback_and_switch_telemetry_off(tmp_path):
     assert mlflow.environment()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
 
     ray = RayHead(tmp_path / "r", port=26379, num_cpus=1)
+    ray.prepare()
     cmd = ray.command()
     assert "--node-ip-address=127.0.0.1" in cmd and "--block" in cmd and "--include-dashboard=false" in cmd
     assert ray.environment()["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
@@ -181,19 +182,23 @@ def test_stack_status_and_env_without_anything_running(tmp_path):
     assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:28333" and env["RAY_ADDRESS"] == "127.0.0.1:6379"
     assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
     assert stack.down() == []
-    assert stack.flows.overrides[0] == "infra.dvc_remote=s3"  # snapshots go to the S3 remote with services
+    # the deployments work in the stack's own workspace (cloned at start), the code comes from the checkout
+    assert stack.workspace == tmp_path / "home" / "workspace" and stack.flows.project_dir == stack.workspace
+    assert stack.flows.environment()["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)
+    assert p.infra.dvc_remote == "s3"  # no hidden remote switch; only the predict flow's output moves
+    assert stack.flows.overrides == ["predict.output=s3://a2mae-predict/runs"]  # into the stack's S3 store
 
 
 def test_services_verb(tmp_path, capsys):
     home = f"infra.home={tmp_path / 'home'}"
     assert main(["services", "status", "--json", "--set", home, "--project-dir", str(tmp_path)]) == 1
     rows = json.loads(capsys.readouterr().out)
-    assert {r["name"] for r in rows} == {"s3", "mlflow", "prefect", "ray", "flows"}
+    assert {r["name"] for r in rows} == {"s3", "mlflow", "prefect", "ray", "flows", "model"}
     assert main(["services", "env", "--set", home, "--project-dir", str(tmp_path)]) == 0
     assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in capsys.readouterr().out
     assert main(["services", "up", "--only", "nope", "--set", home, "--project-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "a2mae: error: unknown service 'nope' (known: s3, mlflow, prefect, ray, flows)"
+    assert err == "a2mae: error: unknown service 'nope' (known: s3, mlflow, prefect, ray, flows, model, stac)"
     assert main(["services", "down", "--set", home, "--project-dir", str(tmp_path)]) == 0
     assert "nothing was running" in capsys.readouterr().out
 
@@ -221,3 +226,54 @@ def test_tcp_open_tells_listening_from_closed(listener):
     assert tcp_open("127.0.0.1", listener)
     closed = free_port_pair(low=20000, high=30000)
     assert not tcp_open("127.0.0.1", closed)
+
+
+def test_free_port_steps_past_a_taken_one(listener):
+    assert free_port(listener) != listener and free_port(listener) > listener
+    spare = free_port_pair(low=20000, high=30000)
+    assert free_port(spare) == spare
+
+
+def test_demo_hints_use_free_ports_and_their_own_stores(tmp_path):
+    from flows.demo import look_commands
+
+    text = "\n".join(look_commands(tmp_path / "demo-output"))
+    mlflow = text.split("mlflow ui ", 1)[1].split("\n", 1)[0]
+    assert f"sqlite:///{tmp_path / 'demo-output' / 'workspace' / 'mlruns.db'}" in mlflow
+    assert "--host 127.0.0.1 --port " in mlflow
+    prefect = text.split("  Prefect  ", 1)[1].split("\n", 1)[0]
+    port = prefect.rsplit("--port ", 1)[1]
+    assert prefect.startswith("env -u PREFECT_API_URL ")  # not the services' server of this shell
+    assert f"PREFECT_UI_API_URL=http://127.0.0.1:{port}/api" in prefect
+
+
+def test_make_clean_keeps_the_services_state_and_clean_services_asks(tmp_path):
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    clean = (root / "Makefile").read_text().split("\nclean:", 1)[1].split("\n\n", 1)[0]
+    assert "rm -rf" in clean and ".a2mae" not in clean
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(root / "scripts" / "clean-services.sh", tmp_path / "scripts")
+    (tmp_path / ".a2mae" / "mlflow").mkdir(parents=True)
+    (tmp_path / ".a2mae" / "mlflow" / "mlflow.db").write_text("runs")
+    script = ["bash", str(tmp_path / "scripts" / "clean-services.sh")]
+    refused = subprocess.run(script, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    assert refused.returncode == 1 and "YES=1" in refused.stderr and (tmp_path / ".a2mae").is_dir()
+    subprocess.run(script, input="n\n", capture_output=True, text=True, env={**os.environ, "YES": ""})
+    assert (tmp_path / ".a2mae").is_dir()  # piped input is not an answer
+    done = subprocess.run(script, capture_output=True, text=True, env={**os.environ, "YES": "1"})
+    assert done.returncode == 0 and not (tmp_path / ".a2mae").exists(), done.stderr
+
+
+def test_a_stopped_model_server_is_fine_but_a_stopped_core_service_is_not():
+    from a2mae.services.stack import ServiceStatus
+
+    def row(name, running, healthy):
+        return ServiceStatus(name, running, healthy, None, "http://127.0.0.1:1", "x.log")
+
+    assert row("model", False, False).ok
+    assert not row("model", True, False).ok  # started on request, then broken: report it
+    assert not row("mlflow", False, False).ok
+    assert row("mlflow", True, True).ok

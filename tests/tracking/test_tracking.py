@@ -113,3 +113,23 @@ def test_reconstruction_figure_is_a_png_with_true_colour_for_s2():
     fig.savefig(buf, format="png")
     assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(fig.axes) == 6
+
+
+def test_artifacts_of_a_sqlite_store_live_beside_it_not_in_the_working_folder(tmp_path, monkeypatch):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from a2mae.tracking.client import ensure_experiment, mlflow_uris
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    client = MlflowClient(uri)
+    exp_id = ensure_experiment(client, uri, "exp")
+    assert ensure_experiment(client, uri, "exp") == exp_id  # found, not created twice
+    with mlflow_uris(uri), mlflow.start_run(experiment_id=exp_id):
+        mlflow.log_text("hello", "note.txt")
+    assert list(elsewhere.iterdir()) == []
+    assert list((tmp_path / "store" / "mlartifacts").rglob("note.txt"))

@@ -1,0 +1,9 @@
+"""Errors of the predict stage."""
+
+from __future__ import annotations
+
+from a2mae.errors import A2maeError
+
+
+class PredictError(A2maeError, ValueError):
+    """Bad input to ``a2mae predict`` (scene, model, output); the message names it and what to do."""
