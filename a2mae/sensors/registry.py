@@ -6,7 +6,7 @@ import functools
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
@@ -99,6 +99,11 @@ class Product(_Strict):
 
     scale: float = Field(description="reflectance = DN * scale + offset")
     offset: float = 0.0
+    dn_bits: Literal[8, 16] = Field(
+        16,
+        description="Width of the product's DNs: 8 for products shipped as 8-bit pixels (NAIP); 16 for "
+        "the rest (12-bit sensors included). 8-bit files of a 16-bit product are refused at ingest.",
+    )
     nodata: float | None = 0
     qa: QASpec | None = None
     detect: dict[str, Any] = Field(default_factory=dict, description="Rules to recognise a scene.")
