@@ -20,7 +20,7 @@ CatalogOpt = Annotated[
 ]
 
 
-@catalog_app.command("list")
+@catalog_app.command("list", short_help="List the scenes of the catalog.")
 def list_cmd(catalog: CatalogOpt = None, params: ParamsOpt = None, set_: SetOpt = None) -> None:
     """List every scene: id, sensor, product, date, bands, cloud, source (unreadable rows say why)."""
     from a2mae.ingest.manage import list_scenes
@@ -52,7 +52,7 @@ def list_cmd(catalog: CatalogOpt = None, params: ParamsOpt = None, set_: SetOpt 
     typer.echo(f"catalog: {len(rows)} scene(s), {bad} unreadable -> {path}")
 
 
-@catalog_app.command("rm")
+@catalog_app.command("rm", short_help="Remove scenes by id (atomic).")
 def rm_cmd(
     scene_ids: Annotated[list[str], typer.Argument(help="Scene ids to remove (`a2mae catalog list`).")],
     catalog: CatalogOpt = None,
