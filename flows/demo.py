@@ -4,9 +4,11 @@
 workspace under ``<out>/workspace`` (the repository's ``dvc.yaml``, ``params.yaml`` and DVC config, the
 bundled samples), then runs the retrain flow against Prefect's ephemeral API (its database kept in
 ``<out>/prefect`` so the runs can be browsed afterwards), MLflow on SQLite, a local Ray and the local
-DVC remote: ingest of the four real sample scenes, tiling, a DVC snapshot (committed to the
-workspace's git), pre-training, fine-tuning on the BigEarthNet samples, evaluation and promotion. It
-ends by printing where to look. A second run reuses the workspace: unchanged inputs are cache hits and
+DVC remote: ingest of the real sample scenes (``data/samples/``: Sentinel-2 L1C, L2A and a 4-date
+surface reflectance series, Landsat-8 L1 and Collection-2 L2, NAIP), tiling, a DVC snapshot
+(committed to the workspace's git), pre-training, fine-tuning on the BigEarthNet samples, evaluation
+and promotion. It ends by printing how many multi-image sets of real imagery the snapshot holds, and
+where to look. A second run reuses the workspace: unchanged inputs are cache hits and
 training is skipped because the champion was trained on the same snapshot.
 
 It prints one line per stage, one progress bar per long step and the summary, nothing else: what the
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from a2mae import console, logs
+from flows.params import SAMPLE_SCENES
 
 REPO = Path(__file__).resolve().parents[1]
 #: Files of the repository that make a DVC workspace.
@@ -57,7 +60,7 @@ def make_workspace(root: Path) -> Path:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, root / name)
     samples = REPO / "data" / "samples"
-    for sub in ("sentinel2_l2a_T29RKH_20200219", "landsat8_c2l2_p001r062_20201031", "bigearthnet"):
+    for sub in (*(Path(p).name for p in SAMPLE_SCENES), "bigearthnet"):
         shutil.copytree(samples / sub, root / "data" / "samples" / sub, dirs_exist_ok=True)
     ident = ["-c", "user.name=a2mae demo", "-c", "user.email=a2mae-demo@localhost"]
     for cmd in (["init", "-q"], ["add", "-A"], [*ident, "commit", "-q", "-m", "demo workspace"]):
@@ -80,7 +83,7 @@ def run_demo(out: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     from a2mae.samples import sample_path
-    from flows.params import SAMPLE_SCENES, RetrainParams
+    from flows.params import RetrainParams
     from flows.retrain import retrain
 
     ws = make_workspace(out / "workspace")
@@ -123,6 +126,7 @@ def where_to_look(
         "",
         f"a2mae demo: pipeline finished in {seconds:.0f} s",
         f"  snapshot  {ws / 'data' / 'stssd'}  (DVC {snap.get('md5')}, git commit {snap.get('git_commit')})",
+        f"  sets      {_set_mix_line(ws / 'data' / 'stssd')}",
     ]
     if result.get("skipped"):
         lines.append("  training  skipped: the champion encoder was trained on this snapshot")
@@ -173,6 +177,17 @@ def _stop_prefect_server() -> None:
     for server in list(getattr(SubprocessASGIServer, "_instances", {}).values()):
         if getattr(server, "running", False):
             server.stop()
+
+
+def _set_mix_line(snapshot: Path) -> str:
+    """How many multi-image sets of real imagery the snapshot holds (every demo scene is real)."""
+    from a2mae.stssd.snapshot import set_mix
+
+    mix = set_mix(snapshot)
+    return (
+        f"{mix.multi_image} multi-image sets of real imagery of {mix.sets} ({mix.multi_date} multi-date, "
+        f"{mix.multi_sensor} multi-sensor; {mix.multi_image_train} in train)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,7 +53,12 @@ PATH_KEYS = (
     "collect.locations",
 )
 #: The bundled real scenes (the sources of the ingest stage in dvc.yaml).
-SAMPLE_SCENES = ("data/samples/sentinel2_l2a_T29RKH_20200219", "data/samples/landsat8_c2l2_p001r062_20201031")
+SAMPLE_SCENES = (
+    "data/samples/sentinel2_l2a_T29RKH_20200219",
+    "data/samples/landsat8_c2l2_p001r062_20201031",
+    "data/samples/tanzania_s2_arcsi_T37MEM",
+    "data/samples/naip_m4709963se_northdakota",
+)
 
 
 def _by_size(names: list[str]) -> tuple[str, ...]:

@@ -139,9 +139,10 @@ def test_shim_is_inert_when_torchvision_loads_normally(monkeypatch):
 
 def test_builtin_sensor_registry():
     reg = load_registry()
-    assert {"S2", "L8", "GF1", "GF2"} <= set(reg.ids)
+    assert {"S2", "L8", "GF1", "GF2", "NAIP"} <= set(reg.ids)
+    assert [Path(f).name for f in reg.sources] == ["builtin.yaml", "naip.yaml"]
     s2 = reg.get("S2")
-    assert set(s2.products) == {"L1C", "L2A"}
+    assert set(s2.products) == {"L1C", "L2A", "ARCSI"}
     assert s2.pretrain_bands == ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
     assert s2.bands["B05"].gsd_m == 20 and s2.bands["B02"].gsd_m == 10
     assert s2.band_id("swir16") == "B11" and s2.band_id("b8a") == "B8A"
@@ -150,6 +151,8 @@ def test_builtin_sensor_registry():
     assert l8.products["C2L2"].scale == pytest.approx(2.75e-5)
     assert l8.band_id("SR_B4") == "B4"
     assert reg.get("GF2").bands["B1"].gsd_m == pytest.approx(3.2)
+    naip = reg.get("NAIP")
+    assert naip.pretrain_bands == ("B", "G", "R", "NIR") and naip.band_id("nir") == "NIR"
     for s in reg:
         for group, bands in s.token_groups.items():
             assert bands, (s.id, group)

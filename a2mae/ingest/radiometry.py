@@ -8,8 +8,9 @@ record's ``scale`` and ``offset`` (``reflectance = value * scale + offset``; til
 2. **Integer pixels** are digital numbers (DNs): the scale and offset come from the STAC item, else
    the MTL, else the file's own GDAL scale/offset (``gdal_edit.py -scale -offset``), else the sensor
    registry's product. **8-bit** pixels (uint8/int8, e.g. a JPEG-compressed or visual export) hold no
-   product's DNs, so they need a scale declared by a sidecar or the file itself; without one the scene
-   is refused.
+   DNs of a 16-bit product, so they need a scale declared by a sidecar or the file itself; without one
+   the scene is refused. A product shipped as 8-bit pixels (``dn_bits: 8`` in its sensor file, NAIP)
+   takes the registry's scale.
 3. **Float pixels** with a scale declared by the file itself are DNs too (the file's scale/offset).
    Without one, a band whose sampled values all lie in ``[-1, 2]`` is **reflectance already**
    (scale 1, offset 0); larger values are DNs stored as floats (scale as for integers, rule 2).
@@ -132,6 +133,7 @@ def choose(
     nodata: float | None,
     sidecar: tuple[tuple[float, float], str] | None,
     registry: tuple[float, float],
+    registry_bits: int = 16,
 ) -> Radiometry:
     """The scene's ``(scale, offset)`` to reflectance, by the rule of this module's docstring.
 
@@ -141,6 +143,7 @@ def choose(
         nodata: That band's nodata value (None: none).
         sidecar: ``((scale, offset), "stac" | "mtl")`` from a sidecar, or None.
         registry: The registry product's ``(scale, offset)``.
+        registry_bits: The width of the registry product's DNs (``dn_bits``: 8 or 16).
 
     Returns:
         The mapping.
@@ -165,7 +168,7 @@ def choose(
             result = Radiometry(*sidecar[0], sidecar[1], False)
         elif by_files is not None:
             result = Radiometry(*by_files, "file", False)
-        elif small:
+        elif small and registry_bits > 8:
             name = next(e.name for e in encodings if np.dtype(e.dtype).itemsize == 1)
             raise RadiometryRefused(
                 f"{_who(name)}8-bit pixels hold none of the product's DNs (the registry's scale "

@@ -6,7 +6,9 @@ affine transform and its size in pixels.
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -55,10 +57,7 @@ def wgs84_geometry(
         ``(corners, footprint_wkt, (lat, lon) of the centre)``: corners are the pixel-edge corners UL,
         UR, LR, LL as ``(lat, lon)``; the WKT polygon is in ``lon lat`` order, starting at UL.
     """
-    from pyproj import CRS, Transformer
-
-    wkt_crs = crs.to_wkt() if hasattr(crs, "to_wkt") else crs
-    tr = Transformer.from_crs(CRS.from_user_input(wkt_crs), "EPSG:4326", always_xy=True)
+    tr = _to_wgs84(crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs), threading.get_ident())
     t = transform
     cols = [0, width, width, 0]
     rows = [0, 0, height, height]
@@ -76,6 +75,17 @@ def wgs84_geometry(
     wkt = "POLYGON ((" + ", ".join(f"{x:.8f} {y:.8f}" for x, y in ring) + "))"
     clon, clat = tr.transform(*(t @ (width / 2, height / 2)))
     return corners, wkt, (float(clat), float(clon))  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=64)
+def _to_wgs84(wkt: str, thread: int) -> Any:
+    """Transformer from a CRS (as WKT) to WGS84 lon/lat, built once per CRS and thread.
+
+    Archives share a few CRSs; ingest reads scenes in threads, which never share a transformer.
+    """
+    from pyproj import CRS, Transformer
+
+    return Transformer.from_crs(CRS.from_user_input(wkt), "EPSG:4326", always_xy=True)
 
 
 def crs_string(crs: Any) -> str:

@@ -503,7 +503,7 @@ def _reflectance_scale(
         )
         encodings.append(FileEncoding("" if spec.single_file else h.info.name, h.dtype, *declared))
     try:
-        r = choose(encodings, sample, nodata, sidecar, (product.scale, product.offset))
+        r = choose(encodings, sample, nodata, sidecar, (product.scale, product.offset), product.dn_bits)
     except RadiometryRefused as err:
         raise IngestError(f"{spec.source}: {err}") from None
     return r.scale, r.offset

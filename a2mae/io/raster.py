@@ -250,8 +250,10 @@ def to_gdal_path(uri: str | os.PathLike[str], settings: S3Settings | None = None
 def open_raster(uri: str | os.PathLike[str], settings: S3Settings | None = None) -> Iterator[Any]:
     """Open a raster for reading (local path or ``s3://`` URI).
 
-    Inside an active :func:`raster_env` the environment is reused; otherwise one is entered for
-    ``settings`` (or the environment's S3 settings) just for this file.
+    Inside an active :func:`raster_env` of the same ``settings`` (or of any, when ``settings`` is
+    None) the environment is reused; otherwise one is entered for ``settings`` (or the
+    environment's S3 settings) just for this file (entering one costs about as much CPU as opening a
+    small GeoTIFF).
 
     Args:
         uri: Local path or ``s3://`` URI.
@@ -265,7 +267,8 @@ def open_raster(uri: str | os.PathLike[str], settings: S3Settings | None = None)
     """
     text = str(uri)
     quiet_undecodable_gdal_messages()
-    env = contextlib.nullcontext() if rasterio.env.hasenv() and settings is None else raster_env(settings)
+    reuse = rasterio.env.hasenv() and (settings is None or _ACTIVE.get() == settings)
+    env = contextlib.nullcontext() if reuse else raster_env(settings)
     remote = is_remote(text)
     with env, warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)

@@ -6,15 +6,17 @@ import functools
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from a2mae.errors import A2maeError
 from a2mae.io.yamlsafe import YamlError, load_file
 from a2mae.sensors.rules import check_rules
 
 BUILTIN_PATH = Path(__file__).with_name("builtin.yaml")
+#: The built-in sensor files, read in this order before the user's (each of the shape of a user file).
+BUILTIN_FILES = (BUILTIN_PATH, Path(__file__).with_name("naip.yaml"))
 ENV_VAR = "A2MAE_SENSOR_FILES"
 
 
@@ -97,6 +99,11 @@ class Product(_Strict):
 
     scale: float = Field(description="reflectance = DN * scale + offset")
     offset: float = 0.0
+    dn_bits: Literal[8, 16] = Field(
+        16,
+        description="Width of the product's DNs: 8 for products shipped as 8-bit pixels (NAIP); 16 for "
+        "the rest (12-bit sensors included). 8-bit files of a 16-bit product are refused at ingest.",
+    )
     nodata: float | None = 0
     qa: QASpec | None = None
     detect: dict[str, Any] = Field(default_factory=dict, description="Rules to recognise a scene.")
@@ -111,6 +118,7 @@ class Sensor(_Strict):
     token_groups: dict[str, tuple[str, ...]]
     bands: dict[str, Band]
     products: dict[str, Product]
+    _band_index: dict[str, str] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_groups(self) -> Sensor:
@@ -134,11 +142,14 @@ class Sensor(_Strict):
 
     def band_id(self, name: str) -> str | None:
         """Canonical band id for a name or alias (case-insensitive), or None."""
-        low = name.lower()
-        for band_id, band in self.bands.items():
-            if band_id.lower() == low or low in (a.lower() for a in band.aliases):
-                return band_id
-        return None
+        index = self._band_index
+        if index is None:  # built on first use: ingest looks up every file's band name
+            index = {}
+            for band_id, band in self.bands.items():
+                for alias in (band_id, *band.aliases):
+                    index.setdefault(alias.lower(), band_id)
+            self._band_index = index
+        return index.get(name.lower())
 
     def product(self, level: str) -> Product:
         """The product of this sensor at ``level``.
@@ -234,7 +245,7 @@ def _read_file(path: Path) -> list[Sensor]:
 
 
 def load_registry(extra_files: Sequence[str | os.PathLike[str]] = ()) -> SensorRegistry:
-    """Load the built-in registry plus user sensor files (later files replace earlier sensors).
+    """Load the built-in sensor files plus user sensor files (later files replace earlier sensors).
 
     Args:
         extra_files: User sensor YAML files; ``$A2MAE_SENSOR_FILES`` entries are appended.
@@ -242,7 +253,7 @@ def load_registry(extra_files: Sequence[str | os.PathLike[str]] = ()) -> SensorR
     Returns:
         The merged registry.
     """
-    files = [BUILTIN_PATH, *(Path(f) for f in extra_files)]
+    files = [*BUILTIN_FILES, *(Path(f) for f in extra_files)]
     env = os.environ.get(ENV_VAR, "")
     files += [Path(f) for f in env.split(os.pathsep) if f]
     merged: dict[str, Sensor] = {}

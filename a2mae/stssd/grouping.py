@@ -9,16 +9,19 @@ The plan is metadata-only (no pixel is read here):
 2. **Membership.** A scene covers a point when a chip of ``chip_size`` px of its finest grid,
    centred on the point, fits inside the scene with one pixel to spare, and the point lies in the
    scene's region of interest when it has one (``roi_geojson``: the locations ``a2mae collect``
-   gathered a remote scene for; only their chip windows are read).
+   gathered a remote scene for; only their chip windows are read). A scene too small to be sure of
+   a point (a **patch** of a pre-chipped archive, :func:`is_patch`) is not on the grid: it gives
+   one centre of its own, its centred chip (:func:`patch_points`), which the other scenes whose
+   chips fit there join.
 3. **Composition** (per point, see :func:`compose_sets`): ``S2-L8`` sets of up to one growth and
    one non-growth image of each temporal sensor (rounds of next-best scenes, ``sets_per_location``);
    one ``GF-S2`` set per high-resolution image, with the partner sensor's images within
    ``gf_s2_max_days`` (nearest in time first); ``single`` sets for sensors in neither role.
 4. **Windows.** All sets at a point share one centre: the centre of the pixel-aligned chip of the
-   coarsest scene used there, nearest to the grid point. Every chip is the pixel-aligned window of
-   its own scene's finest grid nearest to that centre (no resampling across sensors), so each chip
-   centre is within half of its own pixel, per axis, of the set centre, and a scene's chip at a
-   point is the same window in every set (stored once).
+   coarsest scene used there, nearest to the grid point (at a patch's centre: its own chip's).
+   Every chip is the pixel-aligned window of its own scene's finest grid nearest to that centre
+   (no resampling across sensors), so each chip centre is within half of its own pixel, per axis,
+   of the set centre, and a scene's chip at a point is the same window in every set (stored once).
    With ``thin_coarse_sets``, a set whose finest chip spans ``k >= 2`` grid cells (e.g. L8-only
    sets: 2880 m chips on a 960 m grid) is kept only at points where ``ix`` and ``iy`` are multiples
    of ``k``, so such chips overlap no more than S2 chips do (9x fewer redundant L8-only chips).
@@ -69,11 +72,17 @@ def transformer(src: str, dst: str):
 
 @dataclass(frozen=True, order=True)
 class GridPoint:
-    """A candidate set centre: ``(ix * grid_m, iy * grid_m)`` in UTM zone ``epsg``."""
+    """A candidate set centre: ``(ix * grid_m, iy * grid_m)`` in UTM zone ``epsg``.
+
+    A patch's centre (:func:`patch_points`) is off the grid: ``anchor`` holds its easting and
+    northing in the zone, in whole decimetres, and ``ix``, ``iy`` the nearest grid point (which
+    decides its block and split).
+    """
 
     epsg: int
     iy: int
     ix: int
+    anchor: tuple[int, ...] = ()
 
     @property
     def crs(self) -> str:
@@ -83,6 +92,13 @@ class GridPoint:
     def xy(self, grid_m: float) -> tuple[float, float]:
         """Easting, northing of the point in its zone, metres."""
         return self.ix * grid_m, self.iy * grid_m
+
+    @property
+    def label(self) -> str:
+        """The point in a set id: ``32650-00251-03518`` on the grid, ``32650-E240960.3-N3376801.0`` off it."""
+        if self.anchor:
+            return f"{self.epsg}-E{self.anchor[0] / 10:.1f}-N{self.anchor[1] / 10:.1f}"
+        return f"{self.epsg}-{self.ix:05d}-{self.iy:05d}"
 
 
 @dataclass(frozen=True, order=True)
@@ -154,6 +170,15 @@ def _ring(rec: SceneRecord, n: int = 16) -> tuple[np.ndarray, np.ndarray]:
     return a * cols + b * rows + c, d * cols + e * rows + f
 
 
+def _zones_of(rec: SceneRecord) -> set[int]:
+    """UTM zones (EPSG codes) of the scene's corners and centre."""
+    lats = [c[0] for c in rec.corners]
+    lons = [c[1] for c in rec.corners]
+    return {utm_epsg(la, lo) for la, lo in zip(lats, lons, strict=True)} | {
+        utm_epsg(sum(lats) / 4, sum(lons) / 4)
+    }
+
+
 def scene_points(rec: SceneRecord, grid_m: float, chip: int) -> dict[GridPoint, tuple[float, float]]:
     """Grid points where a chip of ``rec`` fits, with the point's pixel coordinates in the scene.
 
@@ -165,12 +190,7 @@ def scene_points(rec: SceneRecord, grid_m: float, chip: int) -> dict[GridPoint, 
     Returns:
         ``{point: (col, row)}``: fractional pixel coordinates of each point in the scene's finest grid.
     """
-    lats = [c[0] for c in rec.corners]
-    lons = [c[1] for c in rec.corners]
-    zones = sorted(
-        {utm_epsg(la, lo) for la, lo in zip(lats, lons, strict=True)}
-        | {utm_epsg(sum(lats) / 4, sum(lons) / 4)}
-    )
+    zones = sorted(_zones_of(rec))
     rx, ry = _ring(rec)
     out: dict[GridPoint, tuple[float, float]] = {}
     for epsg in zones:
@@ -379,10 +399,14 @@ def plan_sets(records: Sequence[SceneRecord], cfg: TileConfig) -> Plan:
     chip = cfg.chip_size
     covering: dict[GridPoint, list[int]] = defaultdict(list)
     pixel: dict[tuple[int, GridPoint], tuple[float, float]] = {}
+    patches = patch_points(recs, cfg)
     for i, rec in enumerate(recs):
+        if i in patches.scenes:
+            continue  # a patch has its own centre, not the grid's
         for p, cr in scene_points(rec, cfg.grid_m, chip).items():
             covering[p].append(i)
             pixel[(i, p)] = cr
+    covering.update((p, list(m)) for p, m in patches.members.items())
     sp = cfg.split
     sets: list[PlannedSet] = []
     compositions: dict[tuple[int, ...], list[tuple[str, list[tuple[str, int]]]]] = {}
@@ -391,18 +415,20 @@ def plan_sets(records: Sequence[SceneRecord], cfg: TileConfig) -> Plan:
         if key not in compositions:  # points covered by the same scenes compose the same sets
             compositions[key] = compose_sets(key, recs, cfg)
         composed = compositions[key]
-        if cfg.thin_coarse_sets:
+        if p.anchor:  # a patch's centre: only the sets of its own patches (the others are on the grid)
+            composed = [(k, m) for k, m in composed if any(i in patches.owned[p] for _, i in m)]
+        elif cfg.thin_coarse_sets:
             composed = [(k, m) for k, m in composed if _on_lattice(p, m, recs, chip, cfg.grid_m)]
         if not composed:
             continue
         split = split_of(p, cfg.grid_m, sp.block_m, sp.seed, sp.val_fraction, sp.test_fraction)
-        centre = _point_centre(p, composed, recs, pixel, chip)
+        centre = patches.centres[p] if p.anchor else _point_centre(p, composed, recs, pixel, chip)
         counters: dict[str, int] = defaultdict(int)
         for kind, members in composed:
             images = _place_images(members, centre, recs, chip, cfg.hires_sensors if kind == "GF-S2" else ())
             if not images:
                 continue
-            set_id = f"{p.epsg}-{p.ix:05d}-{p.iy:05d}-{_KIND_TAG[kind]}{counters[kind]}"
+            set_id = f"{p.label}-{_KIND_TAG[kind]}{counters[kind]}"
             counters[kind] += 1
             sets.append(PlannedSet(set_id, kind, p, centre[2], centre[3], images, split))
     return Plan(recs, sets)
@@ -412,8 +438,8 @@ def plan_sets(records: Sequence[SceneRecord], cfg: TileConfig) -> Plan:
 BLOCK_POINTS = 8
 
 
-def _block_major(p: GridPoint) -> tuple[int, int, int, int, int]:
-    return (*block_of(p), p.iy, p.ix)
+def _block_major(p: GridPoint) -> tuple:
+    return (*block_of(p), p.iy, p.ix, p.anchor)
 
 
 def block_of(p: GridPoint) -> tuple[int, int, int]:
@@ -507,3 +533,185 @@ def _place_images(members, centre, recs, chip: int, required: Sequence[str]) -> 
         elif rec.sensor in required:
             return ()
     return tuple(images)
+
+
+# ------------------------------------------------------------------------------------------ patches
+def patch_limit_px(gsd_m: float, chip: int, grid_m: float, thin: bool) -> float:
+    """Scene side, in pixels of its finest grid, from which a scene is sure to hold a grid point.
+
+    One chip, the spare pixel on each side and one step of the lattice its own sets use (``k``
+    grid cells with ``thin_coarse_sets``, else one): 194 px at the defaults for 10, 20, 30 and 60 m
+    grids, 290 px at 5 m, 398 px at 3.2 m.
+    """
+    step = lattice_step(gsd_m, chip, grid_m) if thin else 1
+    return chip + 2 + step * grid_m / gsd_m
+
+
+def is_patch(rec: SceneRecord, cfg: TileConfig) -> bool:
+    """Whether a scene is a patch of a pre-chipped archive (e.g. BigEarthNet's 120 px at 10 m).
+
+    A patch holds a chip but is, in one axis or both, shorter than :func:`patch_limit_px`: it may
+    hold no grid point.
+    """
+    short = min(rec.width, rec.height)
+    limit = patch_limit_px(rec.gsd_m, cfg.chip_size, cfg.grid_m, cfg.thin_coarse_sets)
+    return cfg.chip_size <= short < limit
+
+
+@dataclass
+class PatchPoints:
+    """The centres of the patches of a catalog (see :func:`patch_points`).
+
+    Attributes:
+        scenes: Indices of the scenes that are patches (they take no grid point).
+        members: Per centre, the scenes whose chip fits there: its own patches and every scene that
+            is not a patch.
+        owned: Per centre, the patches it owns (each patch is owned by exactly one centre).
+        centres: Per centre, ``(ref CRS, (x, y) in ref CRS, (x, y) in the zone CRS, (lat, lon))`` of
+            the owning patch's chip centre, as :func:`_point_centre` gives for grid points.
+    """
+
+    scenes: frozenset[int]
+    members: dict[GridPoint, tuple[int, ...]]
+    owned: dict[GridPoint, frozenset[int]]
+    centres: dict[GridPoint, tuple]
+
+
+@dataclass
+class _Anchors:
+    """Candidate patch centres, one per distinct (zone, decimetre) position, in a fixed order."""
+
+    points: list[GridPoint]
+    centres: list[tuple]
+    own: list[list[int]]  # patches whose own centred chip is here
+    zx: np.ndarray
+    zy: np.ndarray
+
+
+def patch_points(recs: Sequence[SceneRecord], cfg: TileConfig) -> PatchPoints:
+    """Scene-anchored set centres of the patches (pre-chipped archives).
+
+    A patch gives one centre: the centre of its chip nearest the middle of the scene (its centred
+    chip), so a patch of at least one chip always gives that chip. Patches whose centres coincide
+    (to the decimetre, e.g. the dates of one patch on one pixel grid) share it. Where a patch's chip
+    also fits at the centre of a coarser patch (or, at equal GSD, one earlier in (zone, northing,
+    easting) order), it joins that centre instead: centres are visited coarsest first, and each
+    owns the patches that fit there and no earlier centre took, so every patch is in the sets of
+    exactly one centre. A centre owning no patch is dropped. Scenes that are not patches join every
+    centre where their chip fits (their pixel-aligned window nearest the centre lies inside them).
+
+    Args:
+        recs: Scenes sorted by scene id, on their chip grids.
+        cfg: Tile parameters (``chip_size``, ``grid_m``, ``thin_coarse_sets``).
+
+    Returns:
+        The patches, and the members, owned patches and centre of each centre kept.
+    """
+    scenes = frozenset(i for i, r in enumerate(recs) if is_patch(r, cfg))
+    if not scenes:
+        return PatchPoints(frozenset(), {}, {}, {})
+    anchors = _patch_anchors(recs, sorted(scenes), cfg)
+    fits = _fitting_scenes(recs, anchors, cfg.chip_size)
+    rank = sorted(
+        range(len(anchors.points)),
+        key=lambda a: (-max(recs[i].gsd_m for i in anchors.own[a]), anchors.points[a]),
+    )
+    owner: dict[int, int] = {}
+    kept: list[int] = []
+    for a in rank:
+        if all(i in owner for i in anchors.own[a]):
+            continue  # its patches joined a coarser centre
+        kept.append(a)
+        for i in sorted({*anchors.own[a], *(j for j in fits[a] if j in scenes)}):
+            owner.setdefault(i, a)
+    by_owner: dict[int, list[int]] = defaultdict(list)
+    for i, a in owner.items():
+        by_owner[a].append(i)
+    members: dict[GridPoint, tuple[int, ...]] = {}
+    owned: dict[GridPoint, frozenset[int]] = {}
+    centres: dict[GridPoint, tuple] = {}
+    for a in sorted(kept, key=lambda a: anchors.points[a]):
+        p = anchors.points[a]
+        mine = frozenset(by_owner[a])
+        owned[p] = mine
+        members[p] = tuple(sorted(mine | {j for j in fits[a] if j not in scenes}))
+        centres[p] = anchors.centres[a]
+    return PatchPoints(scenes, members, owned, centres)
+
+
+def _patch_anchors(recs: Sequence[SceneRecord], patches: Sequence[int], cfg: TileConfig) -> _Anchors:
+    """The centred chip of each patch as a candidate centre (patches sharing a position merged)."""
+    chip, grid_m = cfg.chip_size, cfg.grid_m
+    by_crs: dict[str, list[int]] = defaultdict(list)
+    for i in patches:
+        by_crs[recs[i].crs].append(i)
+    found: dict[GridPoint, int] = {}
+    points: list[GridPoint] = []
+    centres: list[tuple] = []
+    own: list[list[int]] = []
+    for crs, idx in sorted(by_crs.items()):
+        qx, qy = [], []
+        for i in idx:
+            r = recs[i]
+            c0, r0 = _window_at(r, r.width / 2, r.height / 2, chip)
+            x, y = chip_centre(r, ChipWindow(i, r0, c0), chip)
+            qx.append(x)
+            qy.append(y)
+        lon, lat = transformer(crs, "EPSG:4326").transform(np.asarray(qx), np.asarray(qy))
+        lon, lat = np.atleast_1d(lon), np.atleast_1d(lat)
+        epsgs = _utm_epsg_array(lat, lon)
+        for epsg in np.unique(epsgs):
+            sel = np.flatnonzero(epsgs == epsg)
+            zx, zy = transformer(crs, f"EPSG:{int(epsg)}").transform(np.asarray(qx)[sel], np.asarray(qy)[sel])
+            for k, x, y in zip(sel, np.atleast_1d(zx), np.atleast_1d(zy), strict=True):
+                key = (round(float(x) * 10), round(float(y) * 10))
+                p = GridPoint(int(epsg), round(float(y) / grid_m), round(float(x) / grid_m), key)
+                if p not in found:
+                    found[p] = len(points)
+                    points.append(p)
+                    latlon = (float(lat[k]), float(lon[k]))
+                    centres.append((crs, (qx[k], qy[k]), (float(x), float(y)), latlon))
+                    own.append([])
+                own[found[p]].append(idx[int(k)])
+    zx = np.array([c[2][0] for c in centres])
+    zy = np.array([c[2][1] for c in centres])
+    return _Anchors(points, centres, own, zx, zy)
+
+
+def _fitting_scenes(recs: Sequence[SceneRecord], anchors: _Anchors, chip: int) -> list[list[int]]:
+    """Per candidate centre, the scenes (any) whose pixel-aligned chip nearest it lies inside them.
+
+    Centres are indexed per zone by easting, so each scene looks only at the centres inside its
+    own bounding box in that zone.
+    """
+    zones: dict[int, np.ndarray] = {}
+    for epsg in sorted({p.epsg for p in anchors.points}):
+        sel = np.flatnonzero(np.array([p.epsg == epsg for p in anchors.points]))
+        zones[epsg] = sel[np.argsort(anchors.zx[sel], kind="stable")]
+    fits: list[list[int]] = [[] for _ in anchors.points]
+    for i, rec in enumerate(recs):
+        for epsg in sorted(_zones_of(rec) & zones.keys()):
+            cand = _in_box(rec, epsg, zones[epsg], anchors)
+            if cand.size == 0:
+                continue
+            sx, sy = transformer(f"EPSG:{epsg}", rec.crs).transform(anchors.zx[cand], anchors.zy[cand])
+            cols, rows = _pixel_coords(rec, np.atleast_1d(sx), np.atleast_1d(sy))
+            c0 = np.floor(cols - chip / 2 + 0.5)
+            r0 = np.floor(rows - chip / 2 + 0.5)
+            ok = (c0 >= 0) & (r0 >= 0) & (c0 + chip <= rec.width) & (r0 + chip <= rec.height)
+            for a in cand[ok]:
+                fits[int(a)].append(i)
+    return fits
+
+
+def _in_box(rec: SceneRecord, epsg: int, order: np.ndarray, anchors: _Anchors) -> np.ndarray:
+    """Candidate centres of zone ``epsg`` (``order``: sorted by easting) inside the scene's bounding box."""
+    rx, ry = _ring(rec)
+    zx, zy = transformer(rec.crs, f"EPSG:{epsg}").transform(rx, ry)
+    zx, zy = np.asarray(zx), np.asarray(zy)
+    if not (np.isfinite(zx).all() and np.isfinite(zy).all()):
+        return np.empty(0, dtype=np.int64)
+    xs = anchors.zx[order]
+    cand = order[np.searchsorted(xs, zx.min(), "left") : np.searchsorted(xs, zx.max(), "right")]
+    y = anchors.zy[cand]
+    return cand[(y >= zy.min()) & (y <= zy.max())]

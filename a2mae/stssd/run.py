@@ -553,7 +553,7 @@ def _plan(
     if not plan.sets:
         raise TilingError(
             f"{catalog}: no image set fits: every scene is smaller than a chip of tile.chip_size="
-            f"{cfg.chip_size} px, or covers no point of the {cfg.grid_m:g} m grid; lower tile.chip_size"
+            f"{cfg.chip_size} px (of its finest band grid); lower tile.chip_size"
         )
     return plan
 

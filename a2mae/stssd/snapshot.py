@@ -439,6 +439,45 @@ def is_complete(root: Path, doc: dict[str, Any]) -> bool:
     return all((root / name).is_file() for name in doc.get("files", {}))
 
 
+@dataclass(frozen=True)
+class SetMix:
+    """How many of a snapshot's sets hold more than one image, and of what kind."""
+
+    sets: int
+    multi_image: int  # 2+ images
+    multi_date: int  # 2+ distinct acquisition dates
+    multi_sensor: int  # 2+ sensors
+    multi_image_train: int  # multi-image sets in the train split
+
+
+def set_mix(root: str | Path) -> SetMix:
+    """Count a local snapshot's multi-image sets from its manifest (no chip is read).
+
+    Raises:
+        SnapshotError: No readable manifest under ``root``.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(root) / MANIFEST
+    try:
+        rows = pq.read_table(path, columns=["set_id", "split", "sensor", "datetime"]).to_pylist()
+    except (OSError, ValueError) as err:
+        raise SnapshotError(
+            f"{path}: cannot read the snapshot manifest ({err}); tile the snapshot again"
+        ) from None
+    by_set: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_set[r["set_id"]].append(r)
+    multi = [m for m in by_set.values() if len(m) > 1]
+    return SetMix(
+        sets=len(by_set),
+        multi_image=len(multi),
+        multi_date=sum(len({r["datetime"].date() for r in m if r["datetime"]}) > 1 for m in multi),
+        multi_sensor=sum(len({r["sensor"] for r in m}) > 1 for m in multi),
+        multi_image_train=sum(m[0]["split"] == "train" for m in multi),
+    )
+
+
 #: What to do about a damaged snapshot file (the end of every verification error).
 REPAIR = "rebuild it with `a2mae tile --force`, or restore it (`dvc checkout` / `dvc pull`)"
 

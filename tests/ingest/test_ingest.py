@@ -68,6 +68,26 @@ EXPECTED = {
         "crs": "EPSG:32620",
         "qa": "QA_PIXEL",
     },
+    "s2_arcsi": {
+        "sensor": "S2",
+        "product": "ARCSI",
+        "bands": ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"),
+        "gsd": dict.fromkeys(("B02", "B05", "B12"), 20),
+        "datetime": "2016-07-10T00:00:00+00:00",
+        "datetime_source": "filename",
+        "crs": "EPSG:32737",
+        "qa": None,
+    },
+    "naip": {
+        "sensor": "NAIP",
+        "product": "DOQQ",
+        "bands": ("B", "G", "R", "NIR"),
+        "gsd": dict.fromkeys(("B", "NIR"), 5),
+        "datetime": "2009-08-18T00:00:00+00:00",
+        "datetime_source": "filename",
+        "crs": "EPSG:26914",
+        "qa": None,
+    },
 }
 GEOD = Geod(ellps="WGS84")
 
@@ -86,10 +106,18 @@ def samples_catalog(tmp_path_factory, params):
     return cat, report
 
 
+def _records(report, name):
+    """The records of a sample: its folder is one scene, or holds one scene per file (a series)."""
+    folder = str(sample_path(name))
+    return sorted(
+        (r for r in report.added if r.source == folder or r.source.startswith(folder + "/")),
+        key=lambda r: r.scene_id,
+    )
+
+
 def _record(report, name):
-    source = str(sample_path(name))
-    (rec,) = [r for r in report.added if r.source == source]
-    return rec
+    """The sample's (first) record."""
+    return _records(report, name)[0]
 
 
 # ------------------------------------------------------------------------------------ real samples
@@ -152,6 +180,22 @@ def test_sample_cloud_fractions_agree_with_the_archives_own_figures(samples_cata
     truth = float(((bqa >> 14) >= 2)[valid].mean())
     assert 0.05 < truth < 0.5  # the scene is partly cloudy
     assert _record(report, "l8_l1").cloud_fraction == pytest.approx(truth, abs=0.02)
+
+
+def test_series_samples_are_one_scene_per_date(samples_catalog):
+    """The bundled series: 4 ARCSI dates (tropics: period na) and 2 NAIP summers (growth)."""
+    report = samples_catalog[1]
+    arcsi = _records(report, "s2_arcsi")
+    assert [r.datetime.date().isoformat() for r in arcsi] == [
+        "2016-07-10",
+        "2017-08-29",
+        "2018-08-04",
+        "2019-06-15",
+    ]
+    assert {(r.period, r.scale, r.offset, r.width, r.height) for r in arcsi} == {("na", 1e-3, 0.0, 169, 140)}
+    naip = _records(report, "naip")
+    assert [r.datetime.year for r in naip] == [2009, 2020]
+    assert {(r.period, r.scale, r.width) for r in naip} == {("g", 1 / 255, 240)}
 
 
 def test_sample_radiometry_and_period(samples_catalog):

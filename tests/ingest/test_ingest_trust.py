@@ -376,3 +376,24 @@ def test_tile_names_a_scene_whose_files_went_bad_and_how_to_remove_it(capsys, tm
     one_line(code, err, f"scene {ids[0]}", f"a2mae catalog rm {ids[0]}")
     assert not (tmp_path / "o").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o")]
+
+
+def test_8_bit_pixels_of_an_8_bit_product_take_the_registry_scale():
+    from a2mae.ingest.radiometry import FileEncoding, RadiometryRefused, choose
+
+    enc = [FileEncoding("B1", "uint8", None, None)]
+    sample = RNG.integers(1, 255, (40, 40)).astype(np.uint8)
+    r = choose(enc, sample, 0, None, (1 / 255, 0.0), registry_bits=8)  # NAIP: dn_bits 8
+    assert (r.scale, r.offset) == (pytest.approx(1 / 255), 0.0)
+    with pytest.raises(RadiometryRefused, match="8-bit pixels"):
+        choose(enc, sample, 0, None, (1e-4, 0.0))  # a 16-bit product's scale
+
+
+def test_the_bundled_naip_summers_ingest_with_their_8_bit_scale(tmp_path):
+    from a2mae.config import load_params
+    from a2mae.ingest.run import ingest
+    from a2mae.samples import sample_path
+
+    report = ingest([sample_path("naip")], tmp_path / "catalog.parquet", load_params(), progress=False)
+    recs = [r for r in report.added if r.sensor == "NAIP"]
+    assert len(recs) >= 2 and all(r.scale == pytest.approx(1 / 255) for r in recs)

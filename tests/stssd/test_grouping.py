@@ -14,7 +14,16 @@ from pyproj import Transformer
 
 from a2mae.config import load_params
 from a2mae.ingest.catalog import BandFile, SceneRecord
-from a2mae.stssd.grouping import chip_centre, chip_transform, compose_sets, plan_sets, scene_points, split_of
+from a2mae.stssd.grouping import (
+    chip_centre,
+    chip_transform,
+    compose_sets,
+    is_patch,
+    patch_limit_px,
+    plan_sets,
+    scene_points,
+    split_of,
+)
 
 T0 = datetime(2020, 6, 15, 3, 0, tzinfo=UTC)
 GSD = {"S2": 10.0, "L8": 30.0, "GF1": 8.0, "GF2": 3.2}
@@ -32,10 +41,16 @@ def rec(
     sub: tuple[float, float] = (0.0, 0.0),
     cloud: float | None = 0.0,
     tag: str = "",
+    gsd: float | None = None,
+    px: int | None = None,
 ) -> SceneRecord:
-    """A catalog record without files: a square scene around ``centre`` in UTM ``epsg``."""
-    g = GSD[sensor]
-    n = round(extent_m / g)
+    """A catalog record without files: a square scene around ``centre`` in UTM ``epsg``.
+
+    ``gsd`` overrides the sensor's GSD, ``px`` the size in pixels (else ``extent_m / gsd``).
+    """
+    g = gsd or GSD[sensor]
+    n = px or round(extent_m / g)
+    extent_m = n * g
     ulx = math.floor((centre[0] - extent_m / 2) / 60) * 60 + sub[0] * g
     uly = math.ceil((centre[1] + extent_m / 2) / 60) * 60 - sub[1] * g
     tr = (g, 0.0, ulx, 0.0, -g, uly)
@@ -327,3 +342,79 @@ def test_pack_runs_cover_the_plan_with_whole_points_and_blocks(cells, bound):
         block = block_of(sets[a].point)
         if block_weight[block] <= bound:  # a block that fits is never cut
             assert block_of(sets[a - 1].point) != block
+
+
+# -------------------------------------------------------------------------------------------- patches
+def test_the_patch_limit_is_one_chip_a_spare_pixel_each_side_and_one_lattice_step():
+    assert [patch_limit_px(g, 96, 960.0, True) for g in (10.0, 20.0, 30.0, 60.0)] == [194.0] * 4
+    assert patch_limit_px(5.0, 96, 960.0, True) == 290.0 and patch_limit_px(3.2, 96, 960.0, True) == 398.0
+    assert patch_limit_px(20.0, 96, 960.0, False) == 146.0  # unthinned: every grid point
+    c = cfg()
+    assert is_patch(rec("S2", px=120), c) and is_patch(rec("S2", px=96), c) and is_patch(rec("S2", px=193), c)
+    assert not is_patch(rec("S2", px=95), c) and not is_patch(rec("S2", px=194), c)  # too small / on the grid
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    gsd=st.sampled_from([10.0, 20.0, 60.0]),
+    size=st.integers(96, 193),
+    sub=st.tuples(st.floats(0, 0.99), st.floats(0, 0.99)),
+    shift=st.tuples(st.floats(-5000, 5000), st.floats(-5000, 5000)),
+)
+def test_a_patch_of_at_least_one_chip_gives_exactly_its_centred_chip(gsd, size, sub, shift):
+    """Pre-chipped archives: a patch anywhere, off the 960 m grid, still gives its chip, once."""
+    r = rec("S2", centre=(240_000 + shift[0], 3_377_000 + shift[1]), sub=sub, gsd=gsd, px=size)
+    plan = plan_sets([r], cfg())
+    windows = {im.window for s in plan.sets for im in s.images}
+    c0 = math.floor(size / 2 - 48 + 0.5)
+    assert len(plan.sets) == 1 and [(w.row0, w.col0) for w in windows] == [(c0, c0)]
+    (s,) = plan.sets
+    assert s.point.anchor and "-E" in s.set_id and "-N" in s.set_id
+    x, y = chip_centre(r, next(iter(windows)), 96)
+    assert abs(x - s.centre_xy[0]) < 1e-6 and abs(y - s.centre_xy[1]) < 1e-6  # the patch's own centre
+
+
+def test_the_dates_of_one_patch_share_its_centre_and_make_growth_and_nongrowth_sets():
+    dates = [(T0, "g", "a"), (T0 + timedelta(days=180), "ng", "b"), (T0 + timedelta(days=20), "g", "c")]
+    rs = [
+        rec("S2", when, period, px=120, tag=tag, cloud=0.1 * k) for k, (when, period, tag) in enumerate(dates)
+    ]
+    plan = plan_sets(rs, cfg())
+    assert len({s.point for s in plan.sets}) == 1
+    assert [[im.role for im in s.images] for s in plan.sets] == [["S2-g", "S2-ng"], ["S2-g"]]
+    assert {(im.window.row0, im.window.col0) for s in plan.sets for im in s.images} == {(12, 12)}
+    again = plan_sets(list(reversed(rs)), cfg())
+    assert [s.set_id for s in again.sets] == [s.set_id for s in plan.sets]  # stable, deterministic
+
+
+def test_a_patch_joins_a_coarser_overlapping_patch_and_big_scenes_join_patches():
+    """Co-location through the ground: one centre for overlapping patches of two sensors."""
+    s2 = rec("S2", T0, "g", centre=(240_010, 3_377_020), px=120, sub=(0.3, 0.6))
+    l8 = rec("L8", T0 + timedelta(days=2), "g", centre=(240_000, 3_377_000), px=100, sub=(0.45, 0.2))
+    big = rec("S2", T0 + timedelta(days=180), "ng", extent_m=20_000, tag="big")
+    plan, multi = _check_plan_geometry([s2, l8, big], cfg())
+    assert multi == 1
+    at_patch = [s for s in plan.sets if s.point.anchor]
+    assert len({s.point for s in at_patch}) == 1  # the S2 patch joined the coarser L8 patch's centre
+    sensors = [sorted(plan.records[im.window.scene].scene_id for im in s.images) for s in at_patch]
+    assert sensors == [sorted([s2.scene_id, l8.scene_id, big.scene_id])]
+    # the big scene keeps its grid sets too; the patches are on no grid point
+    on_grid = [s for s in plan.sets if not s.point.anchor]
+    assert on_grid and all(plan.records[im.window.scene] is big for s in on_grid for im in s.images)
+    # each patch has one chip in the whole plan
+    for patch in (s2, l8):
+        assert (
+            len({im.window for s in plan.sets for im in s.images if plan.records[im.window.scene] is patch})
+            == 1
+        )
+
+
+def test_scenes_that_are_no_patches_plan_as_before():
+    """Ordinary scenes never get a patch centre (the snapshots of ordinary archives do not change)."""
+    rs = [
+        rec("S2", T0, "g", extent_m=5000),
+        rec("L8", T0, "g", extent_m=9000),
+        rec("GF2", T0, "g", extent_m=1600),
+    ]
+    plan = plan_sets(rs, cfg())
+    assert plan.sets and not any(s.point.anchor for s in plan.sets)

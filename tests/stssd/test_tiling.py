@@ -24,6 +24,7 @@ from a2mae.config import load_params
 from a2mae.ingest.catalog import write_catalog
 from a2mae.stssd.grouping import plan_sets
 from a2mae.stssd.run import TilingError, tile
+from a2mae.testing.patches import BIGEARTHNET_BANDS, PatchLayout, make_patch_archive
 from a2mae.testing.scenes import SceneSpec, default_specs, make_scenes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -488,8 +489,10 @@ def test_chips_use_the_grid_of_the_written_bands_not_a_finer_pan_band(synthetic_
 
 def test_scenes_smaller_than_a_chip_give_a_clear_error(tmp_path):
     when = datetime(2020, 6, 15, tzinfo=UTC)
-    write_catalog(make_scenes(tmp_path / "s", [SceneSpec("GF2", when, 250)]), tmp_path / "cat.parquet")
-    with pytest.raises(TilingError, match=r"tile\.chip_size=96"):
+    write_catalog(
+        make_scenes(tmp_path / "s", [SceneSpec("GF2", when, 250)]), tmp_path / "cat.parquet"
+    )  # 78 px
+    with pytest.raises(TilingError, match=r"smaller than a chip of tile\.chip_size=96"):
         tile(tmp_path / "cat.parquet", tmp_path / "out", params(), progress=False)
     assert not (tmp_path / "out").exists()
     assert tile(
@@ -498,6 +501,35 @@ def test_scenes_smaller_than_a_chip_give_a_clear_error(tmp_path):
         params("tile.chip_size=32", "tile.grid_m=50"),
         progress=False,
     ).counts["sets"]
+
+
+# ------------------------------------------------------------------------------- pre-chipped archives
+@pytest.mark.parametrize(
+    ("bands", "px"),
+    [
+        (BIGEARTHNET_BANDS, 120),  # BigEarthNet: 10 m bands 120 px, 20 m 60 px, 60 m 20 px
+        (dict.fromkeys(("B02", "B03", "B04", "B08", "B05", "B11"), 20.0), 100),
+        (dict.fromkeys(("B02", "B03", "B04", "B08"), 60.0), 96),  # exactly one chip
+    ],
+    ids=["10m", "20m", "60m"],
+)
+def test_pre_chipped_patches_give_one_chip_each(tmp_path, bands, px):
+    """Acceptance: a folder of BigEarthNet-style patches (adjacent, off the 960 m grid) gives one
+    chip per patch at the default chip size, through ingest and tile."""
+    from a2mae.ingest.run import ingest
+
+    gsd = min(bands.values())
+    layout = PatchLayout(bands, extent_m=px * gsd, rows=3, cols=4)
+    folders = make_patch_archive(tmp_path / "patches", layout)
+    report = ingest([str(tmp_path / "patches")], tmp_path / "cat.parquet", params(), progress=False)
+    assert len(report.added) == 12 and not report.failed
+    assert {(r.sensor, r.product, r.width, r.gsd_m) for r in report.added} == {("S2", "L2A", px, gsd)}
+    summary = tile(tmp_path / "cat.parquet", tmp_path / "snap", params(), progress=False)
+    assert summary.counts["sets"] == summary.counts["chips"] == 12
+    rows = manifest(tmp_path / "snap")
+    assert sorted(r["source"] for r in rows) == sorted(str(f) for f in folders)  # one chip per patch
+    centred = math.floor(px / 2 - 48 + 0.5)
+    assert {(r["row0"], r["col0"], r["height"]) for r in rows} == {(centred, centred, 96)}
 
 
 @settings(max_examples=40, deadline=None)
@@ -599,3 +631,30 @@ def test_encoding_matches_the_reflectance_formula(dtype, scale, offset, exact):
     got = enc[[4, 0, 2]].astype(np.float64)
     assert (got == want).all() if exact else np.abs(got - want).max() <= 1
     assert (enc[[1, 3]] == 7).all()  # other channels untouched
+
+
+# ------------------------------------------------------------------------------- real multi-date sets
+def test_the_bundled_series_give_multi_image_sets_of_real_imagery(tmp_path):
+    """The demo's real multi-image sets: the Tanzanian series (tropics: two dates per S2-L8 set, both
+    in the na slots), NAIP (single-image sets); each series is a patch with one centre."""
+    from a2mae.ingest.run import ingest
+    from a2mae.samples import sample_path
+    from a2mae.stssd.snapshot import SnapshotError, set_mix
+
+    with pytest.raises(SnapshotError, match="cannot read the snapshot manifest"):
+        set_mix(tmp_path)
+    sources = [str(sample_path("s2_arcsi")), str(sample_path("naip"))]
+    assert not ingest(sources, tmp_path / "cat.parquet", params(), progress=False).failed
+    tile(tmp_path / "cat.parquet", tmp_path / "snap", params(), progress=False)
+    mix = set_mix(tmp_path / "snap")
+    assert (mix.sets, mix.multi_image, mix.multi_date, mix.multi_sensor) == (4, 2, 2, 0)
+    rows = manifest(tmp_path / "snap")
+    by_set: dict[str, list[dict]] = {}
+    for r in rows:
+        by_set.setdefault(r["set_id"], []).append(r)
+    multi = [m for m in by_set.values() if len(m) > 1]
+    assert all(
+        [r["role"] for r in m] == ["S2-na", "S2-na"] and len({r["doy"] for r in m}) == 2 for m in multi
+    )
+    assert len({(r["row0"], r["col0"]) for r in rows if r["sensor"] == "S2"}) == 1  # one chip per date
+    assert sorted(r["year"] for r in rows if r["sensor"] == "NAIP") == [2009, 2020]
