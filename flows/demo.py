@@ -213,7 +213,7 @@ def _run(out: Path, sets: list[str], ports: tuple[int, int], shown: console.Outp
     """The demo inside its output: header, stages, summary; a failure is one line (traceback in the log)."""
     from a2mae.errors import A2maeError, safe_line
 
-    shown.line("a2mae demo: the retrain pipeline on the 4 bundled sample scenes, in embedded mode")
+    shown.line("a2mae demo: the retrain pipeline on the bundled real sample scenes, in embedded mode")
     shown.line(f"  (library messages: {_shorter(log_file)}; -v shows their warnings)")
     t0 = time.perf_counter()
     try:
