@@ -335,7 +335,7 @@ def finetune(
         _train_and_score, params, arm.model, arm.train_ds, arm.splits, arm.steps
     )
     if not track:
-        with _progress(arm.steps, f"fine-tune {arm.fields['task']} {arm.label}", show) as on_step:
+        with _progress(arm.steps, _bar_label(arm.label), show) as on_step:
             log, test, val, _ = train_and_score(on_step)
         return _outcome(arm.fields, arm.fields["metric"], test, val, log, arm.model)
     return _tracked(
@@ -471,7 +471,7 @@ def _tracked(
         run_name=run_name or f"{task}-{arm.replace('/', '-')}", nested=nested, tags=tags
     ) as run:
         _log_run_params(params, handle, splits, kw, steps)
-        with _progress(steps, f"fine-tune {task} {arm}", show) as on_step:
+        with _progress(steps, _bar_label(arm), show) as on_step:
             log, test, val, scored = train_and_score(on_step)
         c = client(params)
         _log_scores(c, run.info.run_id, kw["split"], log, test, val)
@@ -767,3 +767,7 @@ def _log_comparison(path: Path, runs: list[FinetuneOutcome]) -> None:
     for r in runs:
         arm = f"{r.protocol}_{'pretrained' if r.pretrained else 'scratch'}"
         mlflow.log_metric(f"{arm}_{r.metric}", r.score)
+
+def _bar_label(arm: str) -> str:
+    """Progress bar label of an arm: ``linear_probe/pretrained`` -> ``ft pretrained`` (fits 80 columns)."""
+    return f"ft {arm.rsplit('/', 1)[-1]}"
