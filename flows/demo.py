@@ -169,11 +169,20 @@ def look_commands(out: Path, host: str = "127.0.0.1", ports: tuple[int, int] | N
 
 
 def _stop_prefect_server() -> None:
-    """Stop Prefect's temporary server now, while its log lines still go to the log file (not at exit)."""
+    """Stop Prefect's temporary server now, while its log lines still go to the log file (not at exit).
+
+    The flow runs' logs still queued for the API are sent first (else Prefect's log worker prints
+    "Error logging to API" on stderr once the server is gone).
+    """
     try:
+        from prefect.logging.handlers import APILogWorker
         from prefect.server.api.server import SubprocessASGIServer
     except ImportError:
         return
+    try:
+        APILogWorker.drain_all(timeout=10)
+    except Exception as err:  # best effort: the logs are in the log file too
+        logging.getLogger(__name__).warning("flow-run logs not all sent to Prefect: %s", err)
     for server in list(getattr(SubprocessASGIServer, "_instances", {}).values()):
         if getattr(server, "running", False):
             server.stop()
