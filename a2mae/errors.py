@@ -55,3 +55,38 @@ def safe_line(text: str, env: dict[str, str] | None = None) -> str:
     return "".join(
         c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in out
     )
+
+
+#: What to do about an operating-system error, by errno name.
+_OS_FIX = {
+    "ENOSPC": "no space left on the device; free some space or write elsewhere",
+    "EDQUOT": "disk quota exceeded; free some space or write elsewhere",
+    "EROFS": "read-only file system; write elsewhere",
+    "EACCES": "permission denied; fix the permissions or use another path",
+    "EPERM": "operation not permitted; fix the permissions or use another path",
+    "ELOOP": "a symbolic link loop; fix or remove the link",
+    "ENOENT": "no such file or directory; check the path",
+    "ENOTDIR": "a part of the path is not a folder; check the path",
+    "EISDIR": "a folder where a file was expected; check the path",
+    "EMFILE": "too many open files; raise the limit (ulimit -n) or lower the workers",
+    "ENAMETOOLONG": "the file name is too long; use a shorter path",
+}
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for an operating-system error: the path, what happened and what to do.
+
+    Args:
+        err: The error (``errno``, ``strerror`` and ``filename`` when the OS gave them).
+
+    Returns:
+        E.g. ``/data/out: no space left on the device; free some space or write elsewhere``.
+    """
+    import errno as errno_mod
+
+    name = errno_mod.errorcode.get(err.errno or -1, "")
+    what = _OS_FIX.get(name) or (err.strerror or str(err) or type(err).__name__)
+    path = err.filename if err.filename is not None else None
+    if getattr(err, "filename2", None):
+        path = f"{err.filename} -> {err.filename2}"
+    return f"{path}: {what}" if path else what

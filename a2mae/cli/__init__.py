@@ -26,7 +26,7 @@ from a2mae.cli import promote as _promote  # noqa: F401
 from a2mae.cli import services as _services  # noqa: F401
 from a2mae.cli import tile as _tile  # noqa: F401
 from a2mae.cli.app import app
-from a2mae.errors import A2maeError, safe_line
+from a2mae.errors import A2maeError, os_error_line, safe_line
 
 
 class Stopped(BaseException):
@@ -77,7 +77,8 @@ def _stopped(signum: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``a2mae`` console script.
 
-    Exit codes: 0 done; 2 a usage error or an error in the user's input (one line on stderr, no
+    Exit codes: 0 done; 1 an operating-system error (full disk, read-only or forbidden path: one line
+    naming the path); 2 a usage error or an error in the user's input (one line on stderr, no
     traceback); 130 interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM). A stopped verb runs its
     clean-up (temporary folders, locks) before it exits.
     """
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         return _stopped(stop.signum)
     except KeyboardInterrupt:
         return _stopped(signal.SIGINT)
+    except OSError as err:  # a full disk, a read-only folder, permissions: the path and what to do
+        print(f"a2mae: error: {safe_line(os_error_line(err))}", file=sys.stderr)
+        return 1
     except SystemExit as err:  # typer/click exits (e.g. --help)
         return int(err.code or 0)
     finally:
