@@ -111,7 +111,10 @@ def sniff(uri: str | os.PathLike[str]) -> str | None:
         return None
     if not head:
         return "an empty file"
-    return next((what for magic, what in _MAGIC if head.startswith(magic)), None)
+    text = all(32 <= b < 127 or b in b"\t\r\n" for b in head)  # XML and JSON start as ASCII text
+    return next(
+        (what for magic, what in _MAGIC if head.startswith(magic) and (text or magic[:1] not in b"<{")), None
+    )
 
 
 def quiet_undecodable_gdal_messages() -> None:

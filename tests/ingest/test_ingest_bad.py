@@ -112,7 +112,7 @@ def test_truncated_file(tmp_path, geotiff, capsys, base_catalog):
 def test_corrupt_raster_file(tmp_path, geotiff, capsys, base_catalog):
     folder = s2_folder(tmp_path / "s2", geotiff)
     path = folder / "B04.tif"
-    path.write_bytes(os.urandom(2000))
+    path.write_bytes(b"<" + os.urandom(2000))  # binary junk, even when it starts like XML
     code, _, err = run(capsys, str(folder), "--catalog", str(base_catalog[0]))
     assert_one_line_error(code, err, str(path), "not a raster")
     assert_intact(*base_catalog)

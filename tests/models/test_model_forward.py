@@ -99,7 +99,7 @@ def test_gradients_reach_every_embedding_table():
     """A batch with every sensor, band subsets and metadata dropout p=0.5 reaches every table row."""
     model = small_model(metadata_dropout=0.5)
     model.train()
-    comps = [["S2", "L8", "GF1", "GF2"], ["S2", "L8"], ["GF2", "S2"], ["L8", "GF1"]]
+    comps = [["S2", "L8", "GF1", "GF2", "NAIP"], ["S2", "L8"], ["GF2", "S2"], ["L8", "GF1"]]
     batch = synthetic_batch(comps, size=48)
     partial = [
         ("S2", ["B02", "B05", "B11"]),
@@ -110,11 +110,13 @@ def test_gradients_reach_every_embedding_table():
         ("GF1", ["B4"]),
         ("GF2", ["B4"]),
         ("GF2", ["B1"]),
+        ("NAIP", ["B", "G"]),
+        ("NAIP", ["R", "NIR"]),
     ]
     for i, (sensor, bands) in enumerate(partial):
         batch.images.append(synthetic_image(sensor, bands=bands, size=48))
         batch.set_index = torch.cat([batch.set_index, torch.tensor([4 + i // 2])])
-    batch.set_ids += [f"partial{i}" for i in range(4)]
+    batch.set_ids += [f"partial{i}" for i in range(len(partial) // 2)]
     out = model(batch, generator=torch.Generator().manual_seed(3))
     out.loss.backward()
     no_grad = [
