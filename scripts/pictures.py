@@ -438,6 +438,8 @@ def reconstruction(mlflow_url: str, run_id: str, dst: Path, sensors: Sequence[st
 SCREENSHOT_JS = r"""
 const { chromium } = require(process.env.PLAYWRIGHT_CORE);
 const jobs = JSON.parse(process.env.JOBS);
+// Best effort: a page that polls (MLflow's auto-refresh) may never be idle; each job waits for its proof.
+const settle = page => page.waitForLoadState('networkidle', { timeout: 15000 }).catch(() => {});
 (async () => {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM, args: JSON.parse(process.env.FLAGS),
@@ -450,13 +452,15 @@ const jobs = JSON.parse(process.env.JOBS);
         await page.addInitScript(
           s => { for (const [k, v] of Object.entries(s)) localStorage.setItem(k, v); }, job.storage);
       }
-      await page.goto(job.url, { waitUntil: 'networkidle' });
+      await page.goto(job.url, { waitUntil: 'load' });
+      await settle(page);
       if (job.kind === 'form') {
         await page.getByRole('button', { name: 'Run', exact: true }).click();
         await page.getByText('Custom run', { exact: true }).click();
         await page.waitForURL(/\/run(\?|$)/);
-        await page.waitForLoadState('networkidle');
         const section = page.locator('.schema-form-property__label', { hasText: job.section }).first();
+        await section.waitFor();
+        await settle(page);
         await section.evaluate(e => e.scrollIntoView({ block: 'start' }));
         await page.mouse.wheel(0, -80);  // a little of the section above
       } else if (job.kind === 'prefect') {
