@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,30 +140,64 @@ def where_to_look(
     return "\n".join([*lines, "", *look_commands(out, ports=ports)])
 
 
-def look_commands(out: Path, host: str = "127.0.0.1", ports: tuple[int, int] | None = None) -> list[str]:
-    """The "where to look" lines: UIs over the demo's own stores, on ports free right now.
+@dataclass(frozen=True)
+class UiCommand:
+    """How to start one UI over the demo's stores: ``env -u UNSET VARS... ARGV``, then open ``url``."""
+
+    argv: list[str]
+    env: dict[str, str]
+    url: str
+    unset: tuple[str, ...] = ()
+
+    def shell(self) -> str:
+        """The command as one shell line (what the closing message prints)."""
+        words = [*(f"-u {name}" for name in self.unset), *(f"{k}={v}" for k, v in self.env.items())]
+        return " ".join(["env", *words, *self.argv] if words else self.argv)
+
+
+def ui_commands(
+    out: Path, host: str = "127.0.0.1", ports: tuple[int, int] | None = None
+) -> tuple[UiCommand, UiCommand]:
+    """``mlflow ui`` and ``prefect server start`` over the demo's stores in ``out``, on ports free now.
 
     The services of ``infra/`` may hold MLflow's 5000 and Prefect's 4200 (``mlflow ui`` on a taken port
     prints "Address already in use" and exits 0), so each UI gets the first free port from there on.
     The Prefect command drops ``PREFECT_API_URL`` (a shell pointed at the services) and tells the UI
     where its API is. ``ports`` are the ones the runs' links were made with (still free: kept).
+
+    Returns:
+        ``(mlflow, prefect)``.
     """
     from a2mae.services.base import free_port
 
     out = out.resolve()
-    ws = out / "workspace"
     bindir = Path(sys.executable).parent
     mlflow_port, prefect_port = ports or (5000, 4200)
     mlflow_port, prefect_port = free_port(mlflow_port, host), free_port(prefect_port, host)
-    api = f"http://{host}:{prefect_port}/api"
+    store = f"sqlite:///{out / 'workspace' / 'mlruns.db'}"
+    ui = [str(bindir / "mlflow"), "ui", "--backend-store-uri", store]
+    mlflow = UiCommand([*ui, "--host", host, "--port", str(mlflow_port)], {}, f"http://{host}:{mlflow_port}")
+    prefect = UiCommand(
+        [str(bindir / "prefect"), "server", "start", "--host", host, "--port", str(prefect_port)],
+        {"PREFECT_HOME": str(out / "prefect"), "PREFECT_UI_API_URL": f"http://{host}:{prefect_port}/api"},
+        f"http://{host}:{prefect_port}",
+        unset=("PREFECT_API_URL",),
+    )
+    return mlflow, prefect
+
+
+def look_commands(out: Path, host: str = "127.0.0.1", ports: tuple[int, int] | None = None) -> list[str]:
+    """The "where to look" lines: the UIs of :func:`ui_commands` and the DVC workspace."""
+    out = out.resolve()
+    ws = out / "workspace"
+    bindir = Path(sys.executable).parent
+    mlflow, prefect = ui_commands(out, host, ports)
     return [
         "Where to look (ports free now; the services of infra/ keep theirs):",
-        f"  MLflow   {bindir / 'mlflow'} ui --backend-store-uri sqlite:///{ws / 'mlruns.db'} "
-        f"--host {host} --port {mlflow_port}",
-        f"           then open http://{host}:{mlflow_port} (runs, models, the @champion alias)",
-        f"  Prefect  env -u PREFECT_API_URL PREFECT_HOME={out / 'prefect'} PREFECT_UI_API_URL={api} "
-        f"{bindir / 'prefect'} server start --host {host} --port {prefect_port}",
-        f"           then open http://{host}:{prefect_port} (flow runs, artifacts)",
+        f"  MLflow   {mlflow.shell()}",
+        f"           then open {mlflow.url} (runs, models, the @champion alias)",
+        f"  Prefect  {prefect.shell()}",
+        f"           then open {prefect.url} (flow runs, artifacts)",
         f"  DVC      cd {ws} && git log --oneline && {bindir / 'dvc'} status",
         "  Services mode (Prefect UI forms, schedules, new-imagery trigger): infra/up.sh, docs/services.md",
     ]
