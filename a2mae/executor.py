@@ -22,6 +22,7 @@ result not yet yielded, so memory stays bounded however many items there are.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -229,7 +230,10 @@ def _run_pool(
         for fut in pending:
             fut.cancel()
         for pool in pools:  # after the last result the workers exit while the caller goes on
-            pool.shutdown(wait=not finished_all, cancel_futures=True)
+            # A stop (Ctrl-C) raised while a pool was starting its manager thread leaves a thread that
+            # cannot be joined: the stop, not that RuntimeError, is what the caller must see.
+            with contextlib.suppress(RuntimeError):
+                pool.shutdown(wait=not finished_all, cancel_futures=True)
 
 
 #: Longest run of consecutive items one local worker takes at a time (:class:`RunScheduler`).

@@ -45,6 +45,27 @@ def _on_signal(signum: int, frame: object) -> None:
     raise Stopped(signum)
 
 
+def _on_unraisable(hook: object) -> object:
+    """A ``sys.unraisablehook`` that raises a swallowed :class:`Stopped` again.
+
+    A signal can arrive while the main thread runs code whose exceptions Python only prints and
+    ignores (``logging``'s after-fork lock hook, a finaliser, a weakref callback); the stop would be
+    lost and the command would run to its end. The same signal is sent again a moment later, to be
+    raised at the next ordinary line.
+    """
+
+    def unraisable(info: object) -> None:
+        exc = getattr(info, "exc_value", None)
+        if isinstance(exc, Stopped):  # sent from a thread: raised once this hook has returned
+            import os
+
+            threading.Timer(0.02, os.kill, (os.getpid(), exc.signum)).start()
+            return
+        hook(info)  # type: ignore[operator]
+
+    return unraisable
+
+
 def _usage_errors() -> tuple[type, ...]:
     """``ClickException`` of click and of the copy of click that typer bundles (usage errors)."""
     found: list[type] = []
@@ -87,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # no model is ever unpickled
     usage_errors = _usage_errors()
     handlers = {}
+    unraisable = sys.unraisablehook
     if threading.current_thread() is threading.main_thread():
+        sys.unraisablehook = _on_unraisable(unraisable)
         for signum in (signal.SIGINT, signal.SIGTERM):
             handlers[signum] = signal.signal(signum, _on_signal)
     try:
@@ -109,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = unraisable
     if rv == 130:  # typer turns a KeyboardInterrupt it catches itself into this return value
         return _stopped(signal.SIGINT)
     return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0

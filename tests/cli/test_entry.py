@@ -73,3 +73,25 @@ def test_a_stopped_tile_exits_with_its_code_and_leaves_nothing(tmp_path, big_cat
     assert proc.returncode == code
     assert err.strip() == f"a2mae: {word}; nothing written"
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no snapshot, no temporary folder
+
+
+def test_a_stop_swallowed_by_python_is_sent_again():
+    """A signal raised where Python ignores exceptions (logging's after-fork hook) is not lost."""
+    from types import SimpleNamespace
+
+    from a2mae.cli import Stopped, _on_unraisable
+
+    seen, passed_on = [], []
+    before = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
+    try:
+        hook = _on_unraisable(passed_on.append)
+        hook(SimpleNamespace(exc_value=Stopped(signal.SIGUSR1)))
+        other = SimpleNamespace(exc_value=ValueError("x"))
+        hook(other)
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+    assert seen == [signal.SIGUSR1]
+    assert passed_on == [other]
