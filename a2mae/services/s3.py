@@ -77,8 +77,10 @@ class SeaweedFS(Service):
     """A single-process SeaweedFS with its S3 gateway on ``host:s3_port``."""
 
     name = "seaweedfs"
-    #: SeaweedFS reads any ``WEED_*`` variable as a setting that wins over security.toml.
-    scrubbed_env = ("WEED_",)
+    #: SeaweedFS reads any ``WEED_*`` variable as a setting that wins over security.toml, and takes
+    #: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` as its admin identity instead of its own keys
+    #: (a shell pointed at another store would lock the stack out of its own buckets).
+    scrubbed_env = ("WEED_", "AWS_")
 
     def __init__(
         self,

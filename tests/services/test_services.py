@@ -277,3 +277,15 @@ def test_a_stopped_model_server_is_fine_but_a_stopped_core_service_is_not():
     assert not row("model", True, False).ok  # started on request, then broken: report it
     assert not row("mlflow", False, False).ok
     assert row("mlflow", True, True).ok
+
+
+def test_the_store_never_inherits_the_callers_s3_keys(tmp_path, monkeypatch):
+    """SeaweedFS takes AWS_* keys as its admin identity: a shell pointed at another store (or the
+    tests' own store) would lock the stack out of its buckets."""
+    from a2mae.services.s3 import SeaweedFS
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "someone-else")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "their-secret")
+    monkeypatch.setenv("WEED_JWT_SIGNING_KEY", "x")
+    env = SeaweedFS(tmp_path / "s3").process_env()
+    assert not any(k.startswith(("AWS_", "WEED_")) for k in env)
