@@ -1,11 +1,13 @@
 """Pre-training on a two-node Ray cluster formed on this machine, loopback only (slow).
 
-The head is ``ray start --head`` (1 CPU). The second node is a separate process running a Ray worker node
-(1 CPU) joined to the head's address. Both use 127.0.0.1 only: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
-keeps every Ray listener on loopback, but with it set ``ray start --address`` refuses to add a node
-("multi-node clusters are not supported"), and without it Ray listens on all interfaces; so the second
-node is started through Ray's node API (what ``ray start --address`` runs), with the same variable.
-With one CPU per node and one CPU per training worker, Ray must place one worker on each node.
+The head is ``ray start --head`` (1 CPU), with token authentication (``RAY_AUTH_MODE=token``, a 0600
+token file of its own) like every Ray the project starts. The second node is a separate process running
+a Ray worker node (1 CPU) joined to the head's address. Both use 127.0.0.1 only:
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` keeps every Ray listener on loopback, but with it set ``ray
+start --address`` refuses to add a node ("multi-node clusters are not supported"), and without it Ray
+listens on all interfaces; so the second node is started through Ray's node API (what ``ray start
+--address`` runs), with the same variable. With one CPU per node and one CPU per training worker, Ray
+must place one worker on each node.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -76,8 +79,14 @@ def two_node_cluster():
     ray.shutdown()  # a local Ray of an earlier test
     tmp = tempfile.mkdtemp(prefix="a2n")  # short: Ray's socket paths must stay < 108 chars
     port = _free_port()
+    token = os.path.join(tmp, "auth_token")  # token authentication, as every Ray of the project
+    fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(uuid.uuid4().hex + uuid.uuid4().hex)
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))},
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": token,
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
         "AUTOSCALER_METRIC_PORT": str(_free_port()),
@@ -104,7 +113,7 @@ def two_node_cluster():
         )
         line = node.stdout.readline()
         assert line.startswith("node "), line + (node.stdout.read() if node.poll() is not None else "")
-        yield f"127.0.0.1:{port}", markers
+        yield f"127.0.0.1:{port}", markers, token
     finally:
         ray.shutdown()
         if node is not None:
@@ -124,8 +133,11 @@ def two_node_cluster():
 def test_one_worker_on_each_of_two_nodes(
     two_node_cluster, pretrain_snapshot, tiny_pretrain_overrides, monkeypatch
 ):
-    address, markers = two_node_cluster
+    address, markers, token = two_node_cluster
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", token)
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     p = load_params(
         overrides=[
