@@ -26,6 +26,15 @@ PREDICT_PROMOTION_DEPLOYMENT = "predict/on-promotion"
 PREDICT_IMAGERY_DEPLOYMENT = "predict/on-new-scene"
 
 
+#: A log file, not a terminal: no ANSI colours, no MLflow "View run" lines.
+PLAIN_LOG = {
+    "PREFECT_LOGGING_COLORS": "false",
+    "NO_COLOR": "1",
+    "RAY_COLOR_PREFIX": "0",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+
+
 class FlowServer(DetachedService):
     """Serves the project's Prefect deployments against ``api_url``.
 
@@ -69,9 +78,13 @@ class FlowServer(DetachedService):
         self.ready_path.unlink(missing_ok=True)
 
     def environment(self) -> dict[str, str]:
-        """The clients' variables plus ``PREFECT_API_URL``; the ``flows`` package importable."""
+        """The clients' variables plus ``PREFECT_API_URL``; the ``flows`` package importable.
+
+        Its log (``flows.log``) is a file: no colour codes (Prefect, Ray), and MLflow does not print each
+        run's links on its own (the flows link their runs in Prefect artifacts).
+        """
         path = os.pathsep.join(p for p in (str(self.code_dir), os.environ.get("PYTHONPATH", "")) if p)
-        env = {**self.env, "PREFECT_API_URL": self.api_url, "PYTHONPATH": path}
+        env = {**self.env, "PREFECT_API_URL": self.api_url, "PYTHONPATH": path, **PLAIN_LOG}
         if self.api_auth:
             env["PREFECT_API_AUTH_STRING"] = self.api_auth
         return env

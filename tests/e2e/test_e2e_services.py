@@ -101,6 +101,8 @@ def test_pipeline_deployment_end_to_end(services_stack, tmp_path):
     links = [a for a in arts if a.key in ("pretrain-run", "finetune-run", "evaluate-model")]
     assert {a.key for a in links} == {"pretrain-run", "finetune-run", "evaluate-model"}
     assert all(f"]({services_stack.stack.mlflow.url}/#/" in str(a.data) for a in links)  # markdown links
+    flows_log = (services_stack.stack.home / "flows" / "flows.log").read_text(errors="replace")
+    assert "\x1b[" not in flows_log and "View run" not in flows_log  # a plain log file, links once
 
     # DVC with the defaults: the snapshot version is a commit of the services' workspace, its files are
     # on the S3 remote, and the user's checkout is untouched
