@@ -44,6 +44,10 @@ def patch_scheduler() -> bool:
     return True
 
 
+#: Host of the Prefect server's in-process API client (``prefect.server.api.clients``).
+IN_MEMORY = "prefect-in-memory"
+
+
 class OriginGuard:
     """ASGI middleware: 403 for a foreign ``Origin`` (and, if configured, an unknown ``Host``).
 
@@ -59,7 +63,15 @@ class OriginGuard:
         self.hosts = {h.lower() for h in hosts}
 
     def refused(self, scope: Scope) -> str | None:
-        """Why the request is refused, or None."""
+        """Why the request is refused, or None.
+
+        The server's own in-process client (automation actions such as "run deployment", which reach
+        the API through an ASGI transport, never a socket) addresses it as ``prefect-in-memory``: those
+        requests pass. A request over a socket has the socket's address as its ``server``.
+        """
+        server = scope.get("server") or (None, None)
+        if server[0] == IN_MEMORY and server[1] is None:
+            return None
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         host = headers.get("host", "").lower()
         if self.hosts and host not in self.hosts:

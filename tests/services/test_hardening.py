@@ -199,7 +199,13 @@ def test_origin_guard_refuses_foreign_pages_and_hosts():
     assert _call(guard, ws) == [
         {"type": "websocket.close", "code": 1008, "reason": "cross-origin request refused"}
     ]
-    assert reached == ["/api/flows/", "/api/flows/"]
+    # the server's own automation actions: Prefect's in-process client, through an ASGI transport
+    inner = {"type": "http", "method": "POST", "path": "/api/deployments/x/create_flow_run",
+             "headers": [(b"host", b"prefect-in-memory")], "server": ("prefect-in-memory", None)}  # fmt: skip
+    assert _call(guard, inner)[0]["status"] == 200
+    spoofed = {**inner, "server": ("127.0.0.1", 4200)}  # that Host name over a socket: refused
+    assert _call(guard, spoofed)[0]["status"] == 403
+    assert reached == ["/api/flows/", "/api/flows/", "/api/deployments/x/create_flow_run"]
     lifespan = _call(guard, {"type": "lifespan", "path": "", "headers": []})
     assert lifespan[0]["status"] == 200  # other scopes pass untouched
 
