@@ -229,11 +229,30 @@ def _run_pool(
     finally:
         for fut in pending:
             fut.cancel()
-        for pool in pools:  # after the last result the workers exit while the caller goes on
-            # A stop (Ctrl-C) raised while a pool was starting its manager thread leaves a thread that
-            # cannot be joined: the stop, not that RuntimeError, is what the caller must see.
-            with contextlib.suppress(RuntimeError):
-                pool.shutdown(wait=not finished_all, cancel_futures=True)
+        _shut_down(pools, finished_all)
+
+
+def _shut_down(pools: list[Any], finished: bool) -> None:
+    """Shut the pools down, without waiting after the last result, with no worker left otherwise.
+
+    After the last result the workers exit while the caller goes on; after an error or a stop
+    (Ctrl-C) the running items finish, then every worker is gone.
+
+    A stop raised while a pool was starting leaves a manager thread that cannot be joined (the stop,
+    not that RuntimeError, is what the caller must see) and a worker waiting for work that would never
+    come, which Python's exit would wait for: such workers are terminated.
+    """
+    workers = (
+        [] if finished else [w for pool in pools for w in (getattr(pool, "_processes", None) or {}).values()]
+    )
+    for pool in pools:
+        with contextlib.suppress(RuntimeError):
+            pool.shutdown(wait=not finished, cancel_futures=True)
+    for w in workers:
+        w.join(timeout=1)
+        if w.is_alive():
+            w.terminate()
+            w.join(timeout=5)
 
 
 #: Longest run of consecutive items one local worker takes at a time (:class:`RunScheduler`).

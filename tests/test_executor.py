@@ -144,3 +144,19 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"  # a zombie is dead, waiting to be reaped by init
     except FileNotFoundError:
         return False
+
+
+def test_a_stopped_pool_leaves_no_worker_waiting_for_work():
+    """A stop raised while a pool starts (its workers forked, its manager thread not yet running)
+    must not leave workers that wait forever for work (Python's exit would wait for them)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from a2mae.executor import _shut_down, start_method
+
+    pool = ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context(start_method()))
+    pool._adjust_process_count()  # what submit() does before it starts the manager thread
+    workers = list(pool._processes.values())
+    assert workers and all(w.is_alive() for w in workers)
+    _shut_down([pool], finished=False)
+    assert not any(w.is_alive() for w in workers)
