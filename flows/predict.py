@@ -44,6 +44,14 @@ def predict_task(doc: dict[str, Any], sources: list[str], model: str, out: str) 
     return asdict(report)
 
 
+def _model_registered(doc: dict[str, Any], model: str) -> bool:
+    """Whether ``model`` names a registered version (a new scene may arrive before any champion)."""
+    from a2mae.predict.model import is_registered
+    from a2mae.tracking.client import tracking_uri
+
+    return is_registered(model, tracking_uri(params_from(doc)))
+
+
 def _preview_markdown(out: str, report: dict[str, Any]) -> str:
     """Markdown with the preview PNG of every map (inline, so it shows for S3 outputs too)."""
     from a2mae.io.storage import is_s3
@@ -94,6 +102,9 @@ def predict_flow(params: PredictParams = _DEFAULT) -> dict[str, Any]:
     sources = [params.new_scene] if params.new_scene else [params.path(s) for s in params.sources]
     if not sources:
         log("predict: no scene (predict.aoi is empty and no new scene was given); nothing to do")
+        return {"skipped": True}
+    if params.new_scene and not _model_registered(doc, params.model):  # a scene before any champion
+        log(f"predict: {params.model} is not registered yet; new scenes are predicted once one is promoted")
         return {"skipped": True}
     out = run_folder(params.path(params.output), params.model)
     report = predict_task(doc, sources, params.model, out)

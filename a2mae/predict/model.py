@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from a2mae.errors import A2maeError
-from a2mae.predict.errors import PredictError
+from a2mae.predict.errors import ModelNotFound, PredictError
 from a2mae.types import ImageMeta, ImageSample
 
 TASKS = ("segmentation", "change_detection", "classification", "embeddings")
@@ -189,7 +189,7 @@ def _registry_info(uri: str) -> tuple[str, str, str]:
             raise PredictError(f"{uri}: give a version or an alias (models:/{name}@champion)")
     except MlflowException as err:
         msg = " ".join(str(err.message).split())[:160]
-        raise PredictError(
+        raise ModelNotFound(
             f"{uri}: not in the model registry ({msg}); check the name, version or alias"
         ) from None
     return name, str(mv.version), str(mv.run_id or "")
@@ -204,6 +204,23 @@ def _loader(uri: str) -> str:
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{uri.rstrip('/')}/MLmodel"))
     conf = load_text(local.read_text(), f"{uri}: MLmodel") or {}  # untrusted: bounded YAML
     return str(((conf.get("flavors") or {}).get("python_function") or {}).get("loader_module") or "")
+
+
+def is_registered(uri: str, tracking_uri: str) -> bool:
+    """Whether a ``models:/`` URI names a registered version now (other URIs: True).
+
+    Raises:
+        A2maeError: The tracking server cannot be reached (one line).
+    """
+    from a2mae.tracking.client import check_tracking_uri, mlflow_uris
+
+    check_tracking_uri(tracking_uri)
+    with mlflow_uris(tracking_uri):
+        try:
+            _registry_info(uri)
+        except ModelNotFound:
+            return False
+    return True
 
 
 def resolve_model(uri: str, tracking_uri: str, workdir: Path) -> PredictModel:

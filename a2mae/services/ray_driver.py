@@ -18,6 +18,7 @@ the driver rewrites the address to the machine's external IP and hangs).
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import secrets
 import shutil
@@ -287,6 +288,10 @@ def _version() -> str:
         return ""
 
 
+#: Variables of the workers of a joined cluster: MLflow prints no run links on their stdout.
+QUIET_WORKER_ENV = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+
+
 def join(address: str, setting: str, **init_kwargs: Any) -> None:
     """``ray.init(address=...)`` after :func:`check_gcs`; a loopback address gets the loopback setting.
 
@@ -306,6 +311,9 @@ def join(address: str, setting: str, **init_kwargs: Any) -> None:
     if host and is_loopback(host):
         apply_env({"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})  # else the driver dials the external IP
     runtime_env = {"worker_process_setup_hook": SETUP_HOOK, **init_kwargs.pop("runtime_env", {})}
+    # the workers' lines reach the driver's log: no MLflow "View run" links there (the caller links runs)
+    runtime_env["env_vars"] = {**QUIET_WORKER_ENV, **runtime_env.get("env_vars", {})}
+    init_kwargs.setdefault("logging_level", logging.WARNING)  # "Connected to Ray cluster" (in colour)
     try:
         ray.init(address=address, runtime_env=runtime_env, **init_kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:

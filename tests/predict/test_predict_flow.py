@@ -89,3 +89,30 @@ def test_predict_flow_without_scenes_does_nothing(prefect_harness, tmp_path):
     from flows.predict import predict_flow
 
     assert predict_flow(PredictParams(project_dir=str(tmp_path), sources=[])) == {"skipped": True}
+
+
+def test_a_new_scene_before_any_champion_is_skipped_not_failed(prefect_harness, tmp_path, mlflow_tmp):
+    """The new-imagery trigger may fire before a model of the predict task was ever promoted."""
+    from flows.params import PredictParams
+    from flows.predict import predict_flow
+
+    scene = str(REPO / "data" / "samples" / "sentinel2_l2a_T29RKH_20200219")
+    params = PredictParams(
+        project_dir=str(tmp_path), new_scene=scene, model="models:/a2mae-segmentation@champion",
+        output=str(tmp_path / "maps"), overrides=[f"registry.tracking_uri={mlflow_tmp}"],
+    )  # fmt: skip
+    state = predict_flow(params, return_state=True)
+    assert state.is_completed() and state.result() == {"skipped": True}
+    assert not (tmp_path / "maps").exists()
+
+
+def test_a_missing_champion_is_not_registered_and_resolving_it_says_so(tmp_path, mlflow_tmp):
+    import pytest
+
+    from a2mae.predict.errors import ModelNotFound
+    from a2mae.predict.model import is_registered, resolve_model
+
+    uri = "models:/a2mae-segmentation@champion"
+    assert not is_registered(uri, mlflow_tmp)
+    with pytest.raises(ModelNotFound, match="not in the model registry"):
+        resolve_model(uri, mlflow_tmp, tmp_path)
