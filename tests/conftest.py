@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -368,11 +369,23 @@ class ServicesStack:
             dep = client.read_deployment_by_name(WATCHER_DEPLOYMENT)
             (client.resume_deployment if active else client.pause_deployment)(dep.id)
 
+    @contextlib.contextmanager
     def prefect_settings(self):
-        """``temporary_settings`` pointing Prefect clients of this process at the stack."""
+        """``temporary_settings`` pointing Prefect clients of this process at the stack.
+
+        Prefect keeps one events worker per process, bound to the API of its first event: it is drained
+        on the way in and out, so that events reach the API of the settings in force (flows run here
+        against the stack, and others against the session's temporary API).
+        """
+        from prefect.events.worker import EventsWorker
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        return temporary_settings({PREFECT_API_URL: self.api_url})
+        EventsWorker.drain_all(timeout=30)
+        with temporary_settings({PREFECT_API_URL: self.api_url}):
+            try:
+                yield
+            finally:
+                EventsWorker.drain_all(timeout=30)
 
 
 @pytest.fixture(scope="session")
