@@ -86,9 +86,16 @@ def apply_env(env: Mapping[str, str]) -> dict[str, str | None]:
     return before
 
 
-def restore_env(before: Mapping[str, str | None]) -> None:
-    """Undo :func:`apply_env`."""
+def restore_env(before: Mapping[str, str | None], applied: Mapping[str, str | None] | None = None) -> None:
+    """Undo :func:`apply_env`.
+
+    Args:
+        before: What :func:`apply_env` returned (the values it replaced; None: unset).
+        applied: The values it set: a variable changed since by someone else is left as it is now.
+    """
     for key, value in before.items():
+        if applied is not None and key in applied and os.environ.get(key) != applied[key]:
+            continue
         if value is None:
             os.environ.pop(key, None)
         else:
@@ -148,7 +155,7 @@ class LocalRay:
     def close(self) -> None:
         """Restore the environment and remove the token (after ``ray.shutdown()``)."""
         if self._before:
-            restore_env(self._before)
+            restore_env(self._before, {**self.env, "RAY_AUTH_TOKEN": None})
             self._before = {}
         shutil.rmtree(self.token_dir, ignore_errors=True)
 

@@ -76,7 +76,10 @@ def _listeners(pids: list[int]) -> set[str]:
 def two_node_cluster():
     import ray
 
-    ray.shutdown()  # a local Ray of an earlier test
+    from a2mae.services.ray_driver import _release_kept
+
+    ray.shutdown()  # a local Ray of an earlier test,
+    _release_kept()  # and its settings, before this test sets the cluster's
     tmp = tempfile.mkdtemp(prefix="a2n")  # short: Ray's socket paths must stay < 108 chars
     port = _free_port()
     token = os.path.join(tmp, "auth_token")  # token authentication, as every Ray of the project

@@ -48,3 +48,16 @@ def test_ray_client_address_gets_the_tcp_check():
         port = s.getsockname()[1]
     with pytest.raises(RayAccessError, match=rf"Ray cluster at ray://127.0.0.1:{port} is unreachable"):
         check_gcs(f"ray://127.0.0.1:{port}", "pretrain.ray_address")
+
+
+def test_closing_a_local_ray_keeps_what_was_set_since(monkeypatch, tmp_path):
+    """A kept local Ray is forgotten only when the next Ray starts: settings made meanwhile (a cluster's
+    token path, its auth mode) must survive that clean-up."""
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    local = LocalRay(dashboard=False).open()
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "cluster_token")  # the user's cluster, set since
+    local.close()
+    assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "cluster_token")
+    assert "RAY_AUTH_MODE" not in os.environ  # still the local Ray's value: undone
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
