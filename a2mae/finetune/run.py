@@ -768,6 +768,7 @@ def _log_comparison(path: Path, runs: list[FinetuneOutcome]) -> None:
         arm = f"{r.protocol}_{'pretrained' if r.pretrained else 'scratch'}"
         mlflow.log_metric(f"{arm}_{r.metric}", r.score)
 
+
 def _bar_label(arm: str) -> str:
     """Progress bar label of an arm: ``linear_probe/pretrained`` -> ``ft pretrained`` (fits 80 columns)."""
     return f"ft {arm.rsplit('/', 1)[-1]}"

@@ -336,4 +336,3 @@ def _collect(
                 if isinstance(err, A2maeError):
                     raise IngestError(str(err)) from None
                 raise err
-

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def descendants(pid: int) -> set[int]:
@@ -95,3 +96,26 @@ def run_verb(
 
 
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
+
+
+def signal_outcome(run: Any, sig: int, written: str, leftovers: list[Any]) -> str:
+    """Check how a verb sent ``sig`` at a random moment ended, and name the outcome (fault tests).
+
+    Args:
+        run: The finished process (``returncode``, ``stderr``).
+        sig: The signal sent.
+        written: Which output is in place ("old ..." or "new ...").
+        leftovers: Temporaries and locks left beside the output (must be none after a clean stop).
+    """
+    if run.returncode == 0:
+        return "finished"
+    if sig == signal.SIGKILL:
+        assert run.returncode == -signal.SIGKILL
+        return f"killed, {written}"
+    if run.returncode == -sig:  # Python's default handler: while importing a2mae, or after main() returned
+        return f"outside the CLI (importing, or exiting), {written}"
+    assert run.returncode == SIGNAL_EXIT[sig], (run.returncode, run.stderr)
+    word = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert run.stderr.strip().splitlines() == [f"a2mae: {word}; nothing written"], run.stderr
+    assert leftovers == []  # clean-up ran: no temporary, no lock
+    return f"{word} ({run.returncode}), {written}"

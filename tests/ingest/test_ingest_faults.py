@@ -19,7 +19,7 @@ import pytest
 from a2mae.config import load_params
 from a2mae.ingest.catalog import read_catalog
 from a2mae.ingest.run import ingest
-from a2mae.testing.processes import SIGNAL_EXIT, run_verb, wait_gone
+from a2mae.testing.processes import run_verb, signal_outcome, wait_gone
 from a2mae.testing.rasters import write_scene
 
 
@@ -95,19 +95,7 @@ def _kill_and_recover(tmp_path: Path, sig: int, delay: float) -> str:
     ids = {r.scene_id for r in read_catalog(cat)}  # always a readable catalog
     assert cat.read_bytes() == before or len(ids) == 18  # the previous one, or the complete new one
     written = "new catalog" if cat.read_bytes() != before else "old catalog"
-    if run.returncode == 0:
-        outcome = "finished"
-    elif sig == signal.SIGKILL:
-        assert run.returncode == -signal.SIGKILL
-        outcome = f"killed, {written}"
-    elif run.returncode == -sig:  # Python's default handler: while importing a2mae, or after main() returned
-        outcome = f"outside the CLI (importing, or exiting), {written}"
-    else:
-        assert run.returncode == SIGNAL_EXIT[sig], (run.returncode, run.stderr)
-        word = "interrupted" if sig == signal.SIGINT else "terminated"
-        assert run.stderr.strip().splitlines() == [f"a2mae: {word}; nothing written"], run.stderr
-        assert leftovers(cat) == []  # clean-up ran: no temporary, no lock
-        outcome = f"{word} ({run.returncode}), {written}"
+    outcome = signal_outcome(run, sig, written, leftovers(cat))
     again = run_verb(args)
     assert again.returncode == 0, again.stderr
     assert len(read_catalog(cat)) == 18

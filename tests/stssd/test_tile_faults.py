@@ -28,7 +28,7 @@ from a2mae.stssd import grouping
 from a2mae.stssd.grouping import estimate_plan, plan_sets
 from a2mae.stssd.run import build_tasks, on_chip_grid, tile
 from a2mae.stssd.snapshot import verify_snapshot
-from a2mae.testing.processes import SIGNAL_EXIT, run_verb, wait_gone
+from a2mae.testing.processes import run_verb, signal_outcome, wait_gone
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -113,19 +113,7 @@ def _kill_and_recover(synthetic_scenes, snapshots, tmp_path: Path, sig: int, del
     assert now in (old_tree, new_tree)  # the previous snapshot, or the complete new one
     verify_snapshot(out)
     written = "new snapshot" if now == new_tree else "old snapshot"
-    if run.returncode == 0:
-        outcome = "finished"
-    elif sig == signal.SIGKILL:
-        assert run.returncode == -signal.SIGKILL
-        outcome = f"killed, {written}"
-    elif run.returncode == -sig:  # Python's default handler: while importing a2mae, or after main() returned
-        outcome = f"outside the CLI (importing, or exiting), {written}"
-    else:
-        assert run.returncode == SIGNAL_EXIT[sig], (run.returncode, run.stderr)
-        word = "interrupted" if sig == signal.SIGINT else "terminated"
-        assert run.stderr.strip().splitlines() == [f"a2mae: {word}; nothing written"], run.stderr
-        assert leftovers(out) == []  # the temporary folder and the lock are gone
-        outcome = f"{word} ({run.returncode}), {written}"
+    outcome = signal_outcome(run, sig, written, leftovers(out))
     again = run_verb([*args, "--set", "tile.workers=2", "--set", "tile.shard_max_mb=1"])
     assert again.returncode == 0, again.stderr
     assert wait_gone(again.workers) == set()
