@@ -283,8 +283,10 @@ class FinetuneConfig(_Section):
     label_mode: Literal["auto", "single", "multi"]
     sensor: str = Field(description="Sensor id of the chips when the GeoTIFFs do not say.")
     bands: list[str] | None = Field(description="Band ids in file order; None: GeoTIFF band descriptions.")
-    normalization: Literal["dataset", "encoder"] = Field(
-        description="Per-band mean/std of the train split, or the encoder's pre-training statistics."
+    normalization: Literal["auto", "dataset", "encoder"] = Field(
+        description="auto: a pre-trained encoder's pre-training statistics, a scratch encoder's the train "
+        "split's; dataset: per-band mean/std of the train split; encoder: the pre-training statistics "
+        "(an error when the encoder has none for the chips' bands)."
     )
     max_steps: int | None = Field(ge=1, description="Cap on optimizer steps (None: epochs only).")
     weight_decay: float = Field(ge=0)

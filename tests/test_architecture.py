@@ -12,8 +12,8 @@ The layers, from the top (a module may import its own layer and the layers below
  6    ``a2mae.stssd``
  7    ``a2mae.collect`` (gathers scenes from a STAC API into the catalog ingest writes)
  8    ``a2mae.ingest``
- 9    shared services of the stages: ``tracking``, ``checkpoint``, ``executor``, ``services``, ``dvc``,
-      ``samples``
+ 9    shared services of the stages: ``tracking``, ``checkpoint``, ``normstats``, ``executor``,
+      ``services``, ``dvc``, ``samples``
  10   ``a2mae.models`` (pure torch + timm)
  11   base: ``a2mae.types``, ``a2mae.sensors``, ``a2mae.io``, ``a2mae.config``, ``a2mae.errors``,
       ``a2mae.console`` (what commands print, progress bars), ``a2mae.logs`` (library logs to a file)
@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "a2mae.tracking",
         "a2mae.checkpoint",
+        "a2mae.normstats",
         "a2mae.executor",
         "a2mae.services",
         "a2mae.dvc",
