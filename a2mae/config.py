@@ -349,6 +349,26 @@ class PredictConfig(_Section):
         return self
 
 
+class EvidenceConfig(_Section):
+    """`make evidence`: what the evidence run pre-trains on, with which budget, and what it measures."""
+
+    corpus: list[str] = Field(min_length=1, description="Folders of real scenes pre-trained on (ingested).")
+    sets: dict[str, str] = Field(
+        min_length=1, description="Real labelled sets benchmarked: name -> folder (layout detected)."
+    )
+    pretrain_steps: int = Field(ge=1, description="Pre-training steps of A²-MAE and of the plain MAE.")
+    seeds: int = Field(ge=1, description="Seeds of every probe.")
+    quick_steps: int = Field(ge=1, description="QUICK=1: pre-training steps.")
+    quick_seeds: int = Field(ge=1, description="QUICK=1: seeds.")
+    quick_sets: list[str] = Field(min_length=1, description="QUICK=1: the sets benchmarked (names of sets).")
+    baselines: list[str] = Field(description="Arms beside the encoder: scratch, rcf, mae.")
+    protocols: list[str] = Field(
+        min_length=1, description="Probes: knn, linear (finetune where time allows)."
+    )
+    report: str = Field(min_length=1, description="The markdown file the full run writes (QUICK: in --out).")
+    figure: str = Field(min_length=1, description="The figure the full run writes beside the report.")
+
+
 class RegistryConfig(_Section):
     """MLflow tracking and model registry."""
 
@@ -412,6 +432,7 @@ class Params(_Section):
     finetune: FinetuneConfig
     evaluate: EvaluateConfig
     predict: PredictConfig
+    evidence: EvidenceConfig
     registry: RegistryConfig
     infra: InfraConfig
 

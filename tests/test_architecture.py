@@ -4,7 +4,7 @@ The layers, from the top (a module may import its own layer and the layers below
 
 ====  ===============================================================================================
  0    entry points: ``flows``, ``a2mae.cli``, ``a2mae.__main__``, ``a2mae.testing`` (test support)
- 1    ``a2mae.predict``
+ 1    ``a2mae.predict``, ``a2mae.evidence`` (the report of ``make evidence``)
  2    ``a2mae.evaluate``
  3    ``a2mae.finetune``
  4    ``a2mae.pretrain``
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 LAYERS: list[tuple[str, ...]] = [
     ("flows", "a2mae.cli", "a2mae.__main__", "a2mae.testing"),
-    ("a2mae.predict",),
+    ("a2mae.predict", "a2mae.evidence"),
     ("a2mae.evaluate",),
     ("a2mae.finetune",),
     ("a2mae.pretrain",),

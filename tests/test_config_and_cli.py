@@ -32,6 +32,7 @@ def test_params_yaml_is_complete_and_valid():
         "finetune",
         "evaluate",
         "predict",
+        "evidence",
         "registry",
         "infra",
     }
