@@ -134,6 +134,26 @@ def benchmark_all(out: Path, params: Any, b: Budget, encoder: str, snapshot: Pat
     return results
 
 
+def require_harness() -> None:
+    """Fail before any work when ``a2mae benchmark`` (issue 19's harness) is not in this checkout.
+
+    Raises:
+        A2maeError: The harness is missing (one line).
+    """
+    import importlib.util
+
+    from a2mae.errors import A2maeError
+
+    if (
+        importlib.util.find_spec("a2mae.benchmark") is None
+        or importlib.util.find_spec("a2mae.benchmark.run") is None
+    ):
+        raise A2maeError(
+            "a2mae benchmark (a2mae/benchmark/run.py) is not in this checkout; make evidence needs it: "
+            "update the repository"
+        )
+
+
 def cpu_seconds() -> float:
     """CPU time of this process and its waited-for children (user + system)."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -157,6 +177,7 @@ def run_evidence(out: Path, quick: bool, params_file: str | None, sets: list[str
 
     params = load_params(params_file, sets)
     b = budget_of(params, quick, sets, params_file)
+    require_harness()
     t0, c0 = time.perf_counter(), cpu_seconds()
     pipe = pretrain_through_pipeline(out, params, b)
     pre = pipe["pretrain"]
