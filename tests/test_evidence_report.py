@@ -47,7 +47,7 @@ def test_verdicts_follow_the_paired_interval():
 
 
 def test_goal_needs_knn_and_linear_wins_over_random_init_on_two_sets():
-    win = [_diff("scratch", "knn", 0.1, 0.05, 0.15), _diff("scratch", "linear", 0.1, 0.01, 0.2)]
+    win = [_diff("scratch", "knn20", 0.1, 0.05, 0.15), _diff("scratch", "linear", 0.1, 0.01, 0.2)]
     half = [_diff("scratch", "knn", 0.1, 0.05, 0.15), _diff("scratch", "linear", 0.1, -0.01, 0.2)]
     one = {"a": _result("segmentation", [], win), "b": _result("segmentation", [], half)}
     assert "**not met** (sets where it does: a)" in goal_line(one)
