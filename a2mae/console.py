@@ -61,7 +61,6 @@ class Bar:
 def _rate(task: Any) -> float | None:
     """Units per second: rich's estimate while running, the average once finished."""
     speed: float | None = task.finished_speed or task.speed
-
     if speed is None and task.elapsed and task.completed:
         speed = task.completed / task.elapsed
     return speed

@@ -122,7 +122,6 @@ class DvcWorkspace:
                 if Path(out.get("path", "")) == want:
                     found: str | None = out.get("md5") or out.get("etag") or out.get("checksum")
                     return found
-
         return None
 
     def status_clean(self) -> bool:

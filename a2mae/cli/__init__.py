@@ -72,7 +72,6 @@ def _on_unraisable(
 def _usage_errors() -> tuple[type[Exception], ...]:
     """``ClickException`` of click and of the copy of click that typer bundles (usage errors)."""
     found: list[type[Exception]] = []
-
     for name in ("typer._click.exceptions", "click.exceptions"):
         try:
             found.append(importlib.import_module(name).ClickException)

@@ -40,7 +40,6 @@ OnlyOpt = Annotated[
 def _stack(
     params: Path | None, set_: list[str] | None, project_dir: Path, serve_model: str | None = None
 ) -> Stack:
-
     from a2mae.services.stack import Stack
 
     p = resolve_params(params, set_)

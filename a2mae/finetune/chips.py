@@ -180,7 +180,6 @@ def read_mask(path: str | Path) -> np.ndarray:
                 raise DatasetError(f"{path}: a mask must have 1 band, found {src.count}")
             mask: np.ndarray = src.read(1).astype(np.int64)
             return mask
-
     except RasterioIOError as err:
         raise DatasetError(f"{path}: cannot read the mask ({str(err).splitlines()[0]})") from None
 

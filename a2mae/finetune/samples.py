@@ -243,7 +243,6 @@ def prepare_scl_segmentation(
     rows, cols = shape[0] // chip, shape[1] // chip
     cloudy: list[tuple[int, int]] = []
     clear: list[tuple[int, int]] = []
-
     for i in range(rows):
         for j in range(cols):
             m = mask[i * chip : (i + 1) * chip, j * chip : (j + 1) * chip]

@@ -192,7 +192,6 @@ def _decimated(
         with open_raster(info.uri, settings) as ds:
             values: np.ndarray = ds.read(band, out_shape=shape)
             return values
-
     except rasterio.errors.RasterioIOError as err:
         raise IngestError(f"{info.uri}: {_read_error(err)}") from None
 

@@ -169,7 +169,6 @@ def datetime_from_names(names: Iterable[str]) -> datetime | None:
                 hour, minute, second = (int(c or 0) for c in clock)
                 try:
                     return datetime(int(year), int(month), int(day), hour, minute, second, tzinfo=UTC)
-
                 except ValueError:
                     continue
     return None

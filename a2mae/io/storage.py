@@ -364,7 +364,6 @@ def read_bytes(uri: str, settings: S3Settings | None = None, max_bytes: int | No
     try:
         with fs.open(uri[len("s3://") :], "rb") as f:
             data: bytes = f.read() if max_bytes is None else f.read(max_bytes + 1)
-
     except Exception as err:
         raise s3_error(err, uri, settings) from None
     if max_bytes is not None and len(data) > max_bytes:
