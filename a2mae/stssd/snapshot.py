@@ -409,7 +409,7 @@ def join_uri(root: str, name: str) -> str:
     return root.rstrip("/") + "/" + name
 
 
-def read_info(root: str | Path, fs: S3FileSystem | None = None) -> dict[str, Any]:
+def read_info(root: str | os.PathLike[str], fs: S3FileSystem | None = None) -> dict[str, Any]:
     """Read and check ``snapshot.json``.
 
     Raises:
@@ -535,7 +535,7 @@ def _valid_lists(files: Any, shards: Any) -> bool:
 
 
 def verify_snapshot(
-    root: str | Path, fs: S3FileSystem | None = None, doc: dict[str, Any] | None = None
+    root: str | os.PathLike[str], fs: S3FileSystem | None = None, doc: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Check a snapshot against its own ``snapshot.json``: ids, sizes and sha256 of every file.
 
