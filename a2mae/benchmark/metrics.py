@@ -165,8 +165,8 @@ def ap_scorer(y: NDArray[np.bool_], s: FloatArray) -> Scorer:
     last = np.ones(m, dtype=np.bool_)  # last sample of each tie group, in rank order
     np.not_equal(s_sorted[1:], s_sorted[:-1], out=last[:-1])
     ends = np.flatnonzero(last)
-    group = np.cumsum(last) - last  # tie group of each ranked sample
-    hit = np.unique(group[pos > 0])  # only groups holding a positive add to AP
+    group: IntArray = np.cumsum(last, dtype=np.int64) - last  # tie group of each ranked sample
+    hit: IntArray = np.unique(group[pos > 0])  # only groups holding a positive add to AP
     at = ends[hit]  # cumulative sums are read at the end of those groups ...
     before = np.where(hit > 0, ends[np.maximum(hit - 1, 0)], -1)  # ... and of the group before them
     has_before = before >= 0
@@ -390,7 +390,8 @@ def _class_freq(y_true: NDArray[Any], n_classes: int | None) -> FloatArray:
         return np.zeros(0, dtype=np.float64)
     counts = np.bincount(t).astype(np.float64)
     counts = counts[counts > 0]
-    return counts / counts.sum()
+    freq: FloatArray = counts / counts.sum()
+    return freq
 
 
 def _chance_multilabel(metric: str, y_true: NDArray[Any]) -> float:
