@@ -101,7 +101,7 @@ def _components(n: int, pairs: Sequence[tuple[IntArray, IntArray]]) -> IntArray:
 
 
 def _overlap_pairs(b: NDArray[np.float64], chunk: int = 1 << 20) -> list[tuple[IntArray, IntArray]]:
-    """Pairs ``(i, j)`` of footprints ``(M, 4)`` with a positive-area intersection (sort and sweep on x).
+    """Pairs ``(i, j)`` of footprints ``(M, 4)``, all of positive area, whose intersection has area.
 
     Footprints sorted by left edge: chip ``i`` can only meet the chips after it whose left edge is left
     of its right edge, found by one ``searchsorted``; those candidates are then tested on y. Candidates
@@ -124,7 +124,8 @@ def _overlap_pairs(b: NDArray[np.float64], chunk: int = 1 << 20) -> list[tuple[I
             np.cumsum(count[start:stop]) - count[start:stop], count[start:stop]
         )
         cols = rows + 1 + offsets
-        hit = (s[rows, 0] < s[cols, 2]) & (s[cols, 1] < s[rows, 3]) & (s[rows, 1] < s[cols, 3])
+        # x: left[col] < right[row] by the sweep, left[row] <= left[col] < right[col] as footprints have area
+        hit = (s[cols, 1] < s[rows, 3]) & (s[rows, 1] < s[cols, 3])
         out.append((order[rows[hit]], order[cols[hit]]))
         start = stop
     return out
@@ -152,9 +153,10 @@ def overlap_groups(bounds: NDArray[Any], crs_key: NDArray[Any] | None = None) ->
         )
     n = b.shape[0]
     key = _key_index(crs_key, n)
+    solid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])  # a footprint of zero area shares no pixel
     pairs: list[tuple[IntArray, IntArray]] = []
     for k in np.unique(key):
-        members = np.flatnonzero(key == k)
+        members = np.flatnonzero((key == k) & solid)
         pairs.extend((members[u], members[v]) for u, v in _overlap_pairs(b[members]))
     return _components(n, pairs)
 

@@ -32,7 +32,8 @@ def _rectangles(seed, n, extent=1000, max_size=150):
 
 
 def _shares_pixels(a, b):
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+    """The intersection has positive width and height."""
+    return max(a[0], b[0]) < min(a[2], b[2]) and max(a[1], b[1]) < min(a[3], b[3])
 
 
 def _brute_components(n, linked):
@@ -109,6 +110,8 @@ def test_touching_chips_are_not_grouped_and_crs_keys_separate():
     assert overlap_groups(grid[:3]).tolist() == [0, 1, 2]  # edges touch, no pixel shared
     assert overlap_groups(grid).tolist() == [0, 0, 0, 0]  # the fourth overlaps all three
     assert overlap_groups(grid, crs_key=np.array(["a", "a", "a", "b"])).tolist() == [0, 1, 2, 3]
+    lines = np.array([[0, 0, 0, 10], [0, 0, 10, 10], [3, 0, 3, 10]], dtype=float)  # zero-width footprints
+    assert overlap_groups(lines).tolist() == [0, 1, 2]
 
 
 def test_thousands_of_overlapping_chips_form_the_expected_strips():

@@ -60,6 +60,17 @@ def test_the_percentile_interval_of_an_unbiased_score_contains_it_unwidened():
         assert iv.low < iv.value < iv.high
 
 
+def test_an_interval_that_misses_a_biased_score_is_widened_to_contain_it():
+    """Macro-F1 over 10 singleton classes: a replicate holds all ten with probability 0.63^10 = 1 %, so the
+    full-set value lies above the 97.5 % quantile of the replicates; the reported interval still has it."""
+    t = np.array([0] * 200 + list(range(1, 11)))
+    q = np.array([0] * 100 + [11] * 100 + list(range(1, 11)))
+    f1 = metrics_for("single-label", 12)["macro_f1"]
+    iv = bootstrap_interval(f1, Predictions(t, q), n_boot=400, seed=0)
+    assert iv.value == pytest.approx((2 / 3 + 10) / 12)
+    assert iv.high == iv.value and iv.low < iv.value
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_intervals_shrink_with_n(seed):
     small = bootstrap_interval(ACC, _binary_arm(seed, 100), n_boot=300, seed=seed)
