@@ -154,6 +154,10 @@ def test_folds_keep_groups_whole_and_follow_the_fractions():
     assert share == pytest.approx([0.6, 0.2, 0.2], abs=0.01)
     assert (assign_folds(groups, seed=3) == folds).all()
     assert (assign_folds(groups, seed=4) != folds).any()
+    # uneven groups: placing the large ones first lets the small ones even out the shares
+    groups = np.concatenate([np.zeros(400), np.ones(200), np.full(200, 2), np.arange(3, 203)])
+    share = np.bincount(assign_folds(groups, seed=0), minlength=3) / groups.size
+    assert share == pytest.approx([0.6, 0.2, 0.2], abs=0.02)
 
 
 def test_labels_are_balanced_across_folds_where_groups_allow():
