@@ -146,8 +146,11 @@ def ap_scorer(y: NDArray[np.bool_], s: FloatArray) -> Scorer:
     """Average precision of the positives ``y`` ranked by ``s``, under sample weights.
 
     ``AP = sum_n (R_n - R_{n-1}) P_n`` over the distinct score thresholds (ties form one step), as
-    scikit-learn's ``average_precision_score``. The ranking is computed once; a weighted score is one
-    gather of the weights into rank order and two cumulative sums, read at the end of each tie group.
+    scikit-learn's ``average_precision_score``; only thresholds that hold a positive add to the sum.
+    The ranking is computed once: each sample gets the index of the first such threshold at or below
+    its score (its *bucket*), so the weighted count ranked above each positive threshold is a
+    ``bincount`` of the weights by bucket and a cumulative sum over the ``P`` positive thresholds; no
+    sort or gather per replicate.
 
     Args:
         y: ``(M,)`` True for the positive samples.
@@ -157,32 +160,29 @@ def ap_scorer(y: NDArray[np.bool_], s: FloatArray) -> Scorer:
         A scorer ``(M,) weights -> AP``; ``nan`` where the weighted set has no positive.
     """
     m = y.shape[0]
-    if m == 0:
-        return lambda w: float("nan")
     order = np.argsort(-s, kind="stable")
     s_sorted = s[order]
-    pos = y[order].astype(np.float64)
-    last = np.ones(m, dtype=np.bool_)  # last sample of each tie group, in rank order
-    np.not_equal(s_sorted[1:], s_sorted[:-1], out=last[:-1])
-    ends = np.flatnonzero(last)
-    group: IntArray = np.cumsum(last, dtype=np.int64) - last  # tie group of each ranked sample
-    hit: IntArray = np.unique(group[pos > 0])  # only groups holding a positive add to AP
-    at = ends[hit]  # cumulative sums are read at the end of those groups ...
-    before = np.where(hit > 0, ends[np.maximum(hit - 1, 0)], -1)  # ... and of the group before them
-    has_before = before >= 0
-    before = np.maximum(before, 0)
+    new_group = np.ones(m, dtype=np.bool_)  # first sample of each tie group, in rank order
+    np.not_equal(s_sorted[1:], s_sorted[:-1], out=new_group[1:])
+    group = np.empty(m, dtype=np.int64)  # tie group of each sample (0 = highest scores)
+    group[order] = np.cumsum(new_group) - 1
+    positives: IntArray = np.flatnonzero(y)
+    hit: IntArray = np.unique(group[positives])  # (P,) tie groups that hold a positive, ascending
+    n_hit = hit.size
+    bucket = np.searchsorted(hit, group, side="left")  # (M,) P for samples below the last positive
+    pos_bucket = bucket[positives]
 
     def score(w: FloatArray | None) -> float:
-        ws = np.ones(m) if w is None else w[order]
-        ctp = np.cumsum(np.multiply(ws, pos))
+        if n_hit == 0:
+            return float("nan")
+        tp = np.bincount(pos_bucket, weights=None if w is None else w[positives], minlength=n_hit)
+        ctp = np.cumsum(tp)
         n_pos = float(ctp[-1])
         if n_pos <= 0:
             return float("nan")
-        ctot = np.cumsum(ws)[at]
-        tp_at = ctp[at]
-        step = tp_at - np.where(has_before, ctp[before], 0.0)  # positives in the group: recall step * n_pos
-        precision = np.divide(tp_at, ctot, out=np.zeros_like(tp_at), where=ctot > 0)
-        return float(np.multiply(step, precision).sum()) / n_pos
+        ctot = np.cumsum(np.bincount(bucket, weights=w, minlength=n_hit + 1)[:n_hit])
+        precision = np.divide(ctp, ctot, out=np.zeros_like(ctp, dtype=np.float64), where=ctot > 0)
+        return float(np.multiply(tp, precision).sum()) / n_pos
 
     return score
 
