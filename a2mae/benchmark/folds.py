@@ -324,6 +324,12 @@ def _fill_empty(
             movable = np.flatnonzero((fold == d) & (pinned < 0))
             fold[movable[int(np.argmin(sizes[movable]))]] = f
             continue
+        if f not in free_to:
+            allowed = " and ".join(FOLD_NAMES[k] for k in sorted(set(free_to)))
+            raise FoldError(
+                f"the {FOLD_NAMES[f]} fold would be empty: no sample is fixed to it and the free ones may "
+                f"only go to {allowed}; check the dataset's split files"
+            )
         raise FoldError(
             f"the {FOLD_NAMES[f]} fold would be empty: {fold.size} group(s) of chips sharing pixels or a "
             "spatial block cannot fill train, val and test; add labelled data or use a smaller block size"

@@ -206,6 +206,8 @@ def test_fold_errors_are_one_line():
         assert isinstance(err.value, ValueError) and isinstance(err.value, A2maeError)
     with pytest.raises(FoldError, match=r"the (val|test) fold would be empty: 2 group"):
         assign_folds(np.array([0, 0, 1]))
+    with pytest.raises(FoldError, match="test fold would be empty: no sample is fixed to it"):
+        assign_folds(np.arange(10), free_to=(0, 1))
 
 
 def test_three_groups_fill_three_folds():
