@@ -450,12 +450,15 @@ class Plan:
         return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-def plan_sets(records: Sequence[SceneRecord], cfg: TileConfig) -> Plan:
+def plan_sets(
+    records: Sequence[SceneRecord], cfg: TileConfig, on_points: Callable[[int, int], None] | None = None
+) -> Plan:
     """Plan the co-located sets of a catalog.
 
     Args:
         records: Catalog scenes (any order).
         cfg: Tile parameters.
+        on_points: Called as ``(points composed, points in all)`` while sets are composed (progress).
 
     Returns:
         The plan: sets with their chip windows and splits.
@@ -475,7 +478,9 @@ def plan_sets(records: Sequence[SceneRecord], cfg: TileConfig) -> Plan:
     sp = cfg.split
     sets: list[PlannedSet] = []
     compositions: dict[tuple[int, ...], list[tuple[str, list[tuple[str, int]]]]] = {}
-    for p in sorted(covering, key=_block_major):
+    for n, p in enumerate(sorted(covering, key=_block_major)):
+        if on_points is not None and n % 1024 == 0:
+            on_points(n, len(covering))
         key = tuple(covering[p])
         if key not in compositions:  # points covered by the same scenes compose the same sets
             compositions[key] = compose_sets(key, recs, cfg)
@@ -496,6 +501,8 @@ def plan_sets(records: Sequence[SceneRecord], cfg: TileConfig) -> Plan:
             set_id = f"{p.label}-{_KIND_TAG[kind]}{counters[kind]}"
             counters[kind] += 1
             sets.append(PlannedSet(set_id, kind, p, centre[2], centre[3], images, split))
+    if on_points is not None:
+        on_points(len(covering), len(covering))
     return Plan(recs, sets)
 
 

@@ -65,6 +65,10 @@ EXECUTION_KEYS = (
 )
 
 
+#: Plans of more scene x grid-point pairs than this get a progress bar of their own (seconds of work).
+PLAN_BAR_PAIRS = 20_000
+
+
 class TilingError(A2maeError):
     """The catalog or the output folder is unusable; the message names it and says what to do."""
 
@@ -560,7 +564,7 @@ def _tile_records(
 
         from a2mae.io.storage import S3Settings  # imported only when there is work to do
 
-        plan = _plan(records, registry, cfg, catalog)
+        plan = _plan(records, registry, cfg, catalog, progress=progress)
         tasks, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
         in_workers = _prepare_workers(cfg, len(tasks))
         snapshot_id, counts = _build_snapshot(
@@ -587,9 +591,14 @@ def _damage(out: Path, existing: dict[str, Any]) -> str | None:
 
 
 def _plan(
-    records: Sequence[SceneRecord], registry: SensorRegistry, cfg: TileConfig, catalog: str | os.PathLike[str]
+    records: Sequence[SceneRecord],
+    registry: SensorRegistry,
+    cfg: TileConfig,
+    catalog: str | os.PathLike[str],
+    *,
+    progress: bool = False,
 ) -> Plan:
-    """Plan the image sets from the catalog's metadata, on each scene's chip grid.
+    """Plan the image sets from the catalog's metadata, on each scene's chip grid (with a progress bar).
 
     Raises:
         TilingError: No set fits (every scene too small for a chip or off the grid), a scene has
@@ -604,7 +613,8 @@ def _plan(
             f"pairs at tile.grid_m={cfg.grid_m:g}), above tile.max_plan_mb={cfg.max_plan_mb}; raise "
             "tile.grid_m, tile a subset of the catalog (by region), or raise tile.max_plan_mb"
         )
-    plan = plan_sets(on_grid, cfg)
+    with progress_bar("plan", None, "grid points", enabled=progress and pairs > PLAN_BAR_PAIRS) as bar:
+        plan = plan_sets(on_grid, cfg, lambda done, total: bar.update(done, total=total))
     if not plan.sets:
         if any(min(r.width, r.height) >= cfg.chip_size for r in on_grid):
             raise TilingError(
