@@ -195,7 +195,7 @@ class Output:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
     final_lines: bool = False
-    line_every_s: float = PROGRESS_LINE_S
+    line_every_s: float = field(default_factory=lambda: PROGRESS_LINE_S)
     _live: Any = field(default=None, init=False, repr=False)
     _open: int = field(default=0, init=False, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)

@@ -52,6 +52,7 @@ from a2mae.sensors.registry import Product, Sensor, SensorRegistry
 SIDECAR_MAX_BYTES = 5 << 20
 NODATA_READ_SIDE = 256  # decimated read for the all-nodata check, pixels per side
 QA_READ_SIDE = 512  # decimated read of the QA layer for the cloud fraction
+FULL_RES_BLOCKS = 6  # blocks per side read at full resolution for the all-nodata check
 MIN_PIXEL_M = 1e-3  # a smaller pixel is a geotransform in the wrong units (1 mm: below any imagery)
 
 
@@ -407,7 +408,35 @@ def _refuse_all_nodata(
             f"{spec.source}: all-nodata scene (band {ref_band.band} holds only {what}); "
             "remove it from the inputs or use --skip-bad"
         )
+    full = _full_resolution_blocks(ref_header.info, ref_band.index, settings)
+    if is_all_nodata(full, nodata):  # the decimated read came from overviews: tile reads full resolution
+        raise IngestError(
+            f"{ref_header.info.uri}: its full-resolution pixels hold only nodata, only its overviews hold data "
+            "(an overviews-only file); re-export it with its pixels (gdal_translate) or use --skip-bad"
+        )
     return values
+
+
+def _full_resolution_blocks(info: FileInfo, band: int, settings: S3Settings | None) -> np.ndarray:
+    """Up to :data:`FULL_RES_BLOCKS` x :data:`FULL_RES_BLOCKS` full-resolution blocks spread over a band.
+
+    The decimated read of :func:`_decimated` may come from overviews; these blocks are what tile reads.
+
+    Returns:
+        Their pixels, flattened.
+    """
+    import rasterio
+
+    try:
+        with open_raster(info.uri, settings) as ds:
+            rows, cols = ds.block_shapes[band - 1]
+            ny, nx = -(-ds.height // rows), -(-ds.width // cols)
+            picks_y = sorted({round(i * (ny - 1) / max(1, FULL_RES_BLOCKS - 1)) for i in range(FULL_RES_BLOCKS)})
+            picks_x = sorted({round(i * (nx - 1) / max(1, FULL_RES_BLOCKS - 1)) for i in range(FULL_RES_BLOCKS)})
+            parts = [ds.read(band, window=ds.block_window(band, i, j)).ravel() for i in picks_y for j in picks_x]
+    except rasterio.errors.RasterioIOError as err:
+        raise IngestError(_read_error(err, info, settings)) from None
+    return np.concatenate(parts)
 
 
 def _cloud_fraction(

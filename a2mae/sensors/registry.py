@@ -254,8 +254,9 @@ def _parse_sensors(data: Any, source: str) -> list[Sensor]:
             sensors.append(Sensor(id=str(sensor_id), **body))
         except ValidationError as err:
             first = err.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"])
-            raise SensorRegistryError(f"{source}: sensors.{sensor_id}.{loc}: {first['msg']}") from None
+            loc = "".join(f".{p}" for p in first["loc"])
+            msg = str(first["msg"]).removeprefix("Value error, ")  # a check of the whole sensor
+            raise SensorRegistryError(f"{source}: sensors.{sensor_id}{loc}: {msg}") from None
     return sensors
 
 
