@@ -54,14 +54,16 @@ def safe_line(text: str, env: dict[str, str] | None = None) -> str:
         value = env.get(name, "")
         if len(value) >= 4:
             out = out.replace(value, "***")
-    out = "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in out)
+    out = "".join(
+        c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in out
+    )
     return _LONG_RUN.sub(_shorten, out)
 
 
 #: Words (paths, URIs) longer than this are shortened in printed lines (see :func:`safe_line`).
 LONG_WORD = 240
 _KEEP = 100
-_LONG_RUN = re.compile(r"[^ ]{%d,}" % (LONG_WORD + 1))
+_LONG_RUN = re.compile(r"[^ ]{" + str(LONG_WORD + 1) + ",}")
 
 
 def _shorten(m: re.Match[str]) -> str:

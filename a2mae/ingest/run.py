@@ -58,7 +58,9 @@ class IngestReport:
     catalog: Path
     added: list[SceneRecord] = field(default_factory=list)
     skipped: list[SceneRecord] = field(default_factory=list)  # already in the catalog
-    replaced: list[tuple[SceneRecord, SceneRecord]] = field(default_factory=list)  # (old, new): files replaced
+    replaced: list[tuple[SceneRecord, SceneRecord]] = field(
+        default_factory=list
+    )  # (old, new): files replaced
     failed: list[Failure] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # auxiliary files next to per-band scenes
     warnings: list[str] = field(default_factory=list)  # scenes added with a doubt (e.g. two dates)

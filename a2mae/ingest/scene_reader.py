@@ -411,8 +411,8 @@ def _refuse_all_nodata(
     full = _full_resolution_blocks(ref_header.info, ref_band.index, settings)
     if is_all_nodata(full, nodata):  # the decimated read came from overviews: tile reads full resolution
         raise IngestError(
-            f"{ref_header.info.uri}: its full-resolution pixels hold only nodata, only its overviews hold data "
-            "(an overviews-only file); re-export it with its pixels (gdal_translate) or use --skip-bad"
+            f"{ref_header.info.uri}: its full-resolution pixels hold only nodata, only its overviews hold "
+            "data (an overviews-only file); re-export it with its pixels (gdal_translate) or use --skip-bad"
         )
     return values
 
@@ -431,9 +431,15 @@ def _full_resolution_blocks(info: FileInfo, band: int, settings: S3Settings | No
         with open_raster(info.uri, settings) as ds:
             rows, cols = ds.block_shapes[band - 1]
             ny, nx = -(-ds.height // rows), -(-ds.width // cols)
-            picks_y = sorted({round(i * (ny - 1) / max(1, FULL_RES_BLOCKS - 1)) for i in range(FULL_RES_BLOCKS)})
-            picks_x = sorted({round(i * (nx - 1) / max(1, FULL_RES_BLOCKS - 1)) for i in range(FULL_RES_BLOCKS)})
-            parts = [ds.read(band, window=ds.block_window(band, i, j)).ravel() for i in picks_y for j in picks_x]
+            picks_y = sorted(
+                {round(i * (ny - 1) / max(1, FULL_RES_BLOCKS - 1)) for i in range(FULL_RES_BLOCKS)}
+            )
+            picks_x = sorted(
+                {round(i * (nx - 1) / max(1, FULL_RES_BLOCKS - 1)) for i in range(FULL_RES_BLOCKS)}
+            )
+            parts = [
+                ds.read(band, window=ds.block_window(band, i, j)).ravel() for i in picks_y for j in picks_x
+            ]
     except rasterio.errors.RasterioIOError as err:
         raise IngestError(_read_error(err, info, settings)) from None
     return np.concatenate(parts)
@@ -590,8 +596,8 @@ def _band_file(band: str, header: _Header, index: int, product: Product) -> Band
     gsd_m = pixel_size_m(header.crs, header.transform, header.width, header.height)
     if not gsd_m >= MIN_PIXEL_M:  # NaN too
         raise IngestError(
-            f"{header.info.uri}: pixel size {gsd_m:.3g} m is below {MIN_PIXEL_M * 1000:g} mm: its geotransform "
-            "is probably in the wrong units; fix its georeferencing (gdalinfo shows it)"
+            f"{header.info.uri}: pixel size {gsd_m:.3g} m is below {MIN_PIXEL_M * 1000:g} mm: its "
+            "geotransform is probably in the wrong units; fix its georeferencing (gdalinfo shows it)"
         )
     if np.dtype(header.dtype).kind == "f":
         nodata = header.nodata if header.nodata is not None and math.isfinite(header.nodata) else None

@@ -85,7 +85,11 @@ def _scene_change(rec: SceneRecord, settings: S3Settings | None, full: bool) -> 
 
 
 def changed_scenes(
-    records: Sequence[SceneRecord], settings: S3Settings | None = None, *, full: bool = False, workers: int = 8
+    records: Sequence[SceneRecord],
+    settings: S3Settings | None = None,
+    *,
+    full: bool = False,
+    workers: int = 8,
 ) -> list[tuple[SceneRecord, str]]:
     """The scenes a file of which changed since ingest, each with ``<file> changed ... (<how>)``, in order.
 

@@ -357,7 +357,11 @@ def _list_local(text: str, bad: list[BadEntry] | None) -> list[FileInfo]:
             raise StorageOSError.of(err, text)
         if bad is None:
             raise StorageOSError.of(err)
-        bad.append(BadEntry(str(err.filename), f"cannot list the folder: {_os_reason(err)}", os_error=True, folder=True))
+        bad.append(
+            BadEntry(
+                str(err.filename), f"cannot list the folder: {_os_reason(err)}", os_error=True, folder=True
+            )
+        )
 
     out = []
     for root, dirs, files in os.walk(path, onerror=refused):

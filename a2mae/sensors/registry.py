@@ -128,7 +128,9 @@ class Sensor(_Strict):
                 if name not in self.bands:
                     raise ValueError(f"token group {group!r} names unknown band {name!r}")
                 if name in grouped:
-                    raise ValueError(f"band {name!r} is listed twice in token_groups ({grouped[name]}, {group})")
+                    raise ValueError(
+                        f"band {name!r} is listed twice in token_groups ({grouped[name]}, {group})"
+                    )
                 grouped[name] = group
         _check_band_names(self.bands)
         if not self.products:

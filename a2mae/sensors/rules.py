@@ -110,6 +110,7 @@ def check_rules(products: Mapping[str, Any], known: set[str], band_id: Callable[
                 if bid in seen:
                     twice = f"{name!r}" if seen[bid] == name else f"{seen[bid]!r} and {name!r}"
                     raise ValueError(
-                        f"{where}.stacks: {list(stack)} lists band {bid} twice ({twice}); one band per position"
+                        f"{where}.stacks: {list(stack)} lists band {bid} twice ({twice}); "
+                        "one band per position"
                     )
                 seen[bid] = name

@@ -78,7 +78,9 @@ def _is_geographic(crs: str) -> bool:
     return bool(CRS.from_user_input(crs).is_geographic)
 
 
-def to_scene_crs(rec: SceneRecord, src: str, x: ArrayOrFloat, y: ArrayOrFloat) -> tuple[ArrayOrFloat, ArrayOrFloat]:
+def to_scene_crs(
+    rec: SceneRecord, src: str, x: ArrayOrFloat, y: ArrayOrFloat
+) -> tuple[ArrayOrFloat, ArrayOrFloat]:
     """Coordinates from CRS ``src`` into the scene's CRS, on the scene's side of the antimeridian.
 
     In a geographic CRS a longitude and that longitude +- 360 are one place: the one within 180
@@ -88,7 +90,7 @@ def to_scene_crs(rec: SceneRecord, src: str, x: ArrayOrFloat, y: ArrayOrFloat) -
     sx, sy = transformer(src, rec.crs).transform(x, y)
     if not _is_geographic(rec.crs):
         return sx, sy
-    a, b, c, d, e, f = rec.transform
+    a, b, c = rec.transform[:3]
     cx = a * rec.width / 2 + b * rec.height / 2 + c
     return cx + np.mod(np.asarray(sx) - cx + 180.0, 360.0) - 180.0, sy
 

@@ -457,7 +457,9 @@ def tile(
         return summary
 
 
-def _unique_rows(records: list[SceneRecord], catalog: str | os.PathLike[str]) -> tuple[list[SceneRecord], list[str]]:
+def _unique_rows(
+    records: list[SceneRecord], catalog: str | os.PathLike[str]
+) -> tuple[list[SceneRecord], list[str]]:
     """The catalog's rows with identical repeats folded (and a note for each), see :func:`duplicate_rows`.
 
     Raises:
@@ -618,9 +620,9 @@ def _plan(
     if not plan.sets:
         if any(min(r.width, r.height) >= cfg.chip_size for r in on_grid):
             raise TilingError(
-                f"{catalog}: no image set fits: no point of the {cfg.grid_m:g} m grid (tile.grid_m) lies where "
-                f"a chip of tile.chip_size={cfg.chip_size} px fits inside a scene (with a pixel to spare); "
-                "lower tile.grid_m or tile.chip_size"
+                f"{catalog}: no image set fits: no point of the {cfg.grid_m:g} m grid (tile.grid_m) lies "
+                f"where a chip of tile.chip_size={cfg.chip_size} px fits inside a scene (with a pixel to "
+                "spare); lower tile.grid_m or tile.chip_size"
             )
         raise TilingError(
             f"{catalog}: no image set fits: every scene is smaller than a chip of tile.chip_size="

@@ -225,7 +225,9 @@ def _band_in_two_groups(s2):
 def test_a_sensor_file_naming_a_band_twice_is_refused_at_load(capsys, tmp_path, edit, needles):
     sensors = _sensor_file(tmp_path, edit)
     scene = write_scene(tmp_path / "s" / GF2_NAME, refl())
-    code, _, err = ingest(capsys, tmp_path / "c.parquet", scene, extra=("--set", f"data.sensor_files=[{sensors}]"))
+    code, _, err = ingest(
+        capsys, tmp_path / "c.parquet", scene, extra=("--set", f"data.sensor_files=[{sensors}]")
+    )
     one_line(code, err, 2, str(sensors), "sensors.S2", *needles)
     assert not (tmp_path / "c.parquet").exists()
 
@@ -263,7 +265,9 @@ def test_an_unreadable_sub_folder_is_named_exit_1_or_skipped(capsys, tmp_path, f
 
     code, out, err = ingest(capsys, cat, tmp_path / "src", extra=("--skip-bad",))
     assert code == 0 and "1 added" in out and "1 failed" in out, out
-    assert f"skipped bad input: {tmp_path / 'src' / 'locked'}: cannot list the folder: permission denied" in err
+    assert (
+        f"skipped bad input: {tmp_path / 'src' / 'locked'}: cannot list the folder: permission denied" in err
+    )
 
 
 @pytest.mark.parametrize("what", ["file", "folder"])
@@ -311,7 +315,9 @@ def test_a_store_gone_while_a_scene_is_read_is_named_not_called_a_truncated_file
 
 # -------------------------------------------------------------------- items 10 and 12: pixels
 def test_a_pixel_size_in_the_wrong_units_is_one_line(capsys, tmp_path):
-    scene = write_scene(tmp_path / "s" / GF2_NAME, refl(), transform=Affine(1e-9, 0, 760000, 0, -1e-9, 2560000))
+    scene = write_scene(
+        tmp_path / "s" / GF2_NAME, refl(), transform=Affine(1e-9, 0, 760000, 0, -1e-9, 2560000)
+    )
     code, _, err = ingest(capsys, tmp_path / "c.parquet", scene)
     one_line(code, err, 2, str(scene), "pixel size 1e-09 m is below 1 mm")
 
@@ -369,3 +375,52 @@ def test_tile_prints_progress_lines_where_stderr_is_no_terminal(capsys, tmp_path
     assert code == 0 and len(lines) >= 2, err
     assert "elapsed" in lines[0] and " sets" in lines[0]
     assert lines[-1].startswith("tile: ") and " in 0:00:" in lines[-1]  # the last line: done
+
+
+def _wide(rec, n: int):
+    """``rec`` (an S2 scene) stretched to ``n`` x ``n`` pixels of its 10 m grid (no file is read)."""
+    a, _, c, _, e, f = rec.transform
+    files = tuple(
+        bf.model_copy(update={"width": n * 10 // round(bf.gsd_m), "height": n * 10 // round(bf.gsd_m)})
+        for bf in rec.band_files
+    )
+    return rec.model_copy(
+        update={"width": n, "height": n, "bounds": (c, f + e * n, c + a * n, f), "band_files": files}
+    )
+
+
+def test_a_60000_px_scene_is_refused_up_front_when_its_plan_exceeds_the_bound(
+    capsys, tmp_path, synthetic_scenes, monkeypatch
+):
+    def never(*a, **k):
+        raise AssertionError("the plan was built")
+
+    monkeypatch.setattr("a2mae.stssd.run.plan_sets", never)
+    s2 = next(r for r in synthetic_scenes[1] if r.sensor == "S2")
+    cat = tmp_path / "big.parquet"
+    write_catalog([_wide(s2, 60_000)], cat)
+    code, _, err = cli(
+        capsys, "tile", "--catalog", str(cat), "--out", str(tmp_path / "o"), "--set", "tile.max_plan_mb=1000"
+    )
+    one_line(code, err, 2, "planning would need about 1.4 GB", "tile.max_plan_mb=1000")
+
+
+def test_a_large_scene_plans_within_its_estimate(synthetic_scenes):
+    import tracemalloc
+
+    from a2mae.config import load_params
+    from a2mae.sensors import get_registry
+    from a2mae.stssd.grouping import estimate_plan, plan_sets
+    from a2mae.stssd.run import on_chip_grid
+
+    cfg = load_params().tile
+    s2 = next(r for r in synthetic_scenes[1] if r.sensor == "S2")
+    records = [on_chip_grid(_wide(s2, 12_000), get_registry(), cfg)]
+    need, _ = estimate_plan(records, cfg)
+    tracemalloc.start()
+    try:
+        plan = plan_sets(records, cfg)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(plan.sets) > 10_000 and peak <= need
