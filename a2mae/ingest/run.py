@@ -21,6 +21,7 @@ in which case it is reported in :attr:`IngestReport.failed` and the rest goes on
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -137,6 +138,8 @@ def _check_arguments(sources: Sequence[str], catalog: str | Path) -> Path:
     catalog = Path(catalog)
     if catalog.exists() and not catalog.is_file():
         raise IngestError(f"{catalog}: the catalog path is a folder; give a .parquet file path")
+    if catalog.exists():
+        os.close(os.open(catalog, os.O_RDONLY))  # a forbidden catalog: an OS error (exit code 1)
     return catalog
 
 
@@ -236,16 +239,18 @@ def _merge_into_catalog(
     folded = len(rows) != len(existing)
     for record in new:
         same_source = [r for r in rows if r.source == record.source]
-        by_hash = {r.content_hash: r for r in rows}
-        if same_source:
-            rows = [r for r in rows if r.source != record.source] + [record]
+        rows = [r for r in rows if r.source != record.source]
+        copy = next((r for r in rows if r.content_hash == record.content_hash), None)
+        if copy is not None:  # the same files under another source: that row stands for them
+            report.skipped.append(copy)
+            folded |= bool(same_source)
+        elif same_source:
+            rows.append(record)
             if any(r.content_hash != record.content_hash for r in same_source):
                 report.replaced.append((same_source[0], record))
             else:
                 report.skipped.append(record)
                 folded |= same_source != [record]
-        elif record.content_hash in by_hash:
-            report.skipped.append(by_hash[record.content_hash])
         else:
             rows.append(record)
             report.added.append(record)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,23 +39,33 @@ class CatalogDuplicates(A2maeError):
     """A catalog holds two different rows for one scene or one source file."""
 
 
-def file_change(f: SourceFile, settings: S3Settings | None = None, *, full: bool = False) -> str | None:
+def file_change(
+    f: SourceFile,
+    settings: S3Settings | None = None,
+    *,
+    full: bool = False,
+    store_gone: threading.Event | None = None,
+) -> str | None:
     """How one file differs from what ingest recorded, or None (unchanged, gone, or not checkable).
 
     Args:
         f: The file as ingest saw it.
         settings: S3 settings for objects.
         full: Compare the MD5 of every local file, not only when its modification time changed.
+        store_gone: Set once the S3 store cannot be reached; later S3 files are then not asked for
+            (the chip reader names the store).
 
     Returns:
         E.g. ``its size changed (25,000 -> 26,000 bytes)``, or None.
     """
     if is_s3(f.uri):
-        if f.etag is None:
+        if f.etag is None or (store_gone is not None and store_gone.is_set()):
             return None
         try:
             now = file_info(f.uri, settings)
         except A2maeError:
+            if store_gone is not None:
+                store_gone.set()
             return None  # gone or unreachable: the chip reader says so, naming the scene
         return None if now.etag == f.etag else f"its ETag changed ({f.etag} -> {now.etag})"
     if "://" in f.uri:
@@ -76,9 +87,11 @@ def file_change(f: SourceFile, settings: S3Settings | None = None, *, full: bool
     return None
 
 
-def _scene_change(rec: SceneRecord, settings: S3Settings | None, full: bool) -> str | None:
+def _scene_change(
+    rec: SceneRecord, settings: S3Settings | None, full: bool, store_gone: threading.Event
+) -> str | None:
     for f in rec.files or ():
-        why = file_change(f, settings, full=full)
+        why = file_change(f, settings, full=full, store_gone=store_gone)
         if why is not None:
             return f"{f.uri} changed since it was ingested ({why})"
     return None
@@ -105,8 +118,9 @@ def changed_scenes(
     checked = [r for r in records if r.files]
     if not checked:
         return []
+    gone = threading.Event()
     with ThreadPoolExecutor(max(1, min(workers, len(checked)))) as pool:
-        reasons = list(pool.map(lambda r: _scene_change(r, settings, full), checked))
+        reasons = list(pool.map(lambda r: _scene_change(r, settings, full, gone), checked))
     return [(r, why) for r, why in zip(checked, reasons, strict=True) if why is not None]
 
 

@@ -106,12 +106,14 @@ def load_catalog(path: str | os.PathLike[str]) -> list[SceneRecord]:
 
     Raises:
         TilingError: Missing, a folder, not a catalog, or empty.
+        OSError: The operating system refuses to open it (permissions).
     """
     p = Path(path)
     if not p.exists():
         raise TilingError(f"{p}: catalog not found; run `a2mae ingest` first or pass --catalog PATH")
     if p.is_dir():
         raise TilingError(f"{p}: is a folder; --catalog takes the catalog file written by `a2mae ingest`")
+    os.close(os.open(p, os.O_RDONLY))  # a forbidden catalog: an OS error (exit code 1), not "not a catalog"
     try:
         records = read_catalog(p)
     except CatalogRowError as err:

@@ -279,6 +279,15 @@ def test_an_unreadable_file_or_folder_given_directly_is_an_os_error(capsys, tmp_
     one_line(code, err, 1, str(target), "permission denied; fix the permissions")
 
 
+def test_a_forbidden_catalog_is_an_os_error_for_ingest_and_tile(capsys, tmp_path, forbidden):
+    scene = write_scene(tmp_path / "s" / GF2_NAME, refl())
+    cat = tmp_path / "c.parquet"
+    assert ingest(capsys, cat, scene)[0] == 0
+    forbidden.add(str(cat))
+    one_line(*ingest(capsys, cat, scene)[::2], 1, str(cat), "permission denied")
+    one_line(*tile(capsys, cat, tmp_path / "o")[::2], 1, str(cat), "permission denied")
+
+
 def test_names_too_long_are_os_errors_on_every_path_option(capsys, tmp_path):
     scene = write_scene(tmp_path / "s" / GF2_NAME, refl())
     cat = tmp_path / "c.parquet"
