@@ -14,10 +14,10 @@ output whether and how to show it. Three modes:
 Without an output chosen by a command (the library called from Python, a Prefect worker), bars show on
 a terminal only and :meth:`Output.line` is silent. Where stderr is no terminal (the demo's output piped
 to a file, CI), an output made with ``final_lines=True`` prints each bar once, in its final state, when
-its step ends: one line per long step. Other commands' outputs print a plain progress line every
-:data:`PROGRESS_LINE_S` seconds while a step runs (``tile: 1200/38000 sets (3%), 0:00:15 elapsed``),
-and a last one when a step that printed any ends: a short step prints nothing, a long one is never
-silent in a log file.
+its step ends: one line per long step. Other commands' outputs print a plain progress line at most
+every :data:`PROGRESS_LINE_S` seconds as a step advances (``tile: 1200/38000 sets (3%), 0:00:15
+elapsed, eta 0:07:40``), and a last one when a step longer than that ends: a short step prints
+nothing, a long one is not silent in a log file.
 
 Library messages are kept out of both by :mod:`a2mae.logs`; this module only writes.
 """
@@ -71,10 +71,10 @@ def _clock(seconds: float) -> str:
 
 
 class _LineBar(Bar):
-    """A step's progress as a plain line every ``every`` seconds (a stream that is no terminal).
+    """A step's progress as a plain line at most every ``every`` seconds (a stream that is no terminal).
 
-    A timer thread prints while the step runs, whether or not it advances (a long plan, a slow first
-    shard); nothing is printed for a step shorter than ``every``.
+    Lines are printed as the step advances (no thread: a thread here would make the local pool spawn
+    its workers instead of forking them); nothing is printed for a step shorter than ``every``.
     """
 
     def __init__(self, label: str, total: float | None, unit: str, stream: TextIO, every: float) -> None:
@@ -83,12 +83,10 @@ class _LineBar(Bar):
         self._done = 0.0
         self._extra = ""
         self._t0 = time.monotonic()
+        self._next = self._t0 + every
+        self._every = every
         self._printed = False
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._every = every
-        self._thread = threading.Thread(target=self._tick, name=f"progress-{label}", daemon=True)
-        self._thread.start()
 
     def update(self, completed: float | None = None, *, total: float | None = None, **fields: Any) -> None:
         """See :meth:`Bar.update`."""
@@ -97,14 +95,18 @@ class _LineBar(Bar):
             self._total = self._total if total is None else total
             extra = fields.get("extra")
             self._extra = self._extra if extra is None else str(extra)
+        self._due()
 
     def advance(self, n: float = 1) -> None:
         """See :meth:`Bar.advance`."""
         with self._lock:
             self._done += n
+        self._due()
 
-    def _tick(self) -> None:
-        while not self._stop.wait(self._every):
+    def _due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self._every
             self._print(final=False)
 
     def _print(self, *, final: bool) -> None:
@@ -126,10 +128,8 @@ class _LineBar(Bar):
             self._printed = True
 
     def close(self) -> None:
-        """Stop the timer; a step that printed a line prints its last one."""
-        self._stop.set()
-        self._thread.join()
-        if self._printed:
+        """The last line, when the step printed any (or lasted longer than ``every``)."""
+        if self._printed or time.monotonic() - self._t0 >= self._every:
             self._print(final=True)
 
 
