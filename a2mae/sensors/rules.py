@@ -108,9 +108,8 @@ def check_rules(products: Mapping[str, Any], known: set[str], band_id: Callable[
                 if bid is None:
                     raise ValueError(f"{where}.stacks: unknown band {name!r}")
                 if bid in seen:
-                    twice = f"{name!r}" if seen[bid] == name else f"{seen[bid]!r} and {name!r}"
+                    twice = "" if seen[bid] == name else f" ({seen[bid]!r} and {name!r})"
                     raise ValueError(
-                        f"{where}.stacks: {list(stack)} lists band {bid} twice ({twice}); "
-                        "one band per position"
+                        f"{where}.stacks: {list(stack)} lists band {bid} twice{twice}; one band per position"
                     )
                 seen[bid] = name
