@@ -51,7 +51,7 @@ def _closed_port() -> int:
 
 
 def _without_uris(record) -> dict:
-    d = record.model_dump(mode="json", exclude={"source", "fingerprint"})
+    d = record.model_dump(mode="json", exclude={"source", "fingerprint", "files"})  # files: where and when
     for bf in d["band_files"]:
         bf.pop("uri")
     if d["qa_file"]:
