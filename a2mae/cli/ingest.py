@@ -59,7 +59,12 @@ def ingest_cmd(
         list[str], typer.Argument(help="GeoTIFF files, folders of per-band files or s3:// prefixes.")
     ],
     catalog: Annotated[
-        Path | None, typer.Option("--catalog", help="Scene catalog (Parquet); default: params data.catalog.")
+        Path | None,
+        typer.Option(
+            "--catalog",
+            help="Scene catalog (Parquet); default: params data.catalog.",
+            readable=False,  # a forbidden catalog is an OS error (exit 1), not a usage error
+        ),
     ] = None,
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Go on past bad scenes and list them at the end.")

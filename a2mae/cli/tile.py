@@ -24,10 +24,15 @@ from a2mae.errors import safe_line
 def tile_cmd(
     catalog: Annotated[
         Path | None,
-        typer.Option("--catalog", help="Scene catalog from `a2mae ingest` (default: data.catalog)."),
+        typer.Option(
+            "--catalog",
+            help="Scene catalog from `a2mae ingest` (default: data.catalog).",
+            readable=False,  # a forbidden catalog is an OS error (exit 1), not a usage error
+        ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Snapshot folder to write (default: tile.snapshot).")
+        Path | None,
+        typer.Option("--out", help="Snapshot folder to write (default: tile.snapshot).", readable=False),
     ] = None,
     params: ParamsOpt = None,
     set_: SetOpt = None,

@@ -377,6 +377,12 @@ def _list_local(text: str, bad: list[BadEntry] | None) -> list[FileInfo]:
                     raise StorageOSError.of(err, p) from None
                 bad.append(BadEntry(str(p), _os_reason(err), os_error=True))
                 continue
+            if problem is None and not os.access(p, os.R_OK):  # forbidden: an OS error, not "cannot open"
+                denied = OSError(errno.EACCES, os.strerror(errno.EACCES), str(p))
+                if bad is None:
+                    raise StorageOSError.of(denied)
+                bad.append(BadEntry(str(p), _os_reason(denied), os_error=True))
+                continue
             if problem is not None:
                 if bad is None:
                     raise StorageError(f"{p}: {problem}")

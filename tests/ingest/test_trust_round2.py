@@ -235,9 +235,9 @@ def test_a_sensor_file_naming_a_band_twice_is_refused_at_load(capsys, tmp_path, 
 # ------------------------------------------------------------ items 5 and 11: what the OS refuses
 @pytest.fixture
 def forbidden(monkeypatch):
-    """Paths the OS refuses: listing (``os.scandir``) and opening (``os.open``) them fail with EACCES."""
+    """Paths the OS refuses: listing (``os.scandir``), opening (``os.open``) and ``os.access`` fail."""
     denied: set[str] = set()
-    real_scandir, real_open = os.scandir, os.open
+    real_scandir, real_open, real_access = os.scandir, os.open, os.access
 
     def scandir(path="."):
         if str(path) in denied:
@@ -249,8 +249,12 @@ def forbidden(monkeypatch):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
         return real_open(path, *args, **kwargs)
 
+    def access(path, mode, *args, **kwargs):
+        return str(path) not in denied and real_access(path, mode, *args, **kwargs)
+
     monkeypatch.setattr(os, "scandir", scandir)
     monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(os, "access", access)
     return denied
 
 
@@ -268,6 +272,16 @@ def test_an_unreadable_sub_folder_is_named_exit_1_or_skipped(capsys, tmp_path, f
     assert (
         f"skipped bad input: {tmp_path / 'src' / 'locked'}: cannot list the folder: permission denied" in err
     )
+
+
+def test_an_unreadable_file_inside_a_folder_is_named_exit_1_or_skipped(capsys, tmp_path, forbidden):
+    write_scene(tmp_path / "src" / "a" / GF2_NAME, refl())
+    locked = write_scene(tmp_path / "src" / "b" / NAME2, refl())
+    forbidden.add(str(locked))
+    code, _, err = ingest(capsys, tmp_path / "c.parquet", tmp_path / "src")
+    one_line(code, err, 1, str(locked), "permission denied")
+    code, out, err = ingest(capsys, tmp_path / "c.parquet", tmp_path / "src", extra=("--skip-bad",))
+    assert code == 0 and "1 added" in out and f"skipped bad input: {locked}: permission denied" in err, err
 
 
 @pytest.mark.parametrize("what", ["file", "folder"])
