@@ -102,7 +102,7 @@ def _outcome(
     kw: dict[str, Any],
     metric: str,
     test: dict[str, float],
-    val: dict[str, float],
+    val: dict[str, float] | None,
     log: Any,
     model: Any,
     **more: Any,
@@ -451,7 +451,7 @@ def _train_and_score(
     splits: Splits,
     steps: int,
     on_step: Callable[[int, float], None],
-) -> tuple[engine.TrainLog, dict, dict | None, Any]:
+) -> tuple[engine.TrainLog, dict[str, float], dict[str, float] | None, TaskMetrics]:
     """Train ``model`` for ``steps`` optimiser steps, then score it on val (if any) and the eval split.
 
     Returns:

@@ -12,9 +12,13 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 
 CATALOG_VERSION = 1
 
@@ -35,6 +39,28 @@ class BandFile(BaseModel):
     )
     dtype: str
     nodata: float | None = None
+
+
+class SourceFile(BaseModel):
+    """One file of a scene as ingest saw it: what tile checks before it cuts the scene.
+
+    A file replaced after ingest (new pixels at the same path) no longer matches: its size, its
+    modification time, the digest of its first bytes (:data:`HEAD_BYTES`) or, when asked, the MD5 of
+    its bytes differ (an S3 object: its ETag).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    uri: str
+    size: int = Field(ge=0)
+    mtime_ns: int | None = Field(default=None, description="Local files: modification time, ns.")
+    etag: str | None = Field(default=None, description="S3 objects: the ETag.")
+    head_sha256: str | None = Field(default=None, description="Local files: sha256 of the first bytes.")
+    md5: str = Field(description="MD5 of the file's bytes (or the S3 single-part ETag).")
+
+
+#: Bytes at the start of a file whose digest tile compares with the catalog's (a GeoTIFF's header).
+HEAD_BYTES = 64 * 1024
 
 
 class SceneRecord(BaseModel):
@@ -73,6 +99,11 @@ class SceneRecord(BaseModel):
         description="sha256 of the source's listing (URIs, sizes, mtimes/ETags): lets ingest skip "
         "unchanged inputs without reading them.",
     )
+    files: tuple[SourceFile, ...] | None = Field(
+        default=None,
+        description="Every file of the scene (rasters and sidecars) as ingested: tile refuses a scene "
+        "whose files no longer match (None: a catalog written before this was recorded).",
+    )
     roi_geojson: str | None = Field(
         default=None,
         description="WGS84 GeoJSON (Multi)Polygon: only grid points inside it are tiled for this scene "
@@ -80,10 +111,10 @@ class SceneRecord(BaseModel):
     )
 
 
-_JSON_COLUMNS = ("transform", "bounds", "corners", "bands", "band_files", "qa_file")
+_JSON_COLUMNS = ("transform", "bounds", "corners", "bands", "band_files", "qa_file", "files")
 
 
-def records_to_table(records: Sequence[SceneRecord]):  # -> pyarrow.Table
+def records_to_table(records: Sequence[SceneRecord]) -> pa.Table:
     """Convert records to an Arrow table (nested fields as JSON strings, for portability)."""
     import pyarrow as pa
 
@@ -93,35 +124,34 @@ def records_to_table(records: Sequence[SceneRecord]):  # -> pyarrow.Table
         for col in _JSON_COLUMNS:
             d[col] = json.dumps(d[col])
         rows.append(d)
-    schema = pa.schema(
-        [
-            ("scene_id", pa.string()),
-            ("sensor", pa.string()),
-            ("product", pa.string()),
-            ("source", pa.string()),
-            ("datetime", pa.string()),
-            ("datetime_source", pa.string()),
-            ("period", pa.string()),
-            ("crs", pa.string()),
-            ("transform", pa.string()),
-            ("width", pa.int64()),
-            ("height", pa.int64()),
-            ("gsd_m", pa.float64()),
-            ("bounds", pa.string()),
-            ("corners", pa.string()),
-            ("footprint_wkt", pa.string()),
-            ("bands", pa.string()),
-            ("band_files", pa.string()),
-            ("qa_file", pa.string()),
-            ("cloud_fraction", pa.float64()),
-            ("scale", pa.float64()),
-            ("offset", pa.float64()),
-            ("content_hash", pa.string()),
-            ("fingerprint", pa.string()),
-            ("roi_geojson", pa.string()),
-        ],
-        metadata={b"a2mae_catalog_version": str(CATALOG_VERSION).encode()},
-    )
+    fields: list[tuple[str, pa.DataType]] = [
+        ("scene_id", pa.string()),
+        ("sensor", pa.string()),
+        ("product", pa.string()),
+        ("source", pa.string()),
+        ("datetime", pa.string()),
+        ("datetime_source", pa.string()),
+        ("period", pa.string()),
+        ("crs", pa.string()),
+        ("transform", pa.string()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("gsd_m", pa.float64()),
+        ("bounds", pa.string()),
+        ("corners", pa.string()),
+        ("footprint_wkt", pa.string()),
+        ("bands", pa.string()),
+        ("band_files", pa.string()),
+        ("qa_file", pa.string()),
+        ("cloud_fraction", pa.float64()),
+        ("scale", pa.float64()),
+        ("offset", pa.float64()),
+        ("content_hash", pa.string()),
+        ("fingerprint", pa.string()),
+        ("roi_geojson", pa.string()),
+        ("files", pa.string()),
+    ]
+    schema = pa.schema(fields, metadata={b"a2mae_catalog_version": str(CATALOG_VERSION).encode()})
     return pa.Table.from_pylist(rows, schema=schema)
 
 
