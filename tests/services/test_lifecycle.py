@@ -147,3 +147,11 @@ def test_the_prefect_server_keeps_concurrency_leases_on_disk(tmp_path):
     env = PrefectServer(tmp_path / "prefect").environment()
     assert env["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"].endswith("lease_storage.filesystem")
     assert Path(env["PREFECT_HOME"]).is_relative_to(tmp_path)
+
+
+def test_the_flow_runs_keep_prefect_state_and_cached_results_under_the_home(tmp_path):
+    params = load_params(None, [f"infra.home={tmp_path / 'home'}"])
+    env = Stack(params, tmp_path).flows.environment()
+    for key in ("PREFECT_HOME", "PREFECT_RESULTS_LOCAL_STORAGE_PATH"):
+        assert Path(env[key]).is_relative_to(tmp_path / "home"), key
+    assert env["PREFECT_RESULTS_DEFAULT_SERIALIZER"] == "json"
