@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from a2mae.config import Params
+from a2mae.config import DATA_ROOTS_ENV, Params
 from a2mae.errors import A2maeError
 from a2mae.services.base import Service, ServiceError, is_loopback
 from a2mae.services.daemon import launch, marked_processes, running_pid, stop_marked, terminate
@@ -142,7 +142,10 @@ class Stack:
             project_dir=self.workspace,
             api_url=self.prefect.api_url,
             api_auth=self.prefect.auth_string,
-            env=self.client_env(include_prefect=False),
+            env={
+                **self.client_env(include_prefect=False),
+                DATA_ROOTS_ENV: os.pathsep.join(self.data_roots()),
+            },
             overrides=[f"predict.output={self._predict_output()}", *self.overrides],
             code_dir=self.project_dir,
         )
@@ -165,6 +168,11 @@ class Stack:
     def workspace(self) -> Path:
         """The git + DVC repository the deployments work in (cloned from ``project_dir``)."""
         return self.home / "workspace"
+
+    def data_roots(self) -> list[str]:
+        """Folders the deployments may read and write: the workspace and ``infra.data_roots``."""
+        extra = [Path(r).expanduser() for r in self.infra.data_roots]
+        return [str(self.workspace), *(str(r if r.is_absolute() else self.project_dir / r) for r in extra)]
 
     def prepare_workspace(self) -> Path:
         """Clone (once) and refresh the deployments' workspace; see :func:`a2mae.dvc.services_workspace`.
