@@ -9,8 +9,9 @@ plain number on a form, with ``0`` standing for ``null``, because the UI offers 
 level: the UI renders each as a titled section); no field is a free-form dict.
 
 :meth:`FlowParams.resolve` turns a form into the library's :class:`~a2mae.config.Params`: the
-workspace's ``params.yaml``, then the form's fields, then the free ``overrides`` (``section.key=value``,
-for keys not on the form). Relative paths are anchored at the workspace (``project_dir``).
+workspace's ``params.yaml`` (with the deployments' ``--set`` items of ``flows.serve``, if any), then the
+form's fields, then the free ``overrides`` (``section.key=value``, for keys not on the form). Relative
+paths are anchored at the workspace (``project_dir``).
 
 This module imports no torch and no Prefect, so schema generation stays cheap.
 """
@@ -273,7 +274,7 @@ class FlowParams(BaseModel):
         """
         check_data_root(str(self.workspace()), self.project_dir, "project_dir")
         ws_params = self.workspace() / "params.yaml"
-        base = load_params(ws_params if ws_params.is_file() else None)
+        base = load_params(ws_params if ws_params.is_file() else None, deployment_sets())
         doc = base.model_dump(mode="json")
         for m in self.mirrors():
             _set(doc, m.key.split("."), m.to_params(self.get(m.path)))
@@ -297,6 +298,23 @@ class FlowParams(BaseModel):
         params = validate_params(doc, source="flow parameters")
         check_chip_size(params.model, params.tile.chip_size, **params.pretrain.model_overrides)
         return params
+
+
+#: Set by ``python -m flows.serve`` for its flow runs: its ``--set`` items (JSON list), applied over the
+#: workspace's params.yaml and under the form's fields.
+DEPLOYMENT_SETS_ENV = "A2MAE_DEPLOYMENT_SETS"
+
+
+def deployment_sets() -> list[str]:
+    """The serve process's ``--set`` items (:data:`DEPLOYMENT_SETS_ENV`); empty outside a deployment."""
+    raw = os.environ.get(DEPLOYMENT_SETS_ENV)
+    if not raw:
+        return []
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"{DEPLOYMENT_SETS_ENV}: not a JSON list of section.key=value items") from None
+    return [str(i) for i in items] if isinstance(items, list) else []
 
 
 def data_roots() -> list[Path] | None:

@@ -167,6 +167,41 @@ def from_module(module: Any, name: str = "test-model", version: str = "0", run_i
 
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))?/?$")
+#: Schemes a model is given by: the registry (``models:/``) or a logged run's artifacts (``runs:/``).
+MODEL_SCHEMES = ("models:/", "runs:/")
+
+
+def check_model_uri(uri: str) -> None:
+    """Refuse what is not a model URI (an HTTP address, a path) before anything is fetched.
+
+    Raises:
+        PredictError: Another scheme (one line saying which URIs are accepted).
+    """
+    if not uri.startswith(MODEL_SCHEMES):
+        raise PredictError(
+            f"--model {uri}: not a model URI; give models:/NAME@ALIAS (e.g. "
+            "models:/a2mae-segmentation@champion), models:/NAME/VERSION or runs:/RUN_ID/PATH (the tracking "
+            "server is MLFLOW_TRACKING_URI)"
+        )
+
+
+def missing_store(tracking_uri: str) -> str | None:
+    """The SQLite file of a ``sqlite:///`` tracking URI when it does not exist (None otherwise).
+
+    Reading from a missing store would create an empty one in its place (``mlruns.db`` in the current
+    folder, by default): readers check this first.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = Path(tracking_uri[len("sqlite:///") :])
+    return None if path.is_file() else str(path)
+
+
+def _not_registered(uri: str, registry: str, why: str) -> ModelNotFound:
+    return ModelNotFound(
+        f"{uri}: not in the model registry {registry} ({why}); check the name, version or alias, or point "
+        "MLFLOW_TRACKING_URI (registry.tracking_uri) at the registry that holds it"
+    )
 
 
 def _registry_info(uri: str) -> tuple[str, str, str]:
@@ -188,10 +223,10 @@ def _registry_info(uri: str) -> tuple[str, str, str]:
         else:
             raise PredictError(f"{uri}: give a version or an alias (models:/{name}@champion)")
     except MlflowException as err:
+        import mlflow
+
         msg = " ".join(str(err.message).split())[:160]
-        raise ModelNotFound(
-            f"{uri}: not in the model registry ({msg}); check the name, version or alias"
-        ) from None
+        raise _not_registered(uri, mlflow.get_registry_uri(), msg) from None
     return name, str(mv.version), str(mv.run_id or "")
 
 
@@ -214,6 +249,8 @@ def is_registered(uri: str, tracking_uri: str) -> bool:
     """
     from a2mae.tracking.client import check_tracking_uri, mlflow_uris
 
+    if missing_store(tracking_uri):
+        return False
     check_tracking_uri(tracking_uri)
     with mlflow_uris(tracking_uri):
         try:
@@ -242,6 +279,10 @@ def resolve_model(uri: str, tracking_uri: str, workdir: Path) -> PredictModel:
 
     from a2mae.tracking.client import check_tracking_uri, mlflow_uris
 
+    check_model_uri(uri)
+    store = missing_store(tracking_uri)
+    if store:
+        raise _not_registered(uri, tracking_uri, f"no such store: {store} does not exist")
     try:
         check_tracking_uri(tracking_uri)
         with mlflow_uris(tracking_uri):
@@ -258,9 +299,10 @@ def resolve_model(uri: str, tracking_uri: str, workdir: Path) -> PredictModel:
         ) from None
     except A2maeError as err:
         raise PredictError(f"--model {uri}: {err}") from None
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: MLflow's parsing of a URI it cannot use
+        msg = " ".join(str(err).split())[:200]
         raise PredictError(
-            f"{uri}: cannot be reached ({err}); check --model and MLFLOW_TRACKING_URI"
+            f"{uri}: cannot be reached ({msg}); check --model and MLFLOW_TRACKING_URI"
         ) from None
 
 
