@@ -60,6 +60,10 @@ class PredictModel:
         uri: The URI it was loaded from.
         files: Local folder (fine-tuned) or checkpoint file (encoder) the workers build it from.
         module: An in-memory model (tests and benchmarks); used instead of ``files``.
+        scale: Fine-tuned models: the units of their training pixels (``reflectance = pixel * scale +
+            offset``); a scene of another product of the sensor is mapped to them. None: file units
+            as they are (in-memory models).
+        offset: See ``scale``.
     """
 
     task: str
@@ -76,6 +80,8 @@ class PredictModel:
     uri: str = ""
     files: str | None = None
     module: Any = field(default=None, repr=False)
+    scale: float | None = None
+    offset: float = 0.0
 
     def provenance(self) -> dict[str, str]:
         """``{model_name, model_version, run_id, model_uri}`` recorded with every output."""
@@ -313,6 +319,11 @@ def _downstream_model(uri: str, workdir: Path, name: str, version: str, run_id: 
     folder = copy_model_files(uri, workdir / "model")
     spec = read_spec(folder)  # validated before any worker allocates the model
     patch = int(spec.encoder_config.get("patch_size", 1))
+    units = (
+        {"scale": spec.scale, "offset": spec.offset or 0.0}
+        if spec.scale is not None
+        else _reference_units(spec.sensor_entries, spec.sensor)  # fine-tuned before units were recorded
+    )
     return PredictModel(
         task=spec.task,
         sensor=spec.sensor,
@@ -326,7 +337,17 @@ def _downstream_model(uri: str, workdir: Path, name: str, version: str, run_id: 
         run_id=run_id,
         uri=uri,
         files=str(folder),
+        **units,
     )
+
+
+def _reference_units(sensor_entries: dict[str, Any], sensor: str) -> dict[str, Any]:
+    """``{scale, offset}`` of the sensor's first product (what fine-tuning assumes); empty when unknown."""
+    products = (sensor_entries.get(sensor) or {}).get("products") or {}
+    first = next(iter(products.values()), None)
+    if not isinstance(first, dict) or "scale" not in first:
+        return {}
+    return {"scale": float(first["scale"]), "offset": float(first.get("offset", 0.0))}
 
 
 def _encoder_model(uri: str, workdir: Path, name: str, version: str, run_id: str) -> PredictModel:
