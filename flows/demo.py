@@ -137,7 +137,41 @@ def where_to_look(
             f"  model     {ft['model']} v{ft['version']}: {ft['metric']} {ft['score']:.4f}"
             f" -> {ev['decision']}"
         )
-    return "\n".join([*lines, "", *look_commands(out, ports=ports)])
+    return "\n".join([*lines, "", *look_commands(out, ports=ports), *predict_command(out, result)])
+
+
+def predict_command(out: Path, result: dict[str, Any]) -> list[str]:
+    """The closing "predict" lines: the model the run left as champion, on a bundled scene, ready to run.
+
+    The tracking URI comes first on the line (``MLFLOW_TRACKING_URI`` wins over a shell pointed at the
+    services), so the command finds the demo's registry from any folder.
+    """
+    import shlex
+
+    from a2mae.config import load_params
+
+    out = out.resolve()
+    ws = out / "workspace"
+    ft = result.get("finetune") or {}
+    p = load_params(ws / "params.yaml" if (ws / "params.yaml").is_file() else None)
+    model = ft.get("model") or f"{p.finetune.model_prefix}{p.finetune.task}"
+    scene = ws / SAMPLE_SCENES[0]
+    store = f"sqlite:///{ws / 'mlruns.db'}"
+    words = [
+        f"MLFLOW_TRACKING_URI={store}",
+        str(Path(sys.executable).parent / "a2mae"),
+        "predict",
+        str(scene),
+        "--model",
+        f"models:/{model}@champion",
+        "--out",
+        str(out / "predict"),
+        "--overwrite",
+    ]
+    return [
+        f"  Predict  {' '.join(shlex.quote(w) for w in words)}",
+        "           (the champion on a bundled Sentinel-2 scene: chip labels in predict/, docs/predict.md)",
+    ]
 
 
 @dataclass(frozen=True)
