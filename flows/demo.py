@@ -78,6 +78,8 @@ def run_demo(out: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     (out / "prefect").mkdir(parents=True, exist_ok=True)  # Prefect warns when it cannot create it
     os.environ.setdefault("PREFECT_HOME", str(out / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the embedded API server starts with the run; a busy machine takes longer than Prefect's 20 s
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -448,7 +448,10 @@ def _end_run(opened: _Opened, status: str) -> None:
     """
     import mlflow.tracking
 
+    from a2mae.tracking.client import check_tracking_uri
+
     with contextlib.suppress(Exception):
+        check_tracking_uri(opened.tracking_uri, timeout_s=2.0)  # gone: no minutes of retries
         client = mlflow.tracking.MlflowClient(opened.tracking_uri)
         if client.get_run(opened.run_id).info.status == "RUNNING":
             client.set_terminated(opened.run_id, status)
