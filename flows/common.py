@@ -58,9 +58,9 @@ def snapshot_id(path: str | os.PathLike[str], verify: bool = False) -> str | Non
 
 #: How long a cached task result may stand in for a rerun (the record expires; the task runs again).
 CACHE_EXPIRATION = timedelta(days=7)
-#: Cached results are stored as JSON (never pickles) in the result storage: ``$PREFECT_HOME/storage``,
-#: or under ``infra.home`` for the services' deployments (``PREFECT_RESULTS_LOCAL_STORAGE_PATH``).
-CACHED = {"result_serializer": "json", "cache_expiration": CACHE_EXPIRATION, "persist_result": True}
+# Cached tasks store their results as JSON (never pickles) with this expiration, in the result storage:
+# ``$PREFECT_HOME/storage``, or under ``infra.home`` for the services' deployments
+# (``PREFECT_RESULTS_LOCAL_STORAGE_PATH``).
 
 
 def cached_call(task_: Any, valid: Callable[[Any], bool], *args: Any, refresh: bool = False) -> Any:

@@ -5,7 +5,7 @@ its own (I/O, retried, never cached); the ingest task is cached on the listing's
 S3 ETags or mtimes), the catalog's MD5 and the ``data`` parameters, so re-running over unchanged inputs
 costs a listing only. A cached result records the MD5 of the catalog it left; when the catalog on disk
 is not that one (deleted, replaced, edited), the result is not trusted and the ingest runs again.
-Results are JSON and expire (:data:`flows.common.CACHED`).
+Results are JSON and expire (:data:`flows.common.CACHE_EXPIRATION`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
-from flows.common import CACHED, cached_call, content_key, file_md5, log, params_from, stage, table
+from flows.common import CACHE_EXPIRATION, cached_call, content_key, file_md5, log, params_from, stage, table
 from flows.params import IngestParams
 
 
@@ -41,7 +41,15 @@ def _ingest_key(ctx: TaskRunContext, args: dict[str, Any]) -> str:
     )
 
 
-@task(name="ingest-scenes", retries=2, retry_delay_seconds=[2, 5], cache_key_fn=_ingest_key, **CACHED)
+@task(
+    name="ingest-scenes",
+    retries=2,
+    retry_delay_seconds=[2, 5],
+    cache_key_fn=_ingest_key,
+    result_serializer="json",
+    cache_expiration=CACHE_EXPIRATION,
+    persist_result=True,
+)
 def ingest_scenes(
     sources: list[str], catalog: str, doc: dict[str, Any], listing: str, catalog_md5: str, skip_bad: bool
 ) -> dict[str, Any]:
@@ -92,7 +100,7 @@ def ingest_flow(params: IngestParams = _DEFAULT) -> dict[str, Any]:
     sources = [params.path(s) for s in params.sources]
     catalog = p.data.catalog
     listing = fingerprint_sources(sources, doc)
-    result = cached_call(
+    result: dict[str, Any] = cached_call(
         ingest_scenes,
         lambda r: r.get("catalog_md5") == file_md5(catalog),
         *(sources, catalog, doc, listing, file_md5(catalog), params.skip_bad),

@@ -4,7 +4,7 @@ Calls :func:`a2mae.stssd.run.tile`, the function behind ``a2mae tile``. The task
 catalog's MD5 and the tile parameters (a snapshot is a pure function of both); when the snapshot
 folder has gone missing, a file of it no longer matches its digest, or it holds another snapshot than
 the cached result names, the cache is refreshed instead of trusted. Results are JSON and expire
-(:data:`flows.common.CACHED`). Reads of ``s3://`` scenes are
+(:data:`flows.common.CACHE_EXPIRATION`). Reads of ``s3://`` scenes are
 retried. A table artifact shows the snapshot's statistics.
 """
 
@@ -15,7 +15,16 @@ from typing import Any
 from prefect import flow, task
 from prefect.context import TaskRunContext
 
-from flows.common import CACHED, cached_call, content_key, file_md5, params_from, snapshot_id, stage, table
+from flows.common import (
+    CACHE_EXPIRATION,
+    cached_call,
+    content_key,
+    file_md5,
+    params_from,
+    snapshot_id,
+    stage,
+    table,
+)
 from flows.params import TileParams
 
 
@@ -26,7 +35,15 @@ def _tile_key(ctx: TaskRunContext, args: dict[str, Any]) -> str:
     )
 
 
-@task(name="tile-snapshot", retries=1, retry_delay_seconds=[5], cache_key_fn=_tile_key, **CACHED)
+@task(
+    name="tile-snapshot",
+    retries=1,
+    retry_delay_seconds=[5],
+    cache_key_fn=_tile_key,
+    result_serializer="json",
+    cache_expiration=CACHE_EXPIRATION,
+    persist_result=True,
+)
 def tile_snapshot(
     catalog: str, out: str, doc: dict[str, Any], catalog_md5: str, force: bool
 ) -> dict[str, Any]:
@@ -69,7 +86,7 @@ def tile_flow(params: TileParams = _DEFAULT) -> dict[str, Any]:
     p = params.resolve()
     doc = p.model_dump(mode="json")
     catalog, out = p.data.catalog, p.tile.snapshot
-    result = cached_call(
+    result: dict[str, Any] = cached_call(
         tile_snapshot,
         lambda r: r.get("snapshot_id") == snapshot_id(out),  # the folder holds the snapshot named
         *(catalog, out, doc, file_md5(catalog), params.force),

@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +48,8 @@ from a2mae.services.ray import RayHead
 from a2mae.services.s3 import SeaweedFS
 from a2mae.services.stac import StacServer
 
+#: Where a service's progress lines go (e.g. ``typer.echo``).
+Echo = Callable[[str], object]
 #: Client variables that hold secrets: kept in the 0600 env file, never printed.
 SECRET_VARS = (
     "AWS_SECRET_ACCESS_KEY",
@@ -254,7 +256,7 @@ class Stack:
         return SERVICES + (OPTIONAL if stac else ())
 
     # ---------------------------------------------------------------------------------- lifecycle
-    def up(self, only: Sequence[str] = (), echo=None) -> list[ServiceStatus]:
+    def up(self, only: Sequence[str] = (), echo: Echo | None = None) -> list[ServiceStatus]:
         """Start every service that is not healthy yet, in order; write ``stack.json`` and ``env``.
 
         Args:
@@ -274,7 +276,7 @@ class Stack:
         with self._lock(echo):
             return self._up(only, echo)
 
-    def _lock(self, echo) -> contextlib.AbstractContextManager[Path]:
+    def _lock(self, echo: Echo | None) -> contextlib.AbstractContextManager[Path]:
         """One ``up`` or ``down`` of this home at a time; a second one waits, saying for whom."""
         from a2mae.io.lock import LockBusy, describe_owner, lock_path, read_owner, writer_lock
 
@@ -288,7 +290,7 @@ class Stack:
             _say(echo, f"waiting for {owner} to finish with {self.home}")
         return writer_lock(target, wait, setting="infra.start_timeout_s", command=_command())
 
-    def _up(self, only: Sequence[str], echo) -> list[ServiceStatus]:
+    def _up(self, only: Sequence[str], echo: Echo | None) -> list[ServiceStatus]:
         for wave in WAVES:
             names = [n for n in wave if (not only or n in only) and (n != "model" or self.model.model_uri)]
             if len(names) == 1:
@@ -302,7 +304,7 @@ class Stack:
         self._write_state()
         return self.status()
 
-    def _up_one(self, name: str, echo) -> None:
+    def _up_one(self, name: str, echo: Echo | None) -> None:
         svc = self.service(name)
         if running_pid(svc) is not None and svc.is_healthy():
             _say(echo, f"{name:8s} already running ({self._url(name)})")
@@ -320,7 +322,7 @@ class Stack:
                 self.s3.create_bucket(bucket)
         _say(echo, f"{name:8s} started ({self._url(name)}); log {svc.log_path}")
 
-    def _up_stac(self, echo) -> None:
+    def _up_stac(self, echo: Echo | None) -> None:
         """Install what the STAC API needs when it is missing (scripts/bootstrap-stac.sh), then start it."""
         import subprocess
 
@@ -333,13 +335,13 @@ class Stack:
                 raise ServiceError(f"stac: {script} failed: {last}")
         self._up_one("stac", echo)
 
-    def _stop_untracked(self, svc: Service, echo) -> None:
+    def _stop_untracked(self, svc: Service, echo: Echo | None) -> None:
         """Stop processes this home started for ``svc`` that its pid file no longer names."""
         found = stop_marked(svc.state_dir)
         if found:
             _say(echo, f"{svc.name:8s} stopped {len(found)} untracked process(es) of {svc.state_dir}")
 
-    def _forget_dead_runs(self, echo) -> None:
+    def _forget_dead_runs(self, echo: Echo | None) -> None:
         """Before the deployments' server starts: its earlier runs whose process is gone end CRASHED.
 
         The runner that executed them is not running; a flow-run process it left behind still reports
@@ -358,7 +360,7 @@ class Stack:
             names = ", ".join(crashed)
             _say(echo, f"flows    {len(crashed)} run(s) left by a stopped server marked CRASHED: {names}")
 
-    def down(self, echo=None) -> list[str]:
+    def down(self, echo: Echo | None = None) -> list[str]:
         """Stop every running service, in reverse order, and every process this home started.
 
         Flow runs the deployments' server was running end CRASHED (their concurrency slots are
@@ -371,7 +373,7 @@ class Stack:
         with self._lock(echo):
             return self._down(echo)
 
-    def _down(self, echo) -> list[str]:
+    def _down(self, echo: Echo | None) -> list[str]:
         stopped = []
         for name in reversed(SERVICES + OPTIONAL):
             svc = self.service(name)
@@ -462,7 +464,7 @@ def stop_marked_pid(pid: int, timeout: float = 20.0) -> None:
             return
 
 
-def _say(echo, line: str) -> None:
+def _say(echo: Echo | None, line: str) -> None:
     if echo is not None:
         echo(line)
 
