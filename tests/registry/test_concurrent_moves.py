@@ -139,6 +139,10 @@ def _check(results: list[dict], uri: str) -> None:
     assert len(reported) >= 8  # the race happened: most commands moved the alias
     verify = _run(["history", NAME, "--verify"])
     assert verify["rc"] == 0 and "unbroken" in verify["out"], verify
+    refused = [r["err"].strip() for r in results if r["rc"]]
+    print(f"\n{len(results)} commands: {len(reported)} moves reported, each with its entry; refused:")
+    print("\n".join(sorted({re.sub(r"v\d+|\d{6}", "#", line) for line in refused})))
+    print(verify["out"].splitlines()[-1])
 
 
 def _scenario(tmp_path: Path, data: Path, uri: str, monkeypatch) -> None:
