@@ -56,12 +56,14 @@ from a2mae.services.flows import (
     TRIGGERED_DEPLOYMENT,
     WATCHER_DEPLOYMENT,
 )
+from flows.benchmark import benchmark_flow
 from flows.collect import collect_flow
 from flows.common import ensure_concurrency_limit
 from flows.evaluate import evaluate_flow
 from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
 from flows.params import (
+    BenchmarkParams,
     CollectParams,
     FinetuneParams,
     IngestParams,
@@ -180,6 +182,9 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
         pretrain_flow.to_deployment("pretrain", parameters=form(PretrainParams), tags=tags, **mod),
         finetune_flow.to_deployment("finetune", parameters=form(FinetuneParams), tags=tags, **mod),
         evaluate_flow.to_deployment("evaluate", tags=tags, **mod),
+        benchmark_flow.to_deployment(
+            "benchmark", parameters=form(BenchmarkParams, data="data/samples/segmentation"), tags=tags, **mod
+        ),
         promote_flow.to_deployment("promote", tags=tags, **mod),
     ]
 

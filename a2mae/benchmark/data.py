@@ -174,8 +174,8 @@ def cut_scene(
             lab = None if label is None else label[r0 : r0 + chip, c0 : c0 + chip]
             if lab is not None and not (lab != IGNORE).any():
                 continue
-            left, top = transform * (c0, r0)  # type: ignore[operator]
-            right, bottom = transform * (c0 + chip, r0 + chip)  # type: ignore[operator]
+            left, top = transform @ (c0, r0)  # type: ignore[operator]
+            right, bottom = transform @ (c0 + chip, r0 + chip)  # type: ignore[operator]
             box = (min(left, right), min(bottom, top), max(left, right), max(bottom, top))
             corners = corners_wgs84(crs, *box) if crs is not None else None
             metas = tuple(

@@ -14,7 +14,7 @@ from a2mae.benchmark import samples as smp
 from a2mae.benchmark.arms.base import Embeddings
 from a2mae.benchmark.data import TEST, TRAIN, VAL, BenchData, BenchmarkError
 from a2mae.benchmark.metrics import Predictions, metrics_for, primary_metric
-from a2mae.benchmark.protocols.knn import knn_predict
+from a2mae.benchmark.protocols.knn import knn_predictions
 from a2mae.benchmark.protocols.linear import linear_predict
 from a2mae.benchmark.splits import chip_folds
 from a2mae.config import BenchmarkConfig
@@ -78,8 +78,8 @@ def probe_arm(
     out: dict[str, Predictions] = {}
     if "knn" in protocols:
         bank_x, bank_y = np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])
-        for k in cfg.knn_k:
-            out[f"knn{k}"] = knn_predict(bank_x, bank_y, test[0], test[1], k, data.kind, k_cls)
+        for k, p in knn_predictions(bank_x, bank_y, test[0], test[1], list(cfg.knn_k), data.kind, k_cls).items():
+            out[f"knn{k}"] = p
     if "linear" in protocols:
         select = metrics_for(data.kind, k_cls)[primary_metric(data.kind)]
         out["linear"], c = linear_predict(train, val, test, cfg.linear_c, select, data.kind, k_cls, sf.seed)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from a2mae.benchmark import stats
 from a2mae.benchmark.arms import build_arms, is_encoder
@@ -95,7 +96,8 @@ def _probe_seeds(arms: list[Arm], emb: dict[str, Embeddings], data: BenchData, p
     diffs: list[dict[str, Any]] = []
     frozen = [p for p in protocols if p in ("knn", "linear")]
     total = cfg.seeds * len(arms) * len(cfg.fractions)
-    with progress("probe", total, "arm-seeds", enabled=show) as bar:
+    # one BLAS thread: these matrices are small, and several threads per process oversubscribe a busy machine
+    with progress("probe", total, "arm-seeds", enabled=show) as bar, threadpool_limits(limits=1):
         for seed in range(cfg.seeds):
             sf = seed_folds(data, cfg, patch, seed)
             preds: dict[tuple[str, str, float], Predictions] = {}

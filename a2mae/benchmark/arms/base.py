@@ -99,8 +99,8 @@ def encoder_statistics(norm_stats: dict[str, Any], sensor: str, bands: Sequence[
 
     Reads the statistics as checkpoints store them today: a whole ``stats.json`` document
     (``{"sensors": {S: {band: {mean, std}}}, "units": "reflectance", ...}``) or ``{S: {band: {...}}}``.
-    Reflectance statistics are turned into file units with the sensor's product scale (when all of
-    its products share one). This is the one function to swap for the typed statistics object.
+    Reflectance statistics are turned into file units with the scale most of the sensor's products
+    share (S2: 1e-4; none when it is a tie, as for L8). This is the one function to swap for the typed statistics object.
 
     Returns:
         ``(mean [C], std [C])`` or None when a band is missing or the units cannot be matched.
@@ -115,10 +115,12 @@ def encoder_statistics(norm_stats: dict[str, Any], sensor: str, bands: Sequence[
         from a2mae.sensors import get_registry
 
         reg = get_registry()
-        scales = {p.scale for p in reg.get(sensor).products.values()} if sensor in reg else set()
-        if len(scales) != 1:
+        from collections import Counter
+
+        counts = Counter(p.scale for p in reg.get(sensor).products.values()).most_common() if sensor in reg else []
+        if not counts or (len(counts) > 1 and counts[0][1] == counts[1][1]):
             return None
-        scale = scales.pop()
+        scale = counts[0][0]
         mean, std = mean / scale, std / scale
     return mean, std
 

@@ -49,8 +49,9 @@ def read_eurosat(root: Path, choice: BandChoice) -> BenchData:
     if len(classes) < 2:
         raise BenchmarkError(f"{root}: not a class-folder layout; expected <class>/*.tif for 2 or more classes")
     from torchgeo.datasets import NonGeoClassificationDataset
+    from torchgeo.datasets.utils import rasterio_loader
 
-    ds = NonGeoClassificationDataset(root=str(root))
+    ds = NonGeoClassificationDataset(root=str(root), loader=rasterio_loader)  # integer DNs, as EuroSAT ships
     spec = FtBandSpec(choice.sensor or "S2", choice.bands)
     chips = []
     for (path, idx), _ in zip(ds.imgs, range(len(ds)), strict=False):
