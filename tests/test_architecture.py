@@ -4,18 +4,19 @@ The layers, from the top (a module may import its own layer and the layers below
 
 ====  ===============================================================================================
  0    entry points: ``flows``, ``a2mae.cli``, ``a2mae.__main__``, ``a2mae.testing`` (test support)
- 1    ``a2mae.predict``
- 2    ``a2mae.evaluate``
- 3    ``a2mae.finetune``
- 4    ``a2mae.pretrain``
- 5    ``a2mae.registry``
- 6    ``a2mae.stssd``
- 7    ``a2mae.collect`` (gathers scenes from a STAC API into the catalog ingest writes)
- 8    ``a2mae.ingest``
- 9    shared services of the stages: ``tracking``, ``checkpoint``, ``executor``, ``services``, ``dvc``,
+ 1    ``a2mae.benchmark`` (scores encoders with the stages below: embeddings, probes, fine-tuning)
+ 2    ``a2mae.predict``
+ 3    ``a2mae.evaluate``
+ 4    ``a2mae.finetune``
+ 5    ``a2mae.pretrain``
+ 6    ``a2mae.registry``
+ 7    ``a2mae.stssd``
+ 8    ``a2mae.collect`` (gathers scenes from a STAC API into the catalog ingest writes)
+ 9    ``a2mae.ingest``
+ 10   shared services of the stages: ``tracking``, ``checkpoint``, ``executor``, ``services``, ``dvc``,
       ``samples``
- 10   ``a2mae.models`` (pure torch + timm)
- 11   base: ``a2mae.types``, ``a2mae.sensors``, ``a2mae.io``, ``a2mae.config``, ``a2mae.errors``,
+ 11   ``a2mae.models`` (pure torch + timm)
+ 12   base: ``a2mae.types``, ``a2mae.sensors``, ``a2mae.io``, ``a2mae.config``, ``a2mae.errors``,
       ``a2mae.console`` (what commands print, progress bars), ``a2mae.logs`` (library logs to a file)
 ====  ===============================================================================================
 
@@ -36,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 LAYERS: list[tuple[str, ...]] = [
     ("flows", "a2mae.cli", "a2mae.__main__", "a2mae.testing"),
+    ("a2mae.benchmark",),
     ("a2mae.predict",),
     ("a2mae.evaluate",),
     ("a2mae.finetune",),
@@ -209,7 +211,7 @@ def test_every_library_module_belongs_to_a_layer():
 
 
 def test_every_stage_is_a_package_of_its_own():
-    for stage in ("ingest", "stssd", "pretrain", "finetune", "evaluate", "registry", "predict"):
+    for stage in ("ingest", "stssd", "pretrain", "finetune", "evaluate", "registry", "predict", "benchmark"):
         assert (REPO / "a2mae" / stage / "__init__.py").is_file(), stage
 
 
@@ -236,7 +238,7 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
                 "a2mae/ingest/__init__.py": "",
                 "a2mae/ingest/a.py": "def f():\n    from a2mae.stssd import run\n",
             },
-            "(layer 6, above)",
+            "(layer 7, above)",
         ),
         (
             {
@@ -245,6 +247,10 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
                 "a2mae/sensors/b.py": "def f():\n    from . import a\n",
             },
             "import cycle: a2mae.sensors.a <-> a2mae.sensors.b",
+        ),
+        (
+            {"a2mae/predict/__init__.py": "from a2mae.benchmark import stats\n"},
+            "a2mae.predict (layer 2) imports a2mae.benchmark.stats (layer 1, above)",
         ),
     ],
 )
