@@ -546,7 +546,7 @@ class PredictParams(FlowParams):
 
 
 class BenchmarkParams(FlowParams):
-    """`a2mae benchmark`: encoders against baselines with kNN, linear and fine-tuning probes (docs/benchmark.md)."""
+    """`a2mae benchmark`: encoders against baselines with kNN and linear probes (docs/benchmark.md)."""
 
     data: str = Field(description="Labelled data folder (a layout of docs/benchmark.md).", min_length=1)
     encoders: list[str] = p("benchmark.encoders")

@@ -119,8 +119,11 @@ def corners_wgs84(
 
 
 def metres_box(crs: object, left: float, bottom: float, right: float, top: float) -> tuple[float, ...]:
-    """A box of ``crs`` in metres: projected CRSs as they are, geographic ones by a local equirectangular
-    approximation (x = lon * 111320 cos(lat), y = lat * 110574), enough for blocks of a few km."""
+    """A box of ``crs`` in metres.
+
+    Projected CRSs as they are, geographic ones by a local equirectangular approximation
+    (x = lon * 111320 cos(lat), y = lat * 110574), enough for blocks of a few km.
+    """
     if getattr(crs, "is_geographic", False):
         lat0 = math.radians((top + bottom) / 2)
         kx = 111_320.0 * math.cos(lat0)

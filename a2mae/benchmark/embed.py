@@ -57,7 +57,9 @@ def compute(arm: Arm, data: BenchData, batch_size: int, *, show: bool = True) ->
     return Embeddings(pool, tok)
 
 
-def embeddings(arm: Arm, data: BenchData, cache: Path | None, batch_size: int, *, show: bool = True) -> tuple[Embeddings, bool]:
+def embeddings(
+    arm: Arm, data: BenchData, cache: Path | None, batch_size: int, *, show: bool = True
+) -> tuple[Embeddings, bool]:
     """Cached embeddings of ``data`` by ``arm`` (computed and stored when missing).
 
     Returns:
@@ -75,7 +77,6 @@ def embeddings(arm: Arm, data: BenchData, cache: Path | None, batch_size: int, *
         arrays = {"pooled": emb.pooled, "chips": hashes}
         if emb.tokens is not None:
             arrays["tokens"] = emb.tokens
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)  # type: ignore[arg-type]
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
     return emb, False

@@ -65,9 +65,15 @@ def seed_folds(data: BenchData, cfg: BenchmarkConfig, patch: int, seed: int) -> 
 
 
 def probe_arm(
-    data: BenchData, emb: Embeddings, sf: SeedFolds, cfg: BenchmarkConfig, patch: int, protocols: list[str], fraction: float
+    data: BenchData,
+    emb: Embeddings,
+    sf: SeedFolds,
+    cfg: BenchmarkConfig,
+    patch: int,
+    protocols: list[str],
+    fraction: float,
 ) -> dict[str, Predictions]:
-    """Predictions of every frozen protocol of one arm at one label fraction: ``{"knn5": ..., "linear": ...}``."""
+    """Predictions of every frozen protocol of one arm at one label fraction."""
     change = data.kind == "change"
     x = {f: smp.features(emb, sf.index[f], cfg.dense_labels, patch, change) for f in sf.index}
     keep = smp.fraction_of(sf.index[TRAIN], fraction, sf.seed)
@@ -78,7 +84,9 @@ def probe_arm(
     out: dict[str, Predictions] = {}
     if "knn" in protocols:
         bank_x, bank_y = np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])
-        for k, p in knn_predictions(bank_x, bank_y, test[0], test[1], list(cfg.knn_k), data.kind, k_cls).items():
+        for k, p in knn_predictions(
+            bank_x, bank_y, test[0], test[1], list(cfg.knn_k), data.kind, k_cls
+        ).items():
             out[f"knn{k}"] = p
     if "linear" in protocols:
         select = metrics_for(data.kind, k_cls)[primary_metric(data.kind)]

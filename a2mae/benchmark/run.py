@@ -2,7 +2,7 @@
 
 The steps: :func:`a2mae.benchmark.layouts.read_data` -> :func:`a2mae.benchmark.arms.build_arms` ->
 :func:`a2mae.benchmark.embed.embeddings` (cached) -> per seed :mod:`a2mae.benchmark.probe` (frozen
-protocols) and :mod:`a2mae.benchmark.protocols.finetune` -> intervals and paired differences
+protocols) -> intervals and paired differences
 (:mod:`a2mae.benchmark.stats`) -> :mod:`a2mae.benchmark.report` (benchmark.md, results.parquet, the
 figure) -> an MLflow run (:mod:`a2mae.benchmark.tracking`).
 """
@@ -29,7 +29,18 @@ from a2mae.config import Params
 from a2mae.console import line, progress
 
 #: Results columns, one row per score (issue 19 + 24).
-COLUMNS = ("arm", "protocol", "fraction", "seed", "metric", "value", "ci_low", "ci_high", "n_test", "n_blocks")
+COLUMNS = (
+    "arm",
+    "protocol",
+    "fraction",
+    "seed",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n_test",
+    "n_blocks",
+)
 
 
 @dataclass
@@ -48,15 +59,42 @@ class BenchmarkResult:
     cached: dict[str, bool] = field(default_factory=dict)
 
 
-def _score_rows(arm: str, proto: str, fraction: float, seed: int, preds: Predictions, kind: str, n_cls: int, blocks: np.ndarray | None, n_boot: int) -> list[dict[str, Any]]:
+def _score_rows(
+    arm: str,
+    proto: str,
+    fraction: float,
+    seed: int,
+    preds: Predictions,
+    kind: str,
+    n_cls: int,
+    blocks: np.ndarray | None,
+    n_boot: int,
+) -> list[dict[str, Any]]:
     rows = []
     for name, fn in metrics_for(kind, n_cls).items():  # type: ignore[arg-type]
         iv = stats.bootstrap_interval(fn, preds, blocks, n_boot=n_boot, seed=seed)
-        rows.append(dict(zip(COLUMNS, (arm, proto, fraction, seed, name, iv.value, iv.low, iv.high, iv.n_test, iv.n_blocks), strict=True)) | {"method": iv.method})
+        rows.append(
+            dict(
+                zip(
+                    COLUMNS,
+                    (arm, proto, fraction, seed, name, iv.value, iv.low, iv.high, iv.n_test, iv.n_blocks),
+                    strict=True,
+                )
+            )
+            | {"method": iv.method}
+        )
     return rows
 
 
-def _differences(arms: list[Arm], preds: dict[tuple[str, str, float], Predictions], kind: str, n_cls: int, blocks: np.ndarray | None, n_boot: int, seed: int) -> list[dict[str, Any]]:
+def _differences(
+    arms: list[Arm],
+    preds: dict[tuple[str, str, float], Predictions],
+    kind: str,
+    n_cls: int,
+    blocks: np.ndarray | None,
+    n_boot: int,
+    seed: int,
+) -> list[dict[str, Any]]:
     """Paired intervals of each encoder minus each baseline (first seed), every protocol, fraction, metric."""
     out = []
     enc = [a.name for a in arms if is_encoder(a)]
@@ -70,25 +108,54 @@ def _differences(arms: list[Arm], preds: dict[tuple[str, str, float], Prediction
                 continue
             for name, fn in metrics_for(kind, n_cls).items():  # type: ignore[arg-type]
                 d = stats.paired_difference(fn, p, q, blocks, n_boot=n_boot, seed=seed)
-                out.append({"arm": arm, "baseline": b, "protocol": proto, "fraction": frac, "metric": name, "mean": d.mean, "low": d.low, "high": d.high, "resolved": d.resolved, "n_test": d.n_test, "n_blocks": d.n_blocks, "method": d.method})
+                out.append(
+                    {
+                        "arm": arm,
+                        "baseline": b,
+                        "protocol": proto,
+                        "fraction": frac,
+                        "metric": name,
+                        "mean": d.mean,
+                        "low": d.low,
+                        "high": d.high,
+                        "resolved": d.resolved,
+                        "n_test": d.n_test,
+                        "n_blocks": d.n_blocks,
+                        "method": d.method,
+                    }
+                )
     return out
 
 
-def _embed_all(arms: list[Arm], data: BenchData, params: Params, show: bool) -> tuple[dict[str, Embeddings], dict[str, bool]]:
+def _embed_all(
+    arms: list[Arm], data: BenchData, params: Params, show: bool
+) -> tuple[dict[str, Embeddings], dict[str, bool]]:
     cfg = params.benchmark
     ds = data_statistics(data)
     h, w = data.size
     emb, cached = {}, {}
     for arm in arms:
         if h % arm.patch or w % arm.patch:
-            raise BenchmarkError(f"{data.root}: chips of {h}x{w} px are not a multiple of {arm.name}'s patch {arm.patch}; set benchmark.chip_size")
+            raise BenchmarkError(
+                f"{data.root}: chips of {h}x{w} px are not a multiple of {arm.name}'s patch {arm.patch}; "
+                "set benchmark.chip_size"
+            )
         arm.prepare(data, ds)
-        emb[arm.name], cached[arm.name] = embeddings(arm, data, Path(cfg.cache) if cfg.cache else None, cfg.batch_size, show=show)
+        emb[arm.name], cached[arm.name] = embeddings(
+            arm, data, Path(cfg.cache) if cfg.cache else None, cfg.batch_size, show=show
+        )
         line(f"  {arm.name}: {'cached' if cached[arm.name] else 'embedded'} {len(data.chips)} chips")
     return emb, cached
 
 
-def _probe_seeds(arms: list[Arm], emb: dict[str, Embeddings], data: BenchData, params: Params, protocols: list[str], show: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _probe_seeds(
+    arms: list[Arm],
+    emb: dict[str, Embeddings],
+    data: BenchData,
+    params: Params,
+    protocols: list[str],
+    show: bool,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     cfg = params.benchmark
     n_cls, kind = len(data.classes), data.kind
     patch = arms[0].patch
@@ -106,15 +173,14 @@ def _probe_seeds(arms: list[Arm], emb: dict[str, Embeddings], data: BenchData, p
                     if frozen:
                         for proto, p in probe_arm(data, emb[arm.name], sf, cfg, patch, frozen, frac).items():
                             preds[(arm.name, proto, frac)] = p
-                            rows += _score_rows(arm.name, proto, frac, seed, p, kind, n_cls, sf.blocks, cfg.n_boot)
+                            rows += _score_rows(
+                                arm.name, proto, frac, seed, p, kind, n_cls, sf.blocks, cfg.n_boot
+                            )
                     bar.advance()
-            if "finetune" in protocols:
-                from a2mae.benchmark.protocols.finetune import finetune_rows
-
-                rows += finetune_rows(arms, data, sf, params, seed)
             if seed == 0:
                 diffs = _differences(arms, preds, kind, n_cls, sf.blocks, cfg.n_boot, seed)
-                line(f"  seed 0: {len(sf.index[TEST])} test samples in {len(np.unique(sf.blocks)) if sf.blocks is not None else 1} blocks")
+                n_blocks = len(np.unique(sf.blocks)) if sf.blocks is not None else 1
+                line(f"  seed 0: {len(sf.index[TEST])} test samples in {n_blocks} blocks")
     return rows, diffs
 
 
@@ -122,12 +188,25 @@ def resolutions(diffs: list[dict[str, Any]], kind: str) -> dict[str, float]:
     """Per metric, the smallest resolvable difference (median paired half-width over the comparisons)."""
     out = {}
     for m in sorted({d["metric"] for d in diffs}):
-        ds = [stats.Difference(d["mean"], d["low"], d["high"], d["n_test"], d["n_blocks"]) for d in diffs if d["metric"] == m]
+        ds = [
+            stats.Difference(d["mean"], d["low"], d["high"], d["n_test"], d["n_blocks"])
+            for d in diffs
+            if d["metric"] == m
+        ]
         out[m] = stats.resolution(ds)
     return out
 
 
-def run_benchmark(params: Params, data_path: str | Path, out: str | Path, *, encoders: list[str] | None = None, fmt: str | None = None, show: bool = True, track: bool = True) -> BenchmarkResult:
+def run_benchmark(
+    params: Params,
+    data_path: str | Path,
+    out: str | Path,
+    *,
+    encoders: list[str] | None = None,
+    fmt: str | None = None,
+    show: bool = True,
+    track: bool = True,
+) -> BenchmarkResult:
     """Run the benchmark and write its outputs to ``out``.
 
     Args:
@@ -148,7 +227,11 @@ def run_benchmark(params: Params, data_path: str | Path, out: str | Path, *, enc
     t0 = time.monotonic()
     cfg = params.benchmark
     data = read_data(Path(data_path), cfg, fmt)
-    line(f"{data.root}: {data.layout} layout{' (detected)' if (fmt or cfg.format) == 'auto' else ''}, {data.kind}, {len(data.chips)} chips of {data.size[0]}x{data.size[1]} px, {data.sensor} {', '.join(data.bands)}")
+    line(
+        f"{data.root}: {data.layout} layout{' (detected)' if (fmt or cfg.format) == 'auto' else ''}, "
+        f"{data.kind}, {len(data.chips)} chips of {data.size[0]}x{data.size[1]} px, {data.sensor} "
+        f"{', '.join(data.bands)}"
+    )
     for n in data.notes:
         line(f"  {n}")
     arms = build_arms(params, list(encoders or cfg.encoders))

@@ -50,7 +50,9 @@ class Index:
         return Index(*(a[idx] for a in (self.chip, self.row, self.col, self.y, self.x_m, self.y_m)))
 
 
-def _centres(data: BenchData, chip: np.ndarray, row: np.ndarray, col: np.ndarray, cell: int) -> tuple[np.ndarray, np.ndarray]:
+def _centres(
+    data: BenchData, chip: np.ndarray, row: np.ndarray, col: np.ndarray, cell: int
+) -> tuple[np.ndarray, np.ndarray]:
     h, w = data.size
     xs, ys = np.full(len(chip), np.nan), np.full(len(chip), np.nan)
     for i in np.unique(chip):
@@ -72,7 +74,9 @@ def _dense_labels(label: np.ndarray, mode: str, patch: int) -> tuple[np.ndarray,
         r, c = np.nonzero(label != IGNORE)
         return r, c, label[r, c]
     h, w = label.shape[0] // patch, label.shape[1] // patch
-    cells = label[: h * patch, : w * patch].reshape(h, patch, w, patch).transpose(0, 2, 1, 3).reshape(h, w, -1)
+    cells = (
+        label[: h * patch, : w * patch].reshape(h, patch, w, patch).transpose(0, 2, 1, 3).reshape(h, w, -1)
+    )
     rows, cols, ys = [], [], []
     for r in range(h):
         for c in range(w):
@@ -86,7 +90,9 @@ def _dense_labels(label: np.ndarray, mode: str, patch: int) -> tuple[np.ndarray,
     return np.array(rows, int), np.array(cols, int), np.array(ys, np.int64)
 
 
-def fold_index(data: BenchData, chip_fold: np.ndarray, fold: int, mode: str, patch: int, max_per_class: int, seed: int) -> Index:
+def fold_index(
+    data: BenchData, chip_fold: np.ndarray, fold: int, mode: str, patch: int, max_per_class: int, seed: int
+) -> Index:
     """The samples of one fold (dense: subsampled per class, seeded)."""
     chips = np.flatnonzero(chip_fold == fold)
     if not data.dense:

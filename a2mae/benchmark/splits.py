@@ -51,7 +51,8 @@ def _train_val(groups: np.ndarray, val_share: float, seed: int) -> np.ndarray:
     ug = np.unique(groups)
     if len(ug) < 2:
         raise BenchmarkError(
-            f"only {len(ug)} spatial group outside the fixed test split: too small to probe; lower benchmark.block_m"
+            f"only {len(ug)} spatial group outside the fixed test split: too small to probe; "
+            "lower benchmark.block_m"
         )
     rng = np.random.default_rng(seed)
     order = rng.permutation(ug)
@@ -59,7 +60,9 @@ def _train_val(groups: np.ndarray, val_share: float, seed: int) -> np.ndarray:
     return np.where(np.isin(groups, order[:n_val]), VAL, TRAIN)
 
 
-def chip_folds(data: BenchData, block_m: float, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+def chip_folds(
+    data: BenchData, block_m: float, fractions: tuple[float, float, float], seed: int
+) -> np.ndarray:
     """``(N,)`` fold per chip (0 train, 1 val, 2 test) for one seed.
 
     Raises:
@@ -78,9 +81,12 @@ def chip_folds(data: BenchData, block_m: float, fractions: tuple[float, float, f
     if data.kind == "single-label":
         labels = np.array([int(c.label) for c in data.chips])
     try:
-        return np.asarray(folds.assign_folds(groups, fractions=fractions, seed=seed, labels=labels, fixed=fixed))
+        return np.asarray(
+            folds.assign_folds(groups, fractions=fractions, seed=seed, labels=labels, fixed=fixed)
+        )
     except folds.FoldError as err:
         raise BenchmarkError(
-            f"{data.root}: {err} ({len(np.unique(groups))} spatial groups of {block_m:g} m; too small to probe "
+            f"{data.root}: {err} ({len(np.unique(groups))} spatial groups of {block_m:g} m; "
+            "too small to probe "
             "- lower benchmark.block_m or benchmark.chip_size)"
         ) from None

@@ -1,6 +1,8 @@
-"""The MLflow run of a benchmark (experiment ``benchmark.experiment``): parameters, each arm's lineage,
-the data hash, one metric per arm / protocol / fraction / metric (mean over seeds, and its interval),
-the paired differences and every output file as artifacts."""
+"""The MLflow run of a benchmark (experiment ``benchmark.experiment``).
+
+Parameters, each arm's lineage, the data hash, one metric per arm / protocol / fraction / metric
+(mean over seeds, and its interval), the paired differences and every output file as artifacts.
+"""
 
 from __future__ import annotations
 
@@ -31,12 +33,21 @@ def log_run(res: BenchmarkResult, params: Params) -> str:
 
     use_experiment(params, params.benchmark.experiment)
     data = res.data
-    tags = lineage_tags(params, data=str(data.root), data_hash=data.data_hash(), layout=data.layout, kind=data.kind)
+    tags = lineage_tags(
+        params, data=str(data.root), data_hash=data.data_hash(), layout=data.layout, kind=data.kind
+    )
     for arm in res.arms:
         tags.update({f"a2mae.arm.{arm.name}.{k}": str(v)[:5000] for k, v in arm.lineage.items()})
     with mlflow.start_run(run_name=f"benchmark-{data.root.name}", tags=tags) as run:
         flat = {k: v for k, v in params_to_flat(params.benchmark, "benchmark.").items()}
-        flat.update({"data": str(data.root), "layout": data.layout, "chips": len(data.chips), "arms": ",".join(a.name for a in res.arms)})
+        flat.update(
+            {
+                "data": str(data.root),
+                "layout": data.layout,
+                "chips": len(data.chips),
+                "arms": ",".join(a.name for a in res.arms),
+            }
+        )
         mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
         metrics: dict[str, float] = {}
         for s in summary(res.rows):
@@ -45,7 +56,9 @@ def log_run(res: BenchmarkResult, params: Params) -> str:
             metrics[metric_key(*base, suffix="ci_low")] = s["ci_low"]
             metrics[metric_key(*base, suffix="ci_high")] = s["ci_high"]
         for d in res.diffs:
-            metrics[metric_key(f"{d['arm']}-minus-{d['baseline']}", d["protocol"], d["fraction"], d["metric"])] = d["mean"]
+            metrics[
+                metric_key(f"{d['arm']}-minus-{d['baseline']}", d["protocol"], d["fraction"], d["metric"])
+            ] = d["mean"]
         for m, x in res.resolution.items():
             metrics[f"resolution/{m}"] = x
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v == v})

@@ -13,14 +13,42 @@ import rasterio
 from rasterio.transform import from_origin
 
 TM_BANDS = ("B2", "B3", "B4", "B5", "B6", "B7")  # L8 band ids standing in for Landsat TM B1-5, 7
-TINY = {"depth": 1, "embed_dim": 32, "num_heads": 2, "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}
+TINY = {
+    "depth": 1,
+    "embed_dim": 32,
+    "num_heads": 2,
+    "decoder_embed_dim": 32,
+    "decoder_depth": 1,
+    "decoder_num_heads": 2,
+}
 
 
-def write_raster(path: Path, data: np.ndarray, *, x0: float = 500_000.0, y0: float = 4_000_000.0, res: float = 30.0, crs: str = "EPSG:32633", descriptions: tuple[str, ...] | None = None, nodata: float | None = None) -> Path:
+def write_raster(
+    path: Path,
+    data: np.ndarray,
+    *,
+    x0: float = 500_000.0,
+    y0: float = 4_000_000.0,
+    res: float = 30.0,
+    crs: str = "EPSG:32633",
+    descriptions: tuple[str, ...] | None = None,
+    nodata: float | None = None,
+) -> Path:
     """Write ``data`` ``[C, H, W]`` (or ``[H, W]``) as a GeoTIFF on a north-up grid."""
     arr = data if data.ndim == 3 else data[None]
     path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0], dtype=arr.dtype, crs=crs, transform=from_origin(x0, y0, res, res), nodata=nodata) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=arr.shape[2],
+        height=arr.shape[1],
+        count=arr.shape[0],
+        dtype=arr.dtype,
+        crs=crs,
+        transform=from_origin(x0, y0, res, res),
+        nodata=nodata,
+    ) as dst:
         dst.write(arr)
         if descriptions:
             for i, d in enumerate(descriptions, 1):
@@ -64,7 +92,12 @@ def write_change_pairs(root: Path, sites: int = 2, size: int = 64) -> Path:
     return root
 
 
-def write_oscd(root: Path, cities: tuple[str, ...] = ("alpha", "beta", "gamma"), test: tuple[str, ...] = ("gamma",), size: int = 48) -> Path:
+def write_oscd(
+    root: Path,
+    cities: tuple[str, ...] = ("alpha", "beta", "gamma"),
+    test: tuple[str, ...] = ("gamma",),
+    size: int = 48,
+) -> Path:
     """The OSCD layout with per-band GeoTIFFs (10 m and 20 m) in EPSG:4326 and generated ``cm`` maps (1/2)."""
     from a2mae.benchmark.layouts.oscd import IMAGES, LABELS
 
@@ -82,15 +115,26 @@ def write_oscd(root: Path, cities: tuple[str, ...] = ("alpha", "beta", "gamma"),
                 res = 0.0001
                 if band in bands20:
                     px, res = px.reshape(size // 2, 2, size // 2, 2).mean((1, 3)), 0.0002
-                write_raster(img / city / f"imgs_{k}" / f"S2A_TILE_{band}.tif", px.astype(np.uint16), x0=lon0, y0=48.8, res=res, crs="EPSG:4326")
+                write_raster(
+                    img / city / f"imgs_{k}" / f"S2A_TILE_{band}.tif",
+                    px.astype(np.uint16),
+                    x0=lon0,
+                    y0=48.8,
+                    res=res,
+                    crs="EPSG:4326",
+                )
         (img / city / "dates.txt").write_text("date_1: 20160101\ndate_2: 20170101\n")
         cm = np.where(ref == 1, 2, 1).astype(np.uint8)  # OSCD: 1 unchanged, 2 changed (every pixel labelled)
         lab = LABELS[1] if city in test else LABELS[0]
-        write_raster(root / lab / city / "cm" / f"{city}-cm.tif", cm, x0=lon0, y0=48.8, res=0.0001, crs="EPSG:4326")
+        write_raster(
+            root / lab / city / "cm" / f"{city}-cm.tif", cm, x0=lon0, y0=48.8, res=0.0001, crs="EPSG:4326"
+        )
     return root
 
 
-def tiny_checkpoint(path: Path, sensors: tuple[str, ...] = ("S2", "L8"), seed: int = 0, norm_stats: dict | None = None) -> Path:  # type: ignore[type-arg]
+def tiny_checkpoint(
+    path: Path, sensors: tuple[str, ...] = ("S2", "L8"), seed: int = 0, norm_stats: dict | None = None
+) -> Path:  # type: ignore[type-arg]
     """A tiny a2mae encoder checkpoint (weights moved off the initialisation so it differs from scratch)."""
     import torch
 

@@ -22,7 +22,18 @@ from a2mae.benchmark.splits import chip_folds
 from a2mae.config import load_params
 from a2mae.testing.bench import tiny_checkpoint, write_change_pairs
 
-FAST = ["benchmark.sensor=L8", "benchmark.chip_size=16", "benchmark.n_boot=50", "benchmark.seeds=1", "benchmark.rcf_features=16", "benchmark.rcf_modes=[gaussian]", "benchmark.block_m=480", "benchmark.normalization=dataset", "benchmark.max_pixels_per_class=200", "benchmark.linear_c=[0.1, 1.0]"]
+FAST = [
+    "benchmark.sensor=L8",
+    "benchmark.chip_size=16",
+    "benchmark.n_boot=50",
+    "benchmark.seeds=1",
+    "benchmark.rcf_features=16",
+    "benchmark.rcf_modes=[gaussian]",
+    "benchmark.block_m=480",
+    "benchmark.normalization=dataset",
+    "benchmark.max_pixels_per_class=200",
+    "benchmark.linear_c=[0.1, 1.0]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,18 +51,37 @@ def params(*over):
 
 
 def test_encoder_statistics_reads_both_checkpoint_forms():
-    doc = {"version": 2, "units": "reflectance", "sensors": {"S2": {"B02": {"mean": 0.1, "std": 0.02}, "B03": {"mean": 0.2, "std": 0.04}}}}
+    doc = {
+        "version": 2,
+        "units": "reflectance",
+        "sensors": {"S2": {"B02": {"mean": 0.1, "std": 0.02}, "B03": {"mean": 0.2, "std": 0.04}}},
+    }
     mean, std = encoder_statistics(doc, "S2", ["B02", "B03"])
     assert np.allclose(mean, [1000, 2000]) and np.allclose(std, [200, 400])  # reflectance -> S2 DN (x 1e4)
     mean, std = encoder_statistics({"S2": {"B02": {"mean": 5, "std": 2}}}, "S2", ["B02"])
     assert mean.tolist() == [5] and std.tolist() == [2]
-    assert encoder_statistics(doc, "S2", ["B02", "B04"]) is None and encoder_statistics({}, "L8", ["B2"]) is None
+    assert (
+        encoder_statistics(doc, "S2", ["B02", "B04"]) is None and encoder_statistics({}, "L8", ["B2"]) is None
+    )
 
 
 def test_encoder_without_statistics_is_one_line_exit_2(pairs, ckpt, tmp_path, capsys):
     from a2mae.cli import main
 
-    rc = main(["benchmark", str(pairs), "--encoder", str(ckpt), "--out", str(tmp_path / "o"), "--no-track", "--set", "benchmark.normalization=encoder", *[a for s in FAST[:-3] for a in ("--set", s)]])
+    rc = main(
+        [
+            "benchmark",
+            str(pairs),
+            "--encoder",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-track",
+            "--set",
+            "benchmark.normalization=encoder",
+            *[a for s in FAST[:-3] for a in ("--set", s)],
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "no pre-training statistics for L8 bands" in err[0]
 
@@ -86,7 +116,9 @@ def test_rcf_is_torchgeo_seeded_at_least_1_and_reproducible(pairs):
     x = a.normalise(data.chips[0].pixels[:1])
     pooled, maps = a.forward(x, data.chips[0].metas[:1])
     y = torch.nn.functional.conv2d(x, a.rcf.weights, bias=a.rcf.biases)
-    assert torch.allclose(pooled[0, 8:], (1 - (y + 1)).clamp_min(0).mean((-2, -1))[0], atol=1e-5)  # relu(1 - conv)
+    assert torch.allclose(
+        pooled[0, 8:], (1 - (y + 1)).clamp_min(0).mean((-2, -1))[0], atol=1e-5
+    )  # relu(1 - conv)
     assert maps.shape == (1, 16, 2, 2)
 
 
@@ -130,9 +162,13 @@ def test_knn_and_linear_separate_separable_data():
     from a2mae.benchmark.metrics import metrics_for
 
     sel = metrics_for("single-label", 3)["accuracy"]
-    q, c = linear_predict((x[:150], y[:150]), (x[150:200], y[150:200]), (x[200:], y[200:]), [0.001, 1.0], sel, "single-label", 3)
+    q, c = linear_predict(
+        (x[:150], y[:150]), (x[150:200], y[150:200]), (x[200:], y[200:]), [0.001, 1.0], sel, "single-label", 3
+    )
     assert (q.y_pred == y[200:]).mean() > 0.95 and c == 1.0
-    noise = knn_predict(rng.normal(size=(200, 8)), y[:200], rng.normal(size=(100, 8)), y[200:], 5, "single-label", 3)
+    noise = knn_predict(
+        rng.normal(size=(200, 8)), y[:200], rng.normal(size=(100, 8)), y[200:], 5, "single-label", 3
+    )
     assert (noise.y_pred == y[200:]).mean() < 0.6
 
 
@@ -147,20 +183,62 @@ def test_cli_end_to_end_writes_results_parquet(pairs, ckpt, tmp_path, capsys):
 
     out = tmp_path / "out"
     sets = [a for s in FAST for a in ("--set", s)]
-    rc = main(["benchmark", str(pairs), "--encoder", str(ckpt), "--out", str(out), "--baselines", "scratch,rcf", "--protocols", "knn,linear", "--fractions", "0.5,1.0", "--json", "--set", f"benchmark.cache={tmp_path / 'cache'}", "--set", f"registry.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", *sets])
+    rc = main(
+        [
+            "benchmark",
+            str(pairs),
+            "--encoder",
+            str(ckpt),
+            "--out",
+            str(out),
+            "--baselines",
+            "scratch,rcf",
+            "--protocols",
+            "knn,linear",
+            "--fractions",
+            "0.5,1.0",
+            "--json",
+            "--set",
+            f"benchmark.cache={tmp_path / 'cache'}",
+            "--set",
+            f"registry.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            *sets,
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     doc = json.loads(captured.out)
     assert doc["layout"] == "change-pair" and doc["run_id"]
     df = pd.read_parquet(out / "results.parquet")
-    assert list(df.columns) == ["arm", "protocol", "fraction", "seed", "metric", "value", "ci_low", "ci_high", "n_test", "n_blocks"]
-    assert set(df.arm) == {"encoder", "scratch", "rcf-gaussian"} and set(df.protocol) == {"knn5", "knn20", "linear"}
+    assert list(df.columns) == [
+        "arm",
+        "protocol",
+        "fraction",
+        "seed",
+        "metric",
+        "value",
+        "ci_low",
+        "ci_high",
+        "n_test",
+        "n_blocks",
+    ]
+    assert set(df.arm) == {"encoder", "scratch", "rcf-gaussian"} and set(df.protocol) == {
+        "knn5",
+        "knn20",
+        "linear",
+    }
     assert set(df.metric) == {"f1_changed", "iou_changed", "ap_changed"} and set(df.fraction) == {0.5, 1.0}
-    assert (df.ci_low <= df.value + 1e-9).all() and (df.value <= df.ci_high + 1e-9).all() and (df.n_blocks >= 1).all()
+    assert (
+        (df.ci_low <= df.value + 1e-9).all()
+        and (df.value <= df.ci_high + 1e-9).all()
+        and (df.n_blocks >= 1).all()
+    )
     md = (out / "benchmark.md").read_text()
     assert "differences below" in md and "not resolvable" in md and "encoder − rcf-gaussian" in md
     assert (out / "score_vs_fraction.png").stat().st_size > 1000
     import mlflow
 
     run = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(doc["run_id"])
-    assert run.data.tags["a2mae.data_hash"] == doc["data_hash"] and "a2mae.arm.encoder.source" in run.data.tags
+    assert (
+        run.data.tags["a2mae.data_hash"] == doc["data_hash"] and "a2mae.arm.encoder.source" in run.data.tags
+    )

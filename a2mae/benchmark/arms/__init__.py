@@ -29,7 +29,9 @@ def build_arms(params: Params, encoders: list[str]) -> list[Arm]:
             arms.append(scratch_arm(first, params.finetune.seed))  # type: ignore[arg-type]
         elif base == "rcf":
             for mode in cfg.rcf_modes:
-                arms.append(RCFArm(f"rcf-{mode}", patch=first.patch, mode=mode, features=cfg.rcf_features, seed=0))
+                arms.append(
+                    RCFArm(f"rcf-{mode}", patch=first.patch, mode=mode, features=cfg.rcf_features, seed=0)
+                )
         elif base == "mae":
             from a2mae.benchmark.arms.mae import mae_arm
 

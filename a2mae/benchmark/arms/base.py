@@ -94,13 +94,16 @@ def data_statistics(data: BenchData) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
 
 
-def encoder_statistics(norm_stats: dict[str, Any], sensor: str, bands: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+def encoder_statistics(
+    norm_stats: dict[str, Any], sensor: str, bands: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Pre-training statistics of an encoder for ``bands`` of ``sensor``, in the data's file units.
 
     Reads the statistics as checkpoints store them today: a whole ``stats.json`` document
     (``{"sensors": {S: {band: {mean, std}}}, "units": "reflectance", ...}``) or ``{S: {band: {...}}}``.
     Reflectance statistics are turned into file units with the scale most of the sensor's products
-    share (S2: 1e-4; none when it is a tie, as for L8). This is the one function to swap for the typed statistics object.
+    share (S2: 1e-4; none when it is a tie, as for L8). This is the one function to swap for the typed
+    statistics object.
 
     Returns:
         ``(mean [C], std [C])`` or None when a band is missing or the units cannot be matched.
@@ -117,7 +120,9 @@ def encoder_statistics(norm_stats: dict[str, Any], sensor: str, bands: Sequence[
         reg = get_registry()
         from collections import Counter
 
-        counts = Counter(p.scale for p in reg.get(sensor).products.values()).most_common() if sensor in reg else []
+        counts = (
+            Counter(p.scale for p in reg.get(sensor).products.values()).most_common() if sensor in reg else []
+        )
         if not counts or (len(counts) > 1 and counts[0][1] == counts[1][1]):
             return None
         scale = counts[0][0]

@@ -61,8 +61,21 @@ class RCFArm(Arm):
             dataset = _ChipImages(self.normalise(imgs).numpy())
         torch_seed = self.seed + 1  # torchgeo ignores seed=0
         with torch.random.fork_rng(devices=[]):
-            self.rcf = RCF(in_channels=c, features=self.features, kernel_size=3, bias=-1.0, seed=torch_seed, mode=self.mode, dataset=dataset)
-        self.lineage = {"class": "torchgeo.models.RCF", "mode": self.mode, "features": str(self.features), "seed": str(torch_seed)}
+            self.rcf = RCF(
+                in_channels=c,
+                features=self.features,
+                kernel_size=3,
+                bias=-1.0,
+                seed=torch_seed,
+                mode=self.mode,
+                dataset=dataset,
+            )
+        self.lineage = {
+            "class": "torchgeo.models.RCF",
+            "mode": self.mode,
+            "features": str(self.features),
+            "seed": str(torch_seed),
+        }
 
     def key(self) -> str:
         """Filters and statistics."""

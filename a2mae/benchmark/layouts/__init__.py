@@ -49,8 +49,9 @@ def read_data(root: Path, cfg: BenchmarkConfig, fmt: str | None = None) -> Bench
         found = detect(root)
         if found is None:
             raise BenchmarkError(
-                f"{root}: layout not recognised; expected one of: OSCD ('... - Images/train.txt'), change pairs "
-                "(two rasters + reference.tif), finetune (labels.csv or <split>/images+masks), BigEarthNet v1 "
+                f"{root}: layout not recognised; expected one of: OSCD ('... - Images/train.txt'), "
+                "change pairs (two rasters + reference.tif), finetune (labels.csv or <split>/images+masks), "
+                "BigEarthNet v1 "
                 "(<patch>/*_labels_metadata.json), vector (*.tif + *.geojson/.gpkg/.parquet), EuroSAT "
                 "(<class>/*.tif); or set --format"
             )

@@ -32,7 +32,11 @@ def sites(root: Path) -> list[Path]:
     """Site folders under ``root`` (``root`` itself when it is one)."""
     if reference_of(root) is not None:
         return [root]
-    return sorted(d for d in root.iterdir() if d.is_dir() and reference_of(d) is not None) if root.is_dir() else []
+    return (
+        sorted(d for d in root.iterdir() if d.is_dir() and reference_of(d) is not None)
+        if root.is_dir()
+        else []
+    )
 
 
 def _site(folder: Path, choice: BandChoice, chip: int) -> tuple[list[Chip], str, tuple[str, ...]]:
@@ -44,7 +48,9 @@ def _site(folder: Path, choice: BandChoice, chip: int) -> tuple[list[Chip], str,
     read = [read_image(p, choice, "S2") for p in images]
     (a, ia), (b, ib) = read
     if a.shape != b.shape or ia["transform"] != ib["transform"]:
-        raise BenchmarkError(f"{folder}: {images[0].name} and {images[1].name} are not on one grid; co-register them")
+        raise BenchmarkError(
+            f"{folder}: {images[0].name} and {images[1].name} are not on one grid; co-register them"
+        )
     label = read_label(ref, tuple(a.shape[1:]))  # type: ignore[arg-type]
     label = np.where(label == IGNORE, IGNORE, (label > 0).astype(np.int64))
     if not (label != IGNORE).any():
@@ -65,7 +71,9 @@ def read_change_pairs(root: Path, choice: BandChoice, chip: int) -> BenchData:
     """
     found = sites(root)
     if not found:
-        raise BenchmarkError(f"{root}: not a change-pair layout; expected {EXPECTED} (or site folders of them)")
+        raise BenchmarkError(
+            f"{root}: not a change-pair layout; expected {EXPECTED} (or site folders of them)"
+        )
     chips: list[Chip] = []
     sensor, bands = "", ()
     for folder in found:

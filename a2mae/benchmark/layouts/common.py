@@ -47,7 +47,9 @@ def open_raster(path: Path) -> Iterator[rasterio.DatasetReader]:
         raise BenchmarkError(f"{path}: cannot read as a raster ({str(err).splitlines()[0]})") from None
 
 
-def band_ids(path: Path, descriptions: Sequence[str | None], sensor: str, choice: BandChoice) -> tuple[str, ...]:
+def band_ids(
+    path: Path, descriptions: Sequence[str | None], sensor: str, choice: BandChoice
+) -> tuple[str, ...]:
     """Band ids of a raster: ``benchmark.bands`` when set, else its band descriptions.
 
     Raises:
@@ -63,7 +65,9 @@ def band_ids(path: Path, descriptions: Sequence[str | None], sensor: str, choice
     ids = [s.band_id(n) for n in names]
     if choice.bands is not None and None in ids:
         bad = names[ids.index(None)]
-        raise BenchmarkError(f"benchmark.bands: {bad!r} is not a band of {sensor} (known: {', '.join(s.bands)})")
+        raise BenchmarkError(
+            f"benchmark.bands: {bad!r} is not a band of {sensor} (known: {', '.join(s.bands)})"
+        )
     if None in ids:
         raise BenchmarkError(
             f"{path}: band descriptions {list(descriptions)[:4]}... do not name {sensor} bands; set "
@@ -71,7 +75,8 @@ def band_ids(path: Path, descriptions: Sequence[str | None], sensor: str, choice
         )
     if len(ids) != len(descriptions):
         raise BenchmarkError(
-            f"{path}: {len(descriptions)} bands in the file but benchmark.bands lists {len(ids)}; make them match"
+            f"{path}: {len(descriptions)} bands in the file but benchmark.bands lists {len(ids)}; "
+            "make them match"
         )
     return tuple(i for i in ids if i is not None)
 
@@ -123,9 +128,8 @@ def image_files(folder: Path, exclude: Sequence[str] = ()) -> list[Path]:
     for p in sorted(folder.iterdir()):
         if not p.is_file() or p.name in exclude or p.name.startswith("."):
             continue
-        if p.suffix.lower() in (".tif", ".tiff") or (p.suffix == "" and _has_header(p)):
-            out.append(p)
-        elif p.suffix.lower() not in NOT_RASTERS and p.suffix.lower() in (".img", ".vrt"):
+        ext = p.suffix.lower()
+        if ext in (".tif", ".tiff", ".img", ".vrt") or (ext == "" and _has_header(p)):
             out.append(p)
     return out
 

@@ -22,8 +22,8 @@ import numpy as np
 
 from a2mae.benchmark.data import BenchData, BenchmarkError, Chip, metres_box
 from a2mae.benchmark.layouts.common import BandChoice, open_raster
-from a2mae.finetune.chips import DatasetError, _corners_wgs84, _gsd_m, read_chip
 from a2mae.finetune.chips import BandSpec as FtBandSpec
+from a2mae.finetune.chips import DatasetError, _corners_wgs84, _gsd_m, read_chip
 from a2mae.types import ImageMeta
 
 S2_10M = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
@@ -45,16 +45,20 @@ def _check_size(chips: list[Chip], root: Path) -> None:
 
 def read_eurosat(root: Path, choice: BandChoice) -> BenchData:
     """Class folders of GeoTIFFs (torchgeo ``NonGeoClassificationDataset``)."""
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and any(d.glob("*.tif"))) if root.is_dir() else []
+    classes = (
+        sorted(d.name for d in root.iterdir() if d.is_dir() and any(d.glob("*.tif"))) if root.is_dir() else []
+    )
     if len(classes) < 2:
-        raise BenchmarkError(f"{root}: not a class-folder layout; expected <class>/*.tif for 2 or more classes")
+        raise BenchmarkError(
+            f"{root}: not a class-folder layout; expected <class>/*.tif for 2 or more classes"
+        )
     from torchgeo.datasets import NonGeoClassificationDataset
     from torchgeo.datasets.utils import rasterio_loader
 
     ds = NonGeoClassificationDataset(root=str(root), loader=rasterio_loader)  # integer DNs, as EuroSAT ships
     spec = FtBandSpec(choice.sensor or "S2", choice.bands)
     chips = []
-    for (path, idx), _ in zip(ds.imgs, range(len(ds)), strict=False):
+    for (path, _label), _ in zip(ds.imgs, range(len(ds)), strict=False):
         item = ds[_]
         p = Path(path)
         try:
@@ -65,7 +69,15 @@ def read_eurosat(root: Path, choice: BandChoice) -> BenchData:
         px = item["image"].numpy().astype(np.float32)[None]
         chips.append(Chip(px, (meta,), np.asarray(int(item["label"])), bounds, group, name=str(p)))
     _check_size(chips, root)
-    return BenchData("single-label", list(ds.classes), chips, "eurosat", root, chips[0].metas[0].sensor, chips[0].metas[0].bands)
+    return BenchData(
+        "single-label",
+        list(ds.classes),
+        chips,
+        "eurosat",
+        root,
+        chips[0].metas[0].sensor,
+        chips[0].metas[0].bands,
+    )
 
 
 def read_bigearthnet_v1(root: Path) -> BenchData:
@@ -74,14 +86,20 @@ def read_bigearthnet_v1(root: Path) -> BenchData:
 
     patches = sorted(p.parent for p in root.glob("*/*_labels_metadata.json"))
     if not patches:
-        raise BenchmarkError(f"{root}: not a BigEarthNet v1 layout; expected <patch>/<patch>_labels_metadata.json")
-    labels = [json.loads(next(p.glob("*_labels_metadata.json")).read_text()).get("labels", []) for p in patches]
+        raise BenchmarkError(
+            f"{root}: not a BigEarthNet v1 layout; expected <patch>/<patch>_labels_metadata.json"
+        )
+    labels = [
+        json.loads(next(p.glob("*_labels_metadata.json")).read_text()).get("labels", []) for p in patches
+    ]
     classes = sorted({c for ls in labels for c in ls})
     chips = []
     for p, ls in zip(patches, labels, strict=True):
         files = {b: next(iter(p.glob(f"*_{b}.tif")), None) for b in S2_10M}
         if None in files.values():
-            raise BenchmarkError(f"{p}: missing band files {[b for b, f in files.items() if f is None]} (*_B02.tif ...)")
+            raise BenchmarkError(
+                f"{p}: missing band files {[b for b, f in files.items() if f is None]} (*_B02.tif ...)"
+            )
         with open_raster(files["B02"]) as ref:  # type: ignore[arg-type]
             shape, gsd, corners = (ref.height, ref.width), _gsd_m(ref), _corners_wgs84(ref)
         px = np.empty((len(S2_10M), *shape), np.float32)
@@ -117,13 +135,16 @@ def read_finetune(root: Path, choice: BandChoice, label_mode: str = "auto") -> B
     task = finetune_task(root)
     if task is None:
         raise BenchmarkError(
-            f"{root}: not a finetune layout; expected labels.csv, <split>/images + <split>/masks, or <split>/A + B + label"
+            f"{root}: not a finetune layout; expected labels.csv, <split>/images + <split>/masks, or "
+            "<split>/A + B + label"
         )
     chips: list[Chip] = []
     info = None
     for split in ("train", "val", "test"):
         try:
-            ds = open_dataset(task, root, split, sensor=choice.sensor or "S2", bands=choice.bands, label_mode=label_mode)
+            ds = open_dataset(
+                task, root, split, sensor=choice.sensor or "S2", bands=choice.bands, label_mode=label_mode
+            )
         except EmptySplitError:
             continue
         except DatasetError as err:
@@ -135,7 +156,16 @@ def read_finetune(root: Path, choice: BandChoice, label_mode: str = "auto") -> B
             bounds, group = _bounds(first)
             px = s.pixels.numpy()
             px = px if task == "change_detection" else px[None]
-            chips.append(Chip(px.astype(np.float32), s.metas, s.target.numpy().astype(np.int64), bounds, group, name=s.name))
+            chips.append(
+                Chip(
+                    px.astype(np.float32),
+                    s.metas,
+                    s.target.numpy().astype(np.int64),
+                    bounds,
+                    group,
+                    name=s.name,
+                )
+            )
     if info is None or not chips:
         raise BenchmarkError(f"{root}: no sample in any split")
     kind = {"segmentation": "segmentation", "change_detection": "change"}.get(

@@ -26,7 +26,10 @@ from a2mae.benchmark.data import IGNORE, TEST, BenchData, BenchmarkError, Chip, 
 from a2mae.benchmark.layouts.common import open_raster, read_label
 
 IMAGES = "Onera Satellite Change Detection dataset - Images"
-LABELS = ("Onera Satellite Change Detection dataset - Train Labels", "Onera Satellite Change Detection dataset - Test Labels")
+LABELS = (
+    "Onera Satellite Change Detection dataset - Train Labels",
+    "Onera Satellite Change Detection dataset - Test Labels",
+)
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 
 
@@ -73,7 +76,9 @@ def _read_stack(folder: Path, bands: tuple[str, ...]) -> tuple[np.ndarray, objec
     files = _band_files(folder)
     missing = [b for b in bands if b not in files]
     if missing:
-        raise BenchmarkError(f"{folder}: no GeoTIFF for bands {missing} (expected <name>_B01.tif ... _B12.tif)")
+        raise BenchmarkError(
+            f"{folder}: no GeoTIFF for bands {missing} (expected <name>_B01.tif ... _B12.tif)"
+        )
     with open_raster(files["B02"]) as ref:
         shape, transform, crs = (ref.height, ref.width), ref.transform, ref.crs
     out = np.empty((len(bands), *shape), np.float32)
@@ -85,7 +90,10 @@ def _read_stack(folder: Path, bands: tuple[str, ...]) -> tuple[np.ndarray, objec
 
 def _label_of(root: Path, city: str) -> Path | None:
     for lab in LABELS:
-        for cand in (root / lab / city / "cm" / f"{city}-cm.tif", root.parent / lab / city / "cm" / f"{city}-cm.tif"):
+        for cand in (
+            root / lab / city / "cm" / f"{city}-cm.tif",
+            root.parent / lab / city / "cm" / f"{city}-cm.tif",
+        ):
             if cand.is_file():
                 return cand
     return None
@@ -107,7 +115,10 @@ def _city_chips(img_root: Path, city: str, bands: tuple[str, ...], chip: int, fo
     else:
         lab = np.where(raw == IGNORE, IGNORE, (raw > 0).astype(np.int64))
     gsd = 10.0
-    scene = [SceneImage(a, "S2", bands, gsd, _read_date(d, 1)), SceneImage(b, "S2", bands, gsd, _read_date(d, 2))]
+    scene = [
+        SceneImage(a, "S2", bands, gsd, _read_date(d, 1)),
+        SceneImage(b, "S2", bands, gsd, _read_date(d, 2)),
+    ]
     return cut_scene(scene, lab, transform, crs, chip, group=city, name=city, fixed_fold=fold)
 
 
@@ -125,7 +136,9 @@ def read_oscd(root: Path, bands: tuple[str, ...] | None, chip: int) -> BenchData
     for split_file, fold in (("train.txt", -1), ("test.txt", TEST)):
         for city in _cities(img_root / split_file):
             if not (img_root / city).is_dir():
-                raise BenchmarkError(f"{img_root / split_file}: city {city!r} has no folder {img_root / city}")
+                raise BenchmarkError(
+                    f"{img_root / split_file}: city {city!r} has no folder {img_root / city}"
+                )
             chips += _city_chips(img_root, city, use, chip, fold)
     notes = [f"bands {', '.join(use)} resampled to the 10 m grid of B02 (bilinear)"]
     return BenchData("change", ["unchanged", "changed"], chips, "oscd", root, "S2", use, notes)

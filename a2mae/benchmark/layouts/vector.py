@@ -43,7 +43,9 @@ def _read_vector(path: Path):  # type: ignore[no-untyped-def]
             return gpd.read_parquet(path)
         return gpd.read_file(path)
     except Exception as err:  # pyogrio/pyarrow raise several types for unreadable files
-        raise BenchmarkError(f"{path}: cannot read as vector labels ({' '.join(str(err).split())[:120]})") from None
+        raise BenchmarkError(
+            f"{path}: cannot read as vector labels ({' '.join(str(err).split())[:120]})"
+        ) from None
 
 
 def read_labels(files: list[Path]):  # type: ignore[no-untyped-def]
@@ -73,7 +75,14 @@ def _burn(labels, classes: list[str], info: dict[str, object]) -> tuple[np.ndarr
     for i, (cls, geom) in enumerate(zip(local["_class"], local.geometry, strict=True)):
         if geom is None or geom.is_empty:
             continue
-        one = rasterize([(geom, 1)], out_shape=shape, transform=info["transform"], fill=0, dtype="uint8", all_touched=geom.geom_type in ("Point", "MultiPoint"))  # type: ignore[arg-type]
+        one = rasterize(
+            [(geom, 1)],
+            out_shape=shape,
+            transform=info["transform"],
+            fill=0,
+            dtype="uint8",
+            all_touched=geom.geom_type in ("Point", "MultiPoint"),
+        )  # type: ignore[arg-type]
         if one.any():
             out[one > 0] = classes.index(cls)
             hit[i] = True

@@ -17,7 +17,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def knn_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int, n_classes: int, chunk: int = 2048) -> np.ndarray:
+def knn_scores(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int, n_classes: int, chunk: int = 2048
+) -> np.ndarray:
     """Class scores ``(n_test, K)``: similarity-weighted votes (multi-label: weighted label mean).
 
     Args:
@@ -41,17 +43,43 @@ def knn_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: 
     return out
 
 
-def knn_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, k: int, kind: str, n_classes: int) -> Predictions:
+def knn_predict(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    k: int,
+    kind: str,
+    n_classes: int,
+) -> Predictions:
     """Hard decisions and scores of the kNN probe in the form the metrics take."""
     return knn_predictions(train_x, train_y, test_x, test_y, [k], kind, n_classes)[k]
 
 
-def knn_predictions(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, ks: list[int], kind: str, n_classes: int) -> dict[int, Predictions]:
+def knn_predictions(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    ks: list[int],
+    kind: str,
+    n_classes: int,
+) -> dict[int, Predictions]:
     """:func:`knn_predict` for several ``k`` from one similarity pass."""
-    return {k: _decide(s, test_y, kind) for k, s in knn_scores_multi(train_x, train_y, test_x, ks, n_classes).items()}
+    return {
+        k: _decide(s, test_y, kind)
+        for k, s in knn_scores_multi(train_x, train_y, test_x, ks, n_classes).items()
+    }
 
 
-def knn_scores_multi(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, ks: list[int], n_classes: int, chunk: int = 2048) -> dict[int, np.ndarray]:
+def knn_scores_multi(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    ks: list[int],
+    n_classes: int,
+    chunk: int = 2048,
+) -> dict[int, np.ndarray]:
     """:func:`knn_scores` for several ``k``: the neighbours are ranked once."""
     bank, q = _unit(train_x), _unit(test_x)
     kmax = min(max(ks), len(bank))
