@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from a2mae.benchmark.metrics import primary_metric
+from a2mae.benchmark.result import COLUMNS
 from a2mae.benchmark.stats import mean_std
 from a2mae.config import Params
 from a2mae.io.atomic import atomic_path
@@ -23,7 +24,7 @@ from a2mae.io.atomic import atomic_path
 if TYPE_CHECKING:
     import pandas as pd
 
-    from a2mae.benchmark.run import BenchmarkResult
+    from a2mae.benchmark.result import BenchmarkResult
 
 
 def _frame(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
@@ -177,8 +178,6 @@ def figure(res: BenchmarkResult, path: Path) -> None:
 
 def write_outputs(res: BenchmarkResult, params: Params) -> None:
     """Write every output into ``res.out`` (each file atomically) and record the paths in ``res.files``."""
-    from a2mae.benchmark.run import COLUMNS
-
     res.out.mkdir(parents=True, exist_ok=True)
     files = {
         "report": res.out / "benchmark.md",

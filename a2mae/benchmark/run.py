@@ -10,7 +10,6 @@ figure) -> an MLflow run (:mod:`a2mae.benchmark.tracking`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,38 +24,10 @@ from a2mae.benchmark.embed import embeddings
 from a2mae.benchmark.layouts import read_data
 from a2mae.benchmark.metrics import Predictions, metrics_for, primary_metric
 from a2mae.benchmark.probe import probe_arm, seed_folds
+from a2mae.benchmark.report import write_outputs
+from a2mae.benchmark.result import COLUMNS, BenchmarkResult
 from a2mae.config import Params
 from a2mae.console import line, progress
-
-#: Results columns, one row per score (issue 19 + 24).
-COLUMNS = (
-    "arm",
-    "protocol",
-    "fraction",
-    "seed",
-    "metric",
-    "value",
-    "ci_low",
-    "ci_high",
-    "n_test",
-    "n_blocks",
-)
-
-
-@dataclass
-class BenchmarkResult:
-    """What a benchmark run produced."""
-
-    data: BenchData
-    arms: list[Arm]
-    rows: list[dict[str, Any]]
-    diffs: list[dict[str, Any]]
-    resolution: dict[str, float]
-    out: Path
-    files: dict[str, Path] = field(default_factory=dict)
-    run_id: str | None = None
-    seconds: float = 0.0
-    cached: dict[str, bool] = field(default_factory=dict)
 
 
 def _score_rows(
@@ -222,8 +193,6 @@ def run_benchmark(
         BenchmarkError: Unreadable layout, a split or class too small to probe, an encoder without
             statistics for the data's bands, labels outside the rasters.
     """
-    from a2mae.benchmark.report import write_outputs
-
     t0 = time.monotonic()
     cfg = params.benchmark
     data = read_data(Path(data_path), cfg, fmt)

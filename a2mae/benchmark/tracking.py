@@ -13,7 +13,7 @@ from a2mae.benchmark.report import summary
 from a2mae.config import Params, params_to_flat
 
 if TYPE_CHECKING:
-    from a2mae.benchmark.run import BenchmarkResult
+    from a2mae.benchmark.result import BenchmarkResult
 
 _BAD = re.compile(r"[^A-Za-z0-9_\-./ ]")
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from a2mae.benchmark.result import BenchmarkResult
 
 from a2mae.cli.app import (
     JsonOpt,
@@ -94,21 +97,7 @@ def benchmark_cmd(
     target = out or Path(p.benchmark.output) / data.name
     with command_output(p, quiet, as_json, verbose) as o:
         res = run_benchmark(p, data, target, encoders=encoder, track=track, show=True)
-    o.json(
-        {
-            "out": str(res.out),
-            "files": {k: str(v) for k, v in res.files.items()},
-            "run_id": res.run_id,
-            "layout": res.data.layout,
-            "kind": res.data.kind,
-            "chips": len(res.data.chips),
-            "data_hash": res.data.data_hash(),
-            "resolution": res.resolution,
-            "seconds": round(res.seconds, 2),
-            "rows": res.rows,
-            "differences": res.diffs,
-        }
-    )
+    o.json(_json_doc(res))
     o.line(res.files["report"].read_text().split("\n## Arms")[0].rstrip())
     o.line(
         f"\nwritten: {', '.join(str(v) for v in res.files.values())}"
@@ -122,3 +111,20 @@ def _is_float(x: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _json_doc(res: BenchmarkResult) -> dict[str, object]:
+    """The ``--json`` document of a run."""
+    return {
+        "out": str(res.out),
+        "files": {k: str(v) for k, v in res.files.items()},
+        "run_id": res.run_id,
+        "layout": res.data.layout,
+        "kind": res.data.kind,
+        "chips": len(res.data.chips),
+        "data_hash": res.data.data_hash(),
+        "resolution": res.resolution,
+        "seconds": round(res.seconds, 2),
+        "rows": res.rows,
+        "differences": res.diffs,
+    }
