@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal, Self, get_args
+from typing import TYPE_CHECKING, Any, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
@@ -58,12 +58,17 @@ PATH_KEYS = (
     "benchmark.cache",
     "collect.locations",
 )
-#: The bundled real scenes (the sources of the ingest stage in dvc.yaml).
+#: The bundled real scenes (the sources of the ingest stage in dvc.yaml): the single scenes and series,
+#: and four OSCD cities (two-date Sentinel-2 L1C pairs: 52 real two-date sets once tiled).
 SAMPLE_SCENES = (
     "data/samples/sentinel2_l2a_T29RKH_20200219",
     "data/samples/landsat8_c2l2_p001r062_20201031",
     "data/samples/tanzania_s2_arcsi_T37MEM",
     "data/samples/naip_m4709963se_northdakota",
+    "data/samples/oscd_s2_l1c/bordeaux",
+    "data/samples/oscd_s2_l1c/valencia",
+    "data/samples/oscd_s2_l1c/rio",
+    "data/samples/oscd_s2_l1c/bercy",
 )
 
 
@@ -78,14 +83,21 @@ def _by_size(names: list[str]) -> tuple[str, ...]:
 
 
 #: The registered A²-MAE variants (``a2mae models``), smallest first: the model dropdown.
-ModelVariant = Literal[_by_size(list_models())]  # type: ignore[valid-type]
+#: Known when the module runs: plain strings to a type checker (as for RegisteredModel).
+if TYPE_CHECKING:
+    ModelVariant = str
+else:
+    ModelVariant = Literal[_by_size(list_models())]
 #: Registered model names a person evaluates or promotes: ``<finetune.model_prefix><task>`` per task,
 #: and the encoder.
 REGISTERED_MODELS = (
     *(f"{_DEFAULTS.finetune.model_prefix}{task}" for task in get_args(Task)),
     _DEFAULTS.registry.encoder_model,
 )
-RegisteredModel = Literal[REGISTERED_MODELS]  # type: ignore[valid-type]
+if TYPE_CHECKING:
+    RegisteredModel = str
+else:
+    RegisteredModel = Literal[REGISTERED_MODELS]
 
 
 def _config_field(key: str) -> FieldInfo:
@@ -93,7 +105,8 @@ def _config_field(key: str) -> FieldInfo:
     *parents, leaf = key.split(".")
     for part in parents:
         model = model.model_fields[part].annotation
-    return model.model_fields[leaf]
+    field: FieldInfo = model.model_fields[leaf]
+    return field
 
 
 def _lookup(params: BaseModel, key: str) -> Any:

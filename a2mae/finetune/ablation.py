@@ -24,6 +24,7 @@ from a2mae.finetune.encoder import EncoderHandle
 from a2mae.finetune.report import ablation_markdown
 from a2mae.finetune.run import FinetuneOutcome, finetune, open_parent_run, resolve_data
 from a2mae.io.atomic import atomic_path
+from a2mae.normstats import NormStats
 
 
 class AblationError(A2maeError, ValueError):
@@ -88,7 +89,8 @@ def _pretrain(p: Params, snapshot: str, run_name: str) -> tuple[EncoderHandle, f
         from a2mae.tracking.client import tracking_uri
 
         loss = mlflow.tracking.MlflowClient(tracking_uri(p)).get_run(res.run_id).data.metrics.get("loss")
-    return EncoderHandle(model, f"ablation:{run_name}", dict(meta.get("norm_stats") or {}), info), loss
+    stats = NormStats.from_doc(meta.get("norm_stats"), f"ablation:{run_name}")
+    return EncoderHandle(model, f"ablation:{run_name}", stats, info), loss
 
 
 def ablate(

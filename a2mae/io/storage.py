@@ -30,7 +30,10 @@ from a2mae.errors import A2maeError, os_error_line
 from a2mae.io.atomic import atomic_path
 
 if TYPE_CHECKING:
+    from s3fs import S3FileSystem
+
     from a2mae.config import Params, S3Config
+
 
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 _CHUNK = 4 << 20
@@ -103,7 +106,7 @@ class S3Settings:
         """
         env = os.environ if environ is None else environ
         if s3 is not None and hasattr(s3, "data"):
-            s3 = s3.data.s3  # type: ignore[union-attr]
+            s3 = s3.data.s3
         endpoint = env.get("AWS_ENDPOINT_URL") or (s3.endpoint_url if s3 is not None else None)
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or (s3.region if s3 else "us-east-1")
         no_sign = env.get("AWS_NO_SIGN_REQUEST", "").upper() in ("YES", "TRUE", "1")
@@ -139,7 +142,7 @@ def split_s3(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
-def s3_filesystem(settings: S3Settings | None = None):  # -> s3fs.S3FileSystem
+def s3_filesystem(settings: S3Settings | None = None) -> S3FileSystem:
     """An s3fs filesystem for ``settings`` (one per settings per process; no listing cache; short retries).
 
     Cached per process id: a forked process (a DataLoader or tiling worker) opens its own, as s3fs's
@@ -156,7 +159,7 @@ def s3_filesystem(settings: S3Settings | None = None):  # -> s3fs.S3FileSystem
 
 
 @functools.lru_cache(maxsize=8)
-def _filesystem(settings: S3Settings, pid: int):  # -> s3fs.S3FileSystem  (pid: the cache key only)
+def _filesystem(settings: S3Settings, pid: int) -> S3FileSystem:  # pid: the cache key only
     import s3fs
 
     fs = s3fs.S3FileSystem(
@@ -435,7 +438,7 @@ def read_bytes(uri: str, settings: S3Settings | None = None, max_bytes: int | No
     fs = s3_filesystem(settings)
     try:
         with fs.open(uri[len("s3://") :], "rb") as f:
-            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+            data: bytes = f.read() if max_bytes is None else f.read(max_bytes + 1)
     except Exception as err:
         raise s3_error(err, uri, settings) from None
     if max_bytes is not None and len(data) > max_bytes:

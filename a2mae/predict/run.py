@@ -229,11 +229,11 @@ def _chip_columns(model: PredictModel) -> tuple[dict[str, Any], dict[str, int]]:
 
 def _chip_rows(
     job: Job, model: PredictModel, res: BatchResult
-) -> tuple[dict[str, list], dict[str, np.ndarray]]:
+) -> tuple[dict[str, list[Any]], dict[str, np.ndarray]]:
     n = len(res.windows)
     area = float(res.nodata[0].size) if n else 1.0
     prov = model.provenance()
-    cols: dict[str, list] = {
+    cols: dict[str, list[Any]] = {
         "scene_id": [job.scene_ids[0]] * n,
         "row": [r for r, _ in res.windows],
         "col": [c for _, c in res.windows],
@@ -245,18 +245,20 @@ def _chip_rows(
         "cloud_fraction": [float(np.count_nonzero(c)) / area for c in res.cloud],
     }
     if model.task == "embeddings":
-        return cols, {"embedding": res.pooled}  # type: ignore[dict-item]
+        assert res.pooled is not None  # an embeddings batch has them
+        return cols, {"embedding": res.pooled}
     p = res.probs
+    assert p is not None  # a classifier's batch has them
     if model.multilabel:
-        on = p > 0.5  # type: ignore[operator]
+        on = p > 0.5
         cols["label"] = ["|".join(model.classes[j] for j in np.flatnonzero(row)) for row in on]
         cols["label_index"] = [int(np.argmax(row)) if row.any() else -1 for row in on]
     else:
-        idx = p.argmax(1)  # type: ignore[union-attr]
+        idx = p.argmax(1)
         cols["label"] = [model.classes[j] for j in idx]
         cols["label_index"] = [int(j) for j in idx]
-    cols["score"] = [float(v) for v in p.max(1)]  # type: ignore[union-attr]
-    return cols, {"scores": p}  # type: ignore[dict-item]
+    cols["score"] = [float(v) for v in p.max(1)]
+    return cols, {"scores": p}
 
 
 def _chips(

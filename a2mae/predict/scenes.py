@@ -94,7 +94,10 @@ def read_sources(sources: Sequence[str], params: Params) -> list[SceneRecord]:
 
 
 def _source(
-    rec: SceneRecord, bands: Sequence[str], registry: SensorRegistry, transform: tuple
+    rec: SceneRecord,
+    bands: Sequence[str],
+    registry: SensorRegistry,
+    transform: tuple[float, float, float, float, float, float],
 ) -> SceneSource:
     files = {bf.band: bf for bf in rec.band_files}
     product = registry.get(rec.sensor).product(rec.product)
@@ -180,10 +183,9 @@ def encoder_norm_bands(model: PredictModel, rec: SceneRecord) -> tuple[str, ...]
     Raises:
         PredictError: None of them (the encoder was not trained on this sensor).
     """
-    from a2mae.checkpoint import read_checkpoint_meta
+    from a2mae.predict.model import encoder_stats
 
-    stats = (read_checkpoint_meta(model.files).get("norm_stats") or {}).get(rec.sensor, {})  # type: ignore[arg-type]
-    bands = tuple(b for b in rec.bands if b in stats)
+    bands = encoder_stats(model).known_bands(rec.sensor, rec.bands)
     if not bands:
         raise PredictError(
             f"scene {rec.scene_id} ({rec.source}): the encoder {model.name} was not trained on {rec.sensor} "

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from a2mae.config import Params, params_to_flat
 from a2mae.console import progress as progress_bar_of
@@ -29,6 +29,9 @@ from a2mae.errors import A2maeError
 from a2mae.pretrain.loop import make_loop_config, run_local
 from a2mae.pretrain.ray_train import Storage, build_trainer, init_ray, progress_actor, resolve_storage
 from a2mae.pretrain.state import MODEL_FILE, TrainState, read_train_state
+
+if TYPE_CHECKING:
+    from ray.train import Checkpoint
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -144,7 +147,7 @@ def _watch_progress(actor: Any, progress: ProgressFn, stop: threading.Event) -> 
 
 def _fit_ray(
     params: Params, name: str, config: dict[str, Any], storage: Storage, progress: ProgressFn | None
-):
+) -> Checkpoint:
     """Run the Ray Train ``TorchTrainer`` (progress relayed from rank 0 through an actor).
 
     Returns:
@@ -174,7 +177,8 @@ def _fit_ray(
         raise PretrainError(f"pre-training run {name!r} failed: {_root_cause(result.error)}")
     if result.checkpoint is None:
         raise PretrainError(f"pre-training run {name!r} finished without a checkpoint")
-    return result.checkpoint
+    checkpoint: Checkpoint = result.checkpoint
+    return checkpoint
 
 
 _ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception|Interrupt)): (.+)$")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +16,11 @@ from a2mae.sensors.rules import check_rules
 
 BUILTIN_PATH = Path(__file__).with_name("builtin.yaml")
 #: The built-in sensor files, read in this order before the user's (each of the shape of a user file).
-BUILTIN_FILES = (BUILTIN_PATH, Path(__file__).with_name("naip.yaml"))
+BUILTIN_FILES = (
+    BUILTIN_PATH,
+    Path(__file__).with_name("naip.yaml"),
+    Path(__file__).with_name("landsat_tm.yaml"),
+)
 ENV_VAR = "A2MAE_SENSOR_FILES"
 
 
@@ -209,7 +213,7 @@ class SensorRegistry:
     def __contains__(self, sensor_id: object) -> bool:
         return sensor_id in self._sensors
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Sensor]:
         return iter(self._sensors.values())
 
     def __len__(self) -> int:
