@@ -17,6 +17,20 @@ from a2mae.sensors import SensorRegistryError, load_registry
 REPO = Path(__file__).resolve().parents[1]
 
 
+def test_params_yaml_reads_as_dvc_reads_it():
+    """DVC parses params.yaml with ruamel (YAML 1.2), stricter than PyYAML: ``[models:/x]`` unquoted in a
+    flow sequence is an error there, and every pipeline's ``dvc commit`` then fails."""
+    from dvc.utils.serialize._yaml import parse_yaml
+
+    assert parse_yaml((REPO / "params.yaml").read_text(), "params.yaml") == load_yaml_plain()
+
+
+def load_yaml_plain() -> object:
+    import yaml
+
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
 def test_params_yaml_is_complete_and_valid():
     p = load_params()
     assert isinstance(p, Params)
