@@ -292,17 +292,32 @@ def build_model(
         encoder_source=handle.source,
         encoder_config=enc.config.model_dump(mode="json"),
         sensor_entries=enc.sensor_entries,
+        **_training_units(enc.sensor_entries, info.sensor),
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ft.seed)
         return DownstreamModel(strip_decoder(copy.deepcopy(enc)), spec)
 
 
+def _training_units(sensor_entries: dict[str, Any], sensor: str) -> dict[str, float]:
+    """``{scale, offset}`` of the training chips: those of the sensor's first (reference) product.
+
+    Fine-tuning datasets hold pixels in their sensor's reference units (Sentinel-2: reflectance x
+    10,000; docs/finetune.md); ``a2mae predict`` maps every other product of the sensor to them.
+    """
+    products = (sensor_entries.get(sensor) or {}).get("products") or {}
+    first = next(iter(products.values()), None)
+    if not isinstance(first, dict) or "scale" not in first:
+        return {}
+    return {"scale": float(first["scale"]), "offset": float(first.get("offset", 0.0))}
+
+
 @contextlib.contextmanager
 def _progress(total: int, label: str, enabled: bool) -> Iterator[Callable[[int, float], None]]:
     """A progress bar over ``total`` steps yielding ``on_step(step, loss)`` (a no-op when not enabled)."""
     with progress_bar(label, total, "steps", enabled=enabled) as bar:
-        yield lambda step, loss: bar.update(step, extra=f"loss {loss:.4f}")
+        # `step` counts from 0: after the last one the bar reads total/total, not (total - 1)/total
+        yield lambda step, loss: bar.update(step + 1, extra=f"loss {loss:.4f}")
 
 
 def _flat_tags(prefix: str, d: dict[str, Any]) -> dict[str, str]:

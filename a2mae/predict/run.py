@@ -479,6 +479,7 @@ def predict(
     out = str(out)
     if _exists(out) and not overwrite:
         raise PredictError(f"{out}: already exists; pass --overwrite or choose another --out")
+    records = read_sources(sources, params)  # a bad scene is refused before the model is fetched
     stage = _stage_for(out)
     try:
         pm = model or _resolve(model_uri or params.predict.model, params, stage)
@@ -487,7 +488,7 @@ def predict(
             raise PredictError(
                 f"predict.window={win} is not a multiple of the model's patch size {pm.patch_size}"
             )
-        jobs = plan_jobs(read_sources(sources, params), pm, params)
+        jobs = plan_jobs(records, pm, params)
         report = PredictReport(out=out, model=pm.provenance(), task=pm.task)
         for job in jobs:
             entry = run_job(job, pm, params, stage / job.key, progress)
