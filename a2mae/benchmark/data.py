@@ -198,7 +198,7 @@ def cut_scene(
                     pixels=px,
                     metas=metas,
                     label=np.asarray(scene_label if lab is None else lab.astype(np.int64)),
-                    bounds=metres_box(crs, *box) if crs is not None else None,
+                    bounds=metres_box(crs, *box) if crs is not None else None,  # type: ignore[arg-type]
                     group=group,
                     fixed_fold=fixed_fold,
                     name=f"{name}[{r0}:{r0 + chip}, {c0}:{c0 + chip}]",

@@ -114,7 +114,7 @@ def markdown(res: BenchmarkResult, params: Params) -> str:
     cfg, data = params.benchmark, res.data
     summ = summary(res.rows)
     metrics = list(dict.fromkeys(s["metric"] for s in summ))
-    prim = primary_metric(data.kind)  # type: ignore[arg-type]
+    prim = primary_metric(data.kind)
     res_line = "; ".join(f"{res.resolution[m]:.3f} ({m})" for m in metrics if m in res.resolution)
     head = [
         f"# Benchmark: {data.root.name} ({data.layout}, {data.kind})",
@@ -149,7 +149,7 @@ def figure(res: BenchmarkResult, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    prim = primary_metric(res.data.kind)  # type: ignore[arg-type]
+    prim = primary_metric(res.data.kind)
     summ = [s for s in summary(res.rows) if s["metric"] == prim]
     protos = list(dict.fromkeys(s["protocol"] for s in summ))
     fig, axes = plt.subplots(1, max(len(protos), 1), figsize=(4 * max(len(protos), 1), 3.2), squeeze=False)

@@ -77,15 +77,17 @@ def _dense_labels(label: np.ndarray, mode: str, patch: int) -> tuple[np.ndarray,
     cells = (
         label[: h * patch, : w * patch].reshape(h, patch, w, patch).transpose(0, 2, 1, 3).reshape(h, w, -1)
     )
-    rows, cols, ys = [], [], []
-    for r in range(h):
-        for c in range(w):
-            v = cells[r, c]
-            v = v[v != IGNORE]
+    rows: list[int] = []
+    cols: list[int] = []
+    ys: list[int] = []
+    for ri in range(int(h)):
+        for ci in range(int(w)):
+            cell = cells[ri, ci]
+            v = cell[cell != IGNORE]
             if len(v) * 2 < patch * patch:
                 continue
-            rows.append(r)
-            cols.append(c)
+            rows.append(ri)
+            cols.append(ci)
             ys.append(int(np.bincount(v).argmax()))
     return np.array(rows, int), np.array(cols, int), np.array(ys, np.int64)
 
@@ -120,7 +122,8 @@ def features(emb: Embeddings, ix: Index, mode: str, patch: int, change: bool) ->
     """``(n, D)`` features of the samples of ``ix``."""
     if ix.row.size == 0 or ix.row[0] < 0:
         p = emb.pooled[ix.chip]
-        return np.abs(p[:, 0] - p[:, 1]) if change else p[:, 0]
+        pooled: np.ndarray = np.abs(p[:, 0] - p[:, 1]) if change else p[:, 0]
+        return pooled
     assert emb.tokens is not None
     tr, tc = (ix.row // patch, ix.col // patch) if mode == "pixel" else (ix.row, ix.col)
     t = emb.tokens[ix.chip, :, :, tr, tc]  # [n, T, D]

@@ -60,7 +60,8 @@ def _landscape(rng: np.random.Generator, c: int, h: int, w: int) -> np.ndarray:
     base = rng.uniform(40, 120, (c, 1, 1))
     field = np.cumsum(np.cumsum(rng.normal(0, 1, (h, w)), 0), 1)
     field = (field - field.mean()) / (field.std() + 1e-6)
-    return (base + 8 * field[None] + rng.normal(0, 2, (c, h, w))).astype(np.float32)
+    out: np.ndarray = (base + 8 * field[None] + rng.normal(0, 2, (c, h, w))).astype(np.float32)
+    return out
 
 
 def change_pair_arrays(seed: int, c: int = 6, size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -133,8 +134,11 @@ def write_oscd(
 
 
 def tiny_checkpoint(
-    path: Path, sensors: tuple[str, ...] = ("S2", "L8"), seed: int = 0, norm_stats: dict | None = None
-) -> Path:  # type: ignore[type-arg]
+    path: Path,
+    sensors: tuple[str, ...] = ("S2", "L8"),
+    seed: int = 0,
+    norm_stats: dict[str, object] | None = None,
+) -> Path:
     """A tiny a2mae encoder checkpoint (weights moved off the initialisation so it differs from scratch)."""
     import torch
 

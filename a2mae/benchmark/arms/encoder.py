@@ -68,7 +68,9 @@ class EncoderArm(Arm):
         if not self.use_encoder_stats:
             self.mean, self.std = data_stats
             return
-        got = encoder_statistics(self.handle.norm_stats, data.sensor, data.bands)
+        ns = self.handle.norm_stats
+        doc = ns.to_doc()
+        got = encoder_statistics(doc, data.sensor, data.bands)
         if got is None:
             raise missing_statistics(self.name, self.handle.source, data.sensor, data.bands)
         self.mean, self.std = got

@@ -51,7 +51,7 @@ def _site(folder: Path, choice: BandChoice, chip: int) -> tuple[list[Chip], str,
         raise BenchmarkError(
             f"{folder}: {images[0].name} and {images[1].name} are not on one grid; co-register them"
         )
-    label = read_label(ref, tuple(a.shape[1:]))  # type: ignore[arg-type]
+    label = read_label(ref, tuple(a.shape[1:]))
     label = np.where(label == IGNORE, IGNORE, (label > 0).astype(np.int64))
     if not (label != IGNORE).any():
         raise BenchmarkError(f"{ref}: no labelled pixel (1 changed, 0 unchanged)")
@@ -75,7 +75,7 @@ def read_change_pairs(root: Path, choice: BandChoice, chip: int) -> BenchData:
             f"{root}: not a change-pair layout; expected {EXPECTED} (or site folders of them)"
         )
     chips: list[Chip] = []
-    sensor, bands = "", ()
+    sensor, bands = "", tuple[str, ...]()
     for folder in found:
         c, sensor, b = _site(folder, choice, chip)
         if bands and b != bands:

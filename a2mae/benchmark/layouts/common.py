@@ -119,7 +119,8 @@ def read_label(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
             f"{path}: labels of {lab.shape[0]}x{lab.shape[1]} px do not cover the images' "
             f"{shape[0]}x{shape[1]} grid (labels outside the rasters); give labels on the images' grid"
         )
-    return lab
+    out: np.ndarray = lab
+    return out
 
 
 def image_files(folder: Path, exclude: Sequence[str] = ()) -> list[Path]:

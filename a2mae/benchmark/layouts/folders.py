@@ -130,7 +130,8 @@ def finetune_task(root: Path) -> str | None:
 
 def read_finetune(root: Path, choice: BandChoice, label_mode: str = "auto") -> BenchData:
     """All splits of a finetune layout as one pool (re-split spatially)."""
-    from a2mae.finetune.datasets import EmptySplitError, open_dataset
+    from a2mae.finetune.chips import EmptySplitError
+    from a2mae.finetune.datasets import open_dataset
 
     task = finetune_task(root)
     if task is None:

@@ -82,7 +82,7 @@ def _burn(labels, classes: list[str], info: dict[str, object]) -> tuple[np.ndarr
             fill=0,
             dtype="uint8",
             all_touched=geom.geom_type in ("Point", "MultiPoint"),
-        )  # type: ignore[arg-type]
+        )
         if one.any():
             out[one > 0] = classes.index(cls)
             hit[i] = True
@@ -125,4 +125,4 @@ def read_vector(root: Path, choice: BandChoice, chip: int) -> BenchData:
     if not chips:
         raise BenchmarkError(f"{root}: no {chip}x{chip} px chip holds a label; lower benchmark.chip_size")
     notes = [f"labels from {', '.join(f.name for f in files)} burnt into the rasters' grids"]
-    return BenchData("segmentation", classes, chips, "vector", root, sensor, bands, notes)  # type: ignore[arg-type]
+    return BenchData("segmentation", classes, chips, "vector", root, sensor, bands, notes)

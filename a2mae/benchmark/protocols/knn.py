@@ -14,7 +14,8 @@ TEMPERATURE = 0.07
 
 def _unit(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    out: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return out
 
 
 def knn_scores(
