@@ -185,6 +185,7 @@ def _head(budget: Any, info: Mapping[str, Any]) -> list[str]:
         f"| whole run | {info['seconds']:.0f} s wall, {info['cpu_seconds']:.0f} s CPU |",
         f"| arms | encoder, {', '.join(budget.baselines)}; protocols {', '.join(budget.protocols)}; "
         f"{budget.seeds} seeds |",
+        f"| normalisation | `benchmark.normalization={info.get('normalization', 'encoder')}` for every arm |",
         "",
         "## Results",
     ]

@@ -34,6 +34,8 @@ from typing import Any
 from a2mae import console, logs
 
 REPO = Path(__file__).resolve().parents[1]
+#: ``benchmark.normalization`` of every evidence benchmark (``--set`` may change it).
+NORMALIZATION = "dataset"
 
 
 @dataclass
@@ -121,6 +123,10 @@ def benchmark_all(out: Path, params: Any, b: Budget, encoder: str, snapshot: Pat
         bp = load_params(
             b.params_file,
             [
+                # every arm reads a set with the set's per-band statistics: the pre-training snapshot keeps
+                # 10 of S2's 13 bands (no B01, B09, B10), so the encoder has no statistics of its own for
+                # the 13-band sets; one normalisation for all arms keeps the comparison paired
+                f"benchmark.normalization={NORMALIZATION}",
                 *b.overrides,
                 f"benchmark.baselines={b.baselines}",
                 f"benchmark.protocols={b.protocols}",
@@ -198,6 +204,10 @@ def run_evidence(out: Path, quick: bool, params_file: str | None, sets: list[str
         "seconds": time.perf_counter() - t0,
         "cpu_seconds": cpu_seconds() - c0,
         "cores": os.cpu_count(),
+        "normalization": next(
+            (o.split("=", 1)[1] for o in reversed(b.overrides) if o.startswith("benchmark.normalization=")),
+            NORMALIZATION,
+        ),
     }
     report = Path(params.evidence.report) if not quick else out / "evidence.md"
     figure = Path(params.evidence.figure) if not quick else out / "evidence.png"
