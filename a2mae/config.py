@@ -408,6 +408,10 @@ class EvidenceConfig(_Section):
     sets: dict[str, str] = Field(
         min_length=1, description="Real labelled sets benchmarked: name -> folder (layout detected)."
     )
+    set_overrides: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Per set: benchmark settings (section.key=value) it needs, e.g. a smaller block_m.",
+    )
     pretrain_steps: int = Field(ge=1, description="Pre-training steps of A²-MAE and of the plain MAE.")
     seeds: int = Field(ge=1, description="Seeds of every probe.")
     quick_steps: int = Field(ge=1, description="QUICK=1: pre-training steps.")

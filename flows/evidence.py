@@ -50,6 +50,7 @@ class Budget:
     baselines: list[str]
     protocols: list[str]
     overrides: list[str] = field(default_factory=list)
+    set_overrides: dict[str, list[str]] = field(default_factory=dict)
 
 
 def budget_of(params: Any, quick: bool, overrides: list[str], params_file: str | None = None) -> Budget:
@@ -58,7 +59,17 @@ def budget_of(params: Any, quick: bool, overrides: list[str], params_file: str |
     sets = {k: v for k, v in ev.sets.items() if not quick or k in ev.quick_sets}
     steps = ev.quick_steps if quick else ev.pretrain_steps
     seeds = ev.quick_seeds if quick else ev.seeds
-    return Budget(quick, params_file, steps, seeds, sets, list(ev.baselines), list(ev.protocols), overrides)
+    return Budget(
+        quick,
+        params_file,
+        steps,
+        seeds,
+        sets,
+        list(ev.baselines),
+        list(ev.protocols),
+        overrides,
+        {k: list(v) for k, v in ev.set_overrides.items()},
+    )
 
 
 def pipeline_overrides(b: Budget) -> list[str]:
@@ -127,6 +138,7 @@ def benchmark_all(out: Path, params: Any, b: Budget, encoder: str, snapshot: Pat
                 # 10 of S2's 13 bands (no B01, B09, B10), so the encoder has no statistics of its own for
                 # the 13-band sets; one normalisation for all arms keeps the comparison paired
                 f"benchmark.normalization={NORMALIZATION}",
+                *b.set_overrides.get(name, []),
                 *b.overrides,
                 f"benchmark.baselines={b.baselines}",
                 f"benchmark.protocols={b.protocols}",
