@@ -164,7 +164,7 @@ def write_report(
 
 def _head(budget: Any, info: Mapping[str, Any]) -> list[str]:
     pipe = info.get("pipeline") or {}
-    tile = pipe.get("tile") or {}
+    tile = (pipe.get("tile") or {}).get("counts") or {}
     snap = pipe.get("snapshot") or {}
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return [

@@ -73,7 +73,7 @@ def test_report_holds_the_table_budget_reading_and_figure(tmp_path):
         "git_commit": "abc123",
         "encoder": "models:/a2mae-encoder/1",
         "cores": 2,
-        "pipeline": {"tile": {"sets": 700}, "snapshot": {"md5": "d41d8"}},
+        "pipeline": {"tile": {"counts": {"sets": 700}}, "snapshot": {"md5": "d41d8"}},
         "pretrain_seconds": 600.0,
         "pretrain_cpu_seconds": 1100.0,
         "seconds": 1500.0,
@@ -83,7 +83,13 @@ def test_report_holds_the_table_budget_reading_and_figure(tmp_path):
     text = (tmp_path / "evidence.md").read_text()
     assert "| encoder | 0.620 ± 0.014 [0.570, 0.670] | 0.710 ± 0.014 [0.660, 0.760] |" in text
     assert "| scratch | 0.430 ± 0.028 [0.380, 0.480] |  |" in text
-    assert "300 steps" in text and "`abc123`" in text and "2900 s CPU" in text and "1100 s CPU" in text
+    assert (
+        "700 image sets" in text
+        and "300 steps" in text
+        and "`abc123`" in text
+        and "2900 s CPU" in text
+        and "1100 s CPU" in text
+    )
     assert "A²-MAE is better on landcover (knn, +0.190 [+0.100, +0.300])" in text
     assert (tmp_path / "evidence.png").read_bytes()[
         :4
