@@ -10,7 +10,7 @@ overrides; any bad value raises :class:`ConfigError` with one line naming the ke
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +33,6 @@ Executor = Literal["local", "ray"]
 AnchorPolicy = Literal["random", "finest_gsd", "coarsest_gsd"]
 MaskingPolicy = Literal["aligned", "complementary", "independent"]
 AnchorGroupMask = Literal["consistent", "independent"]
-Task = Literal["classification", "segmentation", "change_detection"]
 FinetuneProtocol = Literal["linear_probe", "full"]
 #: DVC remotes of the repository's ``.dvc/config``: ``local`` (a folder) and ``s3`` (the services' store).
 DvcRemote = Literal["local", "s3"]
@@ -240,14 +239,6 @@ class PretrainConfig(_Section):
     system_metrics: bool = Field(description="MLflow system metrics from rank 0.")
 
 
-class FinetuneDatasets(_Section):
-    """Default dataset folder per task (``--data`` wins)."""
-
-    classification: str | None = Field(description="Folder of chips + labels CSV.")
-    segmentation: str | None = Field(description="Folder of image/mask GeoTIFF pairs.")
-    change_detection: str | None = Field(description="OSCD/LEVIR-style before/after/label folders.")
-
-
 class AblationVariant(_Section):
     """One pre-training variant of the ablation."""
 
@@ -266,9 +257,9 @@ class AblationConfig(_Section):
 class FinetuneConfig(_Section):
     """Downstream fine-tuning."""
 
-    task: Task = Field(
-        description="Downstream task: scene classification, segmentation or change detection (registered "
-        "as model_prefix + task, e.g. a2mae-classification)."
+    task: str = Field(
+        description="Downstream task, a registered one (a2mae.tasks: scene classification, segmentation, "
+        "change detection); the model is registered as model_prefix + task, e.g. a2mae-classification."
     )
     protocol: FinetuneProtocol = Field(
         description="linear_probe: frozen encoder, train the head only; full: train encoder and head."
@@ -279,7 +270,9 @@ class FinetuneConfig(_Section):
     lr: float = Field(gt=0, description="Peak learning rate (after warm-up).")
     layer_decay: float = Field(gt=0, le=1)
     seed: int
-    datasets: FinetuneDatasets
+    datasets: dict[str, str | None] = Field(
+        description="Default dataset folder per task (keys: registered tasks; --data wins; null: none)."
+    )
     label_mode: Literal["auto", "single", "multi"]
     sensor: str = Field(description="Sensor id of the chips when the GeoTIFFs do not say.")
     bands: list[str] | None = Field(description="Band ids in file order; None: GeoTIFF band descriptions.")
@@ -414,6 +407,22 @@ class Params(_Section):
     infra: InfraConfig
 
 
+# ------------------------------------------------------------------------------- checks across sections
+#: A check of the parameters that needs more than one section, or a registry of a layer above this one
+#: (the model variants, the tasks). Each is written once, in the layer that owns its rule, registered
+#: there at import (:func:`register_check`), and run once by :func:`validate_params`: the CLI and the
+#: flows import those layers before they load parameters.
+ParamsCheck = Callable[["Params"], None]
+_CHECKS: list[ParamsCheck] = []
+
+
+def register_check(check: ParamsCheck) -> ParamsCheck:
+    """Run ``check(params)`` whenever parameters are validated; it raises an ``A2maeError`` (one line)."""
+    if check not in _CHECKS:
+        _CHECKS.append(check)
+    return check
+
+
 # ------------------------------------------------------------------------------------------ loading
 def default_params_path() -> Path:
     """The defaults file: the repository's params.yaml, or the copy shipped in the wheel."""
@@ -493,12 +502,16 @@ def validate_params(doc: Mapping[str, Any], source: str = "params") -> Params:
     """Validate a parameter mapping.
 
     Raises:
-        ConfigError: One line naming the first bad key.
+        ConfigError: One line naming the first bad key. A2maeError: A check across sections failed
+            (:func:`register_check`), e.g. ``ModelConfigError`` for a chip size the patch does not divide.
     """
     try:
-        return Params.model_validate(doc)
+        params = Params.model_validate(doc)
     except ValidationError as err:
         raise ConfigError(_format_error(err, source, doc)) from None
+    for check in _CHECKS:
+        check(params)
+    return params
 
 
 def load_params(

@@ -23,23 +23,23 @@ import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal, Self, get_args
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
 
+from a2mae import tasks
 from a2mae.config import (
     DvcRemote,
     Executor,
     FinetuneProtocol,
     MaskingPolicy,
     Params,
-    Task,
     apply_overrides,
     load_params,
     validate_params,
 )
-from a2mae.models.variants import check_chip_size, list_models, model_config
+from a2mae.models.variants import list_models, model_config
 
 _DEFAULTS = load_params()
 _BOUNDS = ("ge", "gt", "le", "lt", "multiple_of", "min_length", "max_length")
@@ -73,10 +73,12 @@ def _by_size(names: list[str]) -> tuple[str, ...]:
 
 #: The registered A²-MAE variants (``a2mae models``), smallest first: the model dropdown.
 ModelVariant = Literal[_by_size(list_models())]  # type: ignore[valid-type]
+#: The registered downstream tasks (:mod:`a2mae.tasks`): the task dropdown.
+TaskName = Literal[tasks.names()]  # type: ignore[valid-type]
 #: Registered model names a person evaluates or promotes: ``<finetune.model_prefix><task>`` per task,
 #: and the encoder.
 REGISTERED_MODELS = (
-    *(f"{_DEFAULTS.finetune.model_prefix}{task}" for task in get_args(Task)),
+    *(f"{_DEFAULTS.finetune.model_prefix}{task}" for task in tasks.names()),
     _DEFAULTS.registry.encoder_model,
 )
 RegisteredModel = Literal[REGISTERED_MODELS]  # type: ignore[valid-type]
@@ -283,9 +285,7 @@ class FlowParams(BaseModel):
         uri = doc["registry"]["tracking_uri"]
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             doc["registry"]["tracking_uri"] = "sqlite:///" + self.path(uri[len("sqlite:///") :])
-        params = validate_params(doc, source="flow parameters")
-        check_chip_size(params.model, params.tile.chip_size, **params.pretrain.model_overrides)
-        return params
+        return validate_params(doc, source="flow parameters")  # checks across sections included
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -428,7 +428,7 @@ class RetrainPretrain(Section):
 class RetrainFinetune(Section):
     """Fine-tuning: the new encoder on the downstream task, registered as the challenger."""
 
-    task: Task = p("finetune.task")
+    task: TaskName = p("finetune.task")
     max_steps: int = p("finetune.max_steps", _FINETUNE_STEPS, none_as=0)
 
 
@@ -470,7 +470,7 @@ class FinetuneParams(FlowParams):
     """Downstream fine-tuning of an encoder; the model is registered with the challenger alias."""
 
     encoder: str = p("finetune.encoder")
-    task: Task = p("finetune.task")
+    task: TaskName = p("finetune.task")
     protocol: FinetuneProtocol = p("finetune.protocol")
     data: str = Field(default="", description="Dataset folder (empty: finetune.datasets.<task>).")
     epochs: int = p("finetune.epochs", "Passes over the training split.")

@@ -9,13 +9,15 @@ The layers, from the top (a module may import its own layer and the layers below
  3    ``a2mae.finetune``
  4    ``a2mae.pretrain``
  5    ``a2mae.registry``
- 6    ``a2mae.stssd``
- 7    ``a2mae.collect`` (gathers scenes from a STAC API into the catalog ingest writes)
- 8    ``a2mae.ingest``
- 9    shared services of the stages: ``tracking``, ``checkpoint``, ``executor``, ``services``, ``dvc``,
+ 6    ``a2mae.tasks`` (one module per downstream task: its data, head, loss, metrics, outputs; the
+      registry of tasks that fine-tuning, evaluation, the registry and predict ask)
+ 7    ``a2mae.stssd``
+ 8    ``a2mae.collect`` (gathers scenes from a STAC API into the catalog ingest writes)
+ 9    ``a2mae.ingest``
+ 10   shared services of the stages: ``tracking``, ``checkpoint``, ``executor``, ``services``, ``dvc``,
       ``samples``
- 10   ``a2mae.models`` (pure torch + timm)
- 11   base: ``a2mae.types``, ``a2mae.sensors``, ``a2mae.io``, ``a2mae.config``, ``a2mae.errors``,
+ 11   ``a2mae.models`` (pure torch + timm)
+ 12   base: ``a2mae.types``, ``a2mae.sensors``, ``a2mae.io``, ``a2mae.config``, ``a2mae.errors``,
       ``a2mae.console`` (what commands print, progress bars), ``a2mae.logs`` (library logs to a file)
 ====  ===============================================================================================
 
@@ -41,6 +43,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("a2mae.finetune",),
     ("a2mae.pretrain",),
     ("a2mae.registry",),
+    ("a2mae.tasks",),
     ("a2mae.stssd",),
     ("a2mae.collect",),
     ("a2mae.ingest",),
@@ -236,7 +239,7 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
                 "a2mae/ingest/__init__.py": "",
                 "a2mae/ingest/a.py": "def f():\n    from a2mae.stssd import run\n",
             },
-            "(layer 6, above)",
+            "(layer 7, above)",
         ),
         (
             {
@@ -277,3 +280,68 @@ def test_functions_are_named_steps_of_at_most_80_lines():
                 if n > 80:
                     long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({n} lines)")
     assert not long, "split into named steps: " + "; ".join(long)
+
+
+# ------------------------------------------------------------------------------ tasks are asked, not named
+#: Names of the built-in tasks and of the encoder's outputs in predict (the strings generic code must
+#: not compare against: it asks the task object, :mod:`a2mae.tasks`).
+TASK_NAMES = ("classification", "segmentation", "change_detection", "embeddings")
+
+
+def _str_constants(node: ast.AST) -> list[str]:
+    """String constants of an expression, looking into tuples, lists and sets."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return [s for e in node.elts for s in _str_constants(e)]
+    return []
+
+
+def task_name_comparisons(root: Path) -> list[str]:
+    """``x == "segmentation"``, ``x in ("a", "b")``, ``case "change_detection"`` outside ``a2mae/tasks``."""
+    out = []
+    for top in ("a2mae", "flows"):
+        for path in sorted((root / top).rglob("*.py")):
+            rel = path.relative_to(root)
+            if rel.parts[:2] == ("a2mae", "tasks"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Compare):
+                    found = [s for e in (node.left, *node.comparators) for s in _str_constants(e)]
+                elif isinstance(node, ast.MatchValue):
+                    found = _str_constants(node.value)
+                else:
+                    continue
+                hits = sorted(set(found) & set(TASK_NAMES))
+                if hits:
+                    out.append(f"{rel}:{node.lineno}: compares with task name {hits[0]!r}")
+    return out
+
+
+def test_no_task_name_is_compared_outside_the_tasks_package():
+    found = task_name_comparisons(REPO)
+    assert not found, "ask the task object (a2mae.tasks.get(name)) instead:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        'def f(t):\n    return t == "segmentation"\n',
+        'def f(t):\n    return t in ("segmentation", "change_detection")\n',
+        'def f(m):\n    return "embeddings" != m.task\n',
+        'def f(t):\n    match t:\n        case "classification":\n            return 1\n',
+    ],
+)
+def test_the_task_name_check_finds_each_form(tmp_path, code):
+    root = _tree(tmp_path, {"a2mae/predict/x.py": code, "a2mae/tasks/y.py": code})
+    found = task_name_comparisons(root)
+    assert len(found) == 1 and found[0].startswith("a2mae/predict/x.py:"), found
+
+
+def test_the_built_in_tasks_are_modules_of_the_tasks_package():
+    from a2mae import tasks
+
+    assert tasks.names()[:3] == ("classification", "segmentation", "change_detection")
+    for name in tasks.names()[:3]:
+        assert type(tasks.get(name)).__module__.startswith("a2mae.tasks."), name
+    assert len({type(tasks.get(n)).__module__ for n in tasks.names()[:3]}) == 3

@@ -20,7 +20,10 @@ from a2mae.cli.app import (
 
 TaskOpt = Annotated[
     str | None,
-    typer.Option("--task", help="classification | segmentation | change_detection (default: finetune.task)."),
+    typer.Option(
+        "--task",
+        help="A registered downstream task (a2mae.tasks; default: finetune.task); an unknown one lists them.",
+    ),
 ]
 DataOpt = Annotated[
     Path | None, typer.Option("--data", help="Dataset folder (default: finetune.datasets.<task>).")

@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from a2mae import tasks
 from a2mae.config import Params
 from a2mae.finetune import engine
-from a2mae.finetune.datasets import DatasetInfo, DownstreamDataset, check_compatible, open_dataset
-from a2mae.finetune.metrics import TaskMetrics, metric_kind
 from a2mae.models.downstream import DownstreamModel
 from a2mae.registry import aliases
 from a2mae.registry.downstream import load_model
 from a2mae.registry.errors import RegistryError
+from a2mae.tasks.base import Metrics, open_dataset
+from a2mae.tasks.data import DatasetInfo, DownstreamDataset, check_compatible
 from a2mae.tracking.client import client, temp_dir, use_experiment
 from a2mae.tracking.context import description_tags
 from a2mae.tracking.lineage import lineage_tags
@@ -138,7 +139,7 @@ class _Scores:
     split_hash: str
     metric: str
     challenger_metrics: dict[str, float]
-    scored: TaskMetrics
+    scored: Metrics
     champion_metrics: dict[str, float]
     champion_score: float | None
     decision: str
@@ -231,7 +232,7 @@ def _score_both(params: Params, name: str, mv: Any, champ_mv: Any | None, root: 
     challenger = load_model(f"models:/{name}/{mv.version}")
     ds = open_eval_split(challenger, root, ev.split)
     split_hash = ds.content_hash()
-    metric = getattr(ev.primary_metric, metric_kind(challenger.spec.task, challenger.spec.multilabel))
+    metric = tasks.get(challenger.spec.task).primary_metric(ev.primary_metric, challenger.spec.multilabel)
     ch_metrics, ch_scored = engine.score(challenger, ds, ev.batch_size)
     champ_metrics: dict[str, float] = {}
     champion_score = None

@@ -21,18 +21,19 @@ from typing import Any
 
 import torch
 
+from a2mae import tasks
 from a2mae.config import Params
 from a2mae.console import progress as progress_bar
 from a2mae.finetune import engine
-from a2mae.finetune.chips import DatasetError, EmptySplitError
-from a2mae.finetune.datasets import TASKS, DatasetInfo, DownstreamDataset, open_dataset
 from a2mae.finetune.encoder import SCRATCH, EncoderHandle, load_encoder
-from a2mae.finetune.metrics import TaskMetrics, metric_kind
 from a2mae.finetune.report import comparison_markdown
 from a2mae.io.atomic import atomic_path
 from a2mae.models import A2MAE
 from a2mae.models.downstream import DownstreamModel, ModelSpec, strip_decoder
 from a2mae.registry.downstream import LoggedVersion, log_model
+from a2mae.tasks.base import Metrics, open_dataset
+from a2mae.tasks.chips import DatasetError, EmptySplitError
+from a2mae.tasks.data import DatasetInfo, DownstreamDataset
 from a2mae.tracking.context import description_tags
 
 VERSION_TAGS = "a2mae."
@@ -131,9 +132,8 @@ def resolve_data(params: Params, task: str, data: str | Path | None) -> Path:
     Raises:
         DatasetError: Neither is set.
     """
-    if task not in TASKS:
-        raise DatasetError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
-    chosen = data if data is not None else getattr(params.finetune.datasets, task)
+    tasks.get(task)  # UnknownTaskError: one line listing the known tasks
+    chosen = data if data is not None else params.finetune.datasets.get(task)
     if chosen is None:
         raise DatasetError(
             f"no dataset for {task}: pass --data FOLDER or set finetune.datasets.{task} "
@@ -244,7 +244,7 @@ def build_model(
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(ft.seed)
-        return DownstreamModel(strip_decoder(copy.deepcopy(enc)), spec)
+        return tasks.get(info.task).build_model(strip_decoder(copy.deepcopy(enc)), spec)
 
 
 @contextlib.contextmanager
@@ -259,7 +259,7 @@ def _flat_tags(prefix: str, d: dict[str, Any]) -> dict[str, str]:
     return {f"{prefix}{k}": str(v)[:500] for k, v in d.items() if isinstance(v, str | int | float | bool)}
 
 
-def _write_figures(scored: TaskMetrics, classes: list[str], title: str, folder: Path) -> list[Path]:
+def _write_figures(scored: Metrics, classes: list[str], title: str, folder: Path) -> list[Path]:
     """Write the split's figures (confusion matrix, or multi-label PR curves and counts) under ``folder``."""
     paths = []
     for name, png in scored.figures(classes, title).items():
@@ -377,14 +377,15 @@ def _prepare_arm(
     train_ds = engine.CachedDataset(splits.train)
     model = build_model(params, handle, splits, protocol, train_ds)
     steps = engine.budget(len(train_ds), ft.batch_size, ft.epochs, ft.max_steps)
-    kind = metric_kind(task, splits.info.multilabel)
+    t = tasks.get(task)
+    kind = t.metric_kind(splits.info.multilabel)
     fields: dict[str, Any] = {
         "task": task,
         "kind": kind,
         "protocol": protocol,
         "encoder": handle.source,
         "pretrained": handle.pretrained,
-        "metric": getattr(params.evaluate.primary_metric, kind),
+        "metric": t.primary_metric(params.evaluate.primary_metric, splits.info.multilabel),
         "split": splits.eval.split,
         "split_hash": splits.eval.content_hash(),
         "data": str(root.resolve()),
@@ -404,7 +405,7 @@ def _train_and_score(
     """Train ``model`` for ``steps`` optimiser steps, then score it on val (if any) and the eval split.
 
     Returns:
-        ``(training log, eval-split metrics, val metrics or None, the eval split's TaskMetrics)`` (its
+        ``(training log, eval-split metrics, val metrics or None, the eval split's task metrics)`` (its
         ``figures()``: confusion matrix or precision-recall curves).
     """
     ft = params.finetune

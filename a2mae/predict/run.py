@@ -107,9 +107,9 @@ def _pipelined(tasks: Sequence[BatchTask], on_done: Callable[[int], None] | None
 
 def batch_tasks(job: Job, model: PredictModel, cfg: PredictConfig, s3: Any) -> list[BatchTask]:
     """The batches of a job: dense tasks overlap and blend, per-chip tasks tile without overlap."""
-    dense = model.task in ("segmentation", "change_detection")
-    overlap = cfg.overlap if dense or (model.task == "embeddings" and cfg.dense_embeddings) else 0
-    align = model.patch_size if model.task == "embeddings" and cfg.dense_embeddings else 1
+    dense_embeddings = model.downstream is None and cfg.dense_embeddings
+    overlap = cfg.overlap if model.dense or dense_embeddings else 0
+    align = model.patch_size if dense_embeddings else 1
     wins = grid(job.height, job.width, cfg.window, overlap, align)
     common = {
         "model": model,
@@ -121,7 +121,7 @@ def batch_tasks(job: Job, model: PredictModel, cfg: PredictConfig, s3: Any) -> l
         "bands": job.bands,
         "datetime": job.datetime,
         "norm": job.norm,
-        "dense": model.task == "embeddings" and cfg.dense_embeddings,
+        "dense": dense_embeddings,
         "s3": s3,
         "gdal_cache_mb": cfg.gdal_cache_mb,
     }
@@ -174,7 +174,8 @@ def _accumulate(results: Iterator[BatchResult], acc: Any, flags: Any, wts: np.nd
 def _write_maps(
     job: Job, model: PredictModel, cfg: PredictConfig, acc: Any, flags: Any, folder: Path, work: Path
 ) -> list[str]:
-    name = "change" if model.task == "change_detection" else "classmap"
+    assert model.downstream is not None
+    name = model.downstream.map_name
     k = len(model.classes)
     base = rasters.provenance_tags(model.provenance(), job.scene_ids, {"task": model.task})
     geo = (job.crs, job.transform, job.width, job.height)
@@ -221,8 +222,9 @@ def _chip_columns(model: PredictModel) -> tuple[dict[str, Any], dict[str, int]]:
         "model_name": pa.string(), "model_version": pa.string(), "run_id": pa.string(),
         "nodata_fraction": pa.float32(), "cloud_fraction": pa.float32(),
     }  # fmt: skip
-    if model.task == "classification":
-        cols.update(label=pa.string(), label_index=pa.int16(), score=pa.float32())
+    task = model.downstream
+    if task is not None:
+        cols.update(task.chip_columns(model.classes, model.multilabel))
         return cols, {"scores": len(model.classes)}
     return cols, {}
 
@@ -244,19 +246,13 @@ def _chip_rows(
         "nodata_fraction": [float(np.count_nonzero(b)) / area for b in res.nodata],
         "cloud_fraction": [float(np.count_nonzero(c)) / area for c in res.cloud],
     }
-    if model.task == "embeddings":
+    task = model.downstream
+    if task is None:
         return cols, {"embedding": res.pooled}  # type: ignore[dict-item]
-    p = res.probs
-    if model.multilabel:
-        on = p > 0.5  # type: ignore[operator]
-        cols["label"] = ["|".join(model.classes[j] for j in np.flatnonzero(row)) for row in on]
-        cols["label_index"] = [int(np.argmax(row)) if row.any() else -1 for row in on]
-    else:
-        idx = p.argmax(1)  # type: ignore[union-attr]
-        cols["label"] = [model.classes[j] for j in idx]
-        cols["label_index"] = [int(j) for j in idx]
-    cols["score"] = [float(v) for v in p.max(1)]  # type: ignore[union-attr]
-    return cols, {"scores": p}  # type: ignore[dict-item]
+    assert res.probs is not None
+    values, fixed = task.chip_values(res.probs, model.classes, model.multilabel)
+    cols.update(values)
+    return cols, fixed
 
 
 def _chips(
@@ -270,7 +266,7 @@ def _chips(
     """Per-chip labels/scores or embeddings as GeoParquet (+ the dense embedding COG)."""
     from a2mae.predict.geoparquet import ChipWriter
 
-    fname = "chips.parquet" if model.task == "classification" else "embeddings.parquet"
+    fname = model.downstream.chips_file if model.downstream is not None else "embeddings.parquet"
     cols, fixed = _chip_columns(model)
     meta = {
         **model.provenance(),
@@ -280,9 +276,7 @@ def _chips(
     }
     writer: ChipWriter | None = None
     dense = (
-        _DenseEmbeddings(job, model, cfg, work)
-        if model.task == "embeddings" and cfg.dense_embeddings
-        else None
+        _DenseEmbeddings(job, model, cfg, work) if model.downstream is None and cfg.dense_embeddings else None
     )
     try:
         for res in results:
@@ -373,7 +367,7 @@ def run_job(job: Job, model: PredictModel, params: Params, folder: Path, progres
     ):
         step = lambda i: bar.advance(len(tasks[i].windows))  # noqa: E731
         results = execute(tasks, cfg, step)
-        if model.task in ("segmentation", "change_detection"):
+        if model.dense:
             files = _dense_map(job, model, cfg, results, folder, Path(tmp))
         else:
             files = _chips(job, model, cfg, results, folder, Path(tmp))

@@ -119,7 +119,7 @@ def check_bands(rec: SceneRecord, model: PredictModel) -> tuple[str, ...]:
     Raises:
         PredictError: The scene's sensor is not the model's, or bands are missing (named).
     """
-    if model.task == "embeddings":
+    if model.downstream is None:  # the encoder: the scene's own bands
         return tuple(rec.bands)
     if rec.sensor != model.sensor:
         raise PredictError(
@@ -152,7 +152,7 @@ def single_job(rec: SceneRecord, model: PredictModel, registry: SensorRegistry, 
     bands = check_bands(rec, model)
     _check_size(f"scene {rec.scene_id} ({rec.source})", rec.height, rec.width, window)
     norm = None
-    if model.task == "embeddings":
+    if model.downstream is None:
         from a2mae.predict.model import encoder_norm
 
         known = encoder_norm_bands(model, rec)
@@ -250,7 +250,7 @@ def plan_jobs(records: Sequence[SceneRecord], model: PredictModel, params: Param
 
     registry = get_registry(params.data.sensor_files)
     window = params.predict.window
-    if model.task != "change_detection":
+    if not model.paired:
         return [single_job(r, model, registry, window) for r in records]
     if len(records) % 2:
         raise PredictError(
