@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from a2mae.errors import A2maeError
+from a2mae.io.storage import S3Settings
 from a2mae.io.yamlsafe import YamlError, load_file, load_text
 
 _REPO_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
@@ -49,6 +50,10 @@ class S3Config(_Section):
     endpoint_url: str | None = Field(description="S3-compatible endpoint URL; env AWS_ENDPOINT_URL wins.")
     region: str = Field(description="Region name sent with signed requests.")
     anonymous: bool = Field(description="Send unsigned requests (public buckets).")
+
+    def settings(self, environ: Mapping[str, str] | None = None) -> S3Settings:
+        """The S3 settings of this section, environment variables winning (``AWS_ENDPOINT_URL``, ...)."""
+        return S3Settings.from_env(self.endpoint_url, self.region, self.anonymous, environ)
 
 
 class GrowthPeriodConfig(_Section):

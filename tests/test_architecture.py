@@ -345,3 +345,57 @@ def test_the_built_in_tasks_are_modules_of_the_tasks_package():
     for name in tasks.names()[:3]:
         assert type(tasks.get(name)).__module__.startswith("a2mae.tasks."), name
     assert len({type(tasks.get(n)).__module__ for n in tasks.names()[:3]}) == 3
+
+
+# ------------------------------------------------------------------- each stage takes its own section
+#: The most library functions (outside ``a2mae/cli/`` and ``a2mae/config.py``) that may take the whole
+#: ``Params``: the stage entry points the CLI and the flows call, the two ``*Stage.of`` that read a
+#: stage's sections once, the checks across sections, and the ablation's variant parameters.
+MAX_PARAMS_FUNCTIONS = 15
+
+
+def _mentions_params(annotation: ast.expr | None) -> bool:
+    if annotation is None:
+        return False
+    for n in ast.walk(annotation):
+        if isinstance(n, ast.Name) and n.id == "Params":
+            return True
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and "Params" in n.value.split("|"):
+            return True
+    return False
+
+
+def params_functions(root: Path) -> list[str]:
+    """Library functions with a parameter annotated ``Params`` (not in ``a2mae/cli/``, ``a2mae/config.py``)."""
+    out = []
+    for path in sorted((root / "a2mae").rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[1] == "cli" or rel.as_posix() == "a2mae/config.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                args = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+                if any(_mentions_params(a.annotation) for a in args):
+                    out.append(f"{rel}:{node.lineno} {node.name}")
+    return out
+
+
+def test_at_most_15_library_functions_take_the_whole_params():
+    found = params_functions(REPO)
+    assert len(found) <= MAX_PARAMS_FUNCTIONS, (
+        f"{len(found)} library functions take Params (at most {MAX_PARAMS_FUNCTIONS}); pass the section "
+        "a step needs instead:\n" + "\n".join(found)
+    )
+
+
+def test_the_params_count_sees_every_form(tmp_path):
+    root = _tree(
+        tmp_path,
+        {
+            "a2mae/stssd/x.py": "def a(p: Params): ...\ndef b(*, p: 'Params'): ...\n"
+            "class C:\n    def m(self, p: Params | None): ...\ndef d(p: TileConfig): ...\n",
+            "a2mae/cli/y.py": "def e(p: Params): ...\n",
+            "a2mae/config.py": "def f(p: Params): ...\n",
+        },
+    )
+    assert [line.split()[-1] for line in params_functions(root)] == ["a", "b", "m"]

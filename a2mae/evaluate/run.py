@@ -10,13 +10,15 @@ version as ``a2mae.eval.*`` tags and the scores are logged in an MLflow run of `
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from a2mae import tasks
-from a2mae.config import Params
+from a2mae.config import EvaluateConfig, Params, RegistryConfig, params_to_flat
 from a2mae.finetune import engine
 from a2mae.models.downstream import DownstreamModel
 from a2mae.registry import aliases
@@ -165,12 +167,13 @@ def evaluate_version(
         DatasetError: The split is missing, malformed, or does not fit a model.
     """
     ev = params.evaluate
-    c = client(params)
+    c = client(params.registry)
     mv, champ_mv = _challenger_and_champion(c, name, version, params.registry.champion_alias)
     version = str(mv.version)
-    scores = _score_both(params, name, mv, champ_mv, _eval_root(mv, name, data))
+    scores = _score_both(ev, name, mv, champ_mv, _eval_root(mv, name, data))
     champ_v = None if champ_mv is None else str(champ_mv.version)
-    run_id = _log_evaluation_run(params, name, version, champ_v, scores)
+    lineage = functools.partial(lineage_tags, params_to_flat(params))
+    run_id = _log_evaluation_run(ev, params.registry, lineage, (name, version, champ_v), scores)
     result = Evaluation(
         name=name,
         challenger=version,
@@ -187,7 +190,7 @@ def evaluate_version(
         champion_metrics=scores.champion_metrics,
     )
     write_evidence(c, result, mv.run_id, None if champ_mv is None else champ_mv.run_id)
-    _apply_decision(c, params, result, promote)
+    _apply_decision(c, ev, params.registry.champion_alias, result, promote)
     return result
 
 
@@ -219,7 +222,7 @@ def _eval_root(mv: Any, name: str, data: str | Path | None) -> Path:
     raise RegistryError(f"model {name} version {mv.version}: no a2mae.data tag; pass --data FOLDER")
 
 
-def _score_both(params: Params, name: str, mv: Any, champ_mv: Any | None, root: Path) -> _Scores:
+def _score_both(ev: EvaluateConfig, name: str, mv: Any, champ_mv: Any | None, root: Path) -> _Scores:
     """Load the challenger, open its evaluation split, score it and the champion there, and decide.
 
     The split is opened the way the challenger reads it; the champion must fit the same split (same
@@ -228,7 +231,6 @@ def _score_both(params: Params, name: str, mv: Any, champ_mv: Any | None, root: 
     Raises:
         DatasetError: The split is missing or malformed, or does not fit one of the models.
     """
-    ev = params.evaluate
     challenger = load_model(f"models:/{name}/{mv.version}")
     ds = open_eval_split(challenger, root, ev.split)
     split_hash = ds.content_hash()
@@ -247,18 +249,26 @@ def _score_both(params: Params, name: str, mv: Any, champ_mv: Any | None, root: 
     )
 
 
-def _log_evaluation_run(params: Params, name: str, version: str, champ_v: str | None, scores: _Scores) -> str:
+def _log_evaluation_run(
+    ev: EvaluateConfig,
+    registry: RegistryConfig,
+    lineage: Callable[..., dict[str, str]],
+    versions: tuple[str, str, str | None],
+    scores: _Scores,
+) -> str:
     """Log the evaluation as an MLflow run of ``evaluate.experiment`` and return its id.
+
+    ``versions`` is ``(model name, challenger version, champion version or None)``; ``lineage`` makes
+    the lineage tags of the run's parameters (:func:`a2mae.tracking.lineage.lineage_tags`).
 
     The run holds lineage tags (with the decision), the gate's parameters, both models' metrics
     (``challenger_*``, ``champion_*``; non-finite values left out) and the challenger's figures.
     """
     import mlflow
 
-    ev = params.evaluate
-    use_experiment(params, ev.experiment)
-    tags = lineage_tags(
-        params,
+    name, version, champ_v = versions
+    use_experiment(registry, ev.experiment)
+    tags = lineage(
         stage="evaluate",
         model=name,
         challenger=version,
@@ -272,7 +282,7 @@ def _log_evaluation_run(params: Params, name: str, version: str, champ_v: str | 
     champ_score = "-" if scores.champion_score is None else f"{scores.champion_score:.4f}"
     tags.update(
         description_tags(
-            f"Evaluation of {name} v{version} against @{params.registry.champion_alias} ({champion}) on "
+            f"Evaluation of {name} v{version} against @{registry.champion_alias} ({champion}) on "
             f"the frozen `{ev.split}` split: **{scores.decision}**.",
             f"{scores.metric}: challenger {scores.challenger_metrics[scores.metric]:.4f}, champion "
             f"{champ_score}, promotion margin {ev.promotion_margin}",
@@ -307,22 +317,19 @@ def _log_evaluation_run(params: Params, name: str, version: str, champ_v: str | 
     return run.info.run_id
 
 
-def _apply_decision(c: Any, params: Params, result: Evaluation, promote: bool) -> None:
+def _apply_decision(c: Any, ev: EvaluateConfig, alias: str, result: Evaluation, promote: bool) -> None:
     """Move ``@champion`` to a winning challenger, or, when ``promote`` is off, record it was not moved.
 
     A winner that is not promoted gets the decision ``<decision>_not_applied`` (on ``result`` and as
     the ``a2mae.eval.decision`` tag), so the version's tags never claim a move that did not happen.
     """
-    ev = params.evaluate
     if promote and result.promoted:
         champion = "none" if result.champion_score is None else f"{result.champion_score:.4f}"
         reason = (
             f"evaluate: {result.metric} {result.challenger_score:.4f} vs champion "
             f"{champion} (margin {ev.promotion_margin})"
         )
-        aliases.move(
-            c, result.name, result.challenger, params.registry.champion_alias, "auto", reason, result.run_id
-        )
+        aliases.move(c, result.name, result.challenger, alias, "auto", reason, result.run_id)
     elif not promote and result.promoted:
         result.decision = f"{result.decision}_not_applied"
         c.set_model_version_tag(result.name, result.challenger, f"{EVAL_PREFIX}decision", result.decision)

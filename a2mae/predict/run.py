@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from a2mae.config import Params, PredictConfig
+from a2mae.config import Params, PredictConfig, RegistryConfig
 from a2mae.console import progress as progress_bar
 from a2mae.errors import A2maeError
+from a2mae.io.storage import S3Settings
 from a2mae.predict import rasters
 from a2mae.predict.errors import PredictError
 from a2mae.predict.infer import BatchResult, BatchTask, run_batch
@@ -353,12 +354,11 @@ class _DenseEmbeddings:
 
 
 # ------------------------------------------------------------------------------------- the run
-def run_job(job: Job, model: PredictModel, params: Params, folder: Path, progress: bool) -> dict[str, Any]:
-    """Compute the outputs of one job into ``folder``; returns its manifest entry."""
-    from a2mae.io.storage import S3Settings
-
-    cfg = params.predict
-    tasks = batch_tasks(job, model, cfg, S3Settings.from_params(params.data.s3))
+def run_job(
+    job: Job, model: PredictModel, cfg: PredictConfig, s3: S3Settings, folder: Path, progress: bool
+) -> dict[str, Any]:
+    """Compute the outputs of one job into ``folder`` (``cfg``: ``predict``); returns its manifest entry."""
+    tasks = batch_tasks(job, model, cfg, s3)
     n_windows = sum(len(t.windows) for t in tasks)
     folder.mkdir(parents=True)
     with (
@@ -464,8 +464,8 @@ def predict(
         PredictError: Bad input (one line): unknown model, wrong sensor or bands, a scene smaller than
             a window, a pair that does not overlap, an existing output, a full disk.
     """
-    from a2mae.io.storage import S3Settings
     from a2mae.predict.scenes import plan_jobs, read_sources
+    from a2mae.sensors import get_registry
 
     t0 = time.perf_counter()
     out = str(out)
@@ -473,23 +473,25 @@ def predict(
         raise PredictError(f"{out}: already exists; pass --overwrite or choose another --out")
     stage = _stage_for(out)
     try:
-        pm = model or _resolve(model_uri or params.predict.model, params, stage)
+        pm = model or _resolve(model_uri or params.predict.model, params.registry, stage)
         win = params.predict.window
         if win % pm.patch_size:
             raise PredictError(
                 f"predict.window={win} is not a multiple of the model's patch size {pm.patch_size}"
             )
-        jobs = plan_jobs(read_sources(sources, params), pm, params)
+        records = read_sources(sources, params.data)
+        jobs = plan_jobs(records, pm, get_registry(params.data.sensor_files), win)
+        s3 = params.data.s3.settings()
         report = PredictReport(out=out, model=pm.provenance(), task=pm.task)
         for job in jobs:
-            entry = run_job(job, pm, params, stage / job.key, progress)
+            entry = run_job(job, pm, params.predict, s3, stage / job.key, progress)
             report.outputs.append(entry)
             report.windows += entry["windows"]
             report.pixels += entry["pixels"]
         shutil.rmtree(stage / ".model", ignore_errors=True)
         report.seconds = time.perf_counter() - t0
         (stage / MANIFEST).write_text(json.dumps(asdict(report), indent=1, default=str))
-        publish(stage, out, overwrite, S3Settings.from_params(params.data.s3))
+        publish(stage, out, overwrite, s3)
         return report
     except (OSError, RuntimeError) as err:
         if _disk_full(err):
@@ -501,8 +503,8 @@ def predict(
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _resolve(uri: str, params: Params, stage: Path) -> PredictModel:
+def _resolve(uri: str, registry: RegistryConfig, stage: Path) -> PredictModel:
     from a2mae.predict.model import resolve_model
     from a2mae.tracking.client import tracking_uri
 
-    return resolve_model(uri, tracking_uri(params), stage / ".model")
+    return resolve_model(uri, tracking_uri(registry), stage / ".model")

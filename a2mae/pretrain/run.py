@@ -23,14 +23,52 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from a2mae.config import Params, params_to_flat
+from a2mae.config import (
+    DataConfig,
+    ModelConfig,
+    Params,
+    PretrainConfig,
+    RegistryConfig,
+    S3Config,
+    params_to_flat,
+)
 from a2mae.console import progress as progress_bar_of
 from a2mae.errors import A2maeError
-from a2mae.pretrain.loop import make_loop_config, run_local
+from a2mae.pretrain.loop import DatasetFn, LoopSections, ModelFn, make_loop_config, run_local
 from a2mae.pretrain.ray_train import Storage, build_trainer, init_ray, progress_actor, resolve_storage
 from a2mae.pretrain.state import MODEL_FILE, TrainState, read_train_state
 
 ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class PretrainStage:
+    """The sections pre-training reads, and the flattened parameters it records.
+
+    Attributes:
+        pretrain: The ``pretrain`` section.
+        model: The ``model`` section.
+        data: The ``data`` section (sensor files, S3 settings).
+        registry: The ``registry`` section (tracking URI, encoder model name).
+        flat: Every resolved parameter, flattened (:func:`a2mae.config.params_to_flat`): the run's
+            MLflow params.
+    """
+
+    pretrain: PretrainConfig
+    model: ModelConfig
+    data: DataConfig
+    registry: RegistryConfig
+    flat: dict[str, Any]
+
+    @classmethod
+    def of(cls, params: Params) -> PretrainStage:
+        """The stage of resolved parameters (the one place pre-training reads them whole)."""
+        return cls(params.pretrain, params.model, params.data, params.registry, params_to_flat(params))
+
+    @property
+    def loop(self) -> LoopSections:
+        """What the training loop reads (sent to every worker as it is)."""
+        return LoopSections(self.pretrain, self.model, self.data)
 
 
 @contextlib.contextmanager
@@ -87,7 +125,7 @@ class PretrainResult:
     seconds: float = 0.0
 
 
-def snapshot_identity(snapshot: str, params: Params) -> str:
+def snapshot_identity(snapshot: str, s3: S3Config) -> str:
     """The snapshot id from ``snapshot.json``, after checking every file against its digests.
 
     The whole snapshot is read once (about a second per GB locally), so that a damaged shard, manifest
@@ -100,16 +138,29 @@ def snapshot_identity(snapshot: str, params: Params) -> str:
 
     fs = None
     if snapshot.startswith("s3://"):
-        from a2mae.io.storage import S3Settings, s3_filesystem
+        from a2mae.io.storage import s3_filesystem
 
-        fs = s3_filesystem(S3Settings.from_params(params))
+        fs = s3_filesystem(s3.settings())
     elif not Path(snapshot).exists():
         raise PretrainError(f"{snapshot}: no such snapshot folder; build one with `a2mae tile`")
     return str(verify_snapshot(snapshot, fs).get("snapshot_id", "unknown"))
 
 
-def preflight(params: Params, snapshot: str, check_snapshot: bool = True) -> tuple[str, str, Storage, str]:
+def preflight(
+    snapshot: str,
+    pt: PretrainConfig,
+    data: DataConfig,
+    registry: RegistryConfig,
+    check_snapshot: bool = True,
+) -> tuple[str, str, Storage, str]:
     """Check what a run needs before starting it (one-line errors).
+
+    Args:
+        snapshot: STSSD snapshot folder or ``s3://`` prefix.
+        pt: The ``pretrain`` section (checkpoint storage).
+        data: The ``data`` section (S3 settings).
+        registry: The ``registry`` section (tracking store).
+        check_snapshot: Verify every file of the snapshot against its digests.
 
     Returns:
         ``(snapshot URI, snapshot id, checkpoint storage, tracking URI)``.
@@ -120,9 +171,9 @@ def preflight(params: Params, snapshot: str, check_snapshot: bool = True) -> tup
     from a2mae.tracking.client import check_tracking_uri, resolve_tracking_uri
 
     snapshot = snapshot.rstrip("/") if snapshot.startswith("s3://") else str(Path(snapshot).resolve())
-    snapshot_id = snapshot_identity(snapshot, params) if check_snapshot else "custom"
-    storage = resolve_storage(params)
-    tracking_uri = resolve_tracking_uri(params.registry.tracking_uri)
+    snapshot_id = snapshot_identity(snapshot, data.s3) if check_snapshot else "custom"
+    storage = resolve_storage(pt, data.s3)
+    tracking_uri = resolve_tracking_uri(registry.tracking_uri)
     check_tracking_uri(tracking_uri)
     return snapshot, snapshot_id, storage, tracking_uri
 
@@ -143,8 +194,8 @@ def _watch_progress(actor: Any, progress: ProgressFn, stop: threading.Event) -> 
 
 
 def _fit_ray(
-    params: Params, name: str, config: dict[str, Any], storage: Storage, progress: ProgressFn | None
-):
+    pt: PretrainConfig, name: str, config: dict[str, Any], storage: Storage, progress: ProgressFn | None
+) -> Any:
     """Run the Ray Train ``TorchTrainer`` (progress relayed from rank 0 through an actor).
 
     Returns:
@@ -154,7 +205,7 @@ def _fit_ray(
         PretrainError: The run failed (one line naming the worker's root error) or ended without a
             checkpoint.
     """
-    init_ray(params)
+    init_ray(pt)
     actor = progress_actor() if progress is not None else None
     config = {**config, "progress": actor}
     stop = threading.Event()
@@ -163,7 +214,7 @@ def _fit_ray(
         watcher = threading.Thread(target=_watch_progress, args=(actor, progress, stop), daemon=True)
         watcher.start()
     try:
-        result = build_trainer(params, name, config, storage).fit()
+        result = build_trainer(pt, name, config, storage).fit()
     except Exception as err:
         raise PretrainError(f"pre-training run {name!r} failed: {_root_cause(err)}") from err
     finally:
@@ -236,8 +287,8 @@ def run_pretrain(
     name: str | None = None,
     progress: ProgressFn | None = None,
     register: bool = True,
-    model_fn: Callable[[Params], Any] | None = None,
-    dataset_fn: Callable[[str, Params], Any] | None = None,
+    model_fn: ModelFn | None = None,
+    dataset_fn: DatasetFn | None = None,
 ) -> PretrainResult:
     """Pre-train (or continue pre-training) and register the encoder.
 
@@ -256,21 +307,43 @@ def run_pretrain(
     Raises:
         A2maeError: Bad snapshot, unreachable tracking store or Ray cluster, or a failed run.
     """
+    return run_stage(
+        PretrainStage.of(params),
+        snapshot,
+        name=name,
+        progress=progress,
+        register=register,
+        model_fn=model_fn,
+        dataset_fn=dataset_fn,
+    )
+
+
+def run_stage(
+    stage: PretrainStage,
+    snapshot: str,
+    *,
+    name: str | None = None,
+    progress: ProgressFn | None = None,
+    register: bool = True,
+    model_fn: ModelFn | None = None,
+    dataset_fn: DatasetFn | None = None,
+) -> PretrainResult:
+    """:func:`run_pretrain` on a stage (the arguments are those of :func:`run_pretrain`)."""
     t0 = time.perf_counter()
-    name = name or params.pretrain.run_name
-    opened = _open_run(params, snapshot, name, check_snapshot=dataset_fn is None)
+    name = name or stage.pretrain.run_name
+    opened = _open_run(stage, snapshot, name, check_snapshot=dataset_fn is None)
     config = make_loop_config(
-        params,
+        stage.loop,
         opened.snapshot,
         tracking={"uri": opened.tracking_uri, "run_id": opened.run_id},
         model_fn=model_fn,
         dataset_fn=dataset_fn,
     )
     try:
-        if params.pretrain.num_workers == 0:
-            trained = _train_in_process(params, name, config, opened, progress, register)
+        if stage.pretrain.num_workers == 0:
+            trained = _train_in_process(stage, name, config, opened, progress, register)
         else:
-            trained = _train_on_ray(params, name, config, opened, progress, register)
+            trained = _train_on_ray(stage, name, config, opened, progress, register)
     except BaseException as err:  # a failed, interrupted or terminated run is never left RUNNING
         _end_run(opened, "FAILED" if isinstance(err, Exception) else "KILLED")
         raise
@@ -290,7 +363,7 @@ def run_pretrain(
     )
 
 
-def _open_run(params: Params, snapshot: str, name: str, check_snapshot: bool) -> _Opened:
+def _open_run(stage: PretrainStage, snapshot: str, name: str, check_snapshot: bool) -> _Opened:
     """Check the inputs (:func:`preflight`) and find or create the MLflow run of the run's storage path.
 
     The storage path is the run's key, so starting again with the same name continues the same MLflow
@@ -299,28 +372,31 @@ def _open_run(params: Params, snapshot: str, name: str, check_snapshot: bool) ->
     from a2mae.tracking.lineage import snapshot_tags
     from a2mae.tracking.runs import find_or_create_run
 
-    pt = params.pretrain
-    snapshot, snapshot_id, storage, tracking_uri = preflight(params, snapshot, check_snapshot=check_snapshot)
+    pt = stage.pretrain
+    snapshot, snapshot_id, storage, tracking_uri = preflight(
+        snapshot, pt, stage.data, stage.registry, check_snapshot=check_snapshot
+    )
     run_id, resumed = find_or_create_run(
         tracking_uri,
         pt.experiment,
         run_key=storage.run_dir(name),
         run_name=name,
-        params=params_to_flat(params),
+        params=stage.flat,
         tags={
             **snapshot_tags(snapshot, snapshot_id),
             "a2mae.storage": storage.run_dir(name),
-            **_description(params, snapshot, snapshot_id, name),
+            **_description(pt, stage.model, snapshot, snapshot_id, name),
         },
     )
     return _Opened(snapshot, storage, tracking_uri, run_id, resumed)
 
 
-def _description(params: Params, snapshot: str, snapshot_id: str | None, name: str) -> dict[str, str]:
+def _description(
+    pt: PretrainConfig, m: ModelConfig, snapshot: str, snapshot_id: str | None, name: str
+) -> dict[str, str]:
     """The run's description (and the caller's context tags): model, data, budget, where it trains."""
     from a2mae.tracking.context import description_tags
 
-    pt, m = params.pretrain, params.model
     budget = f"{pt.max_steps} optimiser steps" if pt.max_steps else f"{pt.epochs} epochs"
     where = f"{pt.num_workers} Ray Train worker(s)" if pt.num_workers else "in-process (no Ray)"
     return description_tags(
@@ -336,7 +412,7 @@ def _description(params: Params, snapshot: str, snapshot_id: str | None, name: s
 
 
 def _train_in_process(
-    params: Params,
+    stage: PretrainStage,
     name: str,
     config: dict[str, Any],
     opened: _Opened,
@@ -350,21 +426,22 @@ def _train_in_process(
     """
     from a2mae.pretrain.context import LocalContext
 
-    pt = params.pretrain
+    pt = stage.pretrain
     run_dir = Path(opened.storage.run_dir(name))
     if opened.storage.filesystem is not None:
         raise PretrainError("pretrain.num_workers=0 (in-process) needs a local pretrain.storage_path")
     run_local({**config, "progress": progress}, run_dir, pt.checkpoints_to_keep)
     ckpt_dir = LocalContext(run_dir, pt.checkpoints_to_keep).checkpoints()[-1][1]
     state = read_train_state(ckpt_dir)
+    encoder_model = stage.registry.encoder_model
     model_uri, version = _export(
-        params, opened.tracking_uri, opened.run_id, ckpt_dir, state.global_step, register
+        encoder_model, opened.tracking_uri, opened.run_id, ckpt_dir, state.global_step, register
     )
     return _Trained(state, str(ckpt_dir), model_uri, version)
 
 
 def _train_on_ray(
-    params: Params,
+    stage: PretrainStage,
     name: str,
     config: dict[str, Any],
     opened: _Opened,
@@ -376,12 +453,17 @@ def _train_on_ray(
     Raises:
         PretrainError: The Ray run failed or ended without a checkpoint.
     """
-    ckpt = _fit_ray(params, name, config, opened.storage, progress)
+    ckpt = _fit_ray(stage.pretrain, name, config, opened.storage, progress)
     display = opened.storage.display_of(ckpt.path)
     with ckpt.as_directory() as d:
         state = read_train_state(d)
         model_uri, version = _export(
-            params, opened.tracking_uri, opened.run_id, Path(d), state.global_step, register
+            stage.registry.encoder_model,
+            opened.tracking_uri,
+            opened.run_id,
+            Path(d),
+            state.global_step,
+            register,
         )
     return _Trained(state, display, model_uri, version)
 
@@ -406,9 +488,9 @@ def _finish_run(opened: _Opened, state: TrainState) -> None:
 
 
 def _export(
-    params: Params, tracking_uri: str, run_id: str, ckpt_dir: Path, step: int, register: bool
+    encoder_model: str, tracking_uri: str, run_id: str, ckpt_dir: Path, step: int, register: bool
 ) -> tuple[str | None, str | None]:
-    """Log (and register) the checkpoint's model, unless the model of this step was logged already.
+    """Log (and register) the checkpoint's model as ``encoder_model``, unless this step's is logged already.
 
     Returns:
         ``(model_uri, registered version)``; for an already logged step, the ones recorded then.
@@ -437,7 +519,7 @@ def _export(
         tracking_uri,
         run_id,
         model_file,
-        registered_name=params.registry.encoder_model,
+        registered_name=encoder_model,
         metadata=meta,
         step=step,
     )

@@ -19,6 +19,7 @@ the manifest and the statistics (:mod:`a2mae.stssd.snapshot`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ from a2mae.errors import A2maeError
 from a2mae.executor import in_process, run_tasks
 from a2mae.ingest.catalog import CatalogRowError, SceneRecord, read_catalog
 from a2mae.io.lock import writer_lock
+from a2mae.io.storage import S3Settings
 from a2mae.sensors import get_registry
 from a2mae.sensors.registry import QASpec, SensorRegistry
 from a2mae.stssd.chips import SceneSource, close_open_files
@@ -419,14 +421,16 @@ def tile(
     """
     t0 = time.perf_counter()
     records = load_catalog(catalog)
+    cfg, registry, s3 = params.tile, get_registry(params.data.sensor_files), params.data.s3.settings()
+    run = functools.partial(_tile_records, cfg=cfg, registry=registry, s3=s3, progress=progress, force=force)
     if not skip_bad:
-        return _tile_records(records, catalog, Path(out), params, t0, progress=progress, force=force)
-    records, skipped = _readable(records, params)
+        return run(records, catalog, Path(out), t0)
+    records, skipped = _readable(records, s3)
     while True:
         if not records:
             raise TilingError(f"{catalog}: no scene can be read ({len(skipped)} skipped: {skipped[0]})")
         try:
-            summary = _tile_records(records, catalog, Path(out), params, t0, progress=progress, force=force)
+            summary = run(records, catalog, Path(out), t0)
         except A2maeError as err:  # a read failing after the probe: leave that scene out and go again
             bad = _scenes_named(str(err), records)
             if not bad:
@@ -438,14 +442,11 @@ def tile(
         return summary
 
 
-def _readable(records: Sequence[SceneRecord], params: Params) -> tuple[list[SceneRecord], list[str]]:
+def _readable(records: Sequence[SceneRecord], settings: S3Settings) -> tuple[list[SceneRecord], list[str]]:
     """The scenes all of whose files open (headers only, in threads), and a line per other scene."""
     from concurrent.futures import ThreadPoolExecutor
 
     from a2mae.io.raster import open_raster
-    from a2mae.io.storage import S3Settings
-
-    settings = S3Settings.from_params(params)
 
     def probe(uri: str) -> str | None:
         try:
@@ -483,15 +484,19 @@ def _tile_records(
     records: Sequence[SceneRecord],
     catalog: str | os.PathLike[str],
     out: Path,
-    params: Params,
     t0: float,
     *,
+    cfg: TileConfig,
+    registry: SensorRegistry,
+    s3: S3Settings,
     progress: bool,
     force: bool,
 ) -> TileSummary:
-    """Tile ``records`` (the catalog's, or those of them that can be read) into ``out``."""
-    cfg = params.tile
-    registry = get_registry(params.data.sensor_files)
+    """Tile ``records`` (the catalog's, or those of them that can be read) into ``out``.
+
+    ``cfg`` is the ``tile`` section, ``registry`` the sensors of ``data.sensor_files``, ``s3`` the
+    settings remote scenes are read with.
+    """
     fp, info = fingerprint(records, cfg, registry)
     with writer_lock(out, cfg.lock_timeout_s, setting="tile.lock_timeout_s"):
         _remove_stale_temporaries(out)
@@ -503,10 +508,8 @@ def _tile_records(
                 counts = existing.get("counts", {})
                 return TileSummary(out, existing["snapshot_id"], True, counts, time.perf_counter() - t0)
 
-        from a2mae.io.storage import S3Settings  # imported only when there is work to do
-
         plan = _plan(records, registry, cfg, catalog)
-        tasks, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
+        tasks, bands = build_tasks(plan, cfg, registry, s3)
         in_workers = _prepare_workers(cfg, len(tasks))
         snapshot_id, counts = _build_snapshot(
             out, plan, tasks, bands, info, cfg, in_workers=in_workers, progress=progress

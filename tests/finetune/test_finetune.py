@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from a2mae import tasks
 from a2mae.cli import main
 from a2mae.config import load_params
-from a2mae.finetune.encoder import EncoderHandle, load_encoder
+from a2mae.finetune.encoder import EncoderHandle
 from a2mae.finetune.metrics import TaskMetrics, confusion_png
 from a2mae.finetune.optim import param_groups
-from a2mae.finetune.run import compare_scratch, finetune
+from a2mae.finetune.run import FinetuneStage, compare_scratch, finetune
 from a2mae.finetune.samples import make_change_pairs
 from a2mae.models.downstream import DownstreamModel, ModelSpec
 from a2mae.models.heads import UPerNetDecoder, pyramid_scales
@@ -229,7 +229,7 @@ def test_finetune_from_registered_encoder_records_lineage(
     )
     mlflow.MlflowClient().set_registered_model_alias("a2mae-encoder", "champion", version)
     p = downstream_params("finetune.encoder=models:/a2mae-encoder@champion", "finetune.max_steps=1")
-    h = load_encoder(p.finetune.encoder, p)
+    h = FinetuneStage.of(p).load_encoder(p.finetune.encoder)
     assert h.pretrained and h.info["registered_version"] == version and h.info["checkpoint"]["step"] == 7
     o = finetune(
         p,
@@ -308,7 +308,7 @@ def test_only_the_pickle_free_serialization_is_offered(mlflow_tmp):
 
 
 def test_encoder_handle_scratch_uses_model_params(downstream_params):
-    h = load_encoder("scratch", downstream_params())
+    h = FinetuneStage.of(downstream_params()).load_encoder("scratch")
     assert not h.pretrained and h.model.config.depth == 2 and isinstance(h, EncoderHandle)
 
 
