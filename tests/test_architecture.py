@@ -366,7 +366,7 @@ def _mentions_params(annotation: ast.expr | None) -> bool:
 
 
 def params_functions(root: Path) -> list[str]:
-    """Library functions with a parameter annotated ``Params`` (not in ``a2mae/cli/``, ``a2mae/config.py``)."""
+    """Library functions with a parameter annotated ``Params`` (but ``a2mae/cli/``, ``a2mae/config.py``)."""
     out = []
     for path in sorted((root / "a2mae").rglob("*.py")):
         rel = path.relative_to(root)
