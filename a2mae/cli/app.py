@@ -74,6 +74,9 @@ def resolve_params(params: Path | None, overrides: list[str] | None) -> Params:
     return load_params(params, overrides or ())
 
 
+#: The one progress option of the verbs that show progress bars (tile, ingest, collect, predict, finetune,
+#: ablate): shown on a terminal only, whatever the option says.
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on a terminal.")]
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print nothing but errors (scripts: the exit code tells).")
 ]

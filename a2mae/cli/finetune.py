@@ -10,6 +10,7 @@ import typer
 from a2mae.cli.app import (
     JsonOpt,
     ParamsOpt,
+    ProgressOpt,
     QuietOpt,
     SetOpt,
     VerboseOpt,
@@ -28,7 +29,6 @@ TaskOpt = Annotated[
 DataOpt = Annotated[
     Path | None, typer.Option("--data", help="Dataset folder (default: finetune.datasets.<task>).")
 ]
-ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on a terminal.")]
 
 
 def _overrides(set_: list[str] | None, **values: str | None) -> list[str]:

@@ -10,6 +10,7 @@ import typer
 from a2mae.cli.app import (
     JsonOpt,
     ParamsOpt,
+    ProgressOpt,
     QuietOpt,
     SetOpt,
     VerboseOpt,
@@ -38,9 +39,7 @@ def tile_cmd(
             help="Leave out scenes whose files cannot be read (e.g. a remote asset gone) and go on.",
         ),
     ] = False,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Progress bar on a terminal.")
-    ] = True,
+    progress: ProgressOpt = True,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = 0,

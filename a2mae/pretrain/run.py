@@ -36,7 +36,8 @@ from a2mae.console import progress as progress_bar_of
 from a2mae.errors import A2maeError
 from a2mae.pretrain.loop import DatasetFn, LoopSections, ModelFn, make_loop_config, run_local
 from a2mae.pretrain.ray_train import Storage, build_trainer, init_ray, progress_actor, resolve_storage
-from a2mae.pretrain.state import MODEL_FILE, TrainState, read_train_state
+from a2mae.pretrain.state import TrainState, read_train_state
+from a2mae.pretrain.tracking import description, end_run, export_encoder, finish_run
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -345,9 +346,9 @@ def run_stage(
         else:
             trained = _train_on_ray(stage, name, config, opened, progress, register)
     except BaseException as err:  # a failed, interrupted or terminated run is never left RUNNING
-        _end_run(opened, "FAILED" if isinstance(err, Exception) else "KILLED")
+        end_run(opened.tracking_uri, opened.run_id, "FAILED" if isinstance(err, Exception) else "KILLED")
         raise
-    _finish_run(opened, trained.state)
+    finish_run(opened.tracking_uri, opened.run_id, trained.state)
     state = trained.state
     return PretrainResult(
         run_name=name,
@@ -385,30 +386,10 @@ def _open_run(stage: PretrainStage, snapshot: str, name: str, check_snapshot: bo
         tags={
             **snapshot_tags(snapshot, snapshot_id),
             "a2mae.storage": storage.run_dir(name),
-            **_description(pt, stage.model, snapshot, snapshot_id, name),
+            **description(pt, stage.model, snapshot, snapshot_id, name),
         },
     )
     return _Opened(snapshot, storage, tracking_uri, run_id, resumed)
-
-
-def _description(
-    pt: PretrainConfig, m: ModelConfig, snapshot: str, snapshot_id: str | None, name: str
-) -> dict[str, str]:
-    """The run's description (and the caller's context tags): model, data, budget, where it trains."""
-    from a2mae.tracking.context import description_tags
-
-    budget = f"{pt.max_steps} optimiser steps" if pt.max_steps else f"{pt.epochs} epochs"
-    where = f"{pt.num_workers} Ray Train worker(s)" if pt.num_workers else "in-process (no Ray)"
-    return description_tags(
-        f"A²-MAE pre-training of `{m.name}` on the STSSD snapshot `{snapshot_id or 'unknown'}` "
-        f"(run `{name}`; starting it again with this name resumes it).",
-        f"data: `{snapshot}`",
-        f"budget: {budget}, batch {pt.batch_size} sets per worker, {where}",
-        f"masking: {m.masking}, mask ratio {m.mask_ratio}, geographic encoding "
-        f"{'on' if m.geo_encoding else 'off'}",
-        f"artifacts: reconstruction figures (`reconstructions/`: first step, every "
-        f"{pt.log_images_every_steps} steps, last step), the encoder model",
-    )
 
 
 def _train_in_process(
@@ -434,7 +415,7 @@ def _train_in_process(
     ckpt_dir = LocalContext(run_dir, pt.checkpoints_to_keep).checkpoints()[-1][1]
     state = read_train_state(ckpt_dir)
     encoder_model = stage.registry.encoder_model
-    model_uri, version = _export(
+    model_uri, version = export_encoder(
         encoder_model, opened.tracking_uri, opened.run_id, ckpt_dir, state.global_step, register
     )
     return _Trained(state, str(ckpt_dir), model_uri, version)
@@ -457,7 +438,7 @@ def _train_on_ray(
     display = opened.storage.display_of(ckpt.path)
     with ckpt.as_directory() as d:
         state = read_train_state(d)
-        model_uri, version = _export(
+        model_uri, version = export_encoder(
             stage.registry.encoder_model,
             opened.tracking_uri,
             opened.run_id,
@@ -466,60 +447,3 @@ def _train_on_ray(
             register,
         )
     return _Trained(state, display, model_uri, version)
-
-
-def _end_run(opened: _Opened, status: str) -> None:
-    """Mark the MLflow run ended with ``status`` if still RUNNING (best effort: its error is what matters)."""
-    import mlflow.tracking
-
-    with contextlib.suppress(Exception):
-        client = mlflow.tracking.MlflowClient(opened.tracking_uri)
-        if client.get_run(opened.run_id).info.status == "RUNNING":
-            client.set_terminated(opened.run_id, status)
-
-
-def _finish_run(opened: _Opened, state: TrainState) -> None:
-    """Record how many attempts the run took and mark the MLflow run ``FINISHED``."""
-    import mlflow.tracking
-
-    client = mlflow.tracking.MlflowClient(opened.tracking_uri)
-    client.set_tag(opened.run_id, "a2mae.attempts", str(len(state.attempts)))
-    client.set_terminated(opened.run_id, "FINISHED")
-
-
-def _export(
-    encoder_model: str, tracking_uri: str, run_id: str, ckpt_dir: Path, step: int, register: bool
-) -> tuple[str | None, str | None]:
-    """Log (and register) the checkpoint's model as ``encoder_model``, unless this step's is logged already.
-
-    Returns:
-        ``(model_uri, registered version)``; for an already logged step, the ones recorded then.
-    """
-    import mlflow.tracking
-
-    from a2mae.checkpoint import read_checkpoint_meta
-    from a2mae.registry.encoder import MODEL_URI_TAG, REGISTERED_STEP_TAG, REGISTERED_VERSION_TAG, log_encoder
-
-    if not register:
-        return None, None
-    tags = mlflow.tracking.MlflowClient(tracking_uri).get_run(run_id).data.tags
-    if tags.get(REGISTERED_STEP_TAG) == str(step):
-        return tags.get(MODEL_URI_TAG), tags.get(REGISTERED_VERSION_TAG)
-    model_file = ckpt_dir / MODEL_FILE
-    doc = read_checkpoint_meta(model_file)
-    meta = {
-        "a2mae_run_id": run_id,
-        "global_step": step,
-        "variant": doc.get("variant"),
-        "config": doc.get("config"),
-        "sensors": sorted(doc.get("sensors") or {}),
-        "snapshot_id": doc.get("extra", {}).get("snapshot_id"),
-    }
-    return log_encoder(
-        tracking_uri,
-        run_id,
-        model_file,
-        registered_name=encoder_model,
-        metadata=meta,
-        step=step,
-    )
