@@ -98,12 +98,12 @@ class TileConfig(_Section):
     max_nodata_fraction: float = Field(ge=0, le=1)
     max_cloud_fraction: float = Field(ge=0, le=1)
     drop_bands: dict[str, list[str]] = Field(description="Per sensor, bands never written.")
-    gf_s2_max_days: int = Field(ge=0, description="GF-S2 pairing window, days.")
+    gf_s2_max_days: int = Field(ge=0, description="Pairing window of hires sets, days.")
     max_images_per_set: int = Field(ge=1, le=4)
     min_images_per_set: int = Field(ge=1, le=4, description="Sets with fewer surviving chips are dropped.")
-    sets_per_location: int = Field(ge=1, description="S2-L8 sets per grid point (rounds of best scenes).")
-    temporal_sensors: list[str] = Field(description="Sensors of S2-L8 sets (one g and one ng image each).")
-    hires_sensors: list[str] = Field(description="Sensors whose images each form a GF-S2 set.")
+    sets_per_location: int = Field(ge=1, description="temporal sets per grid point (rounds of best scenes).")
+    temporal_sensors: list[str] = Field(description="Sensors of temporal sets (one g and one ng image each).")
+    hires_sensors: list[str] = Field(description="Sensors whose images each form a hires set.")
     hires_partner: str = Field(description="Sensor paired with hires images within gf_s2_max_days.")
     thin_coarse_sets: bool = Field(
         description="Keep a set whose finest chip spans k >= 2 grid cells only at every k-th grid point."
