@@ -399,3 +399,37 @@ def test_the_params_count_sees_every_form(tmp_path):
         },
     )
     assert [line.split()[-1] for line in params_functions(root)] == ["a", "b", "m"]
+
+
+# -------------------------------------------------------------------------------- one errors.py a stage
+#: Stage packages with errors of their own, and their base error (the first class of their errors.py).
+STAGE_ERRORS = {
+    "ingest": "IngestError",
+    "collect": "CollectError",
+    "stssd": "StssdError",
+    "tasks": "DatasetError",
+    "pretrain": "PretrainError",
+    "finetune": "FinetuneError",
+    "registry": "RegistryError",
+    "predict": "PredictError",
+}
+
+
+def test_each_stage_declares_its_errors_in_one_errors_module_on_one_base():
+    import importlib
+    import inspect
+
+    from a2mae.errors import A2maeError
+
+    for stage, base_name in STAGE_ERRORS.items():
+        mod = importlib.import_module(f"a2mae.{stage}.errors")
+        base = getattr(mod, base_name)
+        assert issubclass(base, A2maeError), base_name
+        for name, cls in inspect.getmembers(mod, inspect.isclass):
+            if cls.__module__ == mod.__name__:
+                assert issubclass(cls, base), f"a2mae.{stage}.errors.{name} does not derive from {base_name}"
+        for path in sorted((REPO / "a2mae" / stage).rglob("*.py")):
+            other = importlib.import_module(module_name(path, REPO))
+            for name, cls in inspect.getmembers(other, inspect.isclass):
+                if cls.__module__ == other.__name__ and issubclass(cls, A2maeError):
+                    assert path.name == "errors.py", f"{path.relative_to(REPO)}: move {name} to errors.py"

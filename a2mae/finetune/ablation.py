@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from a2mae.config import FinetuneConfig, Params, PretrainConfig, validate_params
-from a2mae.errors import A2maeError
 from a2mae.finetune.encoder import EncoderHandle
+from a2mae.finetune.errors import AblationError as AblationError  # re-exported
 from a2mae.finetune.report import ablation_markdown
 from a2mae.finetune.run import FinetuneOutcome, FinetuneStage, resolve_data, run_arm
 from a2mae.finetune.tracking import open_parent_run
@@ -30,10 +30,6 @@ from a2mae.pretrain.run import PretrainStage
 
 #: ``pretrain(snapshot, name) -> (encoder, last loss)``: one variant's pre-training (see :func:`_pretrain`).
 PretrainFn = Callable[[str, str], tuple[EncoderHandle, float | None]]
-
-
-class AblationError(A2maeError, ValueError):
-    """The ablation cannot run (unknown variant name, no snapshot)."""
 
 
 @dataclass

@@ -22,15 +22,11 @@ from typing import Any
 import torch
 
 from a2mae.config import ModelConfig, RegistryConfig
-from a2mae.errors import A2maeError
+from a2mae.finetune.errors import EncoderError as EncoderError  # re-exported
 from a2mae.models import A2MAE, create_model_from_params
 from a2mae.sensors import get_registry
 
 SCRATCH = "scratch"
-
-
-class EncoderError(A2maeError, ValueError):
-    """The encoder URI does not resolve to an A²-MAE encoder; the message names it."""
 
 
 @dataclass

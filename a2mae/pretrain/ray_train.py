@@ -33,10 +33,7 @@ from urllib.parse import urlparse
 
 from a2mae.config import PretrainConfig, S3Config
 from a2mae.errors import A2maeError
-
-
-class RayClusterError(A2maeError):
-    """Ray cannot be started or reached, or lacks the resources the run asks for."""
+from a2mae.pretrain.errors import RayClusterError as RayClusterError  # re-exported
 
 
 @dataclass(frozen=True)

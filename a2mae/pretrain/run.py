@@ -33,7 +33,7 @@ from a2mae.config import (
     params_to_flat,
 )
 from a2mae.console import progress as progress_bar_of
-from a2mae.errors import A2maeError
+from a2mae.pretrain.errors import PretrainError as PretrainError  # re-exported
 from a2mae.pretrain.loop import DatasetFn, LoopSections, ModelFn, make_loop_config, run_local
 from a2mae.pretrain.ray_train import Storage, build_trainer, init_ray, progress_actor, resolve_storage
 from a2mae.pretrain.state import TrainState, read_train_state
@@ -91,10 +91,6 @@ def progress_bar(*, enabled: bool = True, also: ProgressFn | None = None) -> Ite
                 also(info)
 
         yield on_progress
-
-
-class PretrainError(A2maeError):
-    """Pre-training failed (after Ray's restarts) or its input cannot be used."""
 
 
 @dataclass

@@ -29,6 +29,7 @@ import numpy as np
 from a2mae.errors import A2maeError
 from a2mae.ingest.catalog import BandFile
 from a2mae.sensors import QASpec
+from a2mae.stssd.errors import ChipReadError as ChipReadError  # re-exported
 
 #: Stored value of nodata pixels.
 NODATA = -32768
@@ -63,10 +64,6 @@ class _Scratch(threading.local):
 
 
 _SCRATCH = _Scratch()
-
-
-class ChipReadError(A2maeError):
-    """A scene cannot be tiled (rotated grid, unreadable file, ...); the message names the scene."""
 
 
 @dataclass(frozen=True)

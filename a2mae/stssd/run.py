@@ -42,6 +42,7 @@ from a2mae.io.storage import S3Settings
 from a2mae.sensors import get_registry
 from a2mae.sensors.registry import QASpec, SensorRegistry
 from a2mae.stssd.chips import SceneSource, close_open_files
+from a2mae.stssd.errors import TilingError as TilingError  # re-exported
 from a2mae.stssd.grouping import Plan, PlannedSet, estimate_plan, pack_runs, plan_sets
 from a2mae.stssd.packing import ShardTask, write_shard
 from a2mae.stssd.snapshot import (
@@ -65,10 +66,6 @@ EXECUTION_KEYS = (
     "max_plan_mb",
     "lock_timeout_s",
 )
-
-
-class TilingError(A2maeError):
-    """The catalog or the output folder is unusable; the message names it and says what to do."""
 
 
 @dataclass

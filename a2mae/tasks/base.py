@@ -29,15 +29,12 @@ from torch import nn
 
 from a2mae.config import ConfigError, Params, PrimaryMetrics, register_check
 from a2mae.models.downstream import DownstreamModel, ModelSpec
-from a2mae.tasks.chips import BandSpec, DatasetError
+from a2mae.tasks.chips import BandSpec
 from a2mae.tasks.data import DatasetInfo, DownstreamDataset, Item, canonical_split, check_root
+from a2mae.tasks.errors import UnknownTaskError as UnknownTaskError  # re-exported
 
 if TYPE_CHECKING:
     from a2mae.models.a2mae import A2MAE
-
-
-class UnknownTaskError(DatasetError):
-    """No task of that name is registered; the message lists the known ones."""
 
 
 class Metrics(Protocol):

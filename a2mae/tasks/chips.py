@@ -20,20 +20,13 @@ import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from a2mae.errors import A2maeError
 from a2mae.sensors import get_registry
+from a2mae.tasks.errors import DatasetError as DatasetError  # re-exported
+from a2mae.tasks.errors import EmptySplitError as EmptySplitError
 from a2mae.types import ImageMeta
 
 SENSOR_TAG = "A2MAE_SENSOR"
 DATETIME_TAGS = ("A2MAE_DATETIME", "ACQUISITION_DATETIME", "TIFFTAG_DATETIME")
-
-
-class DatasetError(A2maeError, ValueError):
-    """A downstream dataset is malformed; the message names the file and what to fix."""
-
-
-class EmptySplitError(DatasetError):
-    """A requested split of a downstream dataset has no example."""
 
 
 @dataclass(frozen=True)
