@@ -235,6 +235,7 @@ def open_parent_run(
     stage: FinetuneStage,
     run_name: str,
     description: str = "",
+    /,
     **lineage: Any,
 ) -> Any:
     """Start a parent MLflow run in ``finetune.experiment``, closed when ``stack`` closes.
@@ -243,7 +244,8 @@ def open_parent_run(
 
     Args:
         stack: Exit stack that ends the run.
-        stage: Sections and collaborators of fine-tuning (tracking store, experiment, lineage).
+        stage: Sections and collaborators of fine-tuning (tracking store, experiment, lineage); the
+            arguments are positional, so that ``stage`` may also be a lineage tag.
         run_name: The run's name.
         description: What the run holds (markdown; the run page's description).
         **lineage: Extra lineage tags (``a2mae.<key>``), e.g. ``stage`` and ``task``.
