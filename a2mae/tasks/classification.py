@@ -98,11 +98,11 @@ class Classification(Task):
         cols: dict[str, list[Any]] = {}
         if multilabel:
             on = scores > 0.5
-            cols["label"] = ["|".join(classes[j] for j in np.flatnonzero(row)) for row in on]
+            cols["label"] = ["|".join(classes[int(j)] for j in np.flatnonzero(row)) for row in on]
             cols["label_index"] = [int(np.argmax(row)) if row.any() else -1 for row in on]
         else:
             idx = scores.argmax(1)
-            cols["label"] = [classes[j] for j in idx]
+            cols["label"] = [classes[int(j)] for j in idx]
             cols["label_index"] = [int(j) for j in idx]
         cols["score"] = [float(v) for v in scores.max(1)]
         return cols, {"scores": scores}
