@@ -433,3 +433,34 @@ def test_set_kinds_are_named_by_role_and_old_names_still_read():
         "temporal",
         "hires",
     ]
+
+
+def test_a_snapshot_with_the_old_kind_names_is_still_read(tiny_snapshot, tmp_path):
+    """Snapshots tiled before the kinds were named by role store S2-L8 / GF-S2: verified and read as ever."""
+    import hashlib
+    import json
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from a2mae.stssd.dataset import StssdDataset
+    from a2mae.stssd.grouping import set_kind
+    from a2mae.stssd.snapshot import snapshot_id_of, verify_snapshot
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_snapshot, old)
+    table = pq.read_table(old / "manifest.parquet")
+    legacy = {"temporal": "S2-L8", "hires": "GF-S2"}
+    kinds = [legacy.get(k, k) for k in table.column("set_kind").to_pylist()]
+    assert {"S2-L8", "GF-S2"} <= set(kinds)
+    i = table.column_names.index("set_kind")
+    table = table.set_column(i, "set_kind", pa.array(kinds, pa.string()))
+    pq.write_table(table, old / "manifest.parquet")
+    doc = json.loads((old / "snapshot.json").read_text())
+    doc["files"]["manifest.parquet"] = hashlib.sha256((old / "manifest.parquet").read_bytes()).hexdigest()
+    doc["snapshot_id"] = snapshot_id_of(doc.get("fingerprint"), doc["files"], doc["shards"])
+    (old / "snapshot.json").write_text(json.dumps(doc))
+    verify_snapshot(old)
+    assert len(StssdDataset(old)) == len(StssdDataset(tiny_snapshot)) > 0
+    assert {set_kind(k) for k in kinds} == {"temporal", "hires"}
