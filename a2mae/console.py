@@ -14,7 +14,10 @@ output whether and how to show it. Three modes:
 Without an output chosen by a command (the library called from Python, a Prefect worker), bars show on
 a terminal only and :meth:`Output.line` is silent. Where stderr is no terminal (the demo's output piped
 to a file, CI), an output made with ``final_lines=True`` prints each bar once, in its final state, when
-its step ends: one line per long step.
+its step ends: one line per long step. Other commands' outputs print a plain progress line at most
+every :data:`PROGRESS_LINE_S` seconds as a step advances (``tile: 1200/38000 sets (3%), 0:00:15
+elapsed, eta 0:07:40``), and a last one when a step longer than that ends: a short step prints
+nothing, a long one is not silent in a log file.
 
 Library messages are kept out of both by :mod:`a2mae.logs`; this module only writes.
 """
@@ -25,11 +28,15 @@ import contextlib
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 Mode = Literal["normal", "quiet", "json"]
+
+#: Off a terminal, seconds between two progress lines of a running step (see the module docstring).
+PROGRESS_LINE_S = 5.0
 
 
 class Bar:
@@ -56,6 +63,74 @@ class Bar:
         """Add ``n`` to the completed count."""
         if self._progress is not None:
             self._progress.advance(self._task, n)
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class _LineBar(Bar):
+    """A step's progress as a plain line at most every ``every`` seconds (a stream that is no terminal).
+
+    Lines are printed as the step advances (no thread: a thread here would make the local pool spawn
+    its workers instead of forking them); nothing is printed for a step shorter than ``every``.
+    """
+
+    def __init__(self, label: str, total: float | None, unit: str, stream: TextIO, every: float) -> None:
+        super().__init__()
+        self._label, self._total, self._unit, self._stream = label, total, unit, stream
+        self._done = 0.0
+        self._extra = ""
+        self._t0 = time.monotonic()
+        self._next = self._t0 + every
+        self._every = every
+        self._printed = False
+        self._lock = threading.Lock()
+
+    def update(self, completed: float | None = None, *, total: float | None = None, **fields: Any) -> None:
+        """See :meth:`Bar.update`."""
+        with self._lock:
+            self._done = self._done if completed is None else completed
+            self._total = self._total if total is None else total
+            extra = fields.get("extra")
+            self._extra = self._extra if extra is None else str(extra)
+        self._due()
+
+    def advance(self, n: float = 1) -> None:
+        """See :meth:`Bar.advance`."""
+        with self._lock:
+            self._done += n
+        self._due()
+
+    def _due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self._every
+            self._print(final=False)
+
+    def _print(self, *, final: bool) -> None:
+        with self._lock:
+            elapsed = time.monotonic() - self._t0
+            done, total = self._done, self._total
+            count = f"{done:g}/{total:g} {self._unit}" if total else f"{done:g} {self._unit}"
+            if total:
+                count += f" ({100 * done / total:.0f}%)"
+            when = f"in {_clock(elapsed)}" if final else f"{_clock(elapsed)} elapsed"
+            if not final and total and done:
+                when += f", eta {_clock(elapsed * (total - done) / done)}"
+            text = f"{self._label}: {count}, {when}" + (f", {self._extra}" if self._extra else "")
+            try:
+                self._stream.write(text + "\n")
+                self._stream.flush()
+            except (OSError, ValueError):  # a closed pipe or stream: progress is not worth failing for
+                return
+            self._printed = True
+
+    def close(self) -> None:
+        """The last line, when the step printed any (or lasted longer than ``every``)."""
+        if self._printed or time.monotonic() - self._t0 >= self._every:
+            self._print(final=True)
 
 
 def _rate(task: Any) -> float | None:
@@ -112,12 +187,15 @@ class Output:
         out: Stream of the command's lines and JSON (default: ``sys.stdout`` when made).
         err: Stream of the progress bars (default: ``sys.stderr`` when made).
         final_lines: Off a terminal, print each bar once in its final state (the demo).
+        line_every_s: Off a terminal (without ``final_lines``), seconds between progress lines of a
+            running step; 0: none.
     """
 
     mode: Mode = "normal"
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
     final_lines: bool = False
+    line_every_s: float = field(default_factory=lambda: PROGRESS_LINE_S)
     _live: Any = field(default=None, init=False, repr=False)
     _open: int = field(default=0, init=False, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
@@ -149,7 +227,14 @@ class Output:
     def bar(self, label: str, total: float | None, unit: str) -> Iterator[Bar]:
         """A progress bar for one step; bars opened while another is open share its display."""
         if not self.bars_shown():
-            yield Bar()
+            if self.mode != "normal" or self.line_every_s <= 0:
+                yield Bar()
+                return
+            lines = _LineBar(label, total, unit, self.err, self.line_every_s)
+            try:
+                yield lines
+            finally:
+                lines.close()
             return
         with self._lock:
             if self._live is None:
@@ -218,7 +303,7 @@ def progress(
     """
     if not enabled:
         return contextlib.nullcontext(Bar())
-    out = _current if _current is not None else Output()
+    out = _current if _current is not None else Output(line_every_s=0)  # library use: a terminal only
     return out.bar(label, total, unit)
 
 

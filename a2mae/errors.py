@@ -43,7 +43,9 @@ def safe_line(text: str, env: dict[str, str] | None = None) -> str:
     * the values of secret environment variables (S3 secret key, MLflow password, Prefect auth string,
       Ray token) are replaced wherever they appear;
     * control characters (newlines, escapes, NUL; e.g. in a file name) are shown escaped (``\n``,
-      ``\x1b``), so one error is one line and cannot rewrite the terminal.
+      ``\x1b``), so one error is one line and cannot rewrite the terminal;
+    * a word (a path, a URI) longer than :data:`LONG_WORD` characters keeps its start and end around
+      ``...(N characters)...``, so a 100,000-character path gives a readable line.
     """
     env = dict(os.environ) if env is None else env
     out = _USERINFO.sub(_redact_userinfo, text)
@@ -52,9 +54,21 @@ def safe_line(text: str, env: dict[str, str] | None = None) -> str:
         value = env.get(name, "")
         if len(value) >= 4:
             out = out.replace(value, "***")
-    return "".join(
+    out = "".join(
         c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in out
     )
+    return _LONG_RUN.sub(_shorten, out)
+
+
+#: Words (paths, URIs) longer than this are shortened in printed lines (see :func:`safe_line`).
+LONG_WORD = 240
+_KEEP = 100
+_LONG_RUN = re.compile(r"[^ ]{" + str(LONG_WORD + 1) + ",}")
+
+
+def _shorten(m: re.Match[str]) -> str:
+    word = m.group(0)
+    return f"{word[:_KEEP]}...({len(word) - 2 * _KEEP:,} characters left out)...{word[-_KEEP:]}"
 
 
 #: What to do about an operating-system error, by errno name.

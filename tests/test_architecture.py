@@ -4,20 +4,21 @@ The layers, from the top (a module may import its own layer and the layers below
 
 ====  ===============================================================================================
  0    entry points: ``flows``, ``a2mae.cli``, ``a2mae.__main__``, ``a2mae.testing`` (test support)
- 1    ``a2mae.predict``
- 2    ``a2mae.evaluate``
- 3    ``a2mae.finetune``
- 4    ``a2mae.pretrain``
- 5    ``a2mae.registry``
- 6    ``a2mae.tasks`` (one module per downstream task: its data, head, loss, metrics, outputs; the
+ 1    ``a2mae.benchmark`` (scores encoders with the stages below: embeddings, probes, fine-tuning)
+ 2    ``a2mae.predict``
+ 3    ``a2mae.evaluate``
+ 4    ``a2mae.finetune``
+ 5    ``a2mae.pretrain``
+ 6    ``a2mae.registry``
+ 7    ``a2mae.tasks`` (one module per downstream task: its data, head, loss, metrics, outputs; the
       registry of tasks that fine-tuning, evaluation, the registry and predict ask)
- 7    ``a2mae.stssd``
- 8    ``a2mae.collect`` (gathers scenes from a STAC API into the catalog ingest writes)
- 9    ``a2mae.ingest``
- 10   shared services of the stages: ``tracking``, ``checkpoint``, ``executor``, ``services``, ``dvc``,
+ 8    ``a2mae.stssd``
+ 9    ``a2mae.collect`` (gathers scenes from a STAC API into the catalog ingest writes)
+ 10   ``a2mae.ingest``
+ 11   shared services of the stages: ``tracking``, ``checkpoint``, ``executor``, ``services``, ``dvc``,
       ``samples``
- 11   ``a2mae.models`` (pure torch + timm)
- 12   base: ``a2mae.types``, ``a2mae.sensors``, ``a2mae.io``, ``a2mae.config``, ``a2mae.errors``,
+ 12   ``a2mae.models`` (pure torch + timm)
+ 13   base: ``a2mae.types``, ``a2mae.sensors``, ``a2mae.io``, ``a2mae.config``, ``a2mae.errors``,
       ``a2mae.console`` (what commands print, progress bars), ``a2mae.logs`` (library logs to a file)
 ====  ===============================================================================================
 
@@ -38,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 LAYERS: list[tuple[str, ...]] = [
     ("flows", "a2mae.cli", "a2mae.__main__", "a2mae.testing"),
+    ("a2mae.benchmark",),
     ("a2mae.predict",),
     ("a2mae.evaluate",),
     ("a2mae.finetune",),
@@ -212,7 +214,7 @@ def test_every_library_module_belongs_to_a_layer():
 
 
 def test_every_stage_is_a_package_of_its_own():
-    for stage in ("ingest", "stssd", "pretrain", "finetune", "evaluate", "registry", "predict"):
+    for stage in ("ingest", "stssd", "pretrain", "finetune", "evaluate", "registry", "predict", "benchmark"):
         assert (REPO / "a2mae" / stage / "__init__.py").is_file(), stage
 
 
@@ -239,7 +241,7 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
                 "a2mae/ingest/__init__.py": "",
                 "a2mae/ingest/a.py": "def f():\n    from a2mae.stssd import run\n",
             },
-            "(layer 7, above)",
+            "(layer 8, above)",
         ),
         (
             {
@@ -248,6 +250,10 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
                 "a2mae/sensors/b.py": "def f():\n    from . import a\n",
             },
             "import cycle: a2mae.sensors.a <-> a2mae.sensors.b",
+        ),
+        (
+            {"a2mae/predict/__init__.py": "from a2mae.benchmark import stats\n"},
+            "a2mae.predict (layer 2) imports a2mae.benchmark.stats (layer 1, above)",
         ),
     ],
 )
@@ -298,24 +304,41 @@ def _str_constants(node: ast.AST) -> list[str]:
 
 
 def task_name_comparisons(root: Path) -> list[str]:
-    """``x == "segmentation"``, ``x in ("a", "b")``, ``case "change_detection"`` outside ``a2mae/tasks``."""
+    """Comparisons of a task variable with a task name outside ``a2mae/tasks``.
+
+    A task variable is an operand whose source names a task (``task``, ``model.task``, ``spec.task``,
+    ``self.task_name``); the forms are ``x == "segmentation"``, ``x in ("a", "b")`` and
+    ``match x: case "change_detection"``. Other vocabularies that share a word (a benchmark's probe
+    ``kind == "segmentation"``) are not task variables.
+    """
     out = []
     for top in ("a2mae", "flows"):
         for path in sorted((root / top).rglob("*.py")):
             rel = path.relative_to(root)
             if rel.parts[:2] == ("a2mae", "tasks"):
                 continue
-            for node in ast.walk(ast.parse(path.read_text())):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
                 if isinstance(node, ast.Compare):
-                    found = [s for e in (node.left, *node.comparators) for s in _str_constants(e)]
-                elif isinstance(node, ast.MatchValue):
-                    found = _str_constants(node.value)
+                    operands = [node.left, *node.comparators]
+                elif isinstance(node, ast.Match):
+                    operands = [node.subject, *(c.pattern for c in node.cases)]
                 else:
                     continue
-                hits = sorted(set(found) & set(TASK_NAMES))
-                if hits:
-                    out.append(f"{rel}:{node.lineno}: compares with task name {hits[0]!r}")
+                names = {s for e in operands for s in _str_constants(_pattern_value(e))} & set(TASK_NAMES)
+                subjects = [e for e in operands if not _str_constants(_pattern_value(e))]
+                if names and any("task" in ast.unparse(e).lower() for e in subjects):
+                    out.append(f"{rel}:{node.lineno}: compares a task with {sorted(names)[0]!r}")
     return out
+
+
+def _pattern_value(node: ast.AST) -> ast.AST:
+    """The value of a ``case "x":`` pattern (other nodes as they are)."""
+    if isinstance(node, ast.MatchValue):
+        return node.value
+    if isinstance(node, ast.MatchOr):
+        return ast.Tuple([_pattern_value(p) for p in node.patterns])
+    return node
 
 
 def test_no_task_name_is_compared_outside_the_tasks_package():
@@ -326,16 +349,21 @@ def test_no_task_name_is_compared_outside_the_tasks_package():
 @pytest.mark.parametrize(
     "code",
     [
-        'def f(t):\n    return t == "segmentation"\n',
-        'def f(t):\n    return t in ("segmentation", "change_detection")\n',
+        'def f(task):\n    return task == "segmentation"\n',
+        'def f(spec):\n    return spec.task in ("segmentation", "change_detection")\n',
         'def f(m):\n    return "embeddings" != m.task\n',
-        'def f(t):\n    match t:\n        case "classification":\n            return 1\n',
+        'def f(task):\n    match task:\n        case "classification":\n            return 1\n',
     ],
 )
 def test_the_task_name_check_finds_each_form(tmp_path, code):
     root = _tree(tmp_path, {"a2mae/predict/x.py": code, "a2mae/tasks/y.py": code})
     found = task_name_comparisons(root)
     assert len(found) == 1 and found[0].startswith("a2mae/predict/x.py:"), found
+
+
+def test_the_task_name_check_leaves_other_vocabularies_alone(tmp_path):
+    code = 'def f(kind):\n    return kind == "segmentation"\n'
+    assert task_name_comparisons(_tree(tmp_path, {"a2mae/benchmark/x.py": code})) == []
 
 
 def test_the_built_in_tasks_are_modules_of_the_tasks_package():

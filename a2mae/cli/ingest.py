@@ -18,7 +18,7 @@ from a2mae.cli.app import (
     command_output,
     resolve_params,
 )
-from a2mae.errors import A2maeError
+from a2mae.errors import A2maeError, safe_line
 from a2mae.ingest.catalog import SceneRecord
 
 
@@ -60,7 +60,12 @@ def ingest_cmd(
         list[str], typer.Argument(help="GeoTIFF files, folders of per-band files or s3:// prefixes.")
     ],
     catalog: Annotated[
-        Path | None, typer.Option("--catalog", help="Scene catalog (Parquet); default: params data.catalog.")
+        Path | None,
+        typer.Option(
+            "--catalog",
+            help="Scene catalog (Parquet); default: params data.catalog.",
+            readable=False,  # a forbidden catalog is an OS error (exit 1), not a usage error
+        ),
     ] = None,
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Go on past bad scenes and list them at the end.")
@@ -82,12 +87,17 @@ def ingest_cmd(
     target = catalog if catalog is not None else Path(p.data.catalog)
     with command_output(p, quiet, as_json, verbose) as out:
         report = ingest(sources, target, p, skip_bad=skip_bad, progress=progress)
-    rows = [("added", r) for r in report.added] + [("present", r) for r in report.skipped]
+    rows = (
+        [("added", r) for r in report.added]
+        + [("replaced", new) for _, new in report.replaced]
+        + [("present", r) for r in report.skipped]
+    )
     out.json(
         {
             "catalog": str(target),
             "added": [r.scene_id for r in report.added],
             "present": [r.scene_id for r in report.skipped],
+            "replaced": [{"old": o.scene_id, "new": n.scene_id} for o, n in report.replaced],
             "failed": [{"source": f.source, "message": f.message} for f in report.failed],
             "ignored": len(report.ignored),
         }
@@ -97,9 +107,17 @@ def ingest_cmd(
             out.line(line)
     if out.mode != "json":  # bad inputs and warnings are worth a line even with --quiet
         for failure in report.failed:
-            typer.echo(f"skipped bad input: {failure.message}", err=True)
+            typer.echo(safe_line(f"skipped bad input: {failure.message}"), err=True)
         for note in report.warnings:
-            typer.echo(f"warning: {note}", err=True)
+            typer.echo(safe_line(f"warning: {note}"), err=True)
+        for old, new in report.replaced:
+            typer.echo(
+                safe_line(
+                    f"replaced scene {old.scene_id} by {new.scene_id}: the files of {new.source} changed "
+                    "since they were ingested (snapshots tiled before hold the old pixels)"
+                ),
+                err=True,
+            )
     if report.ignored and out.mode == "normal":
         typer.echo(f"ignored {len(report.ignored)} auxiliary file(s) without a band name", err=True)
     out.line(f"ingest: {report.summary()}")

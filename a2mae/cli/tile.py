@@ -18,16 +18,22 @@ from a2mae.cli.app import (
     command_output,
     resolve_params,
 )
+from a2mae.errors import safe_line
 
 
 @app.command("tile")
 def tile_cmd(
     catalog: Annotated[
         Path | None,
-        typer.Option("--catalog", help="Scene catalog from `a2mae ingest` (default: data.catalog)."),
+        typer.Option(
+            "--catalog",
+            help="Scene catalog from `a2mae ingest` (default: data.catalog).",
+            readable=False,  # a forbidden catalog is an OS error (exit 1), not a usage error
+        ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Snapshot folder to write (default: tile.snapshot).")
+        Path | None,
+        typer.Option("--out", help="Snapshot folder to write (default: tile.snapshot).", readable=False),
     ] = None,
     params: ParamsOpt = None,
     set_: SetOpt = None,
@@ -37,6 +43,13 @@ def tile_cmd(
         typer.Option(
             "--skip-bad",
             help="Leave out scenes whose files cannot be read (e.g. a remote asset gone) and go on.",
+        ),
+    ] = False,
+    verify_sources: Annotated[
+        bool,
+        typer.Option(
+            "--verify-sources",
+            help="Hash every scene file whole against the catalog (default: size, time and first 64 KiB).",
         ),
     ] = False,
     progress: ProgressOpt = True,
@@ -51,10 +64,14 @@ def tile_cmd(
     catalog = catalog or Path(p.data.catalog)
     out = out or Path(p.tile.snapshot)
     with command_output(p, quiet, as_json, verbose) as shown:
-        s = tile(catalog, out, p, progress=progress, force=force, skip_bad=skip_bad)
+        s = tile(
+            catalog, out, p, progress=progress, force=force, skip_bad=skip_bad, verify_sources=verify_sources
+        )
     if shown.mode != "json":
         for line in s.skipped:
-            typer.echo(f"skipped unreadable scene {line}", err=True)
+            typer.echo(safe_line(f"skipped unreadable scene {line}"), err=True)
+        for line in s.notes:
+            typer.echo(safe_line(f"note: {line}"), err=True)
     c = s.counts
     shown.json(
         {

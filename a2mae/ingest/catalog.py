@@ -39,6 +39,28 @@ class BandFile(BaseModel):
     nodata: float | None = None
 
 
+class SourceFile(BaseModel):
+    """One file of a scene as ingest saw it: what tile checks before it cuts the scene.
+
+    A file replaced after ingest (new pixels at the same path) no longer matches: its size, its
+    modification time, the digest of its first bytes (:data:`HEAD_BYTES`) or, when asked, the MD5 of
+    its bytes differ (an S3 object: its ETag).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    uri: str
+    size: int = Field(ge=0)
+    mtime_ns: int | None = Field(default=None, description="Local files: modification time, ns.")
+    etag: str | None = Field(default=None, description="S3 objects: the ETag.")
+    head_sha256: str | None = Field(default=None, description="Local files: sha256 of the first bytes.")
+    md5: str = Field(description="MD5 of the file's bytes (or the S3 single-part ETag).")
+
+
+#: Bytes at the start of a file whose digest tile compares with the catalog's (a GeoTIFF's header).
+HEAD_BYTES = 64 * 1024
+
+
 class SceneRecord(BaseModel):
     """One scene of the catalog.
 
@@ -75,6 +97,11 @@ class SceneRecord(BaseModel):
         description="sha256 of the source's listing (URIs, sizes, mtimes/ETags): lets ingest skip "
         "unchanged inputs without reading them.",
     )
+    files: tuple[SourceFile, ...] | None = Field(
+        default=None,
+        description="Every file of the scene (rasters and sidecars) as ingested: tile refuses a scene "
+        "whose files no longer match (None: a catalog written before this was recorded).",
+    )
     roi_geojson: str | None = Field(
         default=None,
         description="WGS84 GeoJSON (Multi)Polygon: only grid points inside it are tiled for this scene "
@@ -82,7 +109,7 @@ class SceneRecord(BaseModel):
     )
 
 
-_JSON_COLUMNS = ("transform", "bounds", "corners", "bands", "band_files", "qa_file")
+_JSON_COLUMNS = ("transform", "bounds", "corners", "bands", "band_files", "qa_file", "files")
 
 
 def records_to_table(records: Sequence[SceneRecord]):  # -> pyarrow.Table
@@ -121,6 +148,7 @@ def records_to_table(records: Sequence[SceneRecord]):  # -> pyarrow.Table
             ("content_hash", pa.string()),
             ("fingerprint", pa.string()),
             ("roi_geojson", pa.string()),
+            ("files", pa.string()),
         ],
         metadata={b"a2mae_catalog_version": str(CATALOG_VERSION).encode()},
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from a2mae.ingest.errors import IngestError as IngestError  # re-exported
-from a2mae.io.storage import FileInfo, S3Settings, is_s3, list_files
+from a2mae.io.storage import BadEntry, FileInfo, S3Settings, is_s3, list_files
 from a2mae.sensors.detect import split_band_token
 
 RASTER_EXTENSIONS = (".tif", ".tiff", ".jp2")
@@ -51,7 +51,7 @@ class Discovery:
 
     scenes: list[SceneSpec]
     ignored: list[str]
-    bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): unreadable entries
+    bad: list[BadEntry] = field(default_factory=list)  # unreadable entries: never opened
 
 
 def _ext(name: str) -> str:
@@ -76,22 +76,23 @@ def discover(
 
     Returns:
         The scenes (sorted by source, duplicates across sources removed), the ignored files, and the
-        raster or sidecar entries of folders that are not regular files (broken links, named pipes):
-        they are left out of the scenes and returned as ``bad`` for the caller to refuse or skip.
+        raster or sidecar entries of folders that are not regular files (broken links, named pipes)
+        or cannot be read, and the sub-folders that cannot be listed: they are left out of the scenes
+        and returned as ``bad`` for the caller to refuse or skip.
 
     Raises:
         IngestError: A source is missing, is a non-raster file, or holds no raster.
         StorageError: A source is not a regular file or folder, or cannot be listed (S3 unreachable
-            or forbidden).
+            or forbidden); :class:`~a2mae.io.storage.StorageOSError` when the OS refuses it.
     """
     vocab = frozenset(vocabulary)
     scenes: dict[str, SceneSpec] = {}
     ignored: list[str] = []
-    bad: list[tuple[str, str]] = []
+    bad: list[BadEntry] = []
     for src in sources:
-        unreadable: list[tuple[str, str]] = []
+        unreadable: list[BadEntry] = []
         files = list_files(src, settings, bad=unreadable)
-        kept = [(p, why) for p, why in unreadable if _ext(p) in RASTER_EXTENSIONS + SIDECAR_EXTENSIONS]
+        kept = [b for b in unreadable if b.folder or _ext(b.path) in RASTER_EXTENSIONS + SIDECAR_EXTENSIONS]
         bad.extend(kept)
         text = str(src).rstrip("/")
         is_file = bool(files) and (files[0].uri == text if is_s3(text) else Path(text).expanduser().is_file())

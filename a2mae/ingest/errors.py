@@ -27,3 +27,7 @@ class CatalogRowError(IngestError, ValueError):
             f"scene {scene_id}: {reason}; remove it with `a2mae catalog rm {scene_id}` (or ingest it again)"
         )
         self.scene_id = scene_id
+
+
+class CatalogDuplicates(IngestError):
+    """A catalog holds two different rows for one scene or one source file."""

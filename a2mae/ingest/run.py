@@ -21,6 +21,7 @@ in which case it is reported in :attr:`IngestReport.failed` and the rest goes on
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from a2mae.ingest.scene_reader import ReadContext, listing_fingerprint, read_sce
 from a2mae.io.atomic import remove_stale_temporaries
 from a2mae.io.lock import writer_lock
 from a2mae.io.raster import raster_env
-from a2mae.io.storage import S3Settings, is_s3
+from a2mae.io.storage import S3Settings, StorageOSError, is_s3
 from a2mae.sensors.detect import band_vocabulary
 from a2mae.sensors.registry import get_registry
 
@@ -58,6 +59,9 @@ class IngestReport:
     catalog: Path
     added: list[SceneRecord] = field(default_factory=list)
     skipped: list[SceneRecord] = field(default_factory=list)  # already in the catalog
+    replaced: list[tuple[SceneRecord, SceneRecord]] = field(
+        default_factory=list
+    )  # (old, new): files replaced
     failed: list[Failure] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # auxiliary files next to per-band scenes
     warnings: list[str] = field(default_factory=list)  # scenes added with a doubt (e.g. two dates)
@@ -65,8 +69,9 @@ class IngestReport:
 
     def summary(self) -> str:
         """One line: counts and the catalog path."""
+        replaced = f"{len(self.replaced)} replaced, " if self.replaced else ""
         return (
-            f"{len(self.added)} added, {len(self.skipped)} already in the catalog, "
+            f"{len(self.added)} added, {replaced}{len(self.skipped)} already in the catalog, "
             f"{len(self.failed)} failed -> {self.catalog}"
         )
 
@@ -133,6 +138,8 @@ def _check_arguments(sources: Sequence[str], catalog: str | Path) -> Path:
     catalog = Path(catalog)
     if catalog.exists() and not catalog.is_file():
         raise IngestError(f"{catalog}: the catalog path is a folder; give a .parquet file path")
+    if catalog.exists():
+        os.close(os.open(catalog, os.O_RDONLY))  # a forbidden catalog: an OS error (exit code 1)
     return catalog
 
 
@@ -172,14 +179,14 @@ def _discover_sources(
         try:
             found = discover([src], band_vocabulary(ctx.registry), ctx.settings)
         except A2maeError as err:
-            if not skip_bad:
-                raise IngestError(str(err)) from None
+            if not skip_bad:  # a forbidden path or a name too long keeps its exit code 1
+                raise err if isinstance(err, StorageOSError) else IngestError(str(err)) from None
             report.failed.append(Failure(str(src), str(err)))
             continue
-        for path, why in found.bad:  # broken links, named pipes: never opened
+        for bad in found.bad:  # broken links, named pipes, forbidden entries: never opened
             if not skip_bad:
-                raise IngestError(f"{path}: {why}")
-            report.failed.append(Failure(path, f"{path}: {why}"))
+                raise (StorageOSError if bad.os_error else IngestError)(f"{bad.path}: {bad.why}")
+            report.failed.append(Failure(bad.path, f"{bad.path}: {bad.why}"))
         specs.extend(found.scenes)
         report.ignored.extend(found.ignored)
     return specs
@@ -196,7 +203,11 @@ def _skip_listed(
     Returns:
         ``(scene, listing fingerprint)`` of each scene still to read, in discovery order.
     """
-    by_fingerprint = {r.fingerprint: r for r in existing if r.fingerprint}
+    rows_of: dict[str, int] = {}
+    for r in existing:
+        rows_of[r.source] = rows_of.get(r.source, 0) + 1
+    # a source with several rows (replaced files, ingested by an older a2mae) is read again to fold them
+    by_fingerprint = {r.fingerprint: r for r in existing if r.fingerprint and rows_of[r.source] == 1}
     todo: list[tuple[SceneSpec, str]] = []
     seen_sources: set[str] = set()
     for spec in specs:
@@ -214,22 +225,37 @@ def _skip_listed(
 def _merge_into_catalog(
     new: Sequence[SceneRecord], existing: Sequence[SceneRecord], catalog: Path, report: IngestReport
 ) -> None:
-    """Add the records whose content is new and rewrite the catalog atomically, once.
+    """Add the records whose content is new, replace those of re-ingested sources, rewrite once.
 
-    A record whose content hash is already in the catalog (the same files copied elsewhere, or added
-    by another writer while this run was reading), or was read twice in this run, counts as skipped.
-    When nothing is new the catalog file is not touched. ``report.added`` ends sorted by scene id.
+    A record of a source the catalog already holds replaces that source's rows: with the same content
+    it only refreshes them (counted as skipped), with new content (files replaced at the same path)
+    it is counted in ``report.replaced``. A record whose content hash is already in the catalog under
+    another source (the same files copied elsewhere, or added by another writer while this run was
+    reading), or was read twice in this run, counts as skipped. Identical repeated rows are folded.
+    When nothing changed the catalog file is not touched. ``report.added`` ends sorted by scene id.
     The caller holds the catalog's writer lock and read ``existing`` under it.
     """
-    by_hash = {r.content_hash: r for r in existing}
+    rows = list(dict.fromkeys(existing))  # identical repeated rows (an older a2mae, a hand merge) once
+    folded = len(rows) != len(existing)
     for record in new:
-        if record.content_hash in by_hash:
-            report.skipped.append(by_hash[record.content_hash])
+        same_source = [r for r in rows if r.source == record.source]
+        rows = [r for r in rows if r.source != record.source]
+        copy = next((r for r in rows if r.content_hash == record.content_hash), None)
+        if copy is not None:  # the same files under another source: that row stands for them
+            report.skipped.append(copy)
+            folded |= bool(same_source)
+        elif same_source:
+            rows.append(record)
+            if any(r.content_hash != record.content_hash for r in same_source):
+                report.replaced.append((same_source[0], record))
+            else:
+                report.skipped.append(record)
+                folded |= same_source != [record]
         else:
-            by_hash[record.content_hash] = record
+            rows.append(record)
             report.added.append(record)
-    if report.added:
-        write_catalog([*existing, *report.added], catalog)
+    if report.added or report.replaced or folded:
+        write_catalog(rows, catalog)
         report.written = True
     report.added.sort(key=lambda r: r.scene_id)
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from a2mae.config import GrowthPeriodConfig
 from a2mae.errors import A2maeError
-from a2mae.ingest.catalog import BandFile, SceneRecord
+from a2mae.ingest.catalog import HEAD_BYTES, BandFile, SceneRecord, SourceFile
 from a2mae.ingest.discover import IngestError, SceneSpec
 from a2mae.ingest.period import Period, growth_period
 from a2mae.ingest.radiometry import FileEncoding, RadiometryRefused, choose, file_declared
@@ -38,7 +38,7 @@ from a2mae.ingest.sidecars import (
     scale_offset_from_stac,
 )
 from a2mae.io.raster import describe_open_error, open_raster
-from a2mae.io.storage import FileInfo, S3Settings, content_md5, read_bytes
+from a2mae.io.storage import FileInfo, S3Settings, StorageError, content_md5, is_s3, read_bytes
 from a2mae.sensors.detect import (
     Detection,
     SceneEvidence,
@@ -52,6 +52,8 @@ from a2mae.sensors.registry import Product, Sensor, SensorRegistry
 SIDECAR_MAX_BYTES = 5 << 20
 NODATA_READ_SIDE = 256  # decimated read for the all-nodata check, pixels per side
 QA_READ_SIDE = 512  # decimated read of the QA layer for the cloud fraction
+FULL_RES_BLOCKS = 6  # blocks per side read at full resolution for the all-nodata check
+MIN_PIXEL_M = 1e-3  # a smaller pixel is a geotransform in the wrong units (1 mm: below any imagery)
 
 
 @dataclass
@@ -118,7 +120,7 @@ def _read_header(info: FileInfo, settings: S3Settings | None, max_pixels: int | 
             last = ds.block_window(ds.count, (ds.height - 1) // rows, (ds.width - 1) // cols)
             ds.read(ds.count, window=last)
     except rasterio.errors.RasterioIOError as err:
-        raise IngestError(f"{info.uri}: {_read_error(err)}") from None
+        raise IngestError(_read_error(err, info, settings)) from None
     except A2maeError as err:
         raise IngestError(str(err)) from None
     return header
@@ -162,7 +164,23 @@ def _check_grid(info: FileInfo, ds: Any, max_pixels: int | None) -> None:
         )
 
 
-def _read_error(err: BaseException) -> str:
+def _read_error(err: BaseException, info: FileInfo, settings: S3Settings | None) -> str:
+    """One line for a failed read of ``info``: an unreachable store, a truncated file, or GDAL's reason.
+
+    A remote read that fails looks like a truncated file to GDAL; the store is asked for the object
+    again first, so that a store that went away is named as such.
+    """
+    if is_s3(info.uri):
+        from a2mae.io.storage import file_info
+
+        try:
+            file_info(info.uri, settings)
+        except A2maeError as gone:  # names the endpoint and what to do
+            return str(gone)
+    return f"{info.uri}: {_read_reason(err)}"
+
+
+def _read_reason(err: BaseException) -> str:
     causes = _causes(err)
     chain = " ".join(" ".join(str(e).split()) for e in causes).lower()
     if "read failed" in chain or "tiffread" in chain or "read error" in chain:
@@ -190,7 +208,7 @@ def _decimated(info: FileInfo, band: int, height: int, width: int, side: int, se
         with open_raster(info.uri, settings) as ds:
             return ds.read(band, out_shape=shape)
     except rasterio.errors.RasterioIOError as err:
-        raise IngestError(f"{info.uri}: {_read_error(err)}") from None
+        raise IngestError(_read_error(err, info, settings)) from None
 
 
 # ------------------------------------------------------------------------------------------ sidecars
@@ -255,12 +273,21 @@ def read_scene(
     Raises:
         IngestError: Bad input, with one line naming the file and what to do.
     """
+    from pydantic import ValidationError
+
     try:
         return _read_scene(spec, ctx, fingerprint, notes if notes is not None else [])
     except IngestError:
         raise
     except A2maeError as err:  # storage, raster and detection errors already name the file
         raise IngestError(str(err)) from None
+    except ValidationError as err:  # a value the catalog cannot hold: one line, never a traceback
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise IngestError(
+            f"{spec.source}: its metadata cannot be catalogued ({where}: {first['msg']}, got "
+            f"{str(first.get('input'))[:60]}); check the file's georeferencing and tags (gdalinfo)"
+        ) from None
 
 
 def _read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None, notes: list[str]) -> SceneRecord:
@@ -277,6 +304,8 @@ def _read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None, note
     product = sensor.product(found.product)
 
     band_files, qa_file, grids = _assign_bands(spec, headers, sensor, found.product, product)
+    if (note := _ignored_descriptions(spec, headers[0], sensor, band_files)) is not None:
+        notes.append(note)
     _check_grids(grids, spec.source)
     ref_band, ref_header = _reference_grid(grids, sensor)
     sample = _refuse_all_nodata(spec, ref_band, ref_header, ctx.settings)
@@ -284,7 +313,8 @@ def _read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None, note
     cloud_fraction = _cloud_fraction(spec, qa_file, product, grids, ctx.settings)
 
     acquired = _when_and_where(spec, headers[0], stac, mtl, ref_header, ctx, notes)
-    content_hash = scene_content_hash(spec, ctx.settings)
+    files = source_files(spec, ctx.settings)
+    content_hash = content_hash_of(files)
     date = acquired.when.strftime("%Y%m%d") if acquired.when else "nodate"
     ordered = sorted(band_files, key=lambda b: sensor_order(sensor, b.band))
     t = ref_header.transform
@@ -312,6 +342,7 @@ def _read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None, note
         offset=float(offset),
         content_hash=content_hash,
         fingerprint=fingerprint,
+        files=files,
     )
 
 
@@ -377,7 +408,41 @@ def _refuse_all_nodata(
             f"{spec.source}: all-nodata scene (band {ref_band.band} holds only {what}); "
             "remove it from the inputs or use --skip-bad"
         )
+    full = _full_resolution_blocks(ref_header.info, ref_band.index, settings)
+    if is_all_nodata(full, nodata):  # the decimated read came from overviews: tile reads full resolution
+        raise IngestError(
+            f"{ref_header.info.uri}: its full-resolution pixels hold only nodata, only its overviews hold "
+            "data (an overviews-only file); re-export it with its pixels (gdal_translate) or use --skip-bad"
+        )
     return values
+
+
+def _full_resolution_blocks(info: FileInfo, band: int, settings: S3Settings | None) -> np.ndarray:
+    """Up to :data:`FULL_RES_BLOCKS` x :data:`FULL_RES_BLOCKS` full-resolution blocks spread over a band.
+
+    The decimated read of :func:`_decimated` may come from overviews; these blocks are what tile reads.
+
+    Returns:
+        Their pixels, flattened.
+    """
+    import rasterio
+
+    try:
+        with open_raster(info.uri, settings) as ds:
+            rows, cols = ds.block_shapes[band - 1]
+            ny, nx = -(-ds.height // rows), -(-ds.width // cols)
+            picks_y = sorted(
+                {round(i * (ny - 1) / max(1, FULL_RES_BLOCKS - 1)) for i in range(FULL_RES_BLOCKS)}
+            )
+            picks_x = sorted(
+                {round(i * (nx - 1) / max(1, FULL_RES_BLOCKS - 1)) for i in range(FULL_RES_BLOCKS)}
+            )
+            parts = [
+                ds.read(band, window=ds.block_window(band, i, j)).ravel() for i in picks_y for j in picks_x
+            ]
+    except rasterio.errors.RasterioIOError as err:
+        raise IngestError(_read_error(err, info, settings)) from None
+    return np.concatenate(parts)
 
 
 def _cloud_fraction(
@@ -528,6 +593,12 @@ def _band_file(band: str, header: _Header, index: int, product: Product) -> Band
     and the registry's nodata is a DN of integer products.
     """
     t = header.transform
+    gsd_m = pixel_size_m(header.crs, header.transform, header.width, header.height)
+    if not gsd_m >= MIN_PIXEL_M:  # NaN too
+        raise IngestError(
+            f"{header.info.uri}: pixel size {gsd_m:.3g} m is below {MIN_PIXEL_M * 1000:g} mm: its "
+            "geotransform is probably in the wrong units; fix its georeferencing (gdalinfo shows it)"
+        )
     if np.dtype(header.dtype).kind == "f":
         nodata = header.nodata if header.nodata is not None and math.isfinite(header.nodata) else None
     else:
@@ -536,7 +607,7 @@ def _band_file(band: str, header: _Header, index: int, product: Product) -> Band
         band=band,
         uri=header.info.uri,
         index=index,
-        gsd_m=round(pixel_size_m(header.crs, header.transform, header.width, header.height), 6),
+        gsd_m=round(gsd_m, 6),
         width=header.width,
         height=header.height,
         transform=(t.a, t.b, t.c, t.d, t.e, t.f),
@@ -595,6 +666,28 @@ def _assign_bands(
     return band_files, qa_file, grids
 
 
+def _ignored_descriptions(
+    spec: SceneSpec, h: _Header, sensor: Sensor, band_files: Sequence[BandFile]
+) -> str | None:
+    """A note when a multi-band file's band descriptions name bands but were not used to assign them.
+
+    Descriptions are used only when each names a different band of the sensor; otherwise (a band named
+    twice, a band of another sensor) the product's stack order decides, and the user is told.
+    """
+    if not (spec.single_file and h.count > 1 and all(h.descriptions)):
+        return None
+    named = [sensor.band_id(str(d)) for d in h.descriptions]
+    if not any(named) or [b.band for b in band_files] == named:
+        return None
+    ids = [b for b in named if b]
+    twice = sorted({b for b in ids if ids.count(b) > 1})
+    why = f"name band {', '.join(twice)} twice" if twice else f"are not all bands of {sensor.id}"
+    return (
+        f"{h.info.uri}: its band descriptions ({','.join(str(d) for d in h.descriptions)}) {why}; "
+        f"ignored: bands assigned in the product's stack order ({','.join(b.band for b in band_files)})"
+    )
+
+
 def _check_grids(grids: Sequence[tuple[BandFile, _Header]], source: str) -> None:
     """All files share the CRS; same-GSD files share the grid; others cover the same extent.
 
@@ -635,8 +728,41 @@ def scene_content_hash(spec: SceneSpec, settings: S3Settings | None) -> str:
 
     File names only (not folders), so a copy of the scene elsewhere, local or on S3, hashes the same.
     """
-    lines = [f"{f.name}\t{content_md5(f, settings)}\n" for f in spec.files]
+    return content_hash_of(source_files(spec, settings))
+
+
+def content_hash_of(files: Sequence[SourceFile]) -> str:
+    """The scene content hash (see :func:`scene_content_hash`) of files already digested."""
+    lines = [f"{f.uri.rstrip('/').rsplit('/', 1)[-1]}\t{f.md5}\n" for f in files]
     return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
+
+
+def source_files(spec: SceneSpec, settings: S3Settings | None) -> tuple[SourceFile, ...]:
+    """Every file of the scene as it is now: size, mtime or ETag, head digest and MD5 (reads local files)."""
+    return tuple(
+        SourceFile(
+            uri=f.uri,
+            size=f.size,
+            mtime_ns=f.mtime_ns,
+            etag=f.etag,
+            head_sha256=None if is_s3(f.uri) else head_digest(f.uri),
+            md5=content_md5(f, settings),
+        )
+        for f in spec.files
+    )
+
+
+def head_digest(path: str) -> str:
+    """sha256 of the first :data:`~a2mae.ingest.catalog.HEAD_BYTES` of a local file.
+
+    Raises:
+        StorageError: The file cannot be read.
+    """
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read(HEAD_BYTES)).hexdigest()
+    except OSError as err:
+        raise StorageError(f"{path}: cannot read ({err.strerror})") from None
 
 
 def listing_fingerprint(spec: SceneSpec) -> str:

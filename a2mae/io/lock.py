@@ -41,7 +41,12 @@ class LockBusy(A2maeError):
 
 
 class LockError(A2maeError):
-    """The lock file cannot be created (read-only folder, permissions); the message names it."""
+    """The lock file cannot be created (read-only folder, permissions); the message names it.
+
+    An operating-system error: exit code 1 (``README.md``, "exit code 1 for an operating-system error").
+    """
+
+    exit_code = 1
 
 
 def lock_path(target: str | os.PathLike[str]) -> Path:

@@ -3,8 +3,8 @@
 S3 access goes through s3fs. The endpoint and credentials come from the environment first
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
 ``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_NO_SIGN_REQUEST``) and then from ``params.data.s3``
-(:class:`S3Settings.from_params`). Rasters on S3 are read by GDAL, see :mod:`a2mae.io.raster`, with the
-same settings.
+(:meth:`S3Settings.from_env`, which :meth:`a2mae.config.S3Config.settings` calls). Rasters on S3 are
+read by GDAL, see :mod:`a2mae.io.raster`, with the same settings.
 
 Every S3 failure a user can cause (endpoint unreachable, wrong credentials, missing bucket or key)
 raises :class:`StorageError` with one line naming the URI and endpoint and saying what to do.
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from a2mae.errors import A2maeError
+from a2mae.errors import A2maeError, os_error_line
 from a2mae.io.atomic import atomic_path
 
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -35,6 +35,36 @@ _CHUNK = 4 << 20
 
 class StorageError(A2maeError):
     """A file or S3 object cannot be listed, read or written; the message names the URI."""
+
+
+class StorageOSError(StorageError):
+    """The operating system refused a local path (permission denied, name too long): exit code 1."""
+
+    exit_code = 1
+
+    @classmethod
+    def of(cls, err: OSError, path: str | os.PathLike[str] | None = None) -> StorageOSError:
+        """The one-line error of ``err`` (:func:`~a2mae.errors.os_error_line`), naming ``path``."""
+        if path is not None and err.filename is None:
+            err = OSError(err.errno, err.strerror, str(path))
+        return cls(os_error_line(err))
+
+
+@dataclass(frozen=True)
+class BadEntry:
+    """An entry of a listed folder that is left out: a broken link, a named pipe, an unreadable folder.
+
+    Attributes:
+        path: The entry.
+        why: What is wrong and what to do.
+        os_error: The operating system refused it (permissions): exit code 1 unless skipped.
+        folder: The entry is a folder (its files were not listed).
+    """
+
+    path: str
+    why: str
+    os_error: bool = False
+    folder: bool = False
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -241,6 +271,8 @@ def _not_regular(path: Path) -> str | None:
                 target = "?"
             kind = "a symbolic link loop" if err.errno == errno.ELOOP else "a broken symbolic link"
             return f"{kind} (to {target}); fix or remove the link"
+        if err.errno not in (errno.ENOENT, errno.ENOTDIR):
+            raise  # forbidden, name too long: an operating-system error (exit code 1)
         return f"cannot be read ({err.strerror})"
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return None
@@ -253,7 +285,7 @@ def list_files(
     uri: str | os.PathLike[str],
     settings: S3Settings | None = None,
     *,
-    bad: list[tuple[str, str]] | None = None,
+    bad: list[BadEntry] | None = None,
 ) -> list[FileInfo]:
     """All regular files under ``uri`` (recursively), or ``uri`` itself when it is a file, sorted by URI.
 
@@ -264,8 +296,8 @@ def list_files(
     Args:
         uri: Local file or folder, or ``s3://bucket/prefix``.
         settings: S3 settings (default: from the environment).
-        bad: Receives ``(path, reason)`` of such entries inside a folder; without it the first one
-            raises.
+        bad: Receives such entries inside a folder, and the files and sub-folders the operating
+            system refuses to read (:class:`BadEntry`); without it the first one raises.
 
     Returns:
         The files found.
@@ -273,32 +305,12 @@ def list_files(
     Raises:
         StorageError: The path does not exist, is not a regular file or folder, holds such an entry
             (without ``bad``), or S3 cannot be listed.
+        StorageOSError: The path given, or (without ``bad``) a file or folder under it, cannot be read
+            (permission denied) or its name is too long.
     """
     text = str(uri)
     if not is_s3(text):
-        path = Path(text).expanduser().absolute()
-        if (problem := _not_regular(path)) is not None:
-            if not path.is_symlink() and not path.exists():
-                problem = "no such file or folder"
-            raise StorageError(f"{text}: {problem}")
-        if path.is_file():
-            return [_local_info(path)]
-        if not path.is_dir():
-            raise StorageError(f"{text}: no such file or folder")
-        out = []
-        for root, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in files:
-                if name.startswith("."):
-                    continue
-                p = Path(root) / name
-                if (problem := _not_regular(p)) is not None:
-                    if bad is None:
-                        raise StorageError(f"{p}: {problem}")
-                    bad.append((str(p), problem))
-                    continue
-                out.append(_local_info(p))
-        return sorted(out, key=lambda f: f.uri)
+        return _list_local(text, bad)
 
     settings = settings or S3Settings.from_env()
     bucket, key = split_s3(text)
@@ -322,6 +334,69 @@ def list_files(
         if not exists:
             raise StorageError(f"{text}: no such bucket at {settings.endpoint_label}; check the URI")
     return sorted(out, key=lambda f: f.uri)
+
+
+def _list_local(text: str, bad: list[BadEntry] | None) -> list[FileInfo]:
+    """:func:`list_files` of a local file or folder (see there)."""
+    path = Path(text).expanduser().absolute()
+    try:
+        problem = _not_regular(path)
+        if problem is not None:
+            if not path.is_symlink() and not path.exists():
+                problem = "no such file or folder"
+            raise StorageError(f"{text}: {problem}")
+        if path.is_file():
+            os.close(os.open(path, os.O_RDONLY))  # a forbidden file: an OS error here, not "cannot open"
+            return [_local_info(path)]
+        if not path.is_dir():
+            raise StorageError(f"{text}: no such file or folder")
+        os.close(os.open(path, os.O_RDONLY))  # a forbidden folder: not "no raster files"
+    except OSError as err:
+        raise StorageOSError.of(err, text) from None
+
+    def refused(err: OSError) -> None:  # a sub-folder os.walk cannot list
+        if err.filename is None or Path(err.filename) == path:
+            raise StorageOSError.of(err, text)
+        if bad is None:
+            raise StorageOSError.of(err)
+        bad.append(
+            BadEntry(
+                str(err.filename), f"cannot list the folder: {_os_reason(err)}", os_error=True, folder=True
+            )
+        )
+
+    out = []
+    for root, dirs, files in os.walk(path, onerror=refused):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if name.startswith("."):
+                continue
+            p = Path(root) / name
+            try:
+                problem = _not_regular(p)
+            except OSError as err:
+                if bad is None:
+                    raise StorageOSError.of(err, p) from None
+                bad.append(BadEntry(str(p), _os_reason(err), os_error=True))
+                continue
+            if problem is None and not os.access(p, os.R_OK):  # forbidden: an OS error, not "cannot open"
+                denied = OSError(errno.EACCES, os.strerror(errno.EACCES), str(p))
+                if bad is None:
+                    raise StorageOSError.of(denied)
+                bad.append(BadEntry(str(p), _os_reason(denied), os_error=True))
+                continue
+            if problem is not None:
+                if bad is None:
+                    raise StorageError(f"{p}: {problem}")
+                bad.append(BadEntry(str(p), problem))
+                continue
+            out.append(_local_info(p))
+    return sorted(out, key=lambda f: f.uri)
+
+
+def _os_reason(err: OSError) -> str:
+    """What :func:`~a2mae.errors.os_error_line` says about ``err``, without the path."""
+    return os_error_line(OSError(err.errno, err.strerror))
 
 
 def file_info(uri: str, settings: S3Settings | None = None) -> FileInfo:

@@ -122,10 +122,17 @@ class Sensor(_Strict):
 
     @model_validator(mode="after")
     def _check_groups(self) -> Sensor:
+        grouped: dict[str, str] = {}
         for group, names in self.token_groups.items():
             for name in names:
                 if name not in self.bands:
                     raise ValueError(f"token group {group!r} names unknown band {name!r}")
+                if name in grouped:
+                    raise ValueError(
+                        f"band {name!r} is listed twice in token_groups ({grouped[name]}, {group})"
+                    )
+                grouped[name] = group
+        _check_band_names(self.bands)
         if not self.products:
             raise ValueError("needs at least one product")
         check_rules(self.products, {b.upper() for b in self.bands} | self.qa_layer_names(), self.band_id)
@@ -170,6 +177,26 @@ class Sensor(_Strict):
             if band in names:
                 return group
         return None
+
+
+def _check_band_names(bands: dict[str, Band]) -> None:
+    """Every band id and alias names one band (case-insensitively): no alias repeats or clashes.
+
+    Raises:
+        ValueError: ``bands.<id>.aliases: ...`` naming the clash.
+    """
+    owner: dict[str, str] = {}
+    for band_id in bands:
+        if band_id.lower() in owner:
+            raise ValueError(f"bands: {band_id!r} and {owner[band_id.lower()]!r} differ only in case")
+        owner[band_id.lower()] = band_id
+    for band_id, band in bands.items():
+        for alias in band.aliases:
+            other = owner.get(alias.lower())
+            if other is not None and other != band_id:
+                what = "the id of band" if other.lower() == alias.lower() else "an alias of band"
+                raise ValueError(f"bands.{band_id}.aliases: {alias!r} is already {what} {other!r}")
+            owner[alias.lower()] = band_id
 
 
 class SensorRegistry:
@@ -229,8 +256,9 @@ def _parse_sensors(data: Any, source: str) -> list[Sensor]:
             sensors.append(Sensor(id=str(sensor_id), **body))
         except ValidationError as err:
             first = err.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"])
-            raise SensorRegistryError(f"{source}: sensors.{sensor_id}.{loc}: {first['msg']}") from None
+            loc = "".join(f".{p}" for p in first["loc"])
+            msg = str(first["msg"]).removeprefix("Value error, ")  # a check of the whole sensor
+            raise SensorRegistryError(f"{source}: sensors.{sensor_id}{loc}: {msg}") from None
     return sensors
 
 

@@ -102,6 +102,14 @@ def check_rules(products: Mapping[str, Any], known: set[str], band_id: Callable[
                 if name.upper() not in known and band_id(name) is None:
                     raise ValueError(f"{where}.{key}: unknown band or QA layer {name!r}")
         for stack in rules.stacks:
+            seen: dict[str, str] = {}
             for name in stack:
-                if band_id(name) is None:
+                bid = band_id(name)
+                if bid is None:
                     raise ValueError(f"{where}.stacks: unknown band {name!r}")
+                if bid in seen:
+                    twice = "" if seen[bid] == name else f" ({seen[bid]!r} and {name!r})"
+                    raise ValueError(
+                        f"{where}.stacks: {list(stack)} lists band {bid} twice{twice}; one band per position"
+                    )
+                seen[bid] = name

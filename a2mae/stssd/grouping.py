@@ -66,15 +66,52 @@ def set_kind(name: str) -> str:
     return LEGACY_SET_KINDS.get(name, name)
 
 
+#: Polar caps, where the grid is the Universal Polar Stereographic of the pole (UTM stops there).
+UPS_NORTH_LAT, UPS_SOUTH_LAT = 84.0, -80.0
+UPS_NORTH, UPS_SOUTH = 32661, 32761
+
+
 def utm_epsg(lat: float, lon: float) -> int:
-    """EPSG code of the UTM zone containing (lat, lon) (no Norway/Svalbard exceptions)."""
-    zone = min(60, max(1, math.floor((lon + 180.0) / 6.0) + 1))
-    return (32600 if lat >= 0 else 32700) + zone
+    """EPSG code of the UTM zone containing (lat, lon), or of UPS beyond 84 N / 80 S.
+
+    Longitudes are taken modulo 360 (180.05 is -179.95, zone 1); no Norway/Svalbard exceptions.
+    """
+    return int(_utm_epsg_array(np.asarray([lat], float), np.asarray([lon], float))[0])
 
 
 def _utm_epsg_array(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    zone = np.clip(np.floor((lon + 180.0) / 6.0).astype(np.int64) + 1, 1, 60)
-    return np.where(lat >= 0, 32600, 32700) + zone
+    wrapped = np.mod(np.asarray(lon, float) + 180.0, 360.0)
+    zone = np.clip(np.floor(wrapped / 6.0).astype(np.int64) + 1, 1, 60)
+    utm = np.where(lat >= 0, 32600, 32700) + zone
+    return np.where(lat >= UPS_NORTH_LAT, UPS_NORTH, np.where(lat < UPS_SOUTH_LAT, UPS_SOUTH, utm))
+
+
+@functools.lru_cache(maxsize=256)
+def _is_geographic(crs: str) -> bool:
+    from pyproj import CRS
+
+    return bool(CRS.from_user_input(crs).is_geographic)
+
+
+def to_scene_crs(
+    rec: SceneRecord, src: str, x: ArrayOrFloat, y: ArrayOrFloat
+) -> tuple[ArrayOrFloat, ArrayOrFloat]:
+    """Coordinates from CRS ``src`` into the scene's CRS, on the scene's side of the antimeridian.
+
+    In a geographic CRS a longitude and that longitude +- 360 are one place: the one within 180
+    degrees of the scene's centre is returned, so a scene over 180 (179.95..180.05) finds its
+    eastern half (-179.97 is 180.03 there).
+    """
+    sx, sy = transformer(src, rec.crs).transform(x, y)
+    if not _is_geographic(rec.crs):
+        return sx, sy
+    a, b, c = rec.transform[:3]
+    cx = a * rec.width / 2 + b * rec.height / 2 + c
+    return cx + np.mod(np.asarray(sx) - cx + 180.0, 360.0) - 180.0, sy
+
+
+def _wrap_lon(lon: ArrayOrFloat) -> ArrayOrFloat:
+    return np.mod(np.asarray(lon, float) + 180.0, 360.0) - 180.0
 
 
 @functools.lru_cache(maxsize=256)
@@ -186,12 +223,41 @@ def _ring(rec: SceneRecord, n: int = 16) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _zones_of(rec: SceneRecord) -> set[int]:
-    """UTM zones (EPSG codes) of the scene's corners and centre."""
-    lats = [c[0] for c in rec.corners]
-    lons = [c[1] for c in rec.corners]
-    return {utm_epsg(la, lo) for la, lo in zip(lats, lons, strict=True)} | {
-        utm_epsg(sum(lats) / 4, sum(lons) / 4)
-    }
+    """UTM zones and UPS caps (EPSG codes) of the scene: of its densified outline and its centre.
+
+    The centre is the centre pixel (not the mean of the corners, meaningless around a pole or over
+    the antimeridian), so a scene holding a pole has that pole's UPS cap; the outline has a point
+    every 1.4 degrees of longitude at least around a pole, finer than a UTM zone.
+    """
+    rx, ry = _ring(rec, 64)
+    a, b, c, d, e, f = rec.transform
+    w, h = rec.width / 2, rec.height / 2
+    rx = np.append(rx, a * w + b * h + c)
+    ry = np.append(ry, d * w + e * h + f)
+    lon, lat = transformer(rec.crs, "EPSG:4326").transform(rx, ry)
+    lon, lat = np.asarray(lon), np.asarray(lat)
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    zones = {int(z) for z in np.unique(_utm_epsg_array(lat[ok], lon[ok]))}
+    return zones or {utm_epsg(la, lo) for la, lo in rec.corners}
+
+
+#: Easting and northing limits of the points a zone can own, metres: UTM zones (6 degrees wide, to
+#: 84 N / 80 S) and the UPS caps (to 80 / 84 degrees). A scene far around a pole projects to huge
+#: coordinates in the zones on its other side; its candidate points are kept to these boxes.
+_UTM_BOX = (0.0, 1_000_000.0)
+_UPS_BOX = (0.0, 4_000_000.0)
+
+
+def _zone_box(epsg: int, zx: np.ndarray, zy: np.ndarray) -> tuple[float, float, float, float]:
+    """The bounding box of the outline ``zx, zy`` in zone ``epsg``, clipped to what the zone can own."""
+    lo, hi = _UPS_BOX if epsg in (UPS_NORTH, UPS_SOUTH) else _UTM_BOX
+    ylo, yhi = (lo, hi) if epsg in (UPS_NORTH, UPS_SOUTH) else (-1e6, 11e6)
+    return (
+        max(float(zx.min()), lo),
+        max(float(zy.min()), ylo),
+        min(float(zx.max()), hi),
+        min(float(zy.max()), yhi),
+    )
 
 
 def scene_points(rec: SceneRecord, grid_m: float, chip: int) -> dict[GridPoint, tuple[float, float]]:
@@ -214,14 +280,15 @@ def scene_points(rec: SceneRecord, grid_m: float, chip: int) -> dict[GridPoint, 
         zx, zy = np.asarray(zx), np.asarray(zy)
         if not (np.isfinite(zx).all() and np.isfinite(zy).all()):
             continue
-        ix = np.arange(math.ceil(zx.min() / grid_m), math.floor(zx.max() / grid_m) + 1)
-        iy = np.arange(math.ceil(zy.min() / grid_m), math.floor(zy.max() / grid_m) + 1)
+        x0, y0, x1, y1 = _zone_box(epsg, zx, zy)
+        ix = np.arange(math.ceil(x0 / grid_m), math.floor(x1 / grid_m) + 1)
+        iy = np.arange(math.ceil(y0 / grid_m), math.floor(y1 / grid_m) + 1)
         if ix.size == 0 or iy.size == 0:
             continue
         gx, gy = np.meshgrid(ix, iy)
         gx, gy = gx.ravel(), gy.ravel()
         px, py = gx * grid_m, gy * grid_m
-        sx, sy = transformer(zcrs, rec.crs).transform(px, py)
+        sx, sy = to_scene_crs(rec, zcrs, px, py)
         cols, rows = _pixel_coords(rec, np.asarray(sx), np.asarray(sy))
         keep = _inside(rec, cols, rows, chip, 1.0)
         if not keep.any():
@@ -370,7 +437,7 @@ def estimate_plan(records: Sequence[SceneRecord], cfg: TileConfig) -> tuple[int,
     for rec in records:
         span_x = max(0.0, (rec.width - cfg.chip_size) * rec.gsd_m)
         span_y = max(0.0, (rec.height - cfg.chip_size) * rec.gsd_m)
-        zones = len({utm_epsg(la, lo) for la, lo in rec.corners})
+        zones = len({utm_epsg(la, lo) for la, lo in rec.corners})  # a scene over a pole: its UPS cap
         n = (span_x / cfg.grid_m + 1) * (span_y / cfg.grid_m + 1) * zones
         k = lattice_step(rec.gsd_m, cfg.chip_size, cfg.grid_m) if cfg.thin_coarse_sets else 1
         pairs += n
@@ -400,12 +467,15 @@ class Plan:
         return {k: sorted(v) for k, v in sorted(out.items())}
 
 
-def plan_sets(records: Sequence[SceneRecord], cfg: TileConfig) -> Plan:
+def plan_sets(
+    records: Sequence[SceneRecord], cfg: TileConfig, on_points: Callable[[int, int], None] | None = None
+) -> Plan:
     """Plan the co-located sets of a catalog.
 
     Args:
         records: Catalog scenes (any order).
         cfg: Tile parameters.
+        on_points: Called as ``(points composed, points in all)`` while sets are composed (progress).
 
     Returns:
         The plan: sets with their chip windows and splits.
@@ -425,7 +495,9 @@ def plan_sets(records: Sequence[SceneRecord], cfg: TileConfig) -> Plan:
     sp = cfg.split
     sets: list[PlannedSet] = []
     compositions: dict[tuple[int, ...], list[tuple[str, list[tuple[str, int]]]]] = {}
-    for p in sorted(covering, key=_block_major):
+    for n, p in enumerate(sorted(covering, key=_block_major)):
+        if on_points is not None and n % 1024 == 0:
+            on_points(n, len(covering))
         key = tuple(covering[p])
         if key not in compositions:  # points covered by the same scenes compose the same sets
             compositions[key] = compose_sets(key, recs, cfg)
@@ -446,6 +518,8 @@ def plan_sets(records: Sequence[SceneRecord], cfg: TileConfig) -> Plan:
             set_id = f"{p.label}-{_KIND_TAG[kind]}{counters[kind]}"
             counters[kind] += 1
             sets.append(PlannedSet(set_id, kind, p, centre[2], centre[3], images, split))
+    if on_points is not None:
+        on_points(len(covering), len(covering))
     return Plan(recs, sets)
 
 
@@ -531,7 +605,7 @@ def _point_centre(p: GridPoint, composed, recs, pixel, chip: int):
     qx, qy = chip_centre(rr, ChipWindow(ref, row0, col0), chip)
     zx, zy = (qx, qy) if rr.crs == p.crs else transformer(rr.crs, p.crs).transform(qx, qy)
     lon, lat = transformer(rr.crs, "EPSG:4326").transform(qx, qy)
-    return rr.crs, (qx, qy), (float(zx), float(zy)), (float(lat), float(lon))
+    return rr.crs, (qx, qy), (float(zx), float(zy)), (float(lat), float(_wrap_lon(lon)))
 
 
 def _place_images(members, centre, recs, chip: int, required: Sequence[str]) -> tuple[PlannedImage, ...]:
@@ -540,7 +614,7 @@ def _place_images(members, centre, recs, chip: int, required: Sequence[str]) -> 
     images = []
     for role, i in members:
         rec = recs[i]
-        sx, sy = (qx, qy) if rec.crs == crs else transformer(crs, rec.crs).transform(qx, qy)
+        sx, sy = (qx, qy) if rec.crs == crs else to_scene_crs(rec, crs, qx, qy)
         cc, rc = _pixel_coords(rec, float(sx), float(sy))  # floats: same arithmetic, no array overhead
         c0, r0 = _window_at(rec, cc, rc, chip)
         if _fits(rec, c0, r0, chip):  # near a scene edge the shifted centre may not fit: leave it out
@@ -684,7 +758,7 @@ def _patch_anchors(recs: Sequence[SceneRecord], patches: Sequence[int], cfg: Til
                 if p not in found:
                     found[p] = len(points)
                     points.append(p)
-                    latlon = (float(lat[k]), float(lon[k]))
+                    latlon = (float(lat[k]), float(_wrap_lon(lon[k])))
                     centres.append((crs, (qx[k], qy[k]), (float(x), float(y)), latlon))
                     own.append([])
                 own[found[p]].append(idx[int(k)])
@@ -709,7 +783,7 @@ def _fitting_scenes(recs: Sequence[SceneRecord], anchors: _Anchors, chip: int) -
             cand = _in_box(rec, epsg, zones[epsg], anchors)
             if cand.size == 0:
                 continue
-            sx, sy = transformer(f"EPSG:{epsg}", rec.crs).transform(anchors.zx[cand], anchors.zy[cand])
+            sx, sy = to_scene_crs(rec, f"EPSG:{epsg}", anchors.zx[cand], anchors.zy[cand])
             cols, rows = _pixel_coords(rec, np.atleast_1d(sx), np.atleast_1d(sy))
             c0 = np.floor(cols - chip / 2 + 0.5)
             r0 = np.floor(rows - chip / 2 + 0.5)

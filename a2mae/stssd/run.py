@@ -68,6 +68,10 @@ EXECUTION_KEYS = (
 )
 
 
+#: Plans of more scene x grid-point pairs than this get a progress bar of their own (seconds of work).
+PLAN_BAR_PAIRS = 20_000
+
+
 @dataclass
 class TileSummary:
     """Result of :func:`tile`.
@@ -80,7 +84,9 @@ class TileSummary:
         seconds: Wall time of this call.
         input_bytes: Size of the scenes' local files (0 for s3:// scenes).
         note: Why a snapshot of the same inputs was rebuilt (a damaged file), or None.
-        skipped: With ``skip_bad``: one line per scene left out because a file of it could not be read.
+        skipped: With ``skip_bad``: one line per scene left out because a file of it could not be read
+            (or changed since ingest).
+        notes: Lines worth showing about the catalog (repeated rows used once).
     """
 
     out: Path
@@ -91,6 +97,7 @@ class TileSummary:
     input_bytes: int = 0
     note: str | None = None
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def load_catalog(path: str | os.PathLike[str]) -> list[SceneRecord]:
@@ -98,12 +105,14 @@ def load_catalog(path: str | os.PathLike[str]) -> list[SceneRecord]:
 
     Raises:
         TilingError: Missing, a folder, not a catalog, or empty.
+        OSError: The operating system refuses to open it (permissions).
     """
     p = Path(path)
     if not p.exists():
         raise TilingError(f"{p}: catalog not found; run `a2mae ingest` first or pass --catalog PATH")
     if p.is_dir():
         raise TilingError(f"{p}: is a folder; --catalog takes the catalog file written by `a2mae ingest`")
+    os.close(os.open(p, os.O_RDONLY))  # a forbidden catalog: an OS error (exit code 1), not "not a catalog"
     try:
         records = read_catalog(p)
     except CatalogRowError as err:
@@ -134,8 +143,10 @@ def fingerprint(
 
     recs = sorted(records, key=lambda r: r.scene_id)
     # A record without a region of interest hashes as before the field existed (snapshots stay valid).
+    # The files ingest saw (sizes, times, digests) are checked before tiling, not part of the content.
     dumps = [
-        r.model_dump(mode="json", exclude={"roi_geojson"} if r.roi_geojson is None else None) for r in recs
+        r.model_dump(mode="json", exclude={"files", "roi_geojson"} if r.roi_geojson is None else {"files"})
+        for r in recs
     ]
     cat = hashlib.sha256(json.dumps(dumps, sort_keys=True).encode()).hexdigest()
     params = cfg.model_dump(mode="json", exclude=set(EXECUTION_KEYS))
@@ -392,6 +403,7 @@ def tile(
     progress: bool = True,
     force: bool = False,
     skip_bad: bool = False,
+    verify_sources: bool = False,
 ) -> TileSummary:
     """Tile a scene catalog into an STSSD snapshot.
 
@@ -407,7 +419,11 @@ def tile(
         skip_bad: Leave out the scenes a file of which cannot be opened or read (a remote asset that
             is gone, denied or unreachable after retries) and tile the rest; they are listed in
             :attr:`TileSummary.skipped`. The snapshot's fingerprint covers only the scenes used, so a
-            later run, once the files are back, rebuilds it with them.
+            later run, once the files are back, rebuilds it with them. Scenes whose files changed
+            since ingest are left out too.
+        verify_sources: Compare the MD5 of every local scene file with the catalog's (reads every
+            byte); by default sizes, modification times and the first 64 KiB are compared
+            (:func:`a2mae.ingest.verify.changed_scenes`).
 
     Returns:
         What was done.
@@ -417,12 +433,16 @@ def tile(
         A2maeError: Unreadable scene files and other input problems (without ``skip_bad``).
     """
     t0 = time.perf_counter()
-    records = load_catalog(catalog)
+    records, notes = _unique_rows(load_catalog(catalog), catalog)
     cfg, registry, s3 = params.tile, get_registry(params.data.sensor_files), params.data.s3.settings()
+    records, skipped = _unchanged(records, catalog, s3, skip_bad=skip_bad, full=verify_sources)
     run = functools.partial(_tile_records, cfg=cfg, registry=registry, s3=s3, progress=progress, force=force)
     if not skip_bad:
-        return run(records, catalog, Path(out), t0)
-    records, skipped = _readable(records, s3)
+        summary = run(records, catalog, Path(out), t0)
+        summary.notes = notes
+        return summary
+    records, unreadable = _readable(records, s3)
+    skipped += unreadable
     while True:
         if not records:
             raise TilingError(f"{catalog}: no scene can be read ({len(skipped)} skipped: {skipped[0]})")
@@ -436,7 +456,51 @@ def tile(
             records = [r for r in records if r not in bad]
             continue
         summary.skipped = skipped
+        summary.notes = notes
         return summary
+
+
+def _unique_rows(
+    records: list[SceneRecord], catalog: str | os.PathLike[str]
+) -> tuple[list[SceneRecord], list[str]]:
+    """The catalog's rows with identical repeats folded (and a note for each), see :func:`duplicate_rows`.
+
+    Raises:
+        TilingError: Two different rows for one scene or one source.
+    """
+    from a2mae.ingest.verify import CatalogDuplicates, duplicate_rows
+
+    try:
+        return duplicate_rows(records, str(catalog))
+    except CatalogDuplicates as err:
+        raise TilingError(str(err)) from None
+
+
+def _unchanged(
+    records: list[SceneRecord], catalog: str | os.PathLike[str], s3: S3Settings, *, skip_bad: bool, full: bool
+) -> tuple[list[SceneRecord], list[str]]:
+    """The scenes whose files still match their catalog rows, and a line per other scene.
+
+    Remote scenes are read with ``s3``.
+
+    Raises:
+        TilingError: A scene's files changed since ingest (without ``skip_bad``).
+    """
+    from a2mae.ingest.verify import changed_scenes
+
+    changed = changed_scenes(records, s3, full=full)
+    if not changed:
+        return records, []
+    lines = [f"{r.scene_id}: {why}" for r, why in changed]
+    if not skip_bad:
+        r, why = changed[0]
+        more = f" (and {len(changed) - 1} more scenes)" if len(changed) > 1 else ""
+        raise TilingError(
+            f"scene {r.scene_id}: {why}{more}; ingest {r.source} again "
+            f"(--catalog {catalog}) to replace its row, or remove it with `a2mae catalog rm {r.scene_id}`"
+        )
+    bad = {id(r) for r, _ in changed}
+    return [r for r in records if id(r) not in bad], lines
 
 
 def _readable(records: Sequence[SceneRecord], settings: S3Settings) -> tuple[list[SceneRecord], list[str]]:
@@ -505,7 +569,7 @@ def _tile_records(
                 counts = existing.get("counts", {})
                 return TileSummary(out, existing["snapshot_id"], True, counts, time.perf_counter() - t0)
 
-        plan = _plan(records, registry, cfg, catalog)
+        plan = _plan(records, registry, cfg, catalog, progress=progress)
         tasks, bands = build_tasks(plan, cfg, registry, s3)
         in_workers = _prepare_workers(cfg, len(tasks))
         snapshot_id, counts = _build_snapshot(
@@ -532,9 +596,14 @@ def _damage(out: Path, existing: dict[str, Any]) -> str | None:
 
 
 def _plan(
-    records: Sequence[SceneRecord], registry: SensorRegistry, cfg: TileConfig, catalog: str | os.PathLike[str]
+    records: Sequence[SceneRecord],
+    registry: SensorRegistry,
+    cfg: TileConfig,
+    catalog: str | os.PathLike[str],
+    *,
+    progress: bool = False,
 ) -> Plan:
-    """Plan the image sets from the catalog's metadata, on each scene's chip grid.
+    """Plan the image sets from the catalog's metadata, on each scene's chip grid (with a progress bar).
 
     Raises:
         TilingError: No set fits (every scene too small for a chip or off the grid), a scene has
@@ -549,8 +618,15 @@ def _plan(
             f"pairs at tile.grid_m={cfg.grid_m:g}), above tile.max_plan_mb={cfg.max_plan_mb}; raise "
             "tile.grid_m, tile a subset of the catalog (by region), or raise tile.max_plan_mb"
         )
-    plan = plan_sets(on_grid, cfg)
+    with progress_bar("plan", None, "grid points", enabled=progress and pairs > PLAN_BAR_PAIRS) as bar:
+        plan = plan_sets(on_grid, cfg, lambda done, total: bar.update(done, total=total))
     if not plan.sets:
+        if any(min(r.width, r.height) >= cfg.chip_size for r in on_grid):
+            raise TilingError(
+                f"{catalog}: no image set fits: no point of the {cfg.grid_m:g} m grid (tile.grid_m) lies "
+                f"where a chip of tile.chip_size={cfg.chip_size} px fits inside a scene (with a pixel to "
+                "spare); lower tile.grid_m or tile.chip_size"
+            )
         raise TilingError(
             f"{catalog}: no image set fits: every scene is smaller than a chip of tile.chip_size="
             f"{cfg.chip_size} px (of its finest band grid); lower tile.chip_size"

@@ -14,7 +14,7 @@ from a2mae.config import load_params
 from a2mae.ingest.run import ingest
 from a2mae.testing.scenes import make_scenes
 
-IGNORED = {"scene_id", "content_hash", "fingerprint", "footprint_wkt", "corners"}
+IGNORED = {"scene_id", "content_hash", "fingerprint", "files", "footprint_wkt", "corners"}
 
 
 def test_ingest_matches_the_generator(tmp_path):

@@ -50,7 +50,7 @@ def _closed_port() -> int:
 
 
 def _without_uris(record) -> dict:
-    d = record.model_dump(mode="json", exclude={"source", "fingerprint"})
+    d = record.model_dump(mode="json", exclude={"source", "fingerprint", "files"})  # files: where and when
     for bf in d["band_files"]:
         bf.pop("uri")
     if d["qa_file"]:
@@ -225,3 +225,25 @@ def test_fixed_port_in_use_is_refused(tmp_path):
         with pytest.raises(ServiceError, match=f"port {port}"):
             store.start(timeout=5)
         assert not store.is_running()
+
+
+def test_an_object_replaced_after_ingest_is_refused_by_tile(s3_store, tmp_path, capsys):
+    """Issue 21 item 2 on S3: the ETag recorded at ingest no longer matches (one line, exit 2)."""
+    import numpy as np
+
+    from a2mae.testing.rasters import GF2_NAME, write_scene
+
+    rng = np.random.default_rng(2)
+    local = write_scene(tmp_path / GF2_NAME, (0.02 + rng.random((4, 40, 40)) * 0.5).astype(np.float32))
+    uri = f"{s3_store.new_bucket('a2mae-replaced')}/s/{GF2_NAME}"
+    put_file(local, uri, s3_store.settings())
+    cat = tmp_path / "c.parquet"
+    assert main(["ingest", uri, "--catalog", str(cat), "--no-progress"]) == 0
+    write_scene(local, (0.02 + rng.random((4, 40, 40)) * 0.5).astype(np.float32))
+    put_file(local, uri, s3_store.settings())  # new pixels under the same key
+    capsys.readouterr()
+    tile = ["tile", "--catalog", str(cat), "--out", str(tmp_path / "o"), "--set", "tile.chip_size=16"]
+    code = main([*tile, "--set", "tile.grid_m=20", "--set", "tile.workers=1", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err, err
+    assert uri in err and "changed since it was ingested (its ETag changed" in err
