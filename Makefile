@@ -12,15 +12,16 @@ demo: venv
 test: venv
 	@bash scripts/test.sh
 
+# Style, then types: mypy --strict over a2mae/ and flows/ ([tool.mypy] in pyproject.toml; cache in .mypy_cache/).
 lint: venv
-	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/python -m mypy
 
 bench: venv
 	@for b in benchmarks/*.py; do .venv/bin/python $$b || exit 1; done
 
 # Outputs of the demo and the tests; the services' state (.a2mae/) stays: see clean-services.
 clean:
-	rm -rf demo-output .pytest_cache
+	rm -rf demo-output .pytest_cache .mypy_cache
 
 # Stops the services and deletes their state (.a2mae/: S3 data, MLflow and Prefect databases, the
 # services' workspace) after asking; YES=1 skips the question.

@@ -97,7 +97,7 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     if raw is None:
         raise CheckpointError(f"{p}: no '{META_KEY}' metadata; not an a2mae checkpoint")
     try:
-        doc = json.loads(raw)
+        doc: dict[str, Any] = json.loads(raw)
     except json.JSONDecodeError:
         raise CheckpointError(f"{p}: corrupt '{META_KEY}' metadata (invalid JSON)") from None
     if doc.get("format") != FORMAT:

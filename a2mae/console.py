@@ -135,7 +135,7 @@ class _LineBar(Bar):
 
 def _rate(task: Any) -> float | None:
     """Units per second: rich's estimate while running, the average once finished."""
-    speed = task.finished_speed or task.speed
+    speed: float | None = task.finished_speed or task.speed
     if speed is None and task.elapsed and task.completed:
         speed = task.completed / task.elapsed
     return speed

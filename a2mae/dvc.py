@@ -120,7 +120,8 @@ class DvcWorkspace:
         for stage in (doc.get("stages") or {}).values():
             for out in stage.get("outs", []):
                 if Path(out.get("path", "")) == want:
-                    return out.get("md5") or out.get("etag") or out.get("checksum")
+                    found: str | None = out.get("md5") or out.get("etag") or out.get("checksum")
+                    return found
         return None
 
     def status_clean(self) -> bool:

@@ -192,7 +192,7 @@ def _run_pool(
         )
         for _ in range(workers)
     ]
-    pending: dict[Future, tuple[int, int]] = {}  # future -> (worker, item)
+    pending: dict[Future[Any], tuple[int, int]] = {}  # future -> (worker, item)
     done: dict[int, Any] = {}
     oldest = 0  # next item to yield in item order
     finished_all = False

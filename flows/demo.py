@@ -84,15 +84,15 @@ def run_demo(out: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     from a2mae.samples import sample_path
-    from flows.params import RetrainParams
+    from flows.params import RetrainIngest, RetrainParams, RetrainVersion
     from flows.retrain import retrain
 
     ws = make_workspace(out / "workspace")
     sources = [*SAMPLE_SCENES, str(sample_path("s2_l1c")), str(sample_path("l8_l1"))]
     params = RetrainParams(
         project_dir=str(ws),
-        ingest={"sources": sources},
-        version={"dvc_remote": "local", "git_commit": True},  # no S3 store in embedded mode
+        ingest=RetrainIngest(sources=sources),
+        version=RetrainVersion(dvc_remote="local", git_commit=True),  # no S3 store in embedded mode
         overrides=[*DEMO_SETTINGS, *(overrides or [])],
     )
     return retrain(params)

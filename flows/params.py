@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
@@ -72,16 +72,24 @@ def _by_size(names: list[str]) -> tuple[str, ...]:
 
 
 #: The registered A²-MAE variants (``a2mae models``), smallest first: the model dropdown.
-ModelVariant = Literal[_by_size(list_models())]  # type: ignore[valid-type]
-#: The registered downstream tasks (:mod:`a2mae.tasks`): the task dropdown.
-TaskName = Literal[tasks.names()]  # type: ignore[valid-type]
+#: Known when the module runs: plain strings to a type checker (as for RegisteredModel).
+if TYPE_CHECKING:
+    ModelVariant = str
+    TaskName = str
+else:
+    ModelVariant = Literal[_by_size(list_models())]
+    #: The registered downstream tasks (:mod:`a2mae.tasks`): the task dropdown.
+    TaskName = Literal[tasks.names()]
 #: Registered model names a person evaluates or promotes: ``<finetune.model_prefix><task>`` per task,
 #: and the encoder.
 REGISTERED_MODELS = (
     *(f"{_DEFAULTS.finetune.model_prefix}{task}" for task in tasks.names()),
     _DEFAULTS.registry.encoder_model,
 )
-RegisteredModel = Literal[REGISTERED_MODELS]  # type: ignore[valid-type]
+if TYPE_CHECKING:
+    RegisteredModel = str
+else:
+    RegisteredModel = Literal[REGISTERED_MODELS]
 
 
 def _config_field(key: str) -> FieldInfo:
@@ -89,7 +97,8 @@ def _config_field(key: str) -> FieldInfo:
     *parents, leaf = key.split(".")
     for part in parents:
         model = model.model_fields[part].annotation
-    return model.model_fields[leaf]
+    field: FieldInfo = model.model_fields[leaf]
+    return field
 
 
 def _lookup(params: BaseModel, key: str) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -65,6 +66,7 @@ def pretrain_task(snapshot: str, doc: dict[str, Any], run_name: str, init_from: 
     p = params_from(doc)
     ensure_concurrency_limit(p.infra.accelerator_limit, p.infra.accelerator_slots)
     bar = create_progress_artifact(0.0, description=f"pre-training {run_name}")
+    assert isinstance(bar, UUID)  # called outside an event loop: the artifact's id, not a coroutine
     shown = [0.0]
 
     def on_progress(info: dict[str, Any]) -> None:

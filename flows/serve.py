@@ -116,7 +116,7 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
     p = workspace_params(ws, sets)
     # Settings of the services themselves (ports, home) are not pipeline parameters: keep them off the forms.
     form_sets = [s for s in sets if not s.startswith(_SERVICE_KEYS)]
-    mod = {"entrypoint_type": EntrypointType.MODULE_PATH}
+    mod = EntrypointType.MODULE_PATH
     serial = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
     def form(model: Any, **values: Any) -> dict[str, Any]:
@@ -143,18 +143,22 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
         schedule_after=timedelta(seconds=p.infra.retrain_after_s),
     )
     tags = ["a2mae"]
-    return [
+    made = [
         *predict_deployments(form(PredictParams), serial, tags, mod),
         retrain.to_deployment(
-            _name(PIPELINE_DEPLOYMENT), parameters=retrain_params, concurrency_limit=serial, tags=tags, **mod
-        ),
-        retrain.to_deployment(
-            _name(SCHEDULED_DEPLOYMENT),
-            schedule=CronSchedule(cron=p.infra.retrain_cron, timezone=p.infra.timezone),
+            _name(PIPELINE_DEPLOYMENT),
             parameters=retrain_params,
             concurrency_limit=serial,
             tags=tags,
-            **mod,
+            entrypoint_type=mod,
+        ),
+        retrain.to_deployment(
+            _name(SCHEDULED_DEPLOYMENT),
+            schedules=[CronSchedule(cron=p.infra.retrain_cron, timezone=p.infra.timezone)],
+            parameters=retrain_params,
+            concurrency_limit=serial,
+            tags=tags,
+            entrypoint_type=mod,
         ),
         retrain.to_deployment(
             _name(TRIGGERED_DEPLOYMENT),
@@ -162,7 +166,7 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
             parameters={"params": watched},
             concurrency_limit=serial,
             tags=tags,
-            **mod,
+            entrypoint_type=mod,
         ),
         watch_scenes.to_deployment(
             _name(WATCHER_DEPLOYMENT),
@@ -172,20 +176,32 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
                 limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
             ),
             tags=tags,
-            **mod,
+            entrypoint_type=mod,
         ),
-        collect_flow.to_deployment("collect", parameters=form(CollectParams), tags=tags, **mod),
-        ingest_flow.to_deployment("ingest", parameters=form(IngestParams), tags=tags, **mod),
-        tile_flow.to_deployment("tile", parameters=form(TileParams), tags=tags, **mod),
-        pretrain_flow.to_deployment("pretrain", parameters=form(PretrainParams), tags=tags, **mod),
-        finetune_flow.to_deployment("finetune", parameters=form(FinetuneParams), tags=tags, **mod),
-        evaluate_flow.to_deployment("evaluate", tags=tags, **mod),
-        promote_flow.to_deployment("promote", tags=tags, **mod),
+        collect_flow.to_deployment("collect", parameters=form(CollectParams), tags=tags, entrypoint_type=mod),
+        ingest_flow.to_deployment("ingest", parameters=form(IngestParams), tags=tags, entrypoint_type=mod),
+        tile_flow.to_deployment("tile", parameters=form(TileParams), tags=tags, entrypoint_type=mod),
+        pretrain_flow.to_deployment(
+            "pretrain", parameters=form(PretrainParams), tags=tags, entrypoint_type=mod
+        ),
+        finetune_flow.to_deployment(
+            "finetune", parameters=form(FinetuneParams), tags=tags, entrypoint_type=mod
+        ),
+        evaluate_flow.to_deployment("evaluate", tags=tags, entrypoint_type=mod),
+        promote_flow.to_deployment("promote", tags=tags, entrypoint_type=mod),
     ]
+    return [_made(d) for d in made]
+
+
+def _made(made: object) -> RunnerDeployment:
+    """What `Flow.to_deployment` returns outside an event loop (typed as maybe a coroutine)."""
+    if not isinstance(made, RunnerDeployment):
+        raise TypeError(f"expected a RunnerDeployment, got {type(made).__name__}")
+    return made
 
 
 def predict_deployments(
-    form: dict[str, Any], serial: ConcurrencyLimitConfig, tags: list[str], mod: dict[str, Any]
+    form: dict[str, Any], serial: ConcurrencyLimitConfig, tags: list[str], mod: EntrypointType
 ) -> list[RunnerDeployment]:
     """The predict deployments: on demand, on a promotion, on new imagery."""
     on_promotion = DeploymentEventTrigger(
@@ -200,15 +216,17 @@ def predict_deployments(
         match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
         parameters={"params": {**form["params"], "new_scene": "{{ event.payload.uri }}"}},
     )
-    return [
-        predict_flow.to_deployment(_name(PREDICT_DEPLOYMENT), parameters=form, tags=tags, **mod),
+    made = [
+        predict_flow.to_deployment(
+            _name(PREDICT_DEPLOYMENT), parameters=form, tags=tags, entrypoint_type=mod
+        ),
         predict_flow.to_deployment(
             _name(PREDICT_PROMOTION_DEPLOYMENT),
             triggers=[on_promotion],
             parameters=form,
             concurrency_limit=serial,
             tags=tags,
-            **mod,
+            entrypoint_type=mod,
         ),
         predict_flow.to_deployment(
             _name(PREDICT_IMAGERY_DEPLOYMENT),
@@ -216,9 +234,10 @@ def predict_deployments(
             parameters=form,
             concurrency_limit=serial,
             tags=tags,
-            **mod,
+            entrypoint_type=mod,
         ),
     ]
+    return [_made(d) for d in made]
 
 
 def _require_api() -> None:

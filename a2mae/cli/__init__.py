@@ -11,6 +11,7 @@ import importlib
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 # Verb modules register themselves on `app` when imported. Add a line here for a new verb.
 from a2mae.cli import catalog as _catalog  # noqa: F401
@@ -45,7 +46,9 @@ def _on_signal(signum: int, frame: object) -> None:
     raise Stopped(signum)
 
 
-def _on_unraisable(hook: object) -> object:
+def _on_unraisable(
+    hook: Callable[[sys.UnraisableHookArgs], object],
+) -> Callable[[sys.UnraisableHookArgs], None]:
     """A ``sys.unraisablehook`` that raises a swallowed :class:`Stopped` again.
 
     A signal can arrive while the main thread runs code whose exceptions Python only prints and
@@ -54,21 +57,21 @@ def _on_unraisable(hook: object) -> object:
     raised at the next ordinary line.
     """
 
-    def unraisable(info: object) -> None:
+    def unraisable(info: sys.UnraisableHookArgs) -> None:
         exc = getattr(info, "exc_value", None)
         if isinstance(exc, Stopped):  # sent from a thread: raised once this hook has returned
             import os
 
             threading.Timer(0.02, os.kill, (os.getpid(), exc.signum)).start()
             return
-        hook(info)  # type: ignore[operator]
+        hook(info)
 
     return unraisable
 
 
-def _usage_errors() -> tuple[type, ...]:
+def _usage_errors() -> tuple[type[Exception], ...]:
     """``ClickException`` of click and of the copy of click that typer bundles (usage errors)."""
-    found: list[type] = []
+    found: list[type[Exception]] = []
     for name in ("typer._click.exceptions", "click.exceptions"):
         try:
             found.append(importlib.import_module(name).ClickException)

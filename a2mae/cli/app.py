@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from typer.core import TyperGroup
 
-if TYPE_CHECKING:  # typer may run its own copy of click: only the types are taken from click
-    import click
+if TYPE_CHECKING:  # typer runs its own copy of click (typer._click): the types are taken from that copy
+    from typer import _click as click
 
 from a2mae.config import Params, load_params
-from a2mae.console import Output
+from a2mae.console import Mode, Output
 from a2mae.errors import A2maeError
 
 
@@ -118,7 +118,7 @@ def command_output(params: Params, quiet: bool, as_json: bool, verbose: int) -> 
 
     if quiet and as_json:
         raise OutputOptionError("--quiet and --json exclude each other; choose one")
-    mode = "json" if as_json else "quiet" if quiet else "normal"
+    mode: Mode = "json" if as_json else "quiet" if quiet else "normal"
     with logs.to_file(log_file(params), verbose=verbose) as term:
         out = Output(mode, term.out, term.err)
         with console.use(out):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
@@ -23,7 +24,7 @@ def models_cmd(
 
     p = resolve_params(params, set_)
     registry = load_registry(p.data.sensor_files)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in list_models():
         with torch.device("meta"):  # shapes only: no memory, no initialisation cost
             model = create_model(name, p.model, registry)

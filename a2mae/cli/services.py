@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,6 +17,9 @@ services_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(services_app, name="services")
+
+if TYPE_CHECKING:
+    from a2mae.services.stack import Stack
 
 ProjectOpt = Annotated[
     Path,
@@ -34,7 +37,9 @@ OnlyOpt = Annotated[
 ]
 
 
-def _stack(params, set_, project_dir: Path, serve_model: str | None = None):
+def _stack(
+    params: Path | None, set_: list[str] | None, project_dir: Path, serve_model: str | None = None
+) -> Stack:
     from a2mae.services.stack import Stack
 
     p = resolve_params(params, set_)

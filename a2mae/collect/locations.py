@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ def _name(base: str, k: int, n: int) -> str:
     return base if n == 1 else f"{base}-{k}"
 
 
-def read_locations(path: str | Path, size_m: float) -> list[Location]:
+def read_locations(path: str | os.PathLike[str], size_m: float) -> list[Location]:
     """Read locations from a GeoJSON (``.geojson``/``.json``) or GeoParquet (``.parquet``) file.
 
     Args:

@@ -26,7 +26,7 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -39,6 +39,9 @@ from a2mae.ingest.scene_geometry import crs_string, pixel_size_m, wgs84_geometry
 from a2mae.ingest.sidecars import datetime_from_stac, scale_offset_from_stac
 from a2mae.io.yamlsafe import YamlError, load_file
 from a2mae.sensors.registry import Product, Sensor, SensorRegistry
+
+if TYPE_CHECKING:
+    from rasterio.crs import CRS
 
 #: Folder of the built-in collection files.
 BUILTIN_DIR = Path(__file__).with_name("collections")
@@ -144,7 +147,7 @@ def _lookup(asset: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
-def _crs(item: Mapping[str, Any], asset: Mapping[str, Any]):  # -> rasterio.crs.CRS
+def _crs(item: Mapping[str, Any], asset: Mapping[str, Any]) -> CRS:
     from rasterio.crs import CRS
 
     props = item.get("properties") or {}
@@ -188,7 +191,7 @@ def _raster_band(asset: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _assets(
     item: Mapping[str, Any], cmap: CollectionMap
-) -> tuple[dict[str, tuple[str, Mapping]], tuple | None]:
+) -> tuple[dict[str, tuple[str, Mapping[str, Any]]], tuple[str, Mapping[str, Any]] | None]:
     """``({band: (asset key, asset)}, (qa key, qa asset) or None)`` of the mapped assets present."""
     assets = item.get("assets") or {}
     found: dict[str, tuple[str, Mapping[str, Any]]] = {}
@@ -383,7 +386,7 @@ def _record(
         height=ref.height,
         gsd_m=ref.gsd_m,
         bounds=(west, south, east, north),
-        corners=corners,  # type: ignore[arg-type]
+        corners=corners,
         footprint_wkt=footprint,
         bands=tuple(b.band for b in band_files),
         band_files=tuple(band_files),

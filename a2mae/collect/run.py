@@ -20,8 +20,9 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from a2mae.collect.locations import Location, generate_locations, read_locations
 from a2mae.collect.mapping import CollectError, CollectionMap, item_record, load_mapping
@@ -35,9 +36,12 @@ from a2mae.collect.search import (
 )
 from a2mae.config import CollectConfig, GrowthPeriodConfig, Params
 from a2mae.ingest.catalog import SceneRecord, read_catalog, write_catalog
-from a2mae.ingest.roi import polygons_of, union_geojson
+from a2mae.ingest.roi import Polygon, polygons_of, union_geojson
 from a2mae.sensors import get_registry
 from a2mae.sensors.registry import SensorRegistry
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 @dataclass
@@ -144,7 +148,11 @@ def collect(
 
 
 def _search_tasks(
-    locs: Sequence[Location], mappings: Sequence[CollectionMap], start, end, growth: GrowthPeriodConfig
+    locs: Sequence[Location],
+    mappings: Sequence[CollectionMap],
+    start: date,
+    end: date,
+    growth: GrowthPeriodConfig,
 ) -> tuple[list[SearchTask], dict[tuple[str, str], list[Interval]]]:
     """Every search of the run, and the intervals of each ``(location id, period)`` (``growth``: data)."""
     tasks: list[SearchTask] = []
@@ -236,7 +244,7 @@ def _with_regions(
     chosen: Sequence[tuple[Location, tuple[str, str]]], rows: Mapping[tuple[str, str], SceneRecord]
 ) -> list[SceneRecord]:
     """One row per chosen scene, its region of interest the union of its locations' regions."""
-    regions: dict[tuple[str, str], list] = defaultdict(list)
+    regions: dict[tuple[str, str], list[Polygon]] = defaultdict(list)
     for loc, key in chosen:
         regions[key].append(loc.polygon)
     return [
@@ -277,7 +285,7 @@ def _union_roi(old: SceneRecord, new: SceneRecord) -> SceneRecord:
     return old.model_copy(update={"roi_geojson": union_geojson(polys)})
 
 
-def _progress(enabled: bool):
+def _progress(enabled: bool) -> Progress:
     """A rich progress bar on stderr (only on a terminal)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -26,13 +26,17 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from a2mae.collect.locations import Location
 from a2mae.collect.mapping import CollectError, CollectionMap
 from a2mae.config import CollectConfig, GrowthPeriodConfig
 from a2mae.ingest.period import Period, growth_period
 from a2mae.ingest.sidecars import datetime_from_stac
+
+if TYPE_CHECKING:
+    from pystac_client import Client
+
 
 Interval = tuple[datetime, datetime]
 
@@ -77,7 +81,7 @@ def interval_text(iv: Interval) -> str:
 
 
 # ------------------------------------------------------------------------------------------- search
-def open_client(url: str, timeout: float):  # -> pystac_client.Client
+def open_client(url: str, timeout: float) -> Client:
     """Open a STAC API (reads its landing page).
 
     Raises:
@@ -182,7 +186,9 @@ def period_anchor(intervals: Sequence[Interval]) -> datetime:
     return a + (b - a) / 2
 
 
-def rank_key(item: Mapping[str, Any], cloud_key: str, step: float, anchor: datetime) -> tuple:
+def rank_key(
+    item: Mapping[str, Any], cloud_key: str, step: float, anchor: datetime
+) -> tuple[int, float, str]:
     """Sort key: cloud cover in steps of ``step`` percent, days from ``anchor``, id."""
     cover = (item.get("properties") or {}).get(cloud_key)
     bucket = int(float(cover) // step) if cover is not None else 10**6

@@ -82,10 +82,10 @@ def spec_info(model: DownstreamModel) -> DatasetInfo:
         s.multilabel,
         s.sensor,
         tuple(s.bands),
-        tuple(s.size),
+        (s.size[0], s.size[1]),  # validated to two entries
         s.gsd_m,
         s.ignore_index,
-    )  # type: ignore[arg-type]
+    )
 
 
 def open_eval_split(model: DownstreamModel, root: Path, split: str) -> DownstreamDataset:
@@ -314,7 +314,7 @@ def _log_evaluation_run(
                     p = d / f"{Path(file_name).stem}_v{version}.png"
                     p.write_bytes(png)
                     mlflow.log_artifact(str(p))
-    return run.info.run_id
+    return str(run.info.run_id)
 
 
 def _apply_decision(c: Any, ev: EvaluateConfig, alias: str, result: Evaluation, promote: bool) -> None:

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -47,7 +48,15 @@ def loader(ds: Dataset[Sample], batch_size: int, shuffle: bool, seed: int = 0) -
     )
 
 
-def norm_stats(ds: Dataset[Sample], max_samples: int = 256) -> tuple[list[float], list[float]]:
+class SizedDataset(Protocol):
+    """A dataset that has a length (torch's ``Dataset`` declares none)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Sample: ...
+
+
+def norm_stats(ds: SizedDataset, max_samples: int = 256) -> tuple[list[float], list[float]]:
     """Per-band mean and standard deviation (file units) over up to ``max_samples`` samples."""
     n = min(len(ds), max_samples)
     total = count = sq = None

@@ -241,7 +241,8 @@ def prepare_scl_segmentation(
         mask = scl_to_classes(src.read(1, out_shape=shape, resampling=Resampling.nearest))
     rng = np.random.default_rng(seed)
     rows, cols = shape[0] // chip, shape[1] // chip
-    cloudy, clear = [], []
+    cloudy: list[tuple[int, int]] = []
+    clear: list[tuple[int, int]] = []
     for i in range(rows):
         for j in range(cols):
             m = mask[i * chip : (i + 1) * chip, j * chip : (j + 1) * chip]

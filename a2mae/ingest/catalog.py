@@ -12,11 +12,15 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from a2mae.ingest.errors import CatalogRowError as CatalogRowError  # re-exported
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 
 CATALOG_VERSION = 1
 
@@ -112,7 +116,7 @@ class SceneRecord(BaseModel):
 _JSON_COLUMNS = ("transform", "bounds", "corners", "bands", "band_files", "qa_file", "files")
 
 
-def records_to_table(records: Sequence[SceneRecord]):  # -> pyarrow.Table
+def records_to_table(records: Sequence[SceneRecord]) -> pa.Table:
     """Convert records to an Arrow table (nested fields as JSON strings, for portability)."""
     import pyarrow as pa
 
@@ -122,36 +126,34 @@ def records_to_table(records: Sequence[SceneRecord]):  # -> pyarrow.Table
         for col in _JSON_COLUMNS:
             d[col] = json.dumps(d[col])
         rows.append(d)
-    schema = pa.schema(
-        [
-            ("scene_id", pa.string()),
-            ("sensor", pa.string()),
-            ("product", pa.string()),
-            ("source", pa.string()),
-            ("datetime", pa.string()),
-            ("datetime_source", pa.string()),
-            ("period", pa.string()),
-            ("crs", pa.string()),
-            ("transform", pa.string()),
-            ("width", pa.int64()),
-            ("height", pa.int64()),
-            ("gsd_m", pa.float64()),
-            ("bounds", pa.string()),
-            ("corners", pa.string()),
-            ("footprint_wkt", pa.string()),
-            ("bands", pa.string()),
-            ("band_files", pa.string()),
-            ("qa_file", pa.string()),
-            ("cloud_fraction", pa.float64()),
-            ("scale", pa.float64()),
-            ("offset", pa.float64()),
-            ("content_hash", pa.string()),
-            ("fingerprint", pa.string()),
-            ("roi_geojson", pa.string()),
-            ("files", pa.string()),
-        ],
-        metadata={b"a2mae_catalog_version": str(CATALOG_VERSION).encode()},
-    )
+    fields: list[tuple[str, pa.DataType]] = [
+        ("scene_id", pa.string()),
+        ("sensor", pa.string()),
+        ("product", pa.string()),
+        ("source", pa.string()),
+        ("datetime", pa.string()),
+        ("datetime_source", pa.string()),
+        ("period", pa.string()),
+        ("crs", pa.string()),
+        ("transform", pa.string()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("gsd_m", pa.float64()),
+        ("bounds", pa.string()),
+        ("corners", pa.string()),
+        ("footprint_wkt", pa.string()),
+        ("bands", pa.string()),
+        ("band_files", pa.string()),
+        ("qa_file", pa.string()),
+        ("cloud_fraction", pa.float64()),
+        ("scale", pa.float64()),
+        ("offset", pa.float64()),
+        ("content_hash", pa.string()),
+        ("fingerprint", pa.string()),
+        ("roi_geojson", pa.string()),
+        ("files", pa.string()),
+    ]
+    schema = pa.schema(fields, metadata={b"a2mae_catalog_version": str(CATALOG_VERSION).encode()})
     return pa.Table.from_pylist(rows, schema=schema)
 
 

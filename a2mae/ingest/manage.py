@@ -12,11 +12,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from a2mae.ingest.catalog import _JSON_COLUMNS, SceneRecord
 from a2mae.ingest.errors import CatalogError as CatalogError  # re-exported
 from a2mae.io.atomic import atomic_path, remove_stale_temporaries
 from a2mae.io.lock import writer_lock
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class CatalogRow:
     problem: str | None = None
 
 
-def _read_table(path: Path):  # -> pyarrow.Table
+def _read_table(path: Path) -> pa.Table:
     import pyarrow.parquet as pq
 
     if not path.exists():
@@ -47,7 +51,7 @@ def _read_table(path: Path):  # -> pyarrow.Table
     return table
 
 
-def _row_problem(row: dict) -> tuple[SceneRecord | None, str | None]:
+def _row_problem(row: dict[str, Any]) -> tuple[SceneRecord | None, str | None]:
     try:
         d = dict(row)
         for col in _JSON_COLUMNS:

@@ -91,7 +91,7 @@ def _who(name: str) -> str:
 
 def _kind(encodings: Sequence[FileEncoding]) -> str:
     """``"int"`` or ``"float"`` for the scene's bands (refuses complex, boolean and mixed pixels)."""
-    kinds = {}
+    kinds: dict[str, str] = {}
     for enc in encodings:
         k = np.dtype(enc.dtype).kind
         if k not in "uif":

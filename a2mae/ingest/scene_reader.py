@@ -191,14 +191,16 @@ def _read_reason(err: BaseException) -> str:
 
 
 def _causes(err: BaseException | None) -> list[BaseException]:
-    out = []
+    out: list[BaseException] = []
     while err is not None and len(out) < 5:
         out.append(err)
         err = err.__cause__ or err.__context__
     return out
 
 
-def _decimated(info: FileInfo, band: int, height: int, width: int, side: int, settings) -> np.ndarray:
+def _decimated(
+    info: FileInfo, band: int, height: int, width: int, side: int, settings: S3Settings | None
+) -> np.ndarray:
     """Nearest-neighbour read of one band at most ``side`` pixels on its longer side (uses overviews)."""
     import rasterio
 
@@ -206,7 +208,8 @@ def _decimated(info: FileInfo, band: int, height: int, width: int, side: int, se
     shape = (max(1, math.ceil(height / factor)), max(1, math.ceil(width / factor)))
     try:
         with open_raster(info.uri, settings) as ds:
-            return ds.read(band, out_shape=shape)
+            values: np.ndarray = ds.read(band, out_shape=shape)
+            return values
     except rasterio.errors.RasterioIOError as err:
         raise IngestError(_read_error(err, info, settings)) from None
 
@@ -332,7 +335,7 @@ def _read_scene(spec: SceneSpec, ctx: ReadContext, fingerprint: str | None, note
         height=ref_header.height,
         gsd_m=ref_band.gsd_m,
         bounds=ref_header.bounds,
-        corners=acquired.corners,  # type: ignore[arg-type]
+        corners=acquired.corners,
         footprint_wkt=acquired.footprint,
         bands=tuple(b.band for b in ordered),
         band_files=tuple(ordered),
@@ -629,8 +632,8 @@ def _assign_bands(
             ids = assign_stack(sensor, level, h.count, h.descriptions)
         except A2maeError as err:
             raise IngestError(f"{h.info.uri}: {err}") from None
-        for i, band in enumerate(ids, start=1):
-            bf = _band_file(band, h, i, product)
+        for i, band_id in enumerate(ids, start=1):
+            bf = _band_file(band_id, h, i, product)
             band_files.append(bf)
             grids.append((bf, h))
         return band_files, None, grids

@@ -166,10 +166,9 @@ def datetime_from_names(names: Iterable[str]) -> datetime | None:
         for m in _FILENAME_DATE.finditer(name):
             year, _, month, day, hh, mm, ss = m.groups()
             for clock in ((hh, mm, ss), (0, 0, 0)):  # an impossible time of day falls back to the date
+                hour, minute, second = (int(c or 0) for c in clock)
                 try:
-                    return datetime(
-                        int(year), int(month), int(day), *(int(c or 0) for c in clock), tzinfo=UTC
-                    )
+                    return datetime(int(year), int(month), int(day), hour, minute, second, tzinfo=UTC)
                 except ValueError:
                     continue
     return None

@@ -23,11 +23,15 @@ import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from a2mae.errors import A2maeError, os_error_line
 from a2mae.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from s3fs import S3FileSystem
+
 
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 _CHUNK = 4 << 20
@@ -141,7 +145,7 @@ def split_s3(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
-def s3_filesystem(settings: S3Settings | None = None):  # -> s3fs.S3FileSystem
+def s3_filesystem(settings: S3Settings | None = None) -> S3FileSystem:
     """An s3fs filesystem for ``settings`` (one per settings per process; no listing cache; short retries).
 
     Cached per process id: a forked process (a DataLoader or tiling worker) opens its own, as s3fs's
@@ -158,7 +162,7 @@ def s3_filesystem(settings: S3Settings | None = None):  # -> s3fs.S3FileSystem
 
 
 @functools.lru_cache(maxsize=8)
-def _filesystem(settings: S3Settings, pid: int):  # -> s3fs.S3FileSystem  (pid: the cache key only)
+def _filesystem(settings: S3Settings, pid: int) -> S3FileSystem:  # pid: the cache key only
     import s3fs
 
     fs = s3fs.S3FileSystem(
@@ -437,7 +441,7 @@ def read_bytes(uri: str, settings: S3Settings | None = None, max_bytes: int | No
     fs = s3_filesystem(settings)
     try:
         with fs.open(uri[len("s3://") :], "rb") as f:
-            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+            data: bytes = f.read() if max_bytes is None else f.read(max_bytes + 1)
     except Exception as err:
         raise s3_error(err, uri, settings) from None
     if max_bytes is not None and len(data) > max_bytes:

@@ -24,7 +24,7 @@ from a2mae.models.embed import GroupPatchEmbed, MetadataEmbedding, MetaDrop, key
 from a2mae.models.layers import Block, Packer, bucket_order, init_weights
 from a2mae.models.layout import TokenLayout, build_layout, unpatchify
 from a2mae.models.loss import LossParts, masked_patch_loss, patch_stats
-from a2mae.models.masking import MaskResult, anchor_aware_mask, rand_uniform, segment_rank
+from a2mae.models.masking import anchor_aware_mask, rand_uniform, segment_rank
 from a2mae.models.vocab import ModelInputError, Vocabulary
 from a2mae.sensors.registry import SensorRegistry
 from a2mae.types import ImageSample, SetBatch
@@ -163,7 +163,8 @@ class A2MAE(nn.Module):
     # ----------------------------------------------------------------------------------- encoder
     def embed_tokens(self, layout: TokenLayout, tokens: torch.Tensor, drop: MetaDrop) -> torch.Tensor:
         """Patch embedding plus additive metadata embeddings of some tokens ``[M, D]``."""
-        return self.patch_embed(layout, tokens) + self.meta_embed(layout, tokens, drop)
+        e: torch.Tensor = self.patch_embed(layout, tokens) + self.meta_embed(layout, tokens, drop)
+        return e
 
     def forward_encoder(
         self,
@@ -310,7 +311,7 @@ class A2MAE(nn.Module):
         """
         layout = self.tokenize(batch)
         if mask is None:
-            mres: MaskResult | None = anchor_aware_mask(layout, self.config, generator)
+            mres = anchor_aware_mask(layout, self.config, generator)
             masked = mres.masked
             anchor = mres.anchor
         else:
@@ -409,6 +410,7 @@ class A2MAE(nn.Module):
         Raises:
             ModelInputError: Empty input, pairs not of two images, or images of different sizes.
         """
+        shape: tuple[int, ...]  # [N] per image, or [N, 2] per pair
         if isinstance(inputs, SetBatch):
             images, set_index, shape = list(inputs.images), inputs.set_index, (len(inputs.images),)
             num_sets = max(inputs.num_sets, int(set_index.max()) + 1 if len(set_index) else 0)
@@ -419,7 +421,7 @@ class A2MAE(nn.Module):
             pairs = [tuple(pr) for pr in inputs]  # type: ignore[arg-type]
             if any(len(pr) != 2 for pr in pairs):
                 raise ModelInputError("forward_features: a pair sample must hold exactly two images")
-            images = [im for pr in pairs for im in pr]  # type: ignore[misc]
+            images = [im for pr in pairs for im in pr]
             set_index = torch.arange(len(images)) // 2 if joint else torch.arange(len(images))
             shape, num_sets = (len(pairs), 2), len(pairs) if joint else len(images)
         else:

@@ -107,6 +107,9 @@ class DownstreamModel(nn.Module):
             difference of their token maps (siamese encoder).
     """
 
+    mean: torch.Tensor  # [C, 1, 1] buffer
+    std: torch.Tensor  # [C, 1, 1] buffer
+
     def __init__(
         self,
         encoder: A2MAE,
@@ -168,18 +171,21 @@ class DownstreamModel(nn.Module):
             ims = self._samples(flat, flat_meta)
             feats = self.encoder.forward_features([(ims[2 * i], ims[2 * i + 1]) for i in range(n)])
             diff = [(m[:, 0] - m[:, 1]).abs() for m in feats.maps]
-            return self.head(diff, tuple(x.shape[-2:]))
+            logits: torch.Tensor = self.head(diff, tuple(x.shape[-2:]))
+            return logits
         single = None if metas is None else [m[0] for m in metas]
         feats = self.encoder.forward_features(self._samples(x, single))
         if self.pooled:
-            return self.head(feats.pooled)
-        return self.head(feats.maps, tuple(x.shape[-2:]))
+            pooled: torch.Tensor = self.head(feats.pooled)
+            return pooled
+        logits = self.head(feats.maps, tuple(x.shape[-2:]))
+        return logits
 
     @torch.no_grad()
     def predict(self, pixels: torch.Tensor) -> torch.Tensor:
         """Class predictions: ``[N]`` indices, ``[N, K]`` 0/1 (multi-label) or ``[N, H, W]``."""
         self.eval()
-        logits = self(pixels)
+        logits: torch.Tensor = self(pixels)
         if self.spec.multilabel:
             return (logits.sigmoid() > 0.5).long()
         return logits.argmax(1)

@@ -89,6 +89,8 @@ class GroupPatchEmbed(nn.Module):
 class MetadataEmbedding(nn.Module):
     """Additive metadata embeddings at one width (the encoder and the decoder each own one)."""
 
+    key_type: torch.Tensor  # [keys] group type of each key: a non-persistent buffer
+
     def __init__(
         self, vocab: Vocabulary, dim: int, patch_size: int, geo_encoding: bool, g_ref_m: float
     ) -> None:
@@ -128,7 +130,7 @@ class MetadataEmbedding(nn.Module):
 
     def image_terms(self, layout: TokenLayout, drop: MetaDrop) -> torch.Tensor:
         """Per-image sum of E_global, E_gsd, E_time, E_period and E_sensor ``[N, dim]``."""
-        e = self.sensor(layout.img_sensor)
+        e: torch.Tensor = self.sensor(layout.img_sensor)
         has_time = layout.img_has_time & ~drop.time
         year, doy = layout.img_time[:, 0], layout.img_time[:, 1].clamp(min=1)
         t = self.time_proj(geo.time_features(year, doy))
@@ -146,9 +148,10 @@ class MetadataEmbedding(nn.Module):
     def slab_terms(self, layout: TokenLayout) -> torch.Tensor:
         """Per-slab E_spec plus the sum of its missing-band vectors ``[S, dim]``."""
         miss = layout.slab_missing.to(self.band_missing.dtype)[:, :, None]  # [S, Cmax, 1]
-        return self.spec(self.key_type[layout.slab_key]) + (
+        terms: torch.Tensor = self.spec(self.key_type[layout.slab_key]) + (
             miss * F.embedding(layout.slab_band_row, self.band_missing)
         ).sum(1)
+        return terms
 
     def cell_pos(self, layout: TokenLayout, cells: torch.Tensor, drop: MetaDrop) -> torch.Tensor:
         """PE_loc (Eq. 2) of some cells, or the grid-index sin-cos when geo encoding is off ``[M, dim]``."""

@@ -35,7 +35,8 @@ class LinearHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, D] -> [B, K]`` logits."""
-        return self.fc(self.norm(x))
+        logits: torch.Tensor = self.fc(self.norm(x))
+        return logits
 
 
 def _conv(cin: int, cout: int, k: int = 3) -> nn.Sequential:
@@ -73,7 +74,8 @@ class _Rescale(nn.Module):
         self.op = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
+        y: torch.Tensor = self.op(x)
+        return y
 
 
 class UPerNetDecoder(nn.Module):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Mlp
+from timm.layers.mlp import Mlp
 from torch import nn
 
 
@@ -120,7 +120,8 @@ class PackedAttention(nn.Module):
         Returns:
             ``[T, D]``.
         """
-        return self.proj(packer.attend(self.qkv(x), self.num_heads))
+        out: torch.Tensor = self.proj(packer.attend(self.qkv(x), self.num_heads))
+        return out
 
 
 class Block(nn.Module):

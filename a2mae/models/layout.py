@@ -276,7 +276,7 @@ class _Slabs(NamedTuple):
     start: torch.Tensor  # [S] first token
     slot_exists: torch.Tensor  # [S, C_max] bool, the group has a band in that slot
     band_row: torch.Tensor  # [S, C_max] row of the missing-band table (0 where no slot)
-    index: dict[tuple[int, int], int]  # (image, key) -> slab
+    slab_of: dict[tuple[int, int], int]  # (image, key) -> slab (`index` would shadow tuple.index)
 
 
 def _slab_table(
@@ -318,7 +318,7 @@ def _slab_table(
         start=torch.cumsum(t_slab_len, 0) - t_slab_len,
         slot_exists=slot_exists,
         band_row=band_row,
-        index={(si, k): s for s, (si, k) in enumerate(zip(slab_img, slab_key, strict=True))},
+        slab_of={(si, k): s for s, (si, k) in enumerate(zip(slab_img, slab_key, strict=True))},
     )
 
 
@@ -371,7 +371,7 @@ def _gather_patches(
         for k, chans in zip(cm.groups, cm.channels, strict=True):
             idx = torch.tensor([c if c >= 0 else zero_c for c in chans] + [zero_c] * (cmax - len(chans)))
             pt = patchify(px.index_select(1, idx.to(dev)), p)  # [m, hw, cmax, pp]
-            starts = torch.tensor([int(slabs.start[slabs.index[(n, k)]]) for n in members], device=dev)
+            starts = torch.tensor([int(slabs.start[slabs.slab_of[(n, k)]]) for n in members], device=dev)
             dest = (starts[:, None] + torch.arange(hw, device=dev)[None]).reshape(-1)
             patches[dest] = pt.reshape(-1, cmax, p * p)
     return patches
@@ -402,14 +402,16 @@ def _gather_valid(
         hw = hws[n][0] * hws[n][1]
         pv = patchify(im.valid.to(dev, torch.float32)[None, None], p).reshape(hw, p * p) > 0.5
         for k in maps[n].groups:  # every group of the image shares its pixel mask
-            s0 = int(slabs.start[slabs.index[(n, k)]])
+            s0 = int(slabs.start[slabs.slab_of[(n, k)]])
             pix_valid[s0 : s0 + hw] = pv
     return pix_valid
 
 
-def _buckets(images: list[ImageSample], maps: list[ChannelMap]) -> dict[tuple, list[int]]:
+def _buckets(
+    images: list[ImageSample], maps: list[ChannelMap]
+) -> dict[tuple[ChannelMap, tuple[int, ...]], list[int]]:
     """Images grouped by (channel map, pixel shape), in first-seen order."""
-    buckets: dict[tuple, list[int]] = {}
+    buckets: dict[tuple[ChannelMap, tuple[int, ...]], list[int]] = {}
     for n, im in enumerate(images):
         buckets.setdefault((maps[n], tuple(im.pixels.shape)), []).append(n)
     return buckets
@@ -451,9 +453,9 @@ def _image_metadata(images: list[ImageSample], vocab: Vocabulary, dev: torch.dev
     gsd_known = [im.meta.gsd_m is not None and im.meta.gsd_m > 0 for im in images]
     gsd = torch.tensor(
         [
-            float(im.meta.gsd_m) if ok else vocab.nominal_gsd(im.meta.sensor)
+            float(im.meta.gsd_m) if ok and im.meta.gsd_m is not None else vocab.nominal_gsd(im.meta.sensor)
             for im, ok in zip(images, gsd_known, strict=True)
-        ],  # type: ignore[arg-type]
+        ],
         dtype=torch.float64,
         device=dev,
     )

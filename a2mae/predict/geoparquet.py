@@ -101,7 +101,10 @@ class ChipWriter:
         from pyproj import CRS
 
         self.crs, self.transform, self.win, self.when = crs, transform, win, when
-        fields = [pa.field("geometry", pa.binary()), pa.field("geometry_scene", pa.binary())]
+        fields: list[pa.Field[Any]] = [
+            pa.field("geometry", pa.binary()),
+            pa.field("geometry_scene", pa.binary()),
+        ]
         fields += [pa.field(k, t) for k, t in columns.items()]
         fields.append(pa.field("datetime", pa.timestamp("us", tz="UTC")))
         fields += [pa.field(k, pa.list_(pa.float32(), n)) for k, n in fixed.items()]

@@ -11,6 +11,7 @@ UL/UR/LR/LL) computed from the scene's CRS and the window's affine transform.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -97,7 +98,9 @@ def _unit_factor(crs: str) -> tuple[bool, float]:
     return False, float(units)
 
 
-def window_geometry(crs: str, transform: tuple, row0: int, col0: int, h: int, w: int) -> tuple[float, tuple]:
+def window_geometry(
+    crs: str, transform: Sequence[float], row0: int, col0: int, h: int, w: int
+) -> tuple[float, tuple[tuple[float, float], ...]]:
     """GSD (metres) and WGS84 corners ``((lat, lon) UL, UR, LR, LL)`` of a window of a grid.
 
     Corners are the outer pixel edges of the window, as in the scene catalog.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -40,7 +40,7 @@ def colormap(n: int) -> dict[int, tuple[int, int, int, int]]:
     return cmap
 
 
-def _open_scratch(path: Path, profile: dict) -> Any:
+def _open_scratch(path: Path, profile: dict[str, Any]) -> Any:
     """Open a scratch GeoTIFF (no georeference: it is never published) for reading and writing."""
     import warnings
 
@@ -52,7 +52,9 @@ def _open_scratch(path: Path, profile: dict) -> Any:
         return rasterio.open(path, "w+", **profile)
 
 
-def _tiled_profile(crs: str, transform: Any, width: int, height: int, count: int, dtype: str, nodata) -> dict:
+def _tiled_profile(
+    crs: str | None, transform: Any, width: int, height: int, count: int, dtype: str, nodata: float | None
+) -> dict[str, Any]:
     return {
         "driver": "GTiff",
         "crs": crs,
@@ -86,7 +88,7 @@ class Accumulator:
         from rasterio.transform import Affine
 
         self.k, self.height, self.width = channels, height, width
-        profile = _tiled_profile(None, Affine.identity(), width, height, channels + 1, "float32", None)  # type: ignore[arg-type]
+        profile = _tiled_profile(None, Affine.identity(), width, height, channels + 1, "float32", None)
         self.ds = _open_scratch(path, profile)
 
     def add(self, row0: int, col0: int, values: np.ndarray, weight: np.ndarray) -> None:
@@ -119,7 +121,7 @@ class FlagLayer:
     def __init__(self, path: Path, height: int, width: int) -> None:
         from rasterio.transform import Affine
 
-        profile = _tiled_profile(None, Affine.identity(), width, height, 1, "uint8", None)  # type: ignore[arg-type]
+        profile = _tiled_profile(None, Affine.identity(), width, height, 1, "uint8", None)
         self.ds = _open_scratch(path, profile)
 
     def set(self, row0: int, col0: int, nodata: np.ndarray, cloud: np.ndarray) -> None:
@@ -134,7 +136,8 @@ class FlagLayer:
         """The flags of a block ``[h, w]``."""
         from rasterio.windows import Window
 
-        return self.ds.read(1, window=Window(col0, row0, w, h))
+        flags: np.ndarray = self.ds.read(1, window=Window(col0, row0, w, h))
+        return flags
 
     def close(self) -> None:
         """Close the file."""
@@ -160,7 +163,7 @@ class TiledWriter:
         height: int,
         count: int,
         dtype: str,
-        nodata,
+        nodata: float | None,
         cmap: Mapping[int, tuple[int, int, int, int]] | None = None,
     ) -> None:
         import rasterio
@@ -187,7 +190,9 @@ class TiledWriter:
         return self.path
 
 
-def to_cog(src: Path, dst: Path, nodata: float | None, resampling: str = "nearest") -> Path:
+def to_cog(
+    src: Path, dst: Path, nodata: float | None, resampling: Literal["nearest", "average"] = "nearest"
+) -> Path:
     """Convert a tiled GeoTIFF to a validated COG (tags, descriptions and colour table carried over).
 
     Raises:
@@ -216,7 +221,7 @@ def to_cog(src: Path, dst: Path, nodata: float | None, resampling: str = "neares
 
 def provenance_tags(
     provenance: Mapping[str, str], scene_ids: Sequence[str], extra: Mapping[str, Any]
-) -> dict:
+) -> dict[str, str]:
     """GeoTIFF tags recording the model and the input scenes (``A2MAE_*``)."""
     tags = {f"A2MAE_{k.upper()}": v for k, v in provenance.items()}
     tags["A2MAE_SCENE_IDS"] = json.dumps(list(scene_ids))

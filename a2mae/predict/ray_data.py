@@ -70,7 +70,7 @@ def run_ray_data(
     try:
         gpus = int(ray.cluster_resources().get("GPU", 0))
         ref = ray.put(list(tasks))
-        ds = ray.data.from_items(
+        ds: ray.data.Dataset = ray.data.from_items(
             [{"i": i} for i in range(len(tasks))], override_num_blocks=max(1, len(tasks))
         )
         ds = ds.map_batches(

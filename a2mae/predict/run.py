@@ -232,11 +232,11 @@ def _chip_columns(model: PredictModel) -> tuple[dict[str, Any], dict[str, int]]:
 
 def _chip_rows(
     job: Job, model: PredictModel, res: BatchResult
-) -> tuple[dict[str, list], dict[str, np.ndarray]]:
+) -> tuple[dict[str, list[Any]], dict[str, np.ndarray]]:
     n = len(res.windows)
     area = float(res.nodata[0].size) if n else 1.0
     prov = model.provenance()
-    cols: dict[str, list] = {
+    cols: dict[str, list[Any]] = {
         "scene_id": [job.scene_ids[0]] * n,
         "row": [r for r, _ in res.windows],
         "col": [c for _, c in res.windows],
@@ -249,8 +249,9 @@ def _chip_rows(
     }
     task = model.downstream
     if task is None:
-        return cols, {"embedding": res.pooled}  # type: ignore[dict-item]
-    assert res.probs is not None
+        assert res.pooled is not None  # an embeddings batch has them
+        return cols, {"embedding": res.pooled}
+    assert res.probs is not None  # a fine-tuned model's batch has them
     values, fixed = task.chip_values(res.probs, model.classes, model.multilabel)
     cols.update(values)
     return cols, fixed

@@ -95,7 +95,10 @@ def read_sources(sources: Sequence[str], data: DataConfig) -> list[SceneRecord]:
 
 
 def _source(
-    rec: SceneRecord, bands: Sequence[str], registry: SensorRegistry, transform: tuple
+    rec: SceneRecord,
+    bands: Sequence[str],
+    registry: SensorRegistry,
+    transform: tuple[float, float, float, float, float, float],
 ) -> SceneSource:
     files = {bf.band: bf for bf in rec.band_files}
     product = registry.get(rec.sensor).product(rec.product)

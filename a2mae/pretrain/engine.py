@@ -135,21 +135,23 @@ class Engine:
         )
         has = self._all_reduce(has)
         used = [p for p, h in zip(self._params, has.tolist(), strict=True) if h > 0]
+        grads: list[torch.Tensor] = []
         for p in used:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
         if not used:
             return
         if self.world_size > 1:
-            flat = torch.cat([p.grad.reshape(-1) for p in used])
+            flat = torch.cat([g.reshape(-1) for g in grads])
             dist.all_reduce(flat)
             offset = 0
-            for p in used:
-                n = p.numel()
-                p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            for g in grads:
+                n = g.numel()
+                g.copy_(flat[offset : offset + n].view_as(g))
                 offset += n
-        for p in used:
-            p.grad.div_(divisor)
+        for g in grads:
+            g.div_(divisor)
 
     def broadcast_parameters(self) -> None:
         """Copy rank 0's parameters and buffers to every worker (once, before training)."""

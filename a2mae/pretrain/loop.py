@@ -40,7 +40,7 @@ from a2mae.pretrain.optim import build_optimizer, scaled_lr
 from a2mae.pretrain.schedule import CosineSchedule
 from a2mae.pretrain.sharding import steps_per_epoch, worker_batches
 from a2mae.pretrain.state import TrainState, load_training_checkpoint, save_training_checkpoint
-from a2mae.types import collate_sets
+from a2mae.types import ImageSetSample, collate_sets
 
 log = logging.getLogger(__name__)
 
@@ -188,12 +188,13 @@ class _Tracker:
 
     def figures(self, model: torch.nn.Module, res: StepResult, sensors_registry: Any) -> None:
         """Log one reconstruction figure per sensor of the step's last micro-batch (when it was kept)."""
-        if self.logger is None or res.last is None or not hasattr(model, "reconstruct"):
+        reconstruct = getattr(model, "reconstruct", None)
+        if self.logger is None or res.last is None or reconstruct is None:
             return
         from a2mae.tracking.figures import figures_per_sensor
 
         batch, out = res.last
-        triples = model.reconstruct(batch, out)
+        triples = reconstruct(batch, out)
         for sensor, fig in figures_per_sensor(batch.images, triples, sensors_registry, res.step).items():
             self.logger.log_figure(fig, f"reconstructions/step_{res.step:08d}_{sensor}.png")
 
@@ -401,7 +402,7 @@ def _start(ctx: WorkerContext, config: dict[str, Any], setup: _Setup, state: Tra
     return run
 
 
-def _epoch_loader(ctx: WorkerContext, run: _Run) -> tuple[DataLoader, int]:
+def _epoch_loader(ctx: WorkerContext, run: _Run) -> tuple[DataLoader[ImageSetSample], int]:
     """This worker's batches of the current epoch not yet trained on, and the epoch's optimiser steps.
 
     The share of the epoch is dealt by ``(seed, epoch)`` alone, so a resumed run skips exactly the

@@ -176,7 +176,6 @@ def progress_actor() -> Any:
     """A small Ray actor through which rank 0 reports progress to the driver (``update`` / ``latest``)."""
     import ray
 
-    @ray.remote(num_cpus=0)
     class Progress:
         def __init__(self) -> None:
             self._latest: dict[str, Any] = {}
@@ -187,4 +186,4 @@ def progress_actor() -> Any:
         def latest(self) -> dict[str, Any]:
             return self._latest
 
-    return Progress.remote()
+    return ray.remote(num_cpus=0)(Progress).remote()

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from a2mae.config import (
     DataConfig,
@@ -38,6 +38,9 @@ from a2mae.pretrain.loop import DatasetFn, LoopSections, ModelFn, make_loop_conf
 from a2mae.pretrain.ray_train import Storage, build_trainer, init_ray, progress_actor, resolve_storage
 from a2mae.pretrain.state import TrainState, read_train_state
 from a2mae.pretrain.tracking import description, end_run, export_encoder, finish_run
+
+if TYPE_CHECKING:
+    from ray.train import Checkpoint
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -192,7 +195,7 @@ def _watch_progress(actor: Any, progress: ProgressFn, stop: threading.Event) -> 
 
 def _fit_ray(
     pt: PretrainConfig, name: str, config: dict[str, Any], storage: Storage, progress: ProgressFn | None
-) -> Any:
+) -> Checkpoint:
     """Run the Ray Train ``TorchTrainer`` (progress relayed from rank 0 through an actor).
 
     Returns:
@@ -222,7 +225,8 @@ def _fit_ray(
         raise PretrainError(f"pre-training run {name!r} failed: {_root_cause(result.error)}")
     if result.checkpoint is None:
         raise PretrainError(f"pre-training run {name!r} finished without a checkpoint")
-    return result.checkpoint
+    checkpoint: Checkpoint = result.checkpoint
+    return checkpoint
 
 
 _ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w+(?:Error|Exception|Interrupt)): (.+)$")

@@ -14,13 +14,16 @@ works too) and returns the logits ``[N, K]`` or ``[N, K, H, W]`` as float32 nump
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+if TYPE_CHECKING:
+    from a2mae.models.downstream import DownstreamModel
 
-def rebuild(folder: str | Path) -> Any:
+
+def rebuild(folder: str | Path) -> DownstreamModel:
     """The :class:`~a2mae.models.downstream.DownstreamModel` of a data folder, in eval mode (no pickle).
 
     Raises:
@@ -55,7 +58,8 @@ class DownstreamPyfunc:
         if isinstance(data, dict):
             data = data.get("pixels", next(iter(data.values())))
         x = torch.as_tensor(np.asarray(data, dtype=np.float32))
-        return self.model(x).float().cpu().numpy()
+        logits: np.ndarray = self.model(x).float().cpu().numpy()
+        return logits
 
 
 def _load_pyfunc(path: str) -> DownstreamPyfunc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -209,7 +209,7 @@ class SensorRegistry:
     def __contains__(self, sensor_id: object) -> bool:
         return sensor_id in self._sensors
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Sensor]:
         return iter(self._sensors.values())
 
     def __len__(self) -> int:

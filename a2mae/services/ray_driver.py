@@ -80,7 +80,7 @@ def apply_env(env: Mapping[str, str]) -> dict[str, str | None]:
     before = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     _refresh_ray()
-    constants = sys.modules.get("ray._private.ray_constants")
+    constants: Any = sys.modules.get("ray._private.ray_constants")
     if constants is not None and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" in env:
         constants.ENABLE_RAY_CLUSTER = env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] != "0"
     return before
@@ -109,7 +109,8 @@ def _refresh_ray() -> None:
     if "ray._raylet" not in sys.modules:
         return  # read fresh at import
     try:
-        from ray._raylet import AuthenticationTokenLoader, Config
+        # the stub ray ships for its compiled _raylet module omits these two classes
+        from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover - another Ray version
         return
     Config.initialize("")
@@ -257,9 +258,11 @@ def check_gcs(address: str, setting: str, timeout: float = 3.0) -> None:
 
     auth = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
     token = client_token() if auth else None
-    metadata = [("authorization", f"Bearer {token}")] if token else None
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
     with grpc.insecure_channel(address) as channel:
-        call = channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId")
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/ray.rpc.NodeInfoGcsService/GetClusterId"
+        )
         try:
             call(b"", timeout=timeout, metadata=metadata)
         except grpc.RpcError as err:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,6 +47,8 @@ from a2mae.services.ray import RayHead
 from a2mae.services.s3 import SeaweedFS
 from a2mae.services.stac import StacServer
 
+#: Where a service's progress lines go (e.g. ``typer.echo``).
+Echo = Callable[[str], object]
 #: Client variables that hold secrets: kept in the 0600 env file, never printed.
 SECRET_VARS = (
     "AWS_SECRET_ACCESS_KEY",
@@ -245,7 +247,7 @@ class Stack:
         return SERVICES + (OPTIONAL if stac else ())
 
     # ---------------------------------------------------------------------------------- lifecycle
-    def up(self, only: Sequence[str] = (), echo=None) -> list[ServiceStatus]:
+    def up(self, only: Sequence[str] = (), echo: Echo | None = None) -> list[ServiceStatus]:
         """Start every service that is not healthy yet, in order; write ``stack.json`` and ``env``.
 
         Args:
@@ -275,7 +277,7 @@ class Stack:
         self._write_state()
         return self.status()
 
-    def _up_one(self, name: str, echo) -> None:
+    def _up_one(self, name: str, echo: Echo | None) -> None:
         svc = self.service(name)
         if running_pid(svc) is not None and svc.is_healthy():
             _say(echo, f"{name:8s} already running ({self._url(name)})")
@@ -290,7 +292,7 @@ class Stack:
                 self.s3.create_bucket(bucket)
         _say(echo, f"{name:8s} started ({self._url(name)}); log {svc.log_path}")
 
-    def _up_stac(self, echo) -> None:
+    def _up_stac(self, echo: Echo | None) -> None:
         """Install what the STAC API needs when it is missing (scripts/bootstrap-stac.sh), then start it."""
         import subprocess
 
@@ -303,7 +305,7 @@ class Stack:
                 raise ServiceError(f"stac: {script} failed: {last}")
         self._up_one("stac", echo)
 
-    def down(self, echo=None) -> list[str]:
+    def down(self, echo: Echo | None = None) -> list[str]:
         """Stop every running service, in reverse order.
 
         Returns:
@@ -359,7 +361,7 @@ class Stack:
         return self.home / "env"
 
 
-def _say(echo, line: str) -> None:
+def _say(echo: Echo | None, line: str) -> None:
     if echo is not None:
         echo(line)
 

@@ -21,8 +21,9 @@ import contextlib
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +31,13 @@ from a2mae.errors import A2maeError
 from a2mae.ingest.catalog import BandFile
 from a2mae.sensors import QASpec
 from a2mae.stssd.errors import ChipReadError as ChipReadError  # re-exported
+
+if TYPE_CHECKING:
+    from rasterio.windows import Window
+
+#: A north-up affine ``(a, b, c, d, e, f)``.
+Affine6 = tuple[float, float, float, float, float, float]
+
 
 #: Stored value of nodata pixels.
 NODATA = -32768
@@ -56,7 +64,8 @@ class _Scratch(threading.local):
         buf = self.buffers.get(slot)
         if buf is None or buf.size < n:
             buf = self.buffers[slot] = np.empty(max(n, 1), np.uint8)
-        return buf[:n].view(dtype).reshape(shape)
+        out: np.ndarray = buf[:n].view(dtype).reshape(shape)
+        return out
 
     def clear(self) -> None:
         """Free every slot."""
@@ -140,17 +149,18 @@ class ChipData:
         return self.data.nbytes
 
 
-def _axis_coords(offset0: int, n: int, grid_t: tuple, band_t: tuple, axis: int) -> np.ndarray:
+def _axis_coords(offset0: int, n: int, grid_t: Affine6, band_t: Affine6, axis: int) -> np.ndarray:
     """Fractional pixel-centre coordinates of grid pixels ``offset0 ..`` in a band grid, one axis."""
     if axis == 0:  # columns: x = a * col + c
         a, c, ab, cb = grid_t[0], grid_t[2], band_t[0], band_t[2]
     else:  # rows: y = e * row + f
         a, c, ab, cb = grid_t[4], grid_t[5], band_t[4], band_t[5]
     ground = c + a * (offset0 + np.arange(n) + 0.5)
-    return (ground - cb) / ab - 0.5
+    coords: np.ndarray = (ground - cb) / ab - 0.5
+    return coords
 
 
-def _aligned_offset(grid_t: tuple, band_t: tuple) -> tuple[int, int] | None:
+def _aligned_offset(grid_t: Affine6, band_t: Affine6) -> tuple[int, int] | None:
     """Integer (col, row) offset of the scene grid in a band grid when both coincide, else None."""
     a, _, c, _, e, f = grid_t
     ab, _, cb, _, eb, fb = band_t
@@ -162,16 +172,27 @@ def _aligned_offset(grid_t: tuple, band_t: tuple) -> tuple[int, int] | None:
     return round(dc), round(dr)
 
 
-def _window(col: int, row: int, w: int, h: int):
+def _window(col: int, row: int, w: int, h: int) -> Window:
     from rasterio.windows import Window
 
     return Window(col, row, w, h)
 
 
-def _read(ds, indexes: list[int], col: int, row: int, w: int, h: int, fill: float, out=None) -> np.ndarray:
+def _read(
+    ds: Any,
+    indexes: list[int],
+    col: int,
+    row: int,
+    w: int,
+    h: int,
+    fill: float,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     inside = col >= 0 and row >= 0 and col + w <= ds.width and row + h <= ds.height
+    data: np.ndarray
     if inside:
-        return ds.read(indexes, window=_window(col, row, w, h), out=out)
+        data = ds.read(indexes, window=_window(col, row, w, h), out=out)
+        return data
     data = ds.read(indexes, window=_window(col, row, w, h), boundless=True, fill_value=fill)
     if out is None:
         return data
@@ -322,7 +343,7 @@ def _bilinear(
     return out, plan.interp(msrc, "mask")[0] > 0
 
 
-def _nearest(ds, index: int, cols_f: np.ndarray, rows_f: np.ndarray) -> np.ndarray:
+def _nearest(ds: Any, index: int, cols_f: np.ndarray, rows_f: np.ndarray) -> np.ndarray:
     ci = np.clip(np.floor(cols_f + 0.5).astype(np.int64), 0, ds.width - 1)
     ri = np.clip(np.floor(rows_f + 0.5).astype(np.int64), 0, ds.height - 1)
     lo_c, lo_r = int(ci.min()), int(ri.min())
@@ -440,18 +461,18 @@ class _Fetched:
     qa: np.ndarray | None
 
 
-def _fetch_region(ds: dict, src: SceneSource, row0: int, col0: int, h: int, w: int) -> _Fetched:
+def _fetch_region(ds: dict[str, Any], src: SceneSource, row0: int, col0: int, h: int, w: int) -> _Fetched:
     """Read the pixels a window of a scene needs, per grid of bands (I/O and decoding only)."""
     t = src.transform
     grid_t = (t[0], 0.0, t[2] + t[0] * col0, 0.0, t[4], t[5] + t[4] * row0)
-    grids: dict[tuple, list[int]] = {}
+    grids: dict[tuple[Affine6, int, int], list[int]] = {}
     for k, bf in enumerate(src.band_files):  # bands on one grid are read and resampled together
         if bf.transform[1] != 0 or bf.transform[3] != 0:
             raise ChipReadError(
                 f"scene {src.scene_id}: {bf.uri}: rotated grids are not supported; warp it north-up"
             )
         grids.setdefault((bf.transform, bf.width, bf.height), []).append(k)
-    groups = []
+    groups: list[tuple[list[int], list[float | None], np.ndarray, _BilinearPlan | None]] = []
     for g, ((band_t, bw, bh), ks) in enumerate(grids.items()):
         by_file: dict[str, list[int]] = {}
         for k in ks:
@@ -542,7 +563,7 @@ _OPEN: OrderedDict[tuple[str, str], tuple[contextlib.ExitStack, Any]] = OrderedD
 _OPEN_MAX = 64
 
 
-def _cached_open(uri: str, content: str):
+def _cached_open(uri: str, content: str) -> Any:  # a rasterio dataset
     from a2mae.io.raster import open_raster
 
     key = (uri, content)
@@ -567,7 +588,9 @@ def close_open_files() -> None:
     _SCRATCH.clear()
 
 
-def _scene_regions(src: SceneSource, wins: list[tuple[int, int]], chip: int):
+def _scene_regions(
+    src: SceneSource, wins: list[tuple[int, int]], chip: int
+) -> Iterator[tuple[tuple[int, int, int, int], np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]]:
     """Read and encode the regions covering a scene's chip windows, one at a time.
 
     Yields:

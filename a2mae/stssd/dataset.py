@@ -31,7 +31,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -40,6 +40,11 @@ from torch.utils.data import Dataset
 from a2mae.stssd.chips import NODATA, REFLECTANCE_SCALE
 from a2mae.stssd.snapshot import MANIFEST, REPAIR, STATS, SnapshotError, check_file, join_uri, read_info
 from a2mae.types import ImageMeta, ImageSample, ImageSetSample
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from s3fs import S3FileSystem
+
 
 SPLITS = ("train", "val", "test")
 _COLUMNS = (
@@ -96,6 +101,7 @@ class StssdDataset(Dataset[ImageSetSample]):
         s3: Any | None = None,
         verify: bool = True,
     ) -> None:
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         self.uri = str(uri).rstrip("/")
@@ -106,7 +112,7 @@ class StssdDataset(Dataset[ImageSetSample]):
         self.clip_sigma = clip_sigma
         self._s3 = s3
         self._fs_pid: int | None = None
-        self._fs_obj = None
+        self._fs_obj: S3FileSystem | None = None
         self._maps: dict[str, np.memmap] = {}
         self.verify = verify
         self._checked: tuple[int, set[str]] = (os.getpid(), set())
@@ -118,7 +124,7 @@ class StssdDataset(Dataset[ImageSetSample]):
         self.stats = _parse_json(self._read_small(STATS), join_uri(self.uri, STATS))
         table = self._read_manifest(fs).select(list(_COLUMNS))
         if split is not None:
-            table = table.filter(pc.equal(table["split"], split))
+            table = table.filter(pc.equal(table["split"], pa.scalar(split)))
         if sensors is not None:
             table = table.filter(pc.is_in(table["sensor"], value_set=_pa_array(list(sensors))))
         self._table = table
@@ -134,7 +140,7 @@ class StssdDataset(Dataset[ImageSetSample]):
         self._mean_std = self._norm_table()
 
     # ------------------------------------------------------------------------------------------- io
-    def _fs(self):
+    def _fs(self) -> S3FileSystem | None:
         """The s3fs filesystem of this process (None for local snapshots)."""
         if not _is_s3(self.uri):
             return None
@@ -161,7 +167,7 @@ class StssdDataset(Dataset[ImageSetSample]):
             )
         return data
 
-    def _read_manifest(self, fs):
+    def _read_manifest(self, fs: S3FileSystem | None) -> pa.Table:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -201,7 +207,10 @@ class StssdDataset(Dataset[ImageSetSample]):
                 mm = np.memmap(join_uri(self.uri, shard), dtype=np.uint8, mode="r")
                 self._maps[shard] = mm
             return mm[start:end]
-        return self._fs().cat_file(join_uri(self.uri, shard), start=start, end=end)
+        fs = self._fs()
+        assert fs is not None  # an s3:// snapshot
+        data: bytes = fs.cat_file(join_uri(self.uri, shard), start=start, end=end)
+        return data
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -215,9 +224,10 @@ class StssdDataset(Dataset[ImageSetSample]):
     def _norm_table(self) -> dict[tuple[str, str], tuple[float, float]]:
         out: dict[tuple[str, str], tuple[float, float]] = {}
         sensors = self.stats.get("sensors", {})
-        for sensor, bands in zip(
-            self._table["sensor"].to_pylist(), self._table["bands"].to_pylist(), strict=True
-        ):
+        # non-null columns (the manifest is written by `tile`)
+        sensor_col = cast(list[str], self._table["sensor"].to_pylist())
+        bands_col = cast(list[list[str]], self._table["bands"].to_pylist())
+        for sensor, bands in zip(sensor_col, bands_col, strict=True):
             for b in bands:
                 if (sensor, b) in out:
                     continue
@@ -350,7 +360,7 @@ def _parse_json(data: bytes, uri: str) -> dict[str, Any]:
     return doc
 
 
-def _pa_array(values: list[str]):
+def _pa_array(values: list[str]) -> pa.StringArray:
     import pyarrow as pa
 
     return pa.array(values, pa.string())

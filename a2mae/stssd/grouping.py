@@ -39,6 +39,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -46,8 +47,17 @@ from a2mae.config import TileConfig
 from a2mae.ingest.catalog import SceneRecord
 from a2mae.ingest.roi import contains as roi_contains
 
+if TYPE_CHECKING:
+    from pyproj import Transformer
+
+
 #: Coordinates: arrays (vectorised membership tests) or floats (one chip at a time).
 ArrayOrFloat = np.ndarray | float
+_XY = TypeVar("_XY", np.ndarray, float)
+#: A set centre: ``(ref CRS, (x, y) in ref CRS, (x, y) in the zone CRS, (lat, lon))``.
+Centre = tuple[str, tuple[float, float], tuple[float, float], tuple[float, float]]
+#: The images of one composed set: ``(role, scene index)`` each.
+Members = list[tuple[str, int]]
 
 #: Set kinds, by role: the sensors of ``tile.temporal_sensors``, of ``tile.hires_sensors`` (with their
 #: partner), or one sensor in neither role.
@@ -115,7 +125,7 @@ def _wrap_lon(lon: ArrayOrFloat) -> ArrayOrFloat:
 
 
 @functools.lru_cache(maxsize=256)
-def transformer(src: str, dst: str):
+def transformer(src: str, dst: str) -> Transformer:
     """Cached pyproj transformer (x/y order: easting/northing, lon/lat)."""
     from pyproj import Transformer
 
@@ -204,7 +214,7 @@ def _inside(rec: SceneRecord, cols: np.ndarray, rows: np.ndarray, chip: int, mar
     )
 
 
-def _pixel_coords(rec: SceneRecord, x: ArrayOrFloat, y: ArrayOrFloat) -> tuple[ArrayOrFloat, ArrayOrFloat]:
+def _pixel_coords(rec: SceneRecord, x: _XY, y: _XY) -> tuple[_XY, _XY]:
     a, b, c, d, e, f = rec.transform
     det = a * e - b * d
     cols = (e * (x - c) - b * (y - f)) / det
@@ -285,8 +295,8 @@ def scene_points(rec: SceneRecord, grid_m: float, chip: int) -> dict[GridPoint, 
         iy = np.arange(math.ceil(y0 / grid_m), math.floor(y1 / grid_m) + 1)
         if ix.size == 0 or iy.size == 0:
             continue
-        gx, gy = np.meshgrid(ix, iy)
-        gx, gy = gx.ravel(), gy.ravel()
+        mx, my = np.meshgrid(ix, iy)
+        gx, gy = mx.ravel(), my.ravel()
         px, py = gx * grid_m, gy * grid_m
         sx, sy = to_scene_crs(rec, zcrs, px, py)
         cols, rows = _pixel_coords(rec, np.asarray(sx), np.asarray(sy))
@@ -303,7 +313,7 @@ def scene_points(rec: SceneRecord, grid_m: float, chip: int) -> dict[GridPoint, 
 
 
 # -------------------------------------------------------------------------------------- composition
-def _quality(rec: SceneRecord) -> tuple:
+def _quality(rec: SceneRecord) -> tuple[bool, float, str]:
     cf = rec.cloud_fraction
     return (cf is None, 0.0 if cf is None else cf, rec.scene_id)
 
@@ -527,7 +537,7 @@ def plan_sets(
 BLOCK_POINTS = 8
 
 
-def _block_major(p: GridPoint) -> tuple:
+def _block_major(p: GridPoint) -> tuple[int, int, int, int, int, tuple[int, ...]]:
     return (*block_of(p), p.iy, p.ix, p.anchor)
 
 
@@ -585,13 +595,21 @@ def lattice_step(finest_gsd: float, chip: int, grid_m: float) -> int:
     return max(1, math.floor(chip * finest_gsd / grid_m + 1e-9))
 
 
-def _on_lattice(p: GridPoint, members, recs, chip: int, grid_m: float) -> bool:
+def _on_lattice(
+    p: GridPoint, members: Members, recs: Sequence[SceneRecord], chip: int, grid_m: float
+) -> bool:
     """Thinning: a set whose finest chip spans k grid cells is kept only at every k-th point."""
     k = lattice_step(min(recs[i].gsd_m for _, i in members), chip, grid_m)
     return p.ix % k == 0 and p.iy % k == 0
 
 
-def _point_centre(p: GridPoint, composed, recs, pixel, chip: int):
+def _point_centre(
+    p: GridPoint,
+    composed: list[tuple[str, Members]],
+    recs: Sequence[SceneRecord],
+    pixel: dict[tuple[int, GridPoint], tuple[float, float]],
+    chip: int,
+) -> Centre:
     """Centre shared by every set at ``p``: the grid point snapped onto the coarsest member's grid.
 
     Returns:
@@ -608,7 +626,9 @@ def _point_centre(p: GridPoint, composed, recs, pixel, chip: int):
     return rr.crs, (qx, qy), (float(zx), float(zy)), (float(lat), float(_wrap_lon(lon)))
 
 
-def _place_images(members, centre, recs, chip: int, required: Sequence[str]) -> tuple[PlannedImage, ...]:
+def _place_images(
+    members: Members, centre: Centre, recs: Sequence[SceneRecord], chip: int, required: Sequence[str]
+) -> tuple[PlannedImage, ...]:
     """Chip windows of a set's images around the shared centre (empty when a required image is out)."""
     crs, (qx, qy) = centre[0], centre[1]
     images = []
@@ -663,7 +683,7 @@ class PatchPoints:
     scenes: frozenset[int]
     members: dict[GridPoint, tuple[int, ...]]
     owned: dict[GridPoint, frozenset[int]]
-    centres: dict[GridPoint, tuple]
+    centres: dict[GridPoint, Centre]
 
 
 @dataclass
@@ -671,7 +691,7 @@ class _Anchors:
     """Candidate patch centres, one per distinct (zone, decimetre) position, in a fixed order."""
 
     points: list[GridPoint]
-    centres: list[tuple]
+    centres: list[Centre]
     own: list[list[int]]  # patches whose own centred chip is here
     zx: np.ndarray
     zy: np.ndarray
@@ -718,7 +738,7 @@ def patch_points(recs: Sequence[SceneRecord], cfg: TileConfig) -> PatchPoints:
         by_owner[a].append(i)
     members: dict[GridPoint, tuple[int, ...]] = {}
     owned: dict[GridPoint, frozenset[int]] = {}
-    centres: dict[GridPoint, tuple] = {}
+    centres: dict[GridPoint, Centre] = {}
     for a in sorted(kept, key=lambda a: anchors.points[a]):
         p = anchors.points[a]
         mine = frozenset(by_owner[a])
@@ -736,7 +756,7 @@ def _patch_anchors(recs: Sequence[SceneRecord], patches: Sequence[int], cfg: Til
         by_crs[recs[i].crs].append(i)
     found: dict[GridPoint, int] = {}
     points: list[GridPoint] = []
-    centres: list[tuple] = []
+    centres: list[Centre] = []
     own: list[list[int]] = []
     for crs, idx in sorted(by_crs.items()):
         qx, qy = [], []
@@ -803,4 +823,5 @@ def _in_box(rec: SceneRecord, epsg: int, order: np.ndarray, anchors: _Anchors) -
     xs = anchors.zx[order]
     cand = order[np.searchsorted(xs, zx.min(), "left") : np.searchsorted(xs, zx.max(), "right")]
     y = anchors.zy[cand]
-    return cand[(y >= zy.min()) & (y <= zy.max())]
+    near: np.ndarray = cand[(y >= zy.min()) & (y <= zy.max())]
+    return near

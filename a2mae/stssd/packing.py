@@ -151,7 +151,13 @@ class _Sums:
     def __init__(self) -> None:
         self._acc: dict[tuple[str, str, tuple[str, ...]], list[np.ndarray]] = {}
 
-    def add(self, names: Sequence[str], sensor: str, bands: tuple[str, ...], stats) -> None:
+    def add(
+        self,
+        names: Sequence[str],
+        sensor: str,
+        bands: tuple[str, ...],
+        stats: tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
+    ) -> None:
         """Add one chip's :func:`~a2mae.stssd.chips.band_stats` (None: no valid pixel) to ``names``."""
         if stats is None:
             return
@@ -212,7 +218,7 @@ class _PartWriter:
 
     def write(self, chip: np.ndarray) -> tuple[int, int]:
         """Append a C-contiguous ``[C, H, W]`` int16 chip; returns ``(part, offset)``."""
-        data = memoryview(chip).cast("B")
+        data = chip.data.cast("B")
         off = self._size
         self._hash.update(data)
         if self._buf is not None:

@@ -245,7 +245,7 @@ def build_tasks(
     max_bytes = int(cfg.shard_max_mb * 1024 * 1024)
     chip_bytes = 2 * cfg.chip_size * cfg.chip_size  # int16 pixels
 
-    def point_bytes(sets) -> int:
+    def point_bytes(sets: Sequence[PlannedSet]) -> int:
         # A window shared by several sets of a grid point is stored once.
         wins = {im.window for st in sets for im in st.images}
         return sum(len(source(w.scene).bands) * chip_bytes for w in wins)

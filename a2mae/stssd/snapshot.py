@@ -28,14 +28,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from a2mae.stssd.chips import NODATA, REFLECTANCE_SCALE
 from a2mae.stssd.errors import SnapshotError as SnapshotError  # re-exported
-from a2mae.stssd.grouping import Plan, PlannedSet, chip_transform, transformer
+from a2mae.stssd.grouping import Plan, PlannedImage, PlannedSet, chip_transform, transformer
 from a2mae.stssd.packing import KeptImage, ShardResult
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from s3fs import S3FileSystem
 
 FORMAT = "a2mae-stssd"
 FORMAT_VERSION = 2
@@ -102,48 +106,49 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _manifest_schema():
+def _manifest_schema() -> pa.Schema:
     import pyarrow as pa
 
+    fields: list[tuple[str, pa.DataType]] = [
+        ("set_id", pa.string()),
+        ("set_index", pa.int64()),
+        ("set_kind", pa.string()),
+        ("split", pa.string()),
+        ("image_index", pa.int16()),
+        ("role", pa.string()),
+        ("image_id", pa.string()),
+        ("scene_id", pa.string()),
+        ("source", pa.string()),
+        ("sensor", pa.string()),
+        ("product", pa.string()),
+        ("bands", pa.list_(pa.string())),
+        ("gsd_m", pa.float64()),
+        ("datetime", pa.timestamp("us", tz="UTC")),
+        ("year", pa.int16()),
+        ("doy", pa.int16()),
+        ("period", pa.string()),
+        ("corners", pa.list_(pa.float64(), 8)),
+        ("crs", pa.string()),
+        ("transform", pa.list_(pa.float64(), 6)),
+        ("row0", pa.int32()),
+        ("col0", pa.int32()),
+        ("channels", pa.int16()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("centre_lat", pa.float64()),
+        ("centre_lon", pa.float64()),
+        ("grid_crs", pa.string()),
+        ("centre_x", pa.float64()),
+        ("centre_y", pa.float64()),
+        ("cloud_fraction", pa.float32()),
+        ("nodata_fraction", pa.float32()),
+        ("shard", pa.string()),
+        ("offset", pa.int64()),
+        ("nbytes", pa.int64()),
+        ("dtype", pa.string()),
+    ]
     return pa.schema(
-        [
-            ("set_id", pa.string()),
-            ("set_index", pa.int64()),
-            ("set_kind", pa.string()),
-            ("split", pa.string()),
-            ("image_index", pa.int16()),
-            ("role", pa.string()),
-            ("image_id", pa.string()),
-            ("scene_id", pa.string()),
-            ("source", pa.string()),
-            ("sensor", pa.string()),
-            ("product", pa.string()),
-            ("bands", pa.list_(pa.string())),
-            ("gsd_m", pa.float64()),
-            ("datetime", pa.timestamp("us", tz="UTC")),
-            ("year", pa.int16()),
-            ("doy", pa.int16()),
-            ("period", pa.string()),
-            ("corners", pa.list_(pa.float64(), 8)),
-            ("crs", pa.string()),
-            ("transform", pa.list_(pa.float64(), 6)),
-            ("row0", pa.int32()),
-            ("col0", pa.int32()),
-            ("channels", pa.int16()),
-            ("height", pa.int32()),
-            ("width", pa.int32()),
-            ("centre_lat", pa.float64()),
-            ("centre_lon", pa.float64()),
-            ("grid_crs", pa.string()),
-            ("centre_x", pa.float64()),
-            ("centre_y", pa.float64()),
-            ("cloud_fraction", pa.float32()),
-            ("nodata_fraction", pa.float32()),
-            ("shard", pa.string()),
-            ("offset", pa.int64()),
-            ("nbytes", pa.int64()),
-            ("dtype", pa.string()),
-        ],
+        fields,
         metadata={b"a2mae_format": FORMAT.encode(), b"a2mae_format_version": str(FORMAT_VERSION).encode()},
     )
 
@@ -258,7 +263,7 @@ class SnapshotWriter:
         if len(self._rows) >= self.ROW_GROUP:
             self._flush()
 
-    def _row(self, s: PlannedSet, k: int, im, ki: KeptImage, shard: str) -> dict[str, Any]:
+    def _row(self, s: PlannedSet, k: int, im: PlannedImage, ki: KeptImage, shard: str) -> dict[str, Any]:
         w = im.window
         rec = self.plan.records[w.scene]
         tr = chip_transform(rec, w)
@@ -400,7 +405,7 @@ def join_uri(root: str, name: str) -> str:
     return root.rstrip("/") + "/" + name
 
 
-def read_info(root: str | Path, fs=None) -> dict[str, Any]:
+def read_info(root: str | os.PathLike[str], fs: S3FileSystem | None = None) -> dict[str, Any]:
     """Read and check ``snapshot.json``.
 
     Raises:
@@ -478,7 +483,7 @@ def set_mix(root: str | Path) -> SetMix:
 REPAIR = "rebuild it with `a2mae tile --force`, or restore it (`dvc checkout` / `dvc pull`)"
 
 
-def sha256_of(uri: str, fs=None) -> str:
+def sha256_of(uri: str, fs: S3FileSystem | None = None) -> str:
     """sha256 of a local file or an S3 object (streamed)."""
     h = hashlib.sha256()
     with open(uri, "rb") if fs is None else fs.open(uri, "rb") as f:
@@ -487,14 +492,14 @@ def sha256_of(uri: str, fs=None) -> str:
     return h.hexdigest()
 
 
-def _size_of(uri: str, fs=None) -> int | None:
+def _size_of(uri: str, fs: S3FileSystem | None = None) -> int | None:
     try:
         return os.path.getsize(uri) if fs is None else int(fs.size(uri))
     except (FileNotFoundError, NotADirectoryError):
         return None
 
 
-def check_file(uri: str, size: int | None, digest: str | None, fs=None) -> None:
+def check_file(uri: str, size: int | None, digest: str | None, fs: S3FileSystem | None = None) -> None:
     """Check one snapshot file against its recorded size and sha256 (each when given).
 
     Raises:
@@ -525,7 +530,9 @@ def _valid_lists(files: Any, shards: Any) -> bool:
     return True
 
 
-def verify_snapshot(root: str | Path, fs=None, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+def verify_snapshot(
+    root: str | os.PathLike[str], fs: S3FileSystem | None = None, doc: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Check a snapshot against its own ``snapshot.json``: ids, sizes and sha256 of every file.
 
     Reads every byte of the snapshot once (about a second per GB locally).
@@ -545,7 +552,8 @@ def verify_snapshot(root: str | Path, fs=None, doc: dict[str, Any] | None = None
     """
     root = str(root).rstrip("/")
     doc = dict(doc if doc is not None else read_info(root, fs))
-    files, shards = doc.get("files"), doc.get("shards")
+    files: Any = doc.get("files")  # checked by _valid_lists
+    shards: Any = doc.get("shards")
     if not _valid_lists(files, shards):
         raise SnapshotError(f"{join_uri(root, INFO)}: no valid file list (files, shards); {REPAIR}")
     if snapshot_id_of(doc.get("fingerprint"), files, shards) != doc.get("snapshot_id"):

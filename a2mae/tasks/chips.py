@@ -72,7 +72,7 @@ def _gsd_m(src: rasterio.DatasetReader) -> float | None:
     res = abs(src.transform.a)
     if src.crs.is_geographic:  # degrees -> metres at the chip centre
         lat = (src.bounds.top + src.bounds.bottom) / 2
-        return res * 111_320.0 * max(math.cos(math.radians(lat)), 1e-6)
+        return float(res * 111_320.0 * max(math.cos(math.radians(lat)), 1e-6))
     factor = src.crs.linear_units_factor[1] if src.crs.linear_units_factor else 1.0
     return float(res * factor)
 
@@ -171,7 +171,8 @@ def read_mask(path: str | Path) -> np.ndarray:
         with open_raster(path) as src:
             if src.count != 1:
                 raise DatasetError(f"{path}: a mask must have 1 band, found {src.count}")
-            return src.read(1).astype(np.int64)
+            mask: np.ndarray = src.read(1).astype(np.int64)
+            return mask
     except RasterioIOError as err:
         raise DatasetError(f"{path}: cannot read the mask ({str(err).splitlines()[0]})") from None
 

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torchmetrics import Metric
 from torchmetrics.classification import (
     BinaryF1Score,
     BinaryJaccardIndex,
@@ -67,6 +68,7 @@ class TaskMetrics:
         self.num_classes, self.ignore_index = num_classes, ignore_index
         k, ig = num_classes, ignore_index
         self._cm: MulticlassConfusionMatrix | None = None
+        self._m: dict[str, Metric]
         if self.kind == "single_label":
             self._m = {
                 "oa": MulticlassAccuracy(k, average="micro"),

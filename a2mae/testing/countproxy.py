@@ -72,7 +72,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _fail(self) -> bool:
         with self.lock:
-            fail = self.state["fail_next"] > 0
+            fail: bool = self.state["fail_next"] > 0
             self.state["fail_next"] -= int(fail)
             if fail:
                 self.state["requests"].append([self.command, self.path.split("?")[0], None, 503, 0])
@@ -177,7 +177,8 @@ class CountingProxy:
 
     def stats(self) -> dict[str, Any]:
         """``{"bytes": total body bytes relayed, "requests": [[method, path, range, status, bytes]...]}``."""
-        return self._get("/__stats__")
+        stats: dict[str, Any] = self._get("/__stats__")
+        return stats
 
     def reset(self) -> None:
         """Zero the counters."""

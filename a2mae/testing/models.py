@@ -23,6 +23,7 @@ from a2mae.config import ModelConfig, load_params
 from a2mae.models import A2MAE, create_model
 from a2mae.models.downstream import DownstreamModel, ModelSpec
 from a2mae.sensors import SensorRegistry, get_registry
+from a2mae.types import ImageMeta
 
 
 @functools.cache
@@ -54,7 +55,12 @@ TINY_ENCODER = {
 
 
 def spec_for(
-    task: str, bands: Sequence[str], classes: Sequence[str], size: int = 32, sensor: str = "S2", **extra
+    task: str,
+    bands: Sequence[str],
+    classes: Sequence[str],
+    size: int = 32,
+    sensor: str = "S2",
+    **extra: Any,
 ) -> ModelSpec:
     """A :class:`ModelSpec` without an encoder (for :class:`BandThresholdTestModel`)."""
     return ModelSpec(
@@ -115,7 +121,9 @@ class BandThresholdTestModel(nn.Module):
         super().__init__()
         self.spec, self.band, self.threshold = spec, band, threshold
 
-    def forward(self, pixels: torch.Tensor, metas=None) -> torch.Tensor:
+    def forward(
+        self, pixels: torch.Tensor, metas: Sequence[Sequence[ImageMeta]] | None = None
+    ) -> torch.Tensor:
         """Logits ``[N, 2, H, W]`` (``[N, 2]`` for classification: the chip mean is tested)."""
         x = pixels.float()
         task = tasks.get(self.spec.task)

@@ -95,7 +95,7 @@ def run_verb(
         return Run(proc.returncode, out.read(), err.read(), signalled, workers)
 
 
-SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
+SIGNAL_EXIT: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
 
 
 def signal_outcome(run: Any, sig: int, written: str, leftovers: list[Any]) -> str:

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,14 @@ from a2mae.ingest.catalog import BandFile, SceneRecord
 from a2mae.sensors import get_registry
 from a2mae.sensors.registry import Sensor
 from a2mae.stssd.grouping import utm_epsg
+from a2mae.types import Period
+
+if TYPE_CHECKING:
+    from affine import Affine
+    from pyproj import Transformer
+
+    #: A band grid: affine, size, pixel-centre x ``[1, n]`` and y ``[n, 1]``, land and vegetation fields.
+    _Grid = tuple[Affine, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 # Spectral signatures (wavelength nm -> reflectance) of the two end members mixed by the ground field.
 _VEG = (
@@ -163,14 +172,21 @@ def default_specs(scale: float = 1.0) -> list[SceneSpec]:
     ]
 
 
-def _period(dt: datetime, lat: float, growth_months: Sequence[int], tropics_lat: float) -> str:
+def _period(dt: datetime, lat: float, growth_months: Sequence[int], tropics_lat: float) -> Period:
     if abs(lat) < tropics_lat:
         return "na"
     month = dt.month if lat >= 0 else (dt.month + 5) % 12 + 1
     return "g" if month in growth_months else "ng"
 
 
-def _write_tif(path: Path, data: np.ndarray, transform, crs: str, nodata: float | None, tags=None) -> None:
+def _write_tif(
+    path: Path,
+    data: np.ndarray,
+    transform: Affine,
+    crs: str,
+    nodata: float | None,
+    tags: Mapping[str, str] | None = None,
+) -> None:
     import rasterio
 
     count, h, w = data.shape
@@ -210,7 +226,15 @@ def _cloud_mask(spec: SceneSpec, x: np.ndarray, y: np.ndarray, cx: float, cy: fl
 class _SceneWriter:
     """Writes one scene; keeps what the catalog record needs."""
 
-    def __init__(self, place: Place, sensor: Sensor, spec: SceneSpec, fields, epsg: int, centre) -> None:
+    def __init__(
+        self,
+        place: Place,
+        sensor: Sensor,
+        spec: SceneSpec,
+        fields: tuple[_Field, _Field],
+        epsg: int,
+        centre: tuple[float, float],
+    ) -> None:
         self.place, self.sensor, self.spec = place, sensor, spec
         self.land, self.veg = fields
         self.crs = f"EPSG:{epsg}"
@@ -227,9 +251,9 @@ class _SceneWriter:
         self.band_files: list[BandFile] = []
         self.qa_file: BandFile | None = None
         self.cloud_fraction: float | None = None
-        self._grids: dict[float, tuple] = {}
+        self._grids: dict[float, _Grid] = {}
 
-    def grid(self, gsd: float):
+    def grid(self, gsd: float) -> _Grid:
         """Affine transform, size, pixel-centre coordinates and ground fields of a band grid at ``gsd``."""
         from rasterio.transform import Affine
 
@@ -243,7 +267,9 @@ class _SceneWriter:
             self._grids[gsd] = (t, n, x, y, land, veg)
         return self._grids[gsd]
 
-    def band_values(self, band: str, gsd: float, growth: bool, scale: float, offset: float):
+    def band_values(
+        self, band: str, gsd: float, growth: bool, scale: float, offset: float
+    ) -> tuple[Affine, int, np.ndarray, np.ndarray, int]:
         t, n, x, y, land, veg = self.grid(gsd)
         refl = reflectance(self.sensor.bands[band].center_nm, land, veg, growth)
         cloud = _cloud_mask(self.spec, x, y, self.cx, self.cy)
@@ -253,7 +279,17 @@ class _SceneWriter:
         dn[:, :nodata_cols] = 0
         return t, n, dn, cloud, nodata_cols
 
-    def add(self, path: Path, band: str, gsd: float, t, n: int, index: int = 1, nodata=0.0, dtype="uint16"):
+    def add(
+        self,
+        path: Path,
+        band: str,
+        gsd: float,
+        t: Affine,
+        n: int,
+        index: int = 1,
+        nodata: float | None = 0.0,
+        dtype: str = "uint16",
+    ) -> None:
         self.band_files.append(
             BandFile(
                 band=band,
@@ -383,10 +419,12 @@ def _write_gf(w: _SceneWriter, folder: Path, growth: bool) -> str:
     prod = w.sensor.product("MS")
     g = w.finest
     stack = []
-    t = n = None
+    t: Affine | None = None
+    n = 0
     for band in ("B1", "B2", "B3", "B4"):
         t, n, dn, _cloud, _ncols = w.band_values(band, g, growth, prod.scale, prod.offset)
         stack.append(dn)
+    assert t is not None
     path = folder / name
     tags = {
         "SATELLITE": w.sensor.id,
@@ -449,14 +487,17 @@ def make_scenes(
     return sorted(records, key=lambda r: r.scene_id)
 
 
-def _record(w: _SceneWriter, source: str, to_ll, growth_months, tropics_lat) -> SceneRecord:
+def _record(
+    w: _SceneWriter, source: str, to_ll: Transformer, growth_months: Sequence[int], tropics_lat: float
+) -> SceneRecord:
     g = w.finest
     ulx, uly = w.ul
     ext = w.size * g
     xs = [ulx, ulx + ext, ulx + ext, ulx]
     ys = [uly, uly, uly - ext, uly - ext]
     lons, lats = to_ll.transform(xs, ys)
-    corners = tuple((float(la), float(lo)) for la, lo in zip(lats, lons, strict=True))
+    ul, ur, lr, ll = ((float(la), float(lo)) for la, lo in zip(lats, lons, strict=True))
+    corners = (ul, ur, lr, ll)
     ring = [*zip(lons, lats, strict=True), (lons[0], lats[0])]
     wkt = "POLYGON ((" + ", ".join(f"{lo:.8f} {la:.8f}" for lo, la in ring) + "))"
     digest = hashlib.sha256("".join(sorted(_sha256(f) for f in w.files)).encode()).hexdigest()

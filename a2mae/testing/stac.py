@@ -239,7 +239,7 @@ def window_in(
 
 def _tiles_of_window(
     bf: BandFile, grid_t: Sequence[float], row0: int, col0: int, chip: int, block: tuple[int, int]
-) -> set[tuple]:
+) -> set[tuple[int, int]]:
     """The ``(x, y)`` tile indices of ``bf``'s COG that a chip window of the grid ``grid_t`` touches."""
     c0, r0, c1, r1 = window_in(bf, grid_t, row0, col0, chip)
     bh, bw = block
@@ -263,7 +263,7 @@ def window_tile_bytes(
     for rec, wins in windows:
         for bf in [*rec.band_files, *([rec.qa_file] if rec.qa_file else [])]:
             with rasterio.open(local[bf.uri]) as ds:
-                tiles: set[tuple] = set()
+                tiles: set[tuple[int, int]] = set()
                 for row0, col0 in wins:
                     tiles |= _tiles_of_window(bf, rec.transform, row0, col0, chip, ds.block_shapes[0])
                 sizes = [int(ds.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=1) or 0) for x, y in tiles]

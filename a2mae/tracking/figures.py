@@ -40,7 +40,8 @@ def display_channels(sensor: str, bands: Sequence[str], registry: SensorRegistry
 
 def _stretch(img: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     out = (img - lo) / np.maximum(hi - lo, 1e-6)
-    return np.clip(out, 0.0, 1.0)
+    clipped: np.ndarray = np.clip(out, 0.0, 1.0)
+    return clipped
 
 
 def _to_display(t: torch.Tensor, chans: list[int]) -> np.ndarray:

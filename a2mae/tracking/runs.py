@@ -172,7 +172,7 @@ class StepLogger:
                 except queue.Empty:
                     break
             stop = any(it is None for it in items)
-            batch = []
+            batch: list[Metric] = []
             for it in items:
                 if isinstance(it, _Item):
                     ts = int(time.time() * 1000)
