@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from pydantic import ValidationError
@@ -31,6 +32,12 @@ FORMAT_VERSION = 1
 META_KEY = "a2mae"
 
 
+class _StatsDoc(Protocol):
+    """What :class:`a2mae.normstats.NormStats` offers a checkpoint (it imports this module, not back)."""
+
+    def to_doc(self) -> dict[str, Any]: ...
+
+
 class CheckpointError(A2maeError, ValueError):
     """A checkpoint file is missing, unreadable, or not an a2mae checkpoint."""
 
@@ -39,7 +46,7 @@ def save_checkpoint(
     path: str | os.PathLike[str],
     model: A2MAE,
     *,
-    norm_stats: dict[str, Any],
+    norm_stats: _StatsDoc | Mapping[str, Any],
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` to ``path`` (a ``.safetensors`` file), atomically.
@@ -47,8 +54,9 @@ def save_checkpoint(
     Args:
         path: Target file; ``.safetensors`` is appended when missing.
         model: The model (any device; tensors are copied to CPU).
-        norm_stats: Normalisation statistics of the training data (JSON-serialisable), e.g.
-            ``{"S2": {"B02": {"mean": ..., "std": ...}, ...}, ...}``.
+        norm_stats: Normalisation statistics of the training data: a :class:`~a2mae.normstats.NormStats`
+            or its JSON document (the snapshot's ``stats.json``), read back with
+            :func:`a2mae.normstats.load_stats`.
         extra: Further JSON-serialisable metadata (training step, dataset md5, git sha, ...).
 
     Returns:
@@ -67,7 +75,7 @@ def save_checkpoint(
         "variant": model.config.name,
         "config": model.config.model_dump(mode="json"),
         "sensors": model.sensor_entries,
-        "norm_stats": norm_stats,
+        "norm_stats": dict(norm_stats) if isinstance(norm_stats, Mapping) else norm_stats.to_doc(),
         "extra": extra or {},
     }
     try:

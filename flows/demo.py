@@ -5,9 +5,11 @@ workspace under ``<out>/workspace`` (the repository's ``dvc.yaml``, ``params.yam
 bundled samples), then runs the retrain flow against Prefect's ephemeral API (its database kept in
 ``<out>/prefect`` so the runs can be browsed afterwards), MLflow on SQLite, a local Ray and the local
 DVC remote: ingest of the real sample scenes (``data/samples/``: Sentinel-2 L1C, L2A and a 4-date
-surface reflectance series, Landsat-8 L1 and Collection-2 L2, NAIP), tiling, a DVC snapshot
+surface reflectance series, Landsat-8 L1 and Collection-2 L2, NAIP, and the two-date Sentinel-2 L1C
+pairs of four OSCD cities), tiling, a DVC snapshot
 (committed to the workspace's git), pre-training, fine-tuning on the BigEarthNet samples, evaluation
-and promotion. It ends by printing how many multi-image sets of real imagery the snapshot holds, and
+and promotion. It ends by printing how many multi-image sets of real imagery the snapshot holds (and
+how many of them are multi-date), and
 where to look. A second run reuses the workspace: unchanged inputs are cache hits and
 training is skipped because the champion was trained on the same snapshot.
 
@@ -60,19 +62,18 @@ def make_workspace(root: Path) -> Path:
     for name in WORKSPACE_FILES:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, root / name)
-    samples = REPO / "data" / "samples"
-    for sub in (*(Path(p).name for p in SAMPLE_SCENES), "bigearthnet"):
-        shutil.copytree(samples / sub, root / "data" / "samples" / sub, dirs_exist_ok=True)
+    for sub in (*SAMPLE_SCENES, "data/samples/bigearthnet"):
+        shutil.copytree(REPO / sub, root / sub, dirs_exist_ok=True)
     ident = ["-c", "user.name=a2mae demo", "-c", "user.email=a2mae-demo@localhost"]
     for cmd in (["init", "-q"], ["add", "-A"], [*ident, "commit", "-q", "-m", "demo workspace"]):
         subprocess.run(["git", *cmd], cwd=root, check=True, capture_output=True)
     return root
 
 
-def run_demo(out: Path, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Run the retrain flow on the samples in ``out/workspace``; returns its result.
+def run_environment(out: Path) -> None:
+    """Settings of an embedded pipeline run kept in ``out``: Prefect's home there, no telemetry, quiet MLflow.
 
-    Prefect is imported here, after ``PREFECT_HOME`` points into ``out`` (unless already set).
+    Prefect must be imported after this (unless ``PREFECT_HOME`` was already set).
     """
     out = out.resolve()
     (out / "prefect").mkdir(parents=True, exist_ok=True)  # Prefect warns when it cannot create it
@@ -83,6 +84,15 @@ def run_demo(out: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
+def run_demo(out: Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Run the retrain flow on the samples in ``out/workspace``; returns its result.
+
+    Prefect is imported here, after ``PREFECT_HOME`` points into ``out`` (unless already set).
+    """
+    out = out.resolve()
+    run_environment(out)
     from a2mae.samples import sample_path
     from flows.params import RetrainIngest, RetrainParams, RetrainVersion
     from flows.retrain import retrain

@@ -52,12 +52,17 @@ PATH_KEYS = (
     "predict.output",
     "collect.locations",
 )
-#: The bundled real scenes (the sources of the ingest stage in dvc.yaml).
+#: The bundled real scenes (the sources of the ingest stage in dvc.yaml): the single scenes and series,
+#: and four OSCD cities (two-date Sentinel-2 L1C pairs: 52 real two-date sets once tiled).
 SAMPLE_SCENES = (
     "data/samples/sentinel2_l2a_T29RKH_20200219",
     "data/samples/landsat8_c2l2_p001r062_20201031",
     "data/samples/tanzania_s2_arcsi_T37MEM",
     "data/samples/naip_m4709963se_northdakota",
+    "data/samples/oscd_s2_l1c/bordeaux",
+    "data/samples/oscd_s2_l1c/valencia",
+    "data/samples/oscd_s2_l1c/rio",
+    "data/samples/oscd_s2_l1c/bercy",
 )
 
 

@@ -4,7 +4,8 @@ The layers, from the top (a module may import its own layer and the layers below
 
 ====  ===============================================================================================
  0    entry points: ``flows``, ``a2mae.cli``, ``a2mae.__main__``, ``a2mae.testing`` (test support)
- 1    ``a2mae.benchmark`` (scores encoders with the stages below: embeddings, probes, fine-tuning)
+ 1    ``a2mae.benchmark`` (scores encoders with the stages below: embeddings, probes, fine-tuning),
+      ``a2mae.evidence`` (the report of ``make evidence``)
  2    ``a2mae.predict``
  3    ``a2mae.evaluate``
  4    ``a2mae.finetune``
@@ -15,8 +16,8 @@ The layers, from the top (a module may import its own layer and the layers below
  8    ``a2mae.stssd``
  9    ``a2mae.collect`` (gathers scenes from a STAC API into the catalog ingest writes)
  10   ``a2mae.ingest``
- 11   shared services of the stages: ``tracking``, ``checkpoint``, ``executor``, ``services``, ``dvc``,
-      ``samples``
+ 11   shared services of the stages: ``tracking``, ``checkpoint``, ``normstats``, ``executor``,
+      ``services``, ``dvc``, ``samples``
  12   ``a2mae.models`` (pure torch + timm)
  13   base: ``a2mae.types``, ``a2mae.sensors``, ``a2mae.io``, ``a2mae.config``, ``a2mae.errors``,
       ``a2mae.console`` (what commands print, progress bars), ``a2mae.logs`` (library logs to a file)
@@ -39,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 LAYERS: list[tuple[str, ...]] = [
     ("flows", "a2mae.cli", "a2mae.__main__", "a2mae.testing"),
-    ("a2mae.benchmark",),
+    ("a2mae.benchmark", "a2mae.evidence"),
     ("a2mae.predict",),
     ("a2mae.evaluate",),
     ("a2mae.finetune",),
@@ -52,6 +53,7 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "a2mae.tracking",
         "a2mae.checkpoint",
+        "a2mae.normstats",
         "a2mae.executor",
         "a2mae.services",
         "a2mae.dvc",

@@ -32,6 +32,7 @@ def test_params_yaml_is_complete_and_valid():
         "finetune",
         "evaluate",
         "predict",
+        "evidence",
         "registry",
         "infra",
     }
@@ -139,8 +140,8 @@ def test_shim_is_inert_when_torchvision_loads_normally(monkeypatch):
 
 def test_builtin_sensor_registry():
     reg = load_registry()
-    assert {"S2", "L8", "GF1", "GF2", "NAIP"} <= set(reg.ids)
-    assert [Path(f).name for f in reg.sources] == ["builtin.yaml", "naip.yaml"]
+    assert {"S2", "L8", "GF1", "GF2", "NAIP", "TM"} <= set(reg.ids)
+    assert [Path(f).name for f in reg.sources] == ["builtin.yaml", "naip.yaml", "landsat_tm.yaml"]
     s2 = reg.get("S2")
     assert set(s2.products) == {"L1C", "L2A", "ARCSI"}
     assert s2.pretrain_bands == ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
@@ -153,6 +154,9 @@ def test_builtin_sensor_registry():
     assert reg.get("GF2").bands["B1"].gsd_m == pytest.approx(3.2)
     naip = reg.get("NAIP")
     assert naip.pretrain_bands == ("B", "G", "R", "NIR") and naip.band_id("nir") == "NIR"
+    tm = reg.get("TM")
+    assert tm.pretrain_bands == ("B1", "B2", "B3", "B4", "B5", "B7") and tm.band_id("swir22") == "B7"
+    assert tm.products["L1"].dn_bits == 8 and tm.products["L1"].scale == pytest.approx(1 / 255)
     for s in reg:
         for group, bands in s.token_groups.items():
             assert bands, (s.id, group)

@@ -26,6 +26,7 @@ from a2mae.finetune.report import ablation_markdown
 from a2mae.finetune.run import FinetuneOutcome, FinetuneStage, resolve_data, run_arm
 from a2mae.finetune.tracking import open_parent_run
 from a2mae.io.atomic import atomic_path
+from a2mae.normstats import NormStats
 from a2mae.pretrain.run import PretrainStage
 
 #: ``pretrain(snapshot, name) -> (encoder, last loss)``: one variant's pre-training (see :func:`_pretrain`).
@@ -95,7 +96,8 @@ def _pretrain(stage: PretrainStage, snapshot: str, run_name: str) -> tuple[Encod
             .get_run(res.run_id)
             .data.metrics.get("loss")
         )
-    return EncoderHandle(model, f"ablation:{run_name}", dict(meta.get("norm_stats") or {}), info), loss
+    stats = NormStats.from_doc(meta.get("norm_stats"), f"ablation:{run_name}")
+    return EncoderHandle(model, f"ablation:{run_name}", stats, info), loss
 
 
 def ablate(

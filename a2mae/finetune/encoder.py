@@ -24,6 +24,7 @@ import torch
 from a2mae.config import ModelConfig, RegistryConfig
 from a2mae.finetune.errors import EncoderError as EncoderError  # re-exported
 from a2mae.models import A2MAE, create_model_from_params
+from a2mae.normstats import NormStats, NormStatsError
 from a2mae.sensors import get_registry
 
 SCRATCH = "scratch"
@@ -36,14 +37,13 @@ class EncoderHandle:
     Attributes:
         model: The A²-MAE model (its decoder is dropped downstream).
         source: The URI it was loaded from (``scratch`` for a fresh one).
-        norm_stats: Pre-training normalisation statistics ``{sensor: {band: {mean, std}}}`` (empty for
-            scratch).
+        norm_stats: Pre-training normalisation statistics of the encoder (empty for scratch).
         info: Further lineage (checkpoint ``extra``, registry name/version, run id).
     """
 
     model: A2MAE
     source: str
-    norm_stats: dict[str, Any] = field(default_factory=dict)
+    norm_stats: NormStats = field(default_factory=lambda: NormStats({}))
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -56,9 +56,15 @@ def _from_checkpoint(path: Path, source: str) -> EncoderHandle:
     from a2mae.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(path)
-    return EncoderHandle(
-        model, source, dict(meta.get("norm_stats") or {}), {"checkpoint": dict(meta.get("extra") or {})}
-    )
+    return EncoderHandle(model, source, _stats(meta, source), {"checkpoint": dict(meta.get("extra") or {})})
+
+
+def _stats(meta: dict[str, Any], source: str) -> NormStats:
+    """The statistics stored with a checkpoint (whole ``stats.json`` documents and older forms)."""
+    try:
+        return NormStats.from_doc(meta.get("norm_stats"), f"encoder {source}")
+    except NormStatsError as err:
+        raise EncoderError(str(err)) from None
 
 
 def _registry_info(uri: str, registry: RegistryConfig) -> dict[str, Any]:
@@ -96,9 +102,7 @@ def _from_registry(uri: str, registry: RegistryConfig) -> EncoderHandle:
         ) from None
     except CheckpointError as err:
         raise EncoderError(f"encoder {uri}: not an a2mae encoder model ({err})") from None
-    return EncoderHandle(
-        model, uri, dict(meta.get("norm_stats") or {}), {**info, "checkpoint": dict(meta.get("extra") or {})}
-    )
+    return EncoderHandle(model, uri, _stats(meta, uri), {**info, "checkpoint": dict(meta.get("extra") or {})})
 
 
 def _new_encoder(

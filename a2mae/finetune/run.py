@@ -23,6 +23,7 @@ from a2mae import tasks
 from a2mae.config import FinetuneConfig, Params
 from a2mae.finetune import engine
 from a2mae.finetune.encoder import SCRATCH, EncoderHandle
+from a2mae.finetune.normalise import input_norm, normalization_used
 from a2mae.finetune.report import comparison_markdown
 from a2mae.finetune.stage import Arm, FinetuneOutcome, FinetuneStage, Splits, outcome
 from a2mae.finetune.tracking import (
@@ -38,7 +39,6 @@ from a2mae.models import A2MAE
 from a2mae.models.downstream import DownstreamModel, ModelSpec, strip_decoder
 from a2mae.tasks.base import Metrics, open_dataset
 from a2mae.tasks.chips import DatasetError, EmptySplitError
-from a2mae.tasks.data import DatasetInfo
 
 __all__ = [
     "Comparison",
@@ -48,6 +48,7 @@ __all__ = [
     "build_model",
     "compare_scratch",
     "finetune",
+    "normalization_used",
     "open_parent_run",
     "open_splits",
     "resolve_data",
@@ -111,26 +112,6 @@ def scratch_like(handle: EncoderHandle, seed: int) -> EncoderHandle:
     return EncoderHandle(model, SCRATCH)
 
 
-def _normalisation(
-    normalization: str, handle: EncoderHandle, info: DatasetInfo, train: Any
-) -> tuple[list[float], list[float]]:
-    """Per-band ``(mean, std)`` of the inputs: the encoder's pre-training statistics or the train split's.
-
-    Raises:
-        DatasetError: ``finetune.normalization=encoder`` and a pre-trained encoder lacks these bands.
-    """
-    if normalization == "encoder":
-        stats = handle.norm_stats.get(info.sensor, {})
-        if all(b in stats for b in info.bands):
-            return [float(stats[b]["mean"]) for b in info.bands], [float(stats[b]["std"]) for b in info.bands]
-        if handle.pretrained:
-            raise DatasetError(
-                f"finetune.normalization=encoder: the encoder has no statistics for {info.sensor} bands "
-                f"{list(info.bands)}; use finetune.normalization=dataset"
-            )
-    return engine.norm_stats(train)
-
-
 def build_model(
     cfg: FinetuneConfig, handle: EncoderHandle, splits: Splits, protocol: str, train: Any
 ) -> DownstreamModel:
@@ -151,7 +132,7 @@ def build_model(
         raise DatasetError(
             f"{splits.train.root}: sensor {info.sensor} unknown to the encoder ({', '.join(enc.sensor_ids)})"
         )
-    mean, std = _normalisation(cfg.normalization, handle, info, train)
+    mean, std = input_norm(cfg.normalization, handle, info, train)
     spec = ModelSpec(
         task=info.task,
         classes=list(info.classes),

@@ -7,6 +7,9 @@
 * :func:`prepare_scl_segmentation` -- a Sentinel-2 L2A scene with its scene-classification layer
   (SCL) -> image/mask chip pairs: the ten bands on the grid of the finest band present (200 m bands
   resampled bilinear, SCL nearest) and the mask from :data:`SCL_CLASSES`.
+* :func:`prepare_landsat_cd` -- the real Landsat TM/ETM+ change sets of Taizhou and Nanjing (ENVI, 8-bit
+  DNs) -> tagged GeoTIFF pairs and their reference change rasters.
+* :func:`prepare_eolearn_landcover` -- the real eo-learn Slovenia patch -> land-cover segmentation chips.
 * :func:`make_change_pairs` -- **generated** before/after/label GeoTIFFs (no open real
   change-detection set is available offline).
 
@@ -336,6 +339,141 @@ def make_change_pairs(
     return counts
 
 
+# --------------------------------------------------------------------- Landsat change pairs (real)
+#: The Taizhou / Nanjing change sets: ``site: ((ENVI file, output name, acquisition date), ...)``.
+LANDSAT_CD_SITES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "Taizhou": (
+        ("2000TM", "L71119038_03820000317_Taizhou", "2000-03-17"),
+        ("2003TM", "L71119038_03820030206_Taizhou", "2003-02-06"),
+    ),
+    "Nanjing": (
+        ("LT51200382000124BJC00_Nanjing", "LT51200382000124BJC00_Nanjing", "2000-05-03"),
+        ("LT51200382002193BJC00_Nanjing", "LT51200382002193BJC00_Nanjing", "2002-07-12"),
+    ),
+}
+LANDSAT_CD_BANDS = ("B1", "B2", "B3", "B4", "B5", "B7")
+
+
+def prepare_landsat_cd(src: str | Path, out: str | Path) -> dict[str, int]:
+    """The Landsat Taizhou / Nanjing change sets (ENVI, 8-bit DNs) -> GeoTIFF pairs + ``reference.tif``.
+
+    Each date becomes one deflate GeoTIFF, pixel values unchanged (uint8 DNs, bands 1-5 and 7 described
+    ``B1`` .. ``B7``), tagged ``A2MAE_SENSOR=TM``, ``A2MAE_PRODUCT=L1`` and ``ACQUISITION_DATETIME`` (the
+    date of the scene's MTL name or scene id), so that ``a2mae ingest`` reads them as Landsat TM/ETM+ L1
+    (``a2mae/sensors/landsat_tm.yaml``). ``reference.tif`` (1 changed, 0 unchanged, 255 unlabelled) is
+    copied unchanged.
+
+    Returns:
+        Labelled pixels per site.
+    """
+    src, out = Path(src), Path(out)
+    labelled: dict[str, int] = {}
+    for site, dates in LANDSAT_CD_SITES.items():
+        for envi, name, date in dates:
+            with rasterio.open(src / site / envi) as ds:
+                data, crs, transform = ds.read(), ds.crs, ds.transform
+            if data.dtype != np.uint8 or data.shape[0] != len(LANDSAT_CD_BANDS):
+                raise DatasetError(
+                    f"{src / site / envi}: expected 6 bands of uint8 DNs, got {data.shape} {data.dtype}"
+                )
+            target = out / site / f"{name}.tif"
+            write_chip(target, data, LANDSAT_CD_BANDS, crs=crs, transform=transform, sensor="TM", nodata=0)
+            with rasterio.open(target, "r+") as dst:
+                dst.update_tags(A2MAE_PRODUCT="L1", ACQUISITION_DATETIME=f"{date}T00:00:00Z")
+        shutil.copyfile(src / site / "reference.tif", out / site / "reference.tif")
+        with rasterio.open(out / site / "reference.tif") as ref:
+            labelled[site] = int((ref.read(1) != 255).sum())
+    return labelled
+
+
+# ----------------------------------------------------------------- eo-learn Slovenia land cover (real)
+#: Band order of ``REFERENCE_SCENES.npy`` (all 13 Sentinel-2 L1C bands, Sentinel Hub's order).
+EOLEARN_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+#: LULC codes of the patch -> class names (eo-learn's Slovenia land-cover legend).
+EOLEARN_CLASSES: dict[int, str] = {
+    0: "no_data",
+    1: "cultivated_land",
+    2: "forest",
+    3: "grassland",
+    4: "shrubland",
+    8: "artificial_surface",
+}
+
+
+def _eolearn_dates(src: Path, scenes: np.ndarray) -> list[str]:
+    """The acquisition time of each reference scene: the patch's timestamp whose NDVI layer it matches.
+
+    ``REFERENCE_SCENES.npy`` records no dates; each scene's NDVI, ``(B08 - B04) / (B08 + B04)``, equals
+    one of the patch's per-date NDVI layers to float precision, which gives its date (and confirms the
+    band order and the grid).
+
+    Raises:
+        DatasetError: A scene matches no NDVI layer.
+    """
+    import json
+
+    ndvi = np.load(src / "TestEOPatch" / "data" / "NDVI.npy")[..., 0]  # [T, H, W]
+    stamps = json.loads((src / "TestEOPatch" / "timestamps.json").read_text())
+    out = []
+    for i, s in enumerate(scenes):
+        mine = (s[..., 7] - s[..., 3]) / (s[..., 7] + s[..., 3])
+        err = np.nanmean(np.abs(ndvi - mine[None]), axis=(1, 2))
+        k = int(np.nanargmin(err))
+        if not err[k] < 1e-4:
+            raise DatasetError(
+                f"{src}: reference scene {i} matches no NDVI layer of the patch (best {err[k]:.4f})"
+            )
+        out.append(stamps[k] + "Z")
+    return out
+
+
+def prepare_eolearn_landcover(src: str | Path, out: str | Path, chip: int = 32) -> dict[str, int]:
+    """The eo-learn test EOPatch (Slovenia) -> land-cover segmentation chips in the fine-tuning layout.
+
+    The 5 reference scenes (13 bands, float reflectance) are written as uint16 DN = reflectance x 10000
+    (S2 L1C units) on the patch's grid (``bbox.geojson``, EPSG:32633), tagged with their dates (see
+    :func:`_eolearn_dates`); the timeless ``LULC`` mask gives
+    the labels (``no_data`` becomes the ignore index 255). The top-left ``3 chip x 3 chip`` pixels are
+    cut into 9 chips per scene; chips of one location go to one split (locations 0-4 train, 5-6 val,
+    7-8 test), so no location is in two splits.
+
+    Returns:
+        Chips per split.
+    """
+    import json
+
+    src, out = Path(src), Path(out)
+    scenes = np.load(src / "REFERENCE_SCENES.npy")  # [T, H, W, 13] float32 reflectance
+    lulc = np.load(src / "TestEOPatch" / "mask_timeless" / "LULC.npy")[..., 0]  # [H, W] uint16
+    box = json.loads((src / "TestEOPatch" / "bbox.geojson").read_text())
+    xs = [c[0] for c in box["coordinates"][0]]
+    ys = [c[1] for c in box["coordinates"][0]]
+    h, w = lulc.shape
+    transform = from_origin(min(xs), max(ys), (max(xs) - min(xs)) / w, (max(ys) - min(ys)) / h)
+    codes = sorted(EOLEARN_CLASSES)[1:]
+    mask = np.full(lulc.shape, 255, np.uint8)
+    for k, code in enumerate(codes):
+        mask[lulc == code] = k
+    dates = _eolearn_dates(src, scenes)
+    counts = {"train": 0, "val": 0, "test": 0}
+    for loc in range(9):
+        r, c = (loc // 3) * chip, (loc % 3) * chip
+        split = "train" if loc < 5 else "val" if loc < 7 else "test"
+        t = transform * rasterio.Affine.translation(c, r)
+        for i, scene in enumerate(scenes):
+            name = f"slovenia_{dates[i][:10].replace('-', '')}_r{r // chip}c{c // chip}"
+            dn = np.clip(np.round(scene[r : r + chip, c : c + chip].transpose(2, 0, 1) * 10000), 1, 65535)
+            image = out / split / "images" / f"{name}.tif"
+            write_chip(image, dn.astype(np.uint16), EOLEARN_BANDS, crs="EPSG:32633", transform=t)
+            with rasterio.open(image, "r+") as dst:
+                dst.update_tags(ACQUISITION_DATETIME=dates[i])
+            write_chip(out / split / "masks" / f"{name}.tif", mask[r : r + chip, c : c + chip], None,
+                       crs="EPSG:32633", transform=t, sensor=None)  # fmt: skip
+            counts[split] += 1
+    (out / "classes.txt").write_text("".join(f"{EOLEARN_CLASSES[c]}\n" for c in codes))
+    return counts
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``bigearthnet SRC OUT``, ``scl SCENE OUT`` or ``change OUT``."""
     ap = argparse.ArgumentParser(prog="python -m a2mae.finetune.samples", description=__doc__.splitlines()[0])
@@ -347,6 +485,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("scene")
     s.add_argument("out")
     s.add_argument("--chip", type=int, default=64)
+    lc = sub.add_parser("landsat-cd", help="Landsat Taizhou/Nanjing ENVI pairs -> GeoTIFF pairs + reference")
+    lc.add_argument("src")
+    lc.add_argument("out")
+    eo = sub.add_parser("eolearn", help="eo-learn Slovenia EOPatch -> land-cover segmentation chips")
+    eo.add_argument("src")
+    eo.add_argument("out")
     c = sub.add_parser("change", help="generated before/after/label pairs")
     c.add_argument("out")
     c.add_argument("--size", type=int, default=64)
@@ -355,6 +499,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "bigearthnet":
         print(f"{prepare_bigearthnet(a.src, a.out)} chips written to {a.out}")
+    elif a.cmd == "landsat-cd":
+        print(f"labelled pixels per site: {prepare_landsat_cd(a.src, a.out)} in {a.out}")
+    elif a.cmd == "eolearn":
+        print(f"chips per split: {prepare_eolearn_landcover(a.src, a.out)} in {a.out}")
     elif a.cmd == "scl":
         print(f"chips per split: {prepare_scl_segmentation(a.scene, a.out, chip=a.chip)} in {a.out}")
     else:

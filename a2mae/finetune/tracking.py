@@ -20,6 +20,7 @@ from typing import Any
 from a2mae.console import progress as progress_bar
 from a2mae.finetune import engine
 from a2mae.finetune.encoder import EncoderHandle
+from a2mae.finetune.normalise import normalization_used
 from a2mae.finetune.stage import Arm, FinetuneOutcome, FinetuneStage, Splits, outcome
 from a2mae.io.atomic import atomic_path
 from a2mae.registry.downstream import LoggedVersion, log_model
@@ -159,7 +160,7 @@ def log_run_params(
             "layer_decay": ft.layer_decay,
             "weight_decay": ft.weight_decay,
             "seed": ft.seed,
-            "normalization": ft.normalization,
+            "normalization": normalization_used(ft.normalization, handle, splits.info),
             "classes": len(splits.info.classes),
             "multilabel": splits.info.multilabel,
             "bands": ",".join(splits.info.bands),

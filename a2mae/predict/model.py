@@ -26,6 +26,7 @@ import torch
 
 from a2mae import tasks
 from a2mae.errors import A2maeError
+from a2mae.normstats import NormStats, NormStatsError
 from a2mae.predict.errors import ModelNotFound, PredictError
 from a2mae.types import ImageMeta, ImageSample
 
@@ -344,15 +345,21 @@ def encoder_norm(
     Raises:
         PredictError: The encoder has no statistics for some of the bands (they are named).
     """
+    try:  # the encoder reads reflectance x 10000 (read_batch); the statistics are reflectance
+        return encoder_stats(model).mean_std(sensor, bands, unit=1e-4, source=f"{model.uri}: the encoder")
+    except NormStatsError as err:
+        raise PredictError(str(err)) from None
+
+
+def encoder_stats(model: PredictModel) -> NormStats:
+    """The pre-training statistics stored in the encoder's checkpoint (any stored form).
+
+    Raises:
+        PredictError: The stored statistics cannot be read.
+    """
     from a2mae.checkpoint import read_checkpoint_meta
 
-    all_stats = read_checkpoint_meta(model.files).get("norm_stats") or {}  # type: ignore[arg-type]
-    stats = all_stats.get(sensor, {})
-    missing = [b for b in bands if b not in stats]
-    if missing:
-        known = ", ".join(sorted(all_stats)) or "none"
-        raise PredictError(
-            f"{model.uri}: the encoder was not trained on {sensor} bands {missing}; use a scene of a sensor "
-            f"it knows (statistics for: {known})"
-        )
-    return tuple(float(stats[b]["mean"]) for b in bands), tuple(float(stats[b]["std"]) for b in bands)
+    try:
+        return NormStats.from_doc(read_checkpoint_meta(model.files).get("norm_stats"), model.uri)  # type: ignore[arg-type]
+    except NormStatsError as err:
+        raise PredictError(str(err)) from None

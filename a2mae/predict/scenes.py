@@ -184,10 +184,9 @@ def encoder_norm_bands(model: PredictModel, rec: SceneRecord) -> tuple[str, ...]
     Raises:
         PredictError: None of them (the encoder was not trained on this sensor).
     """
-    from a2mae.checkpoint import read_checkpoint_meta
+    from a2mae.predict.model import encoder_stats
 
-    stats = (read_checkpoint_meta(model.files).get("norm_stats") or {}).get(rec.sensor, {})  # type: ignore[arg-type]
-    bands = tuple(b for b in rec.bands if b in stats)
+    bands = encoder_stats(model).known_bands(rec.sensor, rec.bands)
     if not bands:
         raise PredictError(
             f"scene {rec.scene_id} ({rec.source}): the encoder {model.name} was not trained on {rec.sensor} "

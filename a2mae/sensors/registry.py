@@ -16,7 +16,11 @@ from a2mae.sensors.rules import check_rules
 
 BUILTIN_PATH = Path(__file__).with_name("builtin.yaml")
 #: The built-in sensor files, read in this order before the user's (each of the shape of a user file).
-BUILTIN_FILES = (BUILTIN_PATH, Path(__file__).with_name("naip.yaml"))
+BUILTIN_FILES = (
+    BUILTIN_PATH,
+    Path(__file__).with_name("naip.yaml"),
+    Path(__file__).with_name("landsat_tm.yaml"),
+)
 ENV_VAR = "A2MAE_SENSOR_FILES"
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from a2mae.normstats import NormStats, NormStatsError
 from a2mae.stssd.chips import NODATA, REFLECTANCE_SCALE
 from a2mae.stssd.snapshot import MANIFEST, REPAIR, STATS, SnapshotError, check_file, join_uri, read_info
 from a2mae.types import ImageMeta, ImageSample, ImageSetSample
@@ -122,6 +123,10 @@ class StssdDataset(Dataset[ImageSetSample]):
             sh.get("path"): sh for sh in self.info.get("shards", []) if isinstance(sh, dict)
         }
         self.stats = _parse_json(self._read_small(STATS), join_uri(self.uri, STATS))
+        try:
+            self.norm_stats = NormStats.from_doc(self.stats, join_uri(self.uri, STATS))
+        except NormStatsError as err:
+            raise SnapshotError(str(err)) from None
         table = self._read_manifest(fs).select(list(_COLUMNS))
         if split is not None:
             table = table.filter(pc.equal(table["split"], pa.scalar(split)))
@@ -223,7 +228,7 @@ class StssdDataset(Dataset[ImageSetSample]):
     # ------------------------------------------------------------------------------ normalisation
     def _norm_table(self) -> dict[tuple[str, str], tuple[float, float]]:
         out: dict[tuple[str, str], tuple[float, float]] = {}
-        sensors = self.stats.get("sensors", {})
+        sensors = self.norm_stats.sensors
         # non-null columns (the manifest is written by `tile`)
         sensor_col = cast(list[str], self._table["sensor"].to_pylist())
         bands_col = cast(list[list[str]], self._table["bands"].to_pylist())
@@ -234,7 +239,7 @@ class StssdDataset(Dataset[ImageSetSample]):
                 st = sensors.get(sensor, {}).get(b)
                 if st is None:
                     raise SnapshotError(f"{self.uri}: stats.json has no statistics for {sensor} {b}; re-tile")
-                out[(sensor, b)] = (float(st["mean"]), max(float(st["std"]), 1e-6))
+                out[(sensor, b)] = (st.mean, max(st.std, 1e-6))
         return out
 
     def _mean_std_of(self, sensor: str, bands: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

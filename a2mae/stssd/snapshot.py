@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from a2mae.normstats import BandStats, NormStats
 from a2mae.stssd.chips import NODATA, REFLECTANCE_SCALE
 from a2mae.stssd.errors import SnapshotError as SnapshotError  # re-exported
 from a2mae.stssd.grouping import Plan, PlannedImage, PlannedSet, chip_transform, transformer
@@ -379,9 +380,9 @@ def snapshot_id_of(fingerprint: str | None, files: dict[str, str], shards: Seque
 
 
 def _stats_doc(accs: dict[str, dict[str, dict[str, _BandAcc]]]) -> dict[str, Any]:
-    sensors: dict[str, Any] = {}
+    sensors: dict[str, dict[str, BandStats]] = {}
     for sensor in sorted(accs["all"]):
-        out = {}
+        out: dict[str, BandStats] = {}
         for band in sorted(accs["all"][sensor]):
             acc = accs["train"].get(sensor, {}).get(band)
             source = "train"
@@ -389,14 +390,12 @@ def _stats_doc(accs: dict[str, dict[str, dict[str, _BandAcc]]]) -> dict[str, Any
                 acc, source = accs["all"][sensor][band], "all"
             if acc.count == 0:
                 continue
-            out[band] = {**acc.summary(), "computed_on": source}
+            summary = acc.summary()
+            mean, std = float(summary.pop("mean")), float(summary.pop("std"))
+            out[band] = BandStats(mean, std, {**summary, "computed_on": source})
         sensors[sensor] = out
-    return {
-        "version": FORMAT_VERSION,
-        "units": "reflectance",
-        "stored": {"dtype": "int16", "scale": REFLECTANCE_SCALE, "nodata": NODATA},
-        "sensors": sensors,
-    }
+    stored = {"dtype": "int16", "scale": REFLECTANCE_SCALE, "nodata": NODATA}
+    return NormStats(sensors, units="reflectance", stored=stored).to_doc()
 
 
 # ------------------------------------------------------------------------------------------- reader

@@ -71,8 +71,10 @@ def test_the_demo_trains_on_real_multi_image_sets(demo):
     stages = [ln.split()[0] for ln in proc.stdout.splitlines() if re.match(r"^  [a-z]+\s{2,}", ln)]
     for stage in ("ingest", "tile", "version", "pretrain", "finetune", "evaluate"):
         assert stage in stages, proc.stdout
-    sets = re.search(r"^  sets\s+(\d+) multi-image sets of real imagery of (\d+)", proc.stdout, re.M)
-    assert sets is not None and int(sets.group(1)) > 0, proc.stdout
+    sets = re.search(
+        r"^  sets\s+(\d+) multi-image sets of real imagery of (\d+) \((\d+) multi-date", proc.stdout, re.M
+    )
+    assert sets is not None and int(sets.group(3)) >= 50, proc.stdout  # the OSCD pairs: 52 two-date sets
 
     import mlflow
 

@@ -99,7 +99,7 @@ def test_gradients_reach_every_embedding_table():
     """A batch with every sensor, band subsets and metadata dropout p=0.5 reaches every table row."""
     model = small_model(metadata_dropout=0.5)
     model.train()
-    comps = [["S2", "L8", "GF1", "GF2", "NAIP"], ["S2", "L8"], ["GF2", "S2"], ["L8", "GF1"]]
+    comps = [["S2", "L8", "GF1", "GF2", "NAIP", "TM"], ["S2", "L8"], ["GF2", "S2"], ["L8", "GF1"]]
     batch = synthetic_batch(comps, size=48)
     partial = [
         ("S2", ["B02", "B05", "B11"]),
@@ -112,6 +112,8 @@ def test_gradients_reach_every_embedding_table():
         ("GF2", ["B1"]),
         ("NAIP", ["B", "G"]),
         ("NAIP", ["R", "NIR"]),
+        ("TM", ["B1", "B5"]),
+        ("TM", ["B3", "B7"]),
     ]
     for i, (sensor, bands) in enumerate(partial):
         batch.images.append(synthetic_image(sensor, bands=bands, size=48))

@@ -194,7 +194,7 @@ def test_embeddings_of_the_encoder_on_the_real_scene(tmp_path, predict_params, m
     from a2mae.testing.models import tiny_encoder
 
     enc = tiny_encoder()
-    stats = {"S2": {b: {"mean": 1500.0, "std": 800.0} for b in ["B02", "B03", "B04", "B08"]}}
+    stats = {"S2": {b: {"mean": 0.15, "std": 0.08} for b in ["B02", "B03", "B04", "B08"]}}  # reflectance
     ckpt = save_checkpoint(tmp_path / "enc.safetensors", enc, norm_stats=stats)
     import mlflow
 
