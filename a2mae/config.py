@@ -375,6 +375,11 @@ class RegistryConfig(_Section):
     champion_alias: str
 
 
+#: Set for the flow runs of the services' deployments: the folders (``os.pathsep``-separated) that
+#: every local path they are given must lie in (``infra.data_roots`` and the services' workspace).
+DATA_ROOTS_ENV = "A2MAE_DATA_ROOTS"
+
+
 class InfraConfig(_Section):
     """Local services started by infra/."""
 
@@ -417,6 +422,10 @@ class InfraConfig(_Section):
     ray_num_cpus: int | None = Field(ge=1, description="CPUs offered by the Ray head (None: all).")
     ray_dashboard: bool = Field(description="Start the Ray dashboard (the state API Ray Train polls).")
     start_timeout_s: float = Field(gt=0, description="Seconds a service may take to become healthy.")
+    data_roots: list[str] = Field(
+        description="Local folders the deployments may read and write besides their workspace; a local "
+        "path outside them given to a deployment is refused (relative: from the checkout)."
+    )
 
 
 class Params(_Section):

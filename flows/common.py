@@ -11,7 +11,8 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,27 @@ def snapshot_id(path: str | os.PathLike[str], verify: bool = False) -> str | Non
     except (OSError, ValueError):
         return None
     return str(doc.get("snapshot_id")) if doc.get("snapshot_id") else None
+
+
+#: How long a cached task result may stand in for a rerun (the record expires; the task runs again).
+CACHE_EXPIRATION = timedelta(days=7)
+# Cached tasks store their results as JSON (never pickles) with this expiration, in the result storage:
+# ``$PREFECT_HOME/storage``, or under ``infra.home`` for the services' deployments
+# (``PREFECT_RESULTS_LOCAL_STORAGE_PATH``).
+
+
+def cached_call(task_: Any, valid: Callable[[Any], bool], *args: Any, refresh: bool = False) -> Any:
+    """Run a cached task; a result that ``valid`` rejects is computed again (cache refreshed).
+
+    A task's cache key names its *inputs*; its outputs (a catalog, a snapshot folder) live outside the
+    cache and may have been deleted or replaced since. ``valid`` (called after the task) checks the
+    result against the outputs as they are now, so a cached answer never stands in for an output that
+    is not there. ``refresh``: skip the cache from the start (the output is known to be gone).
+    """
+    result = task_.with_options(refresh_cache=True)(*args) if refresh else task_(*args)
+    if not refresh and not valid(result):
+        result = task_.with_options(refresh_cache=True)(*args)
+    return result
 
 
 def content_key(*parts: Any) -> str:

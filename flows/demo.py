@@ -79,6 +79,8 @@ def run_environment(out: Path) -> None:
     (out / "prefect").mkdir(parents=True, exist_ok=True)  # Prefect warns when it cannot create it
     os.environ.setdefault("PREFECT_HOME", str(out / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the embedded API server starts with the run; a busy machine takes longer than Prefect's 20 s
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -147,7 +149,41 @@ def where_to_look(
             f"  model     {ft['model']} v{ft['version']}: {ft['metric']} {ft['score']:.4f}"
             f" -> {ev['decision']}"
         )
-    return "\n".join([*lines, "", *look_commands(out, ports=ports)])
+    return "\n".join([*lines, "", *look_commands(out, ports=ports), *predict_command(out, result)])
+
+
+def predict_command(out: Path, result: dict[str, Any]) -> list[str]:
+    """The closing "predict" lines: the model the run left as champion, on a bundled scene, ready to run.
+
+    The tracking URI comes first on the line (``MLFLOW_TRACKING_URI`` wins over a shell pointed at the
+    services), so the command finds the demo's registry from any folder.
+    """
+    import shlex
+
+    from a2mae.config import load_params
+
+    out = out.resolve()
+    ws = out / "workspace"
+    ft = result.get("finetune") or {}
+    p = load_params(ws / "params.yaml" if (ws / "params.yaml").is_file() else None)
+    model = ft.get("model") or f"{p.finetune.model_prefix}{p.finetune.task}"
+    scene = ws / SAMPLE_SCENES[0]
+    store = f"sqlite:///{ws / 'mlruns.db'}"
+    words = [
+        f"MLFLOW_TRACKING_URI={store}",
+        str(Path(sys.executable).parent / "a2mae"),
+        "predict",
+        str(scene),
+        "--model",
+        f"models:/{model}@champion",
+        "--out",
+        str(out / "predict"),
+        "--overwrite",
+    ]
+    return [
+        f"  Predict  {' '.join(shlex.quote(w) for w in words)}",
+        "           (the champion on a bundled Sentinel-2 scene: chip labels in predict/, docs/predict.md)",
+    ]
 
 
 @dataclass(frozen=True)

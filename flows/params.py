@@ -9,8 +9,9 @@ plain number on a form, with ``0`` standing for ``null``, because the UI offers 
 level: the UI renders each as a titled section); no field is a free-form dict.
 
 :meth:`FlowParams.resolve` turns a form into the library's :class:`~a2mae.config.Params`: the
-workspace's ``params.yaml``, then the form's fields, then the free ``overrides`` (``section.key=value``,
-for keys not on the form). Relative paths are anchored at the workspace (``project_dir``).
+workspace's ``params.yaml`` (with the deployments' ``--set`` items of ``flows.serve``, if any), then the
+form's fields, then the free ``overrides`` (``section.key=value``, for keys not on the form). Relative
+paths are anchored at the workspace (``project_dir``).
 
 This module imports no torch and no Prefect, so schema generation stays cheap.
 """
@@ -30,6 +31,8 @@ from pydantic.fields import FieldInfo
 
 from a2mae import tasks
 from a2mae.config import (
+    DATA_ROOTS_ENV,
+    ConfigError,
     DvcRemote,
     Executor,
     FinetuneProtocol,
@@ -267,10 +270,16 @@ class FlowParams(BaseModel):
         return Path(self.project_dir).expanduser().resolve()
 
     def path(self, value: str) -> str:
-        """``value`` anchored at the workspace (``s3://`` URIs and absolute paths unchanged)."""
-        if "://" in value or Path(value).is_absolute():
+        """``value`` anchored at the workspace (``s3://`` URIs and absolute paths unchanged).
+
+        Raises:
+            ConfigError: Run by the services' deployments, a local path outside their data roots.
+        """
+        if "://" in value:
             return value
-        return str(self.workspace() / value)
+        out = value if Path(value).is_absolute() else str(self.workspace() / value)
+        check_data_root(out, value)
+        return out
 
     def resolve(self) -> Params:
         """The library parameters of this form (workspace params.yaml, fields, overrides).
@@ -279,8 +288,9 @@ class FlowParams(BaseModel):
             ConfigError: A bad value (one line naming the key).
             ModelConfigError: Model options that do not fit the chips (one line).
         """
+        check_data_root(str(self.workspace()), self.project_dir, "project_dir")
         ws_params = self.workspace() / "params.yaml"
-        base = load_params(ws_params if ws_params.is_file() else None)
+        base = load_params(ws_params if ws_params.is_file() else None, deployment_sets())
         doc = base.model_dump(mode="json")
         for m in self.mirrors():
             _set(doc, m.key.split("."), m.to_params(self.get(m.path)))
@@ -296,10 +306,60 @@ class FlowParams(BaseModel):
         for task_name, folder in datasets.items():  # anchored when the workspace holds the dataset
             if folder and (self.workspace() / folder).exists():
                 datasets[task_name] = self.path(folder)
+            elif folder and "://" not in folder:  # a relative one is read from the run's folder
+                check_data_root(str(self.workspace() / folder), folder, f"finetune.datasets.{task_name}")
         uri = doc["registry"]["tracking_uri"]
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             doc["registry"]["tracking_uri"] = "sqlite:///" + self.path(uri[len("sqlite:///") :])
         return validate_params(doc, source="flow parameters")  # checks across sections included
+
+
+#: Set by ``python -m flows.serve`` for its flow runs: its ``--set`` items (JSON list), applied over the
+#: workspace's params.yaml and under the form's fields.
+DEPLOYMENT_SETS_ENV = "A2MAE_DEPLOYMENT_SETS"
+
+
+def deployment_sets() -> list[str]:
+    """The serve process's ``--set`` items (:data:`DEPLOYMENT_SETS_ENV`); empty outside a deployment."""
+    raw = os.environ.get(DEPLOYMENT_SETS_ENV)
+    if not raw:
+        return []
+    try:
+        items = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"{DEPLOYMENT_SETS_ENV}: not a JSON list of section.key=value items") from None
+    return [str(i) for i in items] if isinstance(items, list) else []
+
+
+def data_roots() -> list[Path] | None:
+    """The folders local paths must lie in (:data:`~a2mae.config.DATA_ROOTS_ENV`); None: no limit.
+
+    Set by ``a2mae services up`` for its deployments, whose forms anyone reaching the Prefect API may
+    fill; runs without the services (the demo, a flow run by hand) are not limited.
+    """
+    raw = os.environ.get(DATA_ROOTS_ENV)
+    if raw is None:
+        return None
+    return [Path(r).expanduser().resolve() for r in raw.split(os.pathsep) if r]
+
+
+def check_data_root(path: str, given: str, what: str = "path") -> None:
+    """Refuse a local ``path`` outside :func:`data_roots` (links and ``..`` resolved first).
+
+    Raises:
+        ConfigError: Outside every root (one line naming the path and the roots).
+    """
+    roots = data_roots()
+    if roots is None:
+        return
+    real = Path(path).expanduser().resolve()
+    if any(real == r or real.is_relative_to(r) for r in roots):
+        return
+    shown = given if len(given) <= 200 else given[:200] + "..."
+    raise ConfigError(
+        f"{what} {shown}: outside the services' data roots ({', '.join(map(str, roots))}); give a path "
+        "under one of them, an s3:// URI, or add its folder to infra.data_roots and restart the services"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- stages

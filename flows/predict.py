@@ -99,7 +99,9 @@ def predict_flow(params: PredictParams = _DEFAULT) -> dict[str, Any]:
     """
     p = params.resolve()
     doc = p.model_dump(mode="json")
-    sources = [params.new_scene] if params.new_scene else [params.path(s) for s in params.sources]
+    sources = (
+        [params.path(params.new_scene)] if params.new_scene else [params.path(s) for s in params.sources]
+    )
     if not sources:
         log("predict: no scene (predict.aoi is empty and no new scene was given); nothing to do")
         return {"skipped": True}

@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import json
 import os
 import sys
 from datetime import timedelta
@@ -62,6 +63,7 @@ from flows.evaluate import evaluate_flow
 from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
 from flows.params import (
+    DEPLOYMENT_SETS_ENV,
     CollectParams,
     FinetuneParams,
     IngestParams,
@@ -91,6 +93,11 @@ _SERVICE_KEYS = (
 )
 
 
+def deployment_sets(sets: list[str]) -> list[str]:
+    """The ``--set`` items the flow runs apply under their forms (not the services' own settings)."""
+    return [s for s in sets if not s.startswith(_SERVICE_KEYS)]
+
+
 def _name(full: str) -> str:
     return full.split("/", 1)[1]
 
@@ -114,17 +121,13 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
     ws = Path(project_dir).expanduser().resolve()
     sets = list(overrides or [])
     p = workspace_params(ws, sets)
-    # Settings of the services themselves (ports, home) are not pipeline parameters: keep them off the forms.
-    form_sets = [s for s in sets if not s.startswith(_SERVICE_KEYS)]
     mod = EntrypointType.MODULE_PATH
     serial = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
     def form(model: Any, **values: Any) -> dict[str, Any]:
-        # A key on the form shows its value in its field; repeated in `overrides` (applied last) it
-        # would silently undo the user's edit of that field.
-        on_form = {m.key for m in model.mirrors()}
-        rest = [s for s in form_sets if s.partition("=")[0].strip() not in on_form]
-        made = model.from_params(p, project_dir=str(ws), overrides=rest, **values)
+        # A key on the form shows its value in its field; the others take effect through the serve
+        # process's DEPLOYMENT_SETS_ENV (a layer under the form): `overrides` stays the user's own.
+        made = model.from_params(p, project_dir=str(ws), **values)
         return {"params": made.model_dump(mode="json")}
 
     retrain_params = form(RetrainParams)
@@ -190,7 +193,24 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
         evaluate_flow.to_deployment("evaluate", tags=tags, entrypoint_type=mod),
         promote_flow.to_deployment("promote", tags=tags, entrypoint_type=mod),
     ]
-    return [_made(d) for d in made]
+    return [defaults_as_defaults(_made(d)) for d in made]
+
+
+def defaults_as_defaults(deployment: RunnerDeployment) -> RunnerDeployment:
+    """Every field of the deployment's form counts as given, so the UI shows its default as its value.
+
+    The Prefect UI labels each field that is not ``required`` "(Optional)", which on a form whose every
+    field has a default (params.yaml's, or the deployment's) reads as "no value". The run form starts
+    from the deployment's parameters, which hold every field, so requiring them all changes nothing
+    else; a run started through the API gives the whole ``params`` object (its defaults are those of
+    ``read_deployment_by_name(...).parameters``).
+    """
+    schema = deployment._parameter_openapi_schema
+    schema.required = list(schema.properties)
+    for definition in schema.definitions.values():
+        if isinstance(definition, dict) and "properties" in definition:
+            definition["required"] = list(definition["properties"])
+    return deployment
 
 
 def _made(made: object) -> RunnerDeployment:
@@ -266,6 +286,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     _require_api()
 
+    # the flow runs (children of this process) read the --set items under their forms' fields
+    os.environ[DEPLOYMENT_SETS_ENV] = json.dumps(deployment_sets(args.sets))
     deployments = build_deployments(args.project_dir, args.sets)
     p = workspace_params(Path(args.project_dir).resolve(), args.sets)
     ensure_concurrency_limit(p.infra.accelerator_limit, p.infra.accelerator_slots)

@@ -2,8 +2,9 @@
 
 Calls :func:`a2mae.stssd.run.tile`, the function behind ``a2mae tile``. The task is cached on the
 catalog's MD5 and the tile parameters (a snapshot is a pure function of both); when the snapshot
-folder has gone missing or a file of it no longer matches its digest, the cache is refreshed instead
-of trusted. Reads of ``s3://`` scenes are
+folder has gone missing, a file of it no longer matches its digest, or it holds another snapshot than
+the cached result names, the cache is refreshed instead of trusted. Results are JSON and expire
+(:data:`flows.common.CACHE_EXPIRATION`). Reads of ``s3://`` scenes are
 retried. A table artifact shows the snapshot's statistics.
 """
 
@@ -14,7 +15,16 @@ from typing import Any
 from prefect import flow, task
 from prefect.context import TaskRunContext
 
-from flows.common import content_key, file_md5, params_from, snapshot_id, stage, table
+from flows.common import (
+    CACHE_EXPIRATION,
+    cached_call,
+    content_key,
+    file_md5,
+    params_from,
+    snapshot_id,
+    stage,
+    table,
+)
 from flows.params import TileParams
 
 
@@ -25,7 +35,15 @@ def _tile_key(ctx: TaskRunContext, args: dict[str, Any]) -> str:
     )
 
 
-@task(name="tile-snapshot", retries=1, retry_delay_seconds=[5], cache_key_fn=_tile_key)
+@task(
+    name="tile-snapshot",
+    retries=1,
+    retry_delay_seconds=[5],
+    cache_key_fn=_tile_key,
+    result_serializer="json",
+    cache_expiration=CACHE_EXPIRATION,
+    persist_result=True,
+)
 def tile_snapshot(
     catalog: str, out: str, doc: dict[str, Any], catalog_md5: str, force: bool
 ) -> dict[str, Any]:
@@ -68,10 +86,12 @@ def tile_flow(params: TileParams = _DEFAULT) -> dict[str, Any]:
     p = params.resolve()
     doc = p.model_dump(mode="json")
     catalog, out = p.data.catalog, p.tile.snapshot
-    task_ = tile_snapshot
-    if snapshot_id(out, verify=True) is None:  # the output is gone or damaged: do not trust the cache
-        task_ = tile_snapshot.with_options(refresh_cache=True)
-    result = task_(catalog, out, doc, file_md5(catalog), params.force)
+    result: dict[str, Any] = cached_call(
+        tile_snapshot,
+        lambda r: r.get("snapshot_id") == snapshot_id(out),  # the folder holds the snapshot named
+        *(catalog, out, doc, file_md5(catalog), params.force),
+        refresh=snapshot_id(out, verify=True) is None,  # gone or damaged: do not even look
+    )
     c = result["counts"]
     state = "up to date" if result["up_to_date"] else f"written in {result['seconds']:.1f} s"
     sizes = (

@@ -93,3 +93,20 @@ def test_lines_without_a_command_are_silent_and_use_restores():
         assert console.current() is o
         console.line("stage")
     assert console.current() is None and o.out.getvalue() == "stage\n"
+
+
+def test_a_finetune_bar_ends_at_its_total(tmp_path):
+    """The demo's last fine-tune line read "ft pretrained 4/5 steps": steps count from 0."""
+    import io
+
+    from a2mae import console
+    from a2mae.finetune.run import _progress
+
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        console.use(console.Output("normal", out, err, final_lines=True)),
+        _progress(5, "ft x", True) as step,
+    ):
+        for i in range(5):
+            step(i, 0.5)
+    assert "5/5" in err.getvalue() and "4/5" not in err.getvalue().splitlines()[-1]

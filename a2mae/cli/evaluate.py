@@ -38,7 +38,7 @@ def evaluate_cmd(
     typer.echo(f"  margin {e.margin}: {e.decision}")
     alias = p.registry.champion_alias
     if e.promoted and promote:
-        typer.echo(f"  @{alias} -> v{e.challenger}")
+        typer.echo(f"  @{alias} -> v{e.challenger} (was {'v' + e.champion if e.champion else 'unset'})")
     else:
         typer.echo(f"  @{alias} unchanged" + (f" (v{e.champion})" if e.champion else ""))
     typer.echo(f"  evidence: a2mae.eval.* tags on v{e.challenger}; MLflow run {e.run_id}")

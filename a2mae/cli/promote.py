@@ -47,8 +47,20 @@ def rollback_cmd(
 
 
 @app.command("history")
-def history_cmd(model: ModelArg, params: ParamsOpt = None, set_: SetOpt = None) -> None:
-    """Print the @champion alias history of a registered model."""
+def history_cmd(
+    model: ModelArg,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Check the history's integrity (numbers, chain of previous versions, digests, the alias, "
+            "committed moves); exit 1 naming the first break.",
+        ),
+    ] = False,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Print every move of @champion in order: when, what, the previous version, who and why."""
     from a2mae.registry import aliases
     from a2mae.tracking.client import client
 
@@ -57,6 +69,10 @@ def history_cmd(model: ModelArg, params: ParamsOpt = None, set_: SetOpt = None) 
     alias = p.registry.champion_alias
     cur = aliases.current(c, model, alias)
     typer.echo(f"{model}: @{alias} = {'v' + str(cur.version) if cur else 'unset'}")
-    for e in aliases.history(c, model):
-        prev = f" (from v{e.previous})" if e.previous else ""
-        typer.echo(f"  {e.at}  {e.action:8s} v{e.version}{prev}  {e.reason}")
+    for i, e in enumerate(aliases.history(c, model), start=1):
+        prev = f"v{e.previous}" if e.previous else "unset"
+        seq = e.seq if e.seq is not None else i
+        who = e.by or "unknown"
+        typer.echo(f"  #{seq:<4} {e.at}  {e.action:8s} v{e.version} (was {prev})  by {who}  {e.reason}")
+    if verify:
+        typer.echo(aliases.verify(c, model, alias))

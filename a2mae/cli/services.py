@@ -64,9 +64,11 @@ def up_cmd(
     """Start the services that are not running (idempotent), wait for their health checks."""
     stack = _stack(params, set_, project_dir, serve_model)
     rows = stack.up(only or (), echo=typer.echo)
-    bad = [r.name for r in rows if (not only or r.name in only) and not r.healthy]
+    # `ok`, as `status` counts: a service started on request (the model server) may be stopped
+    bad = [r for r in rows if (not only or r.name in only) and not r.ok]
     if bad:
-        typer.echo(f"not healthy: {', '.join(bad)} (see the logs under {stack.home})", err=True)
+        logs = ", ".join(f"{r.name} (log {r.log})" for r in bad)
+        typer.echo(f"a2mae: error: not healthy: {logs}", err=True)
         raise SystemExit(1)
     typer.echo(f"client settings: {stack.env_path}  (set -a; . {stack.env_path}; set +a)")
     typer.echo(f"Prefect UI: {stack.prefect.url}   MLflow UI: {stack.mlflow.url}")

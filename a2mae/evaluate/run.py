@@ -33,6 +33,10 @@ from a2mae.tracking.lineage import lineage_tags
 EVAL_PREFIX = "a2mae.eval."
 
 
+class ChampionMovedError(RegistryError):
+    """``@champion`` moved between reading it and promoting a challenger scored against it."""
+
+
 @dataclass
 class Evaluation:
     """The outcome of a challenger-vs-champion evaluation.
@@ -164,6 +168,8 @@ def evaluate_version(
 
     Raises:
         RegistryError: Unknown model/version, or the version is already the champion.
+        ChampionMovedError: ``@champion`` moved while the versions were scored (nothing promoted).
+        RegistryBusyError: Other writers held the model's alias history for too long.
         DatasetError: The split is missing, malformed, or does not fit a model.
     """
     ev = params.evaluate
@@ -189,8 +195,8 @@ def evaluate_version(
         challenger_metrics=scores.challenger_metrics,
         champion_metrics=scores.champion_metrics,
     )
-    write_evidence(c, result, mv.run_id, None if champ_mv is None else champ_mv.run_id)
-    _apply_decision(c, ev, params.registry.champion_alias, result, promote)
+    runs = (mv.run_id, None if champ_mv is None else champ_mv.run_id)
+    _apply_decision(c, ev, params.registry.champion_alias, result, runs, promote)
     return result
 
 
@@ -317,22 +323,59 @@ def _log_evaluation_run(
     return str(run.info.run_id)
 
 
-def _apply_decision(c: Any, ev: EvaluateConfig, alias: str, result: Evaluation, promote: bool) -> None:
-    """Move ``@champion`` to a winning challenger, or, when ``promote`` is off, record it was not moved.
+def _apply_decision(
+    c: Any,
+    ev: EvaluateConfig,
+    alias: str,
+    result: Evaluation,
+    runs: tuple[str | None, str | None],
+    promote: bool,
+) -> None:
+    """Write the evidence and move ``@alias`` (the champion) to a winner, under the model's history lock.
 
-    A winner that is not promoted gets the decision ``<decision>_not_applied`` (on ``result`` and as
-    the ``a2mae.eval.decision`` tag), so the version's tags never claim a move that did not happen.
+    A winner is promoted in one transaction (:func:`a2mae.registry.aliases.transaction`) that first reads
+    the champion again: when it is no longer the one the challenger was scored against, nothing moves,
+    the decision becomes ``champion_moved`` and the evaluation is refused. A winner that is not promoted
+    (``promote`` off) gets the decision ``<decision>_not_applied`` (on ``result`` and as the
+    ``a2mae.eval.decision`` tag), so the version's tags never claim a move that did not happen.
+
+    Args:
+        c: MLflow client.
+        ev: The ``evaluate`` section (promotion margin).
+        alias: ``registry.champion_alias``.
+        result: The evaluation; its ``decision`` is updated.
+        runs: Fine-tuning runs of the challenger and the champion.
+        promote: Move the alias when the gate passes.
+
+    Raises:
+        ChampionMovedError: The champion changed while the challenger was scored (one line, exit 2).
+        RegistryBusyError: Other writers held the model's history for too long.
     """
-    if promote and result.promoted:
+    if not (promote and result.promoted):
+        if result.promoted:
+            result.decision = f"{result.decision}_not_applied"
+        write_evidence(c, result, *runs)
+        return
+    with aliases.transaction(c, result.name, alias) as tx:
+        if tx.champion != result.champion:
+            result.decision = "champion_moved"
+            write_evidence(c, result, *runs)
+            if result.run_id:
+                c.set_tag(result.run_id, "a2mae.decision", result.decision)
+            compared = f"v{result.champion}" if result.champion else "unset"
+            now = f"v{tx.champion}" if tx.champion else "unset"
+            raise ChampionMovedError(
+                f"model {result.name}: @{alias} moved from {compared} to {now} while version "
+                f"{result.challenger} was evaluated; nothing promoted (a2mae.eval.decision=champion_moved); "
+                f"run `a2mae evaluate {result.name} {result.challenger}` again"
+            )
+        write_evidence(c, result, *runs)
         champion = "none" if result.champion_score is None else f"{result.champion_score:.4f}"
         reason = (
             f"evaluate: {result.metric} {result.challenger_score:.4f} vs champion "
             f"{champion} (margin {ev.promotion_margin})"
         )
-        aliases.move(c, result.name, result.challenger, alias, "auto", reason, result.run_id)
-    elif not promote and result.promoted:
-        result.decision = f"{result.decision}_not_applied"
-        c.set_model_version_tag(result.name, result.challenger, f"{EVAL_PREFIX}decision", result.decision)
+        tx.move(result.challenger, "auto", reason, result.run_id)
 
 
 def write_evidence(c: Any, e: Evaluation, challenger_run: str | None, champion_run: str | None) -> None:

@@ -149,10 +149,24 @@ def build_model(
         encoder_source=handle.source,
         encoder_config=enc.config.model_dump(mode="json"),
         sensor_entries=enc.sensor_entries,
+        **_training_units(enc.sensor_entries, info.sensor),
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return tasks.get(info.task).build_model(strip_decoder(copy.deepcopy(enc)), spec)
+
+
+def _training_units(sensor_entries: dict[str, Any], sensor: str) -> dict[str, float]:
+    """``{scale, offset}`` of the training chips: those of the sensor's first (reference) product.
+
+    Fine-tuning datasets hold pixels in their sensor's reference units (Sentinel-2: reflectance x
+    10,000; docs/finetune.md); ``a2mae predict`` maps every other product of the sensor to them.
+    """
+    products = (sensor_entries.get(sensor) or {}).get("products") or {}
+    first = next(iter(products.values()), None)
+    if not isinstance(first, dict) or "scale" not in first:
+        return {}
+    return {"scale": float(first["scale"]), "offset": float(first.get("offset", 0.0))}
 
 
 def finetune(

@@ -38,7 +38,8 @@ TrainAndScore = Callable[
 def step_progress(total: int, label: str, enabled: bool) -> Iterator[Callable[[int, float], None]]:
     """A progress bar over ``total`` steps yielding ``on_step(step, loss)`` (a no-op when not enabled)."""
     with progress_bar(label, total, "steps", enabled=enabled) as bar:
-        yield lambda step, loss: bar.update(step, extra=f"loss {loss:.4f}")
+        # `step` counts from 0: after the last one the bar reads total/total, not (total - 1)/total
+        yield lambda step, loss: bar.update(step + 1, extra=f"loss {loss:.4f}")
 
 
 def bar_label(arm: str) -> str:

@@ -46,6 +46,10 @@ class ModelSpec:
         encoder_source: Where the encoder came from (``models:/...``, a path, or ``scratch``).
         encoder_config: :class:`A2MAEConfig` of the encoder as a dict.
         sensor_entries: Sensor registry entries the encoder was built with.
+        scale: Units of the training pixels: ``reflectance = pixel * scale + offset`` (``a2mae predict``
+            gives the model any product of the sensor in these units). None: not recorded (models
+            fine-tuned before it was; taken as the sensor's first product).
+        offset: See ``scale``.
     """
 
     task: str
@@ -63,6 +67,8 @@ class ModelSpec:
     encoder_source: str
     encoder_config: dict[str, Any] = field(default_factory=dict)
     sensor_entries: dict[str, Any] = field(default_factory=dict)
+    scale: float | None = None
+    offset: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

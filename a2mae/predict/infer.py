@@ -119,6 +119,20 @@ def window_geometry(
     return gsd, corners
 
 
+def to_model_units(vals: np.ndarray, scale: float, offset: float, model: PredictModel) -> np.ndarray:
+    """File values of a scene (``reflectance = value * scale + offset``) in the units ``model`` takes.
+
+    The encoder takes reflectance x 10,000; a fine-tuned model the units of its training pixels (e.g.
+    Sentinel-2 L2A, x 10,000: an ARCSI scene, x 1,000, is multiplied by 10); a model without recorded
+    units (in-memory test models) the file values as they are.
+    """
+    if model.units == "reflectance":
+        return (vals * scale + offset) * 10000.0
+    if model.scale is None or (scale == model.scale and offset == model.offset):
+        return vals
+    return ((vals * scale + offset) - model.offset) / model.scale
+
+
 def read_batch(task: BatchTask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read the windows of a batch: pixels in the model's units, nodata and cloud masks.
 
@@ -143,8 +157,7 @@ def read_batch(task: BatchTask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             width = max(task.windows[i][1] for i in members) + win - c0
             for j, src in enumerate(task.sources):
                 vals, b, cl = read_region_dn(src, r, c0, win, width)
-                if task.model.units == "reflectance":  # the encoder's units: reflectance x 10000
-                    vals = (vals * src.scale + src.offset) * 10000.0
+                vals = to_model_units(vals, src.scale, src.offset, task.model)
                 for i in members:
                     o = task.windows[i][1] - c0
                     pix[i, j] = vals[:, :, o : o + win]

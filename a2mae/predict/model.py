@@ -63,6 +63,10 @@ class PredictModel:
         uri: The URI it was loaded from.
         files: Local folder (fine-tuned) or checkpoint file (encoder) the workers build it from.
         module: An in-memory model (tests and benchmarks); used instead of ``files``.
+        scale: Fine-tuned models: the units of their training pixels (``reflectance = pixel * scale +
+            offset``); a scene of another product of the sensor is mapped to them. None: file units
+            as they are (in-memory models).
+        offset: See ``scale``.
     """
 
     task: str
@@ -79,6 +83,8 @@ class PredictModel:
     uri: str = ""
     files: str | None = None
     module: Any = field(default=None, repr=False)
+    scale: float | None = None
+    offset: float = 0.0
 
     @property
     def downstream(self) -> tasks.Task | None:
@@ -187,6 +193,41 @@ def from_module(module: Any, name: str = "test-model", version: str = "0", run_i
 
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))?/?$")
+#: Schemes a model is given by: the registry (``models:/``) or a logged run's artifacts (``runs:/``).
+MODEL_SCHEMES = ("models:/", "runs:/")
+
+
+def check_model_uri(uri: str) -> None:
+    """Refuse what is not a model URI (an HTTP address, a path) before anything is fetched.
+
+    Raises:
+        PredictError: Another scheme (one line saying which URIs are accepted).
+    """
+    if not uri.startswith(MODEL_SCHEMES):
+        raise PredictError(
+            f"--model {uri}: not a model URI; give models:/NAME@ALIAS (e.g. "
+            "models:/a2mae-segmentation@champion), models:/NAME/VERSION or runs:/RUN_ID/PATH (the tracking "
+            "server is MLFLOW_TRACKING_URI)"
+        )
+
+
+def missing_store(tracking_uri: str) -> str | None:
+    """The SQLite file of a ``sqlite:///`` tracking URI when it does not exist (None otherwise).
+
+    Reading from a missing store would create an empty one in its place (``mlruns.db`` in the current
+    folder, by default): readers check this first.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = Path(tracking_uri[len("sqlite:///") :])
+    return None if path.is_file() else str(path)
+
+
+def _not_registered(uri: str, registry: str, why: str) -> ModelNotFound:
+    return ModelNotFound(
+        f"{uri}: not in the model registry {registry} ({why}); check the name, version or alias, or point "
+        "MLFLOW_TRACKING_URI (registry.tracking_uri) at the registry that holds it"
+    )
 
 
 def _registry_info(uri: str) -> tuple[str, str, str]:
@@ -208,10 +249,10 @@ def _registry_info(uri: str) -> tuple[str, str, str]:
         else:
             raise PredictError(f"{uri}: give a version or an alias (models:/{name}@champion)")
     except MlflowException as err:
+        import mlflow
+
         msg = " ".join(str(err.message).split())[:160]
-        raise ModelNotFound(
-            f"{uri}: not in the model registry ({msg}); check the name, version or alias"
-        ) from None
+        raise _not_registered(uri, mlflow.get_registry_uri(), msg) from None
     return name, str(mv.version), str(mv.run_id or "")
 
 
@@ -234,6 +275,8 @@ def is_registered(uri: str, tracking_uri: str) -> bool:
     """
     from a2mae.tracking.client import check_tracking_uri, mlflow_uris
 
+    if missing_store(tracking_uri):
+        return False
     check_tracking_uri(tracking_uri)
     with mlflow_uris(tracking_uri):
         try:
@@ -262,6 +305,10 @@ def resolve_model(uri: str, tracking_uri: str, workdir: Path) -> PredictModel:
 
     from a2mae.tracking.client import check_tracking_uri, mlflow_uris
 
+    check_model_uri(uri)
+    store = missing_store(tracking_uri)
+    if store:
+        raise _not_registered(uri, tracking_uri, f"no such store: {store} does not exist")
     try:
         check_tracking_uri(tracking_uri)
         with mlflow_uris(tracking_uri):
@@ -278,9 +325,10 @@ def resolve_model(uri: str, tracking_uri: str, workdir: Path) -> PredictModel:
         ) from None
     except A2maeError as err:
         raise PredictError(f"--model {uri}: {err}") from None
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: MLflow's parsing of a URI it cannot use
+        msg = " ".join(str(err).split())[:200]
         raise PredictError(
-            f"{uri}: cannot be reached ({err}); check --model and MLFLOW_TRACKING_URI"
+            f"{uri}: cannot be reached ({msg}); check --model and MLFLOW_TRACKING_URI"
         ) from None
 
 
@@ -291,6 +339,11 @@ def _downstream_model(uri: str, workdir: Path, name: str, version: str, run_id: 
     folder = copy_model_files(uri, workdir / "model")
     spec = read_spec(folder)  # validated before any worker allocates the model
     patch = int(spec.encoder_config.get("patch_size", 1))
+    units = (
+        {"scale": spec.scale, "offset": spec.offset or 0.0}
+        if spec.scale is not None
+        else _reference_units(spec.sensor_entries, spec.sensor)  # fine-tuned before units were recorded
+    )
     return PredictModel(
         task=spec.task,
         sensor=spec.sensor,
@@ -304,7 +357,17 @@ def _downstream_model(uri: str, workdir: Path, name: str, version: str, run_id: 
         run_id=run_id,
         uri=uri,
         files=str(folder),
+        **units,
     )
+
+
+def _reference_units(sensor_entries: dict[str, Any], sensor: str) -> dict[str, Any]:
+    """``{scale, offset}`` of the sensor's first product (what fine-tuning assumes); empty when unknown."""
+    products = (sensor_entries.get(sensor) or {}).get("products") or {}
+    first = next(iter(products.values()), None)
+    if not isinstance(first, dict) or "scale" not in first:
+        return {}
+    return {"scale": float(first["scale"]), "offset": float(first.get("offset", 0.0))}
 
 
 def _encoder_model(uri: str, workdir: Path, name: str, version: str, run_id: str) -> PredictModel:

@@ -472,6 +472,7 @@ def predict(
     out = str(out)
     if _exists(out) and not overwrite:
         raise PredictError(f"{out}: already exists; pass --overwrite or choose another --out")
+    records = read_sources(sources, params.data)  # a bad scene is refused before the model is fetched
     stage = _stage_for(out)
     try:
         pm = model or _resolve(model_uri or params.predict.model, params.registry, stage)
@@ -480,7 +481,6 @@ def predict(
             raise PredictError(
                 f"predict.window={win} is not a multiple of the model's patch size {pm.patch_size}"
             )
-        records = read_sources(sources, params.data)
         jobs = plan_jobs(records, pm, get_registry(params.data.sensor_files), win)
         s3 = params.data.s3.settings()
         report = PredictReport(out=out, model=pm.provenance(), task=pm.task)

@@ -36,7 +36,7 @@ from a2mae.console import progress as progress_bar_of
 from a2mae.pretrain.errors import PretrainError as PretrainError  # re-exported
 from a2mae.pretrain.loop import DatasetFn, LoopSections, ModelFn, make_loop_config, run_local
 from a2mae.pretrain.ray_train import Storage, build_trainer, init_ray, progress_actor, resolve_storage
-from a2mae.pretrain.state import TrainState, read_train_state
+from a2mae.pretrain.state import MODEL_FILE, TrainState, read_train_state
 from a2mae.pretrain.tracking import description, end_run, export_encoder, finish_run
 
 if TYPE_CHECKING:
@@ -377,6 +377,8 @@ def _open_run(stage: PretrainStage, snapshot: str, name: str, check_snapshot: bo
     snapshot, snapshot_id, storage, tracking_uri = preflight(
         snapshot, pt, stage.data, stage.registry, check_snapshot=check_snapshot
     )
+    if check_snapshot:  # the registered variant (tests' own model factories are not checked)
+        check_resume_fits(stage, storage, name)
     run_id, resumed = find_or_create_run(
         tracking_uri,
         pt.experiment,
@@ -389,7 +391,60 @@ def _open_run(stage: PretrainStage, snapshot: str, name: str, check_snapshot: bo
             **description(pt, stage.model, snapshot, snapshot_id, name),
         },
     )
+    if resumed:  # running again: a failure from here on is this run's, not a finished run's
+        import mlflow.tracking
+
+        mlflow.tracking.MlflowClient(tracking_uri).update_run(run_id, status="RUNNING")
     return _Opened(snapshot, storage, tracking_uri, run_id, resumed)
+
+
+def check_resume_fits(stage: PretrainStage, storage: Storage, name: str) -> None:
+    """Refuse to continue run ``name`` with a model its newest checkpoint does not fit (one line).
+
+    The run's checkpoints (local storage) hold tensors of the model it was started with; resuming it
+    as another variant (or with other ``pretrain.model_overrides``) would fail in every worker with a
+    page of size mismatches. The model is built on PyTorch's ``meta`` device (no memory) and its tensor
+    shapes compared with the checkpoint's header, before any MLflow run is touched.
+
+    Raises:
+        PretrainError: Names the run, its checkpoint and the first differing tensors.
+    """
+    from a2mae.pretrain.context import LocalContext
+    from a2mae.pretrain.state import checkpoint_shapes
+
+    if storage.filesystem is not None:
+        return
+    found = LocalContext(Path(storage.run_dir(name)), 1).checkpoints()
+    if not found:
+        return
+    ckpt = found[-1][1] / MODEL_FILE
+    have = checkpoint_shapes(ckpt)
+    try:
+        with torch_meta_device():
+            from a2mae.pretrain.loop import build_model
+
+            want = {k: tuple(v.shape) for k, v in build_model(stage.loop).state_dict().items()}
+    except Exception:  # a model that cannot be built on meta: the loop says what is wrong
+        return
+    diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+    if not have or not diff:
+        return
+    shown = ", ".join(f"{k} {have.get(k, 'absent')} vs {want.get(k, 'absent')}" for k in diff[:2])
+    raise PretrainError(
+        f"pre-training run {name!r} cannot continue as model {stage.model.name!r} with these "
+        f"pretrain.model_overrides: its checkpoint {ckpt.parent} holds another model ({len(diff)} tensors "
+        f"differ: {shown}); give another run name (--name / pretrain.run_name) or the model settings it "
+        "was started with"
+    )
+
+
+@contextlib.contextmanager
+def torch_meta_device() -> Iterator[None]:
+    """Build modules on PyTorch's ``meta`` device (shapes without memory) while inside."""
+    import torch
+
+    with torch.device("meta"):
+        yield
 
 
 def _train_in_process(

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from a2mae.errors import A2maeError
 from a2mae.io.atomic import atomic_path
 
 TRAIN_STATE = "train_state.json"
@@ -69,10 +70,38 @@ def save_model_file(
     save_checkpoint(path, model, norm_stats=norm_stats or {}, extra=extra)  # type: ignore[arg-type]
 
 
+def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """``{tensor name: shape}`` of a model file, read from its header (no tensor is loaded)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except (OSError, ValueError, RuntimeError):
+        return {}
+
+
+class CheckpointMismatch(A2maeError):
+    """A checkpoint holds another model than the one it is loaded into (one line)."""
+
+
 def load_model_weights(path: Path, model: nn.Module) -> None:
-    """Load the weights of a model file written by :func:`save_model_file` into ``model`` (same config)."""
+    """Load the weights of a model file written by :func:`save_model_file` into ``model`` (same config).
+
+    Raises:
+        CheckpointMismatch: The file holds another model (one line instead of PyTorch's page of size
+            mismatches).
+    """
     state = load_file(str(path), device=str(next(model.parameters()).device))
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        first = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
+        raise CheckpointMismatch(
+            f"checkpoint {path} holds another model ({len(lines) - 1} differences, e.g. {first[:200]}); "
+            "resume with the model settings it was trained with, or start another run"
+        ) from None
 
 
 # -------------------------------------------------------------------------------------- optimiser I/O

@@ -35,10 +35,16 @@ def description(
 
 
 def end_run(tracking_uri: str, run_id: str, status: str) -> None:
-    """Mark the MLflow run ended with ``status`` if still RUNNING (best effort: its error is what matters)."""
+    """Mark the MLflow run ended with ``status`` if still RUNNING (best effort: its error is what matters).
+
+    A resumed run is RUNNING again from the driver's ``_open_run`` on, so its failure is recorded too.
+    """
     import mlflow.tracking
 
+    from a2mae.tracking.client import check_tracking_uri
+
     with contextlib.suppress(Exception):
+        check_tracking_uri(tracking_uri, timeout_s=2.0)  # gone: no minutes of retries
         client = mlflow.tracking.MlflowClient(tracking_uri)
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_terminated(run_id, status)

@@ -68,6 +68,8 @@ class SpecDoc(BaseModel):
     encoder_source: str = Field(max_length=4096)
     encoder_config: dict[str, Any]
     sensor_entries: dict[str, Any] = Field(default_factory=dict)
+    scale: float | None = Field(default=None, gt=0, le=1e6)
+    offset: float | None = Field(default=None, ge=-1e6, le=1e6)
 
 
 def _first_error(err: ValidationError) -> str:

@@ -6,6 +6,12 @@ must find what an earlier command started, so this module launches a service's c
 session (process group = its pid, immune to the terminal's hang-up), records ``pid`` and the process's
 start time in the service's pid file (a recycled pid is never mistaken for the service), and stops the
 whole process group with SIGTERM, then SIGKILL. Only processes started here are ever signalled.
+
+Every process started here carries :data:`MARKER` (``A2MAE_SERVICE_STATE=<state folder>``) in its
+environment, and so do its children (a Ray head's raylet, a flow run of the deployments' server). A
+process whose pid file was lost (two ``services up`` at once, a crash between start and pid file) is
+still found by :func:`marked_processes` and stopped by :func:`stop_marked`: what a stack's home
+started, and nothing else.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from typing import Self
 
 from a2mae.services.base import Service, ServiceError
 
+#: Environment variable naming the state folder of the service a process belongs to.
+MARKER = "A2MAE_SERVICE_STATE"
 #: Children started by this Python process, kept so that they can be reaped (no zombies in tests).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -146,7 +154,7 @@ def launch(
     svc.state_dir.mkdir(parents=True, exist_ok=True)
     svc.prepare()
     cmd = svc.command()
-    full_env = svc.process_env(dict(env or {}))
+    full_env = {**svc.process_env(dict(env or {})), MARKER: str(svc.state_dir)}
     with open(svc.log_path, "ab") as log:
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         log.write(f"\n=== {stamp} start: {' '.join(cmd)}\n".encode())
@@ -221,6 +229,83 @@ def stop_group(pgid: int, timeout: float = 20.0) -> None:
                     proc.wait(1)
                 return
             time.sleep(0.1)
+
+
+def _marker_of(pid: int) -> str | None:
+    """The :data:`MARKER` value in the environment of ``pid`` (None: none, gone or not ours)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    key = MARKER.encode() + b"="
+    for item in raw.split(b"\0"):
+        if item.startswith(key):
+            return item[len(key) :].decode(errors="replace")
+    return None
+
+
+def _ancestors() -> set[int]:
+    """This process and its parents (never signalled, whatever their environment says)."""
+    out, pid = set(), os.getpid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat[stat.rfind(")") + 2 :].split()[1])
+    return out
+
+
+def marked_processes(state_root: str | os.PathLike[str]) -> dict[int, str]:
+    """Live processes started for a service whose state folder is ``state_root`` or below it.
+
+    Args:
+        state_root: A service's state folder, or a stack's home (all of its services).
+
+    Returns:
+        ``{pid: state folder}`` (empty where ``/proc`` is missing).
+    """
+    root = str(Path(state_root).absolute())
+    if not Path("/proc").is_dir():
+        return {}
+    mine = _ancestors()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        pid = int(entry.name)
+        mark = _marker_of(pid)
+        if mark is not None and (mark == root or mark.startswith(root + os.sep)) and pid_alive(pid):
+            found[pid] = mark
+    return found
+
+
+def stop_marked(state_root: str | os.PathLike[str], timeout: float = 20.0) -> dict[int, str]:
+    """Stop every process of :func:`marked_processes` (SIGTERM, then SIGKILL after ``timeout``).
+
+    Returns:
+        The processes found (``{pid: state folder}``).
+    """
+    found = marked_processes(state_root)
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        alive = [pid for pid in found if pid_alive(pid)]
+        for pid in alive:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                continue
+        deadline = time.monotonic() + wait
+        while alive and time.monotonic() < deadline:
+            alive = [pid for pid in alive if pid_alive(pid)]
+            time.sleep(0.1)
+        if not alive:
+            break
+    for pid in found:
+        proc = _CHILDREN.pop(pid, None)
+        if proc is not None:
+            proc.poll()
+    return found
 
 
 class DetachedService(Service):

@@ -84,10 +84,28 @@ class FlowServer(DetachedService):
         run's links on its own (the flows link their runs in Prefect artifacts).
         """
         path = os.pathsep.join(p for p in (str(self.code_dir), os.environ.get("PYTHONPATH", "")) if p)
-        env = {**self.env, "PREFECT_API_URL": self.api_url, "PYTHONPATH": path, **PLAIN_LOG}
+        env = {
+            **self.env,
+            "PREFECT_API_URL": self.api_url,
+            "PYTHONPATH": path,
+            **PLAIN_LOG,
+            **self.storage_env(),
+        }
         if self.api_auth:
             env["PREFECT_API_AUTH_STRING"] = self.api_auth
         return env
+
+    def storage_env(self) -> dict[str, str]:
+        """Prefect's home and the flow runs' cached task results under the stack's home, as JSON.
+
+        ``make clean-services`` (which deletes ``infra.home``) removes them with the rest; nothing goes
+        to ``~/.prefect``. Cached results expire (:data:`flows.common.CACHE_EXPIRATION`).
+        """
+        return {
+            "PREFECT_HOME": str(self.state_dir / "home"),
+            "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(self.state_dir / "results"),
+            "PREFECT_RESULTS_DEFAULT_SERIALIZER": "json",
+        }
 
     def command(self) -> list[str]:
         """``python -m flows.serve --project-dir DIR [--set k=v ...]``."""

@@ -70,6 +70,27 @@ def http_json(url: str, timeout: float = 2.0, auth: str | None = None) -> Any:
         return None
 
 
+def http_post_json(
+    url: str, body: Any, timeout: float = 10.0, auth: str | None = None, method: str = "POST"
+) -> Any:
+    """``POST url`` (or ``method``) with a JSON body.
+
+    Returns:
+        The JSON answer, or None when nothing answers or the answer is not 2xx JSON.
+    """
+    headers = {"Content-Type": "application/json", **(basic_auth_header(auth) if auth else {})}
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method=method)
+    try:
+        with _OPENER.open(req, timeout=timeout) as resp:
+            raw = resp.read()
+    except (OSError, ValueError):  # HTTPError is an OSError: a refusal counts as no answer
+        return None
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError:
+        return None
+
+
 def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
     """Whether something accepts TCP connections on ``host:port``."""
     return tcp_reason(host, port, timeout) is None

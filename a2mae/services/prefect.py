@@ -19,12 +19,19 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from a2mae.services.base import ServiceError, is_loopback, is_wildcard
 from a2mae.services.daemon import DetachedService
-from a2mae.services.http import http_json, tcp_open
+from a2mae.services.http import http_json, http_post_json, tcp_open
 from a2mae.services.reach import CLIENT_TIMEOUTS
 from a2mae.services.secrets import read_or_create
+
+#: Flow-run states in which a run holds its process (and its deployment's concurrency slot).
+ACTIVE_STATES = ("PENDING", "RUNNING", "CANCELLING")
+#: Concurrency leases kept on disk (under ``PREFECT_HOME``): a restarted server still knows every slot
+#: holder, and its repossessor frees the slots of holders that stopped renewing (a killed flow run).
+LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 
 #: Environment for every Prefect process of the stack: no telemetry, no update checks.
 PREFECT_QUIET_ENV = {
@@ -102,6 +109,7 @@ class PrefectServer(DetachedService):
             "PREFECT_SERVER_API_PORT": str(self.port),
             "PREFECT_LOGGING_LEVEL": "WARNING",
             "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": ",".join(self.origins),
+            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": LEASE_STORAGE,
         }
         if not is_wildcard(self.host):  # read by infra/prefect_server.py (Host header check)
             env["A2MAE_PREFECT_ALLOWED_HOSTS"] = ",".join(o.split("://", 1)[1] for o in self.origins)
@@ -140,3 +148,74 @@ class PrefectServer(DetachedService):
         if self.auth_string:
             env["PREFECT_API_AUTH_STRING"] = self.auth_string
         return env
+
+    # --------------------------------------------------------------------------------- orphaned runs
+    def _api(self, path: str, body: Any, method: str = "POST") -> Any:
+        return http_post_json(f"{self.api_url}{path}", body, auth=self.auth_string, method=method)
+
+    def _active_runs(self) -> list[dict[str, Any]]:
+        flt = {"flow_runs": {"state": {"type": {"any_": list(ACTIVE_STATES)}}}, "limit": 200}
+        got = self._api("/flow_runs/filter", flt)
+        return got if isinstance(got, list) else []
+
+    def _parent_run(self, run: dict[str, Any]) -> str | None:
+        task_run = run.get("parent_task_run_id")
+        if not task_run:
+            return None
+        got = http_json(f"{self.api_url}/task_runs/{task_run}", auth=self.auth_string)
+        return str(got["flow_run_id"]) if isinstance(got, dict) and got.get("flow_run_id") else None
+
+    def orphaned_runs(self) -> list[dict[str, Any]]:
+        """Active flow runs of the deployments, and active sub-flow runs of runs that are not active.
+
+        Called when the deployments' server is not running: no process runs them any more. Flow runs
+        a client started itself (no deployment, no parent) are not included.
+        """
+        runs = self._active_runs()
+        active = {str(r["id"]) for r in runs}
+        orphans = {str(r["id"]): r for r in runs if r.get("deployment_id")}
+        parents = {str(r["id"]): self._parent_run(r) for r in runs if r.get("parent_task_run_id")}
+        changed = True
+        while changed:
+            changed = False
+            for run in runs:
+                rid, parent = str(run["id"]), parents.get(str(run["id"]))
+                if rid not in orphans and parent and (parent in orphans or parent not in active):
+                    orphans[rid] = run
+                    changed = True
+        return list(orphans.values())
+
+    def crash_orphaned_runs(self, reason: str) -> list[str]:
+        """Mark :meth:`orphaned_runs` (and their active task runs) CRASHED, releasing their slots.
+
+        The transition runs Prefect's orchestration rules, which release the deployment concurrency
+        slot a run held (the pipeline deployments run one at a time: a run left RUNNING would make
+        every later run wait for good).
+
+        Args:
+            reason: The state message (why the process is gone).
+
+        Returns:
+            The names of the flow runs marked CRASHED (empty when the server does not answer).
+        """
+        if not self.is_healthy():
+            return []
+        orphans = self.orphaned_runs()
+        if not orphans:
+            return []
+        state = {"type": "CRASHED", "name": "Crashed", "message": reason}
+        ids = [str(r["id"]) for r in orphans]
+        flt = {
+            "flow_runs": {"id": {"any_": ids}},
+            "task_runs": {"state": {"type": {"any_": list(ACTIVE_STATES)}}},
+            "limit": 200,
+        }
+        tasks = self._api("/task_runs/filter", flt)
+        for task_run in tasks if isinstance(tasks, list) else []:
+            self._api(f"/task_runs/{task_run['id']}/set_state", {"state": state, "force": True})
+        done = []
+        for run in orphans:
+            got = self._api(f"/flow_runs/{run['id']}/set_state", {"state": state, "force": True})
+            if isinstance(got, dict) and got.get("status") == "ACCEPT":
+                done.append(str(run.get("name") or run["id"]))
+        return done

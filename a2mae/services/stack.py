@@ -28,6 +28,7 @@ alone, a dead one (stale pid file) is started again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -35,10 +36,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from a2mae.config import Params
+from a2mae.config import DATA_ROOTS_ENV, Params
 from a2mae.errors import A2maeError
 from a2mae.services.base import Service, ServiceError, is_loopback
-from a2mae.services.daemon import launch, running_pid, terminate
+from a2mae.services.daemon import launch, marked_processes, running_pid, stop_marked, terminate
 from a2mae.services.flows import FlowServer
 from a2mae.services.mlflow import MlflowServer
 from a2mae.services.model_server import NO_PICKLE, ModelServer
@@ -143,7 +144,10 @@ class Stack:
             project_dir=self.workspace,
             api_url=self.prefect.api_url,
             api_auth=self.prefect.auth_string,
-            env=self.client_env(include_prefect=False),
+            env={
+                **self.client_env(include_prefect=False),
+                DATA_ROOTS_ENV: os.pathsep.join(self.data_roots()),
+            },
             overrides=[f"predict.output={self._predict_output()}", *self.overrides],
             code_dir=self.project_dir,
         )
@@ -166,6 +170,11 @@ class Stack:
     def workspace(self) -> Path:
         """The git + DVC repository the deployments work in (cloned from ``project_dir``)."""
         return self.home / "workspace"
+
+    def data_roots(self) -> list[str]:
+        """Folders the deployments may read and write: the workspace and ``infra.data_roots``."""
+        extra = [Path(r).expanduser() for r in self.infra.data_roots]
+        return [str(self.workspace), *(str(r if r.is_absolute() else self.project_dir / r) for r in extra)]
 
     def prepare_workspace(self) -> Path:
         """Clone (once) and refresh the deployments' workspace; see :func:`a2mae.dvc.services_workspace`.
@@ -264,6 +273,24 @@ class Stack:
             self.service(n)  # validates the name
         self.check_host()
         self.home.mkdir(parents=True, exist_ok=True)
+        with self._lock(echo):
+            return self._up(only, echo)
+
+    def _lock(self, echo: Echo | None) -> contextlib.AbstractContextManager[Path]:
+        """One ``up`` or ``down`` of this home at a time; a second one waits, saying for whom."""
+        from a2mae.io.lock import LockBusy, describe_owner, lock_path, read_owner, writer_lock
+
+        target = self.home / "stack"
+        wait = max(600.0, 6 * self.infra.start_timeout_s)
+        try:
+            with writer_lock(target, 0, setting="infra.start_timeout_s", command=_command()):
+                pass
+        except LockBusy:
+            owner = describe_owner(read_owner(lock_path(target)))
+            _say(echo, f"waiting for {owner} to finish with {self.home}")
+        return writer_lock(target, wait, setting="infra.start_timeout_s", command=_command())
+
+    def _up(self, only: Sequence[str], echo: Echo | None) -> list[ServiceStatus]:
         for wave in WAVES:
             names = [n for n in wave if (not only or n in only) and (n != "model" or self.model.model_uri)]
             if len(names) == 1:
@@ -285,7 +312,10 @@ class Stack:
         if running_pid(svc) is not None:
             terminate(svc)  # alive but not answering: start it again
         if name == "flows":
+            self._forget_dead_runs(echo)
             self.prepare_workspace()
+        else:
+            self._stop_untracked(svc, echo)
         launch(svc, None, self.infra.start_timeout_s, cwd=self.workspace if name == "flows" else None)
         if name == "s3":
             for bucket in self.infra.buckets:
@@ -305,12 +335,45 @@ class Stack:
                 raise ServiceError(f"stac: {script} failed: {last}")
         self._up_one("stac", echo)
 
+    def _stop_untracked(self, svc: Service, echo: Echo | None) -> None:
+        """Stop processes this home started for ``svc`` that its pid file no longer names."""
+        found = stop_marked(svc.state_dir)
+        if found:
+            _say(echo, f"{svc.name:8s} stopped {len(found)} untracked process(es) of {svc.state_dir}")
+
+    def _forget_dead_runs(self, echo: Echo | None) -> None:
+        """Before the deployments' server starts: its earlier runs whose process is gone end CRASHED.
+
+        The runner that executed them is not running; a flow-run process it left behind still reports
+        its own states, so runs are only marked while no such process lives. The runner itself, if it
+        survived untracked, is stopped first (two runners would run each flow run twice).
+        """
+        for pid, _ in marked_processes(self.flows.state_dir).items():
+            if "flows.serve" in _cmdline(pid):
+                stop_marked_pid(pid)
+        if marked_processes(self.flows.state_dir):
+            return
+        crashed = self.prefect.crash_orphaned_runs(
+            "the deployments' server stopped while this run was active (its process is gone)"
+        )
+        if crashed:
+            names = ", ".join(crashed)
+            _say(echo, f"flows    {len(crashed)} run(s) left by a stopped server marked CRASHED: {names}")
+
     def down(self, echo: Echo | None = None) -> list[str]:
-        """Stop every running service, in reverse order.
+        """Stop every running service, in reverse order, and every process this home started.
+
+        Flow runs the deployments' server was running end CRASHED (their concurrency slots are
+        released) before the Prefect server stops. Processes of the home's services that no pid file
+        names (lost in a race, or children left behind) are found by their environment and stopped.
 
         Returns:
             The names of the services that were running.
         """
+        with self._lock(echo):
+            return self._down(echo)
+
+    def _down(self, echo: Echo | None) -> list[str]:
         stopped = []
         for name in reversed(SERVICES + OPTIONAL):
             svc = self.service(name)
@@ -319,9 +382,17 @@ class Stack:
                 svc.stop()
             else:
                 was_running = terminate(svc)
-            if was_running:
+            untracked = stop_marked(svc.state_dir)
+            if was_running or untracked:
                 stopped.append(name)
-                _say(echo, f"{name:8s} stopped")
+                more = f" (and {len(untracked)} untracked process(es))" if untracked else ""
+                _say(echo, f"{name:8s} stopped{more}")
+            if name == "flows":
+                crashed = self.prefect.crash_orphaned_runs(
+                    "stopped by `a2mae services down` while this run was active"
+                )
+                if crashed:
+                    _say(echo, f"flows    {len(crashed)} active run(s) marked CRASHED: {', '.join(crashed)}")
         return stopped
 
     def status(self) -> list[ServiceStatus]:
@@ -359,6 +430,38 @@ class Stack:
     def env_path(self) -> Path:
         """The clients' variables written by :meth:`up`."""
         return self.home / "env"
+
+
+def _command() -> str:
+    import sys
+
+    return " ".join(sys.argv)[:300]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def stop_marked_pid(pid: int, timeout: float = 20.0) -> None:
+    """Stop one process (SIGTERM, then SIGKILL)."""
+    import signal
+    import time
+
+    from a2mae.services.daemon import pid_alive
+
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + wait
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not pid_alive(pid):
+            return
 
 
 def _say(echo: Echo | None, line: str) -> None:

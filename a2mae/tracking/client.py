@@ -176,9 +176,17 @@ def ensure_experiment(client: Any, uri: str, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return str(exp.experiment_id)
+    from mlflow.exceptions import MlflowException
+
     root = artifact_root(uri)
     location = f"{root}/{name}" if root else None
-    return str(client.create_experiment(name, artifact_location=location))
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException:
+        exp = client.get_experiment_by_name(name)  # another process created it meanwhile
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
 
 
 def use_experiment(cfg: RegistryConfig, name: str) -> str:

@@ -122,6 +122,20 @@ class _Figure:
     artifact_file: str
 
 
+def _stop_active_run_quietly() -> None:
+    """Forget MLflow's active run without a request (its system-metrics thread stopped first)."""
+    from mlflow.tracking import fluent
+
+    stack = fluent._active_run_stack.get()  # this thread's active runs (a thread-local list)
+    monitors = fluent.run_id_to_system_metrics_monitor
+    for run in list(stack):
+        monitor = monitors.pop(run.info.run_id, None)
+        if monitor is not None:
+            with contextlib.suppress(Exception):
+                monitor.finish()
+    stack.clear()
+
+
 class StepLogger:
     """Rank-0 metric logger of one run: ordered, asynchronous, skipping steps already logged.
 
@@ -136,6 +150,7 @@ class StepLogger:
         from mlflow.tracking import MlflowClient
 
         self.run_id = run_id
+        self.tracking_uri = tracking_uri
         self._client = MlflowClient(tracking_uri)
         self._restore = contextlib.ExitStack()  # the MLflow URIs, put back by close()
         self._restore.enter_context(mlflow_uris(tracking_uri))
@@ -189,7 +204,14 @@ class StepLogger:
                 self._queue.task_done()
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
-        """Queue ``metrics`` at ``step``, leaving out keys already logged at this step or later."""
+        """Queue ``metrics`` at ``step``, leaving out keys already logged at this step or later.
+
+        Raises:
+            TrackingError: An earlier batch could not be logged (the tracking server stopped
+                answering): the run stops at this step instead of training on unrecorded.
+        """
+        if self._error is not None:
+            raise TrackingError(self._failure()) from None
         fresh = {k: float(v) for k, v in metrics.items() if step > self.logged_until.get(k, -1)}
         if fresh:
             self._queue.put(_Item(step, fresh))
@@ -198,8 +220,18 @@ class StepLogger:
         """Wait until every queued metric reached the tracking store."""
         self._queue.join()
         if self._error is not None:
-            err, self._error = self._error, None
-            raise TrackingError(f"logging metrics to run {self.run_id} failed: {err}") from None
+            raise TrackingError(self._failure()) from None
+
+    def _failure(self) -> str:
+        """One line: the store that stopped answering, why (shortened), and how to go on."""
+        reason = " ".join(str(getattr(self._error, "message", None) or self._error).split())
+        if any(w in reason for w in ("Max retries exceeded", "Connection refused", "NewConnectionError")):
+            reason = "the tracking server does not answer"
+        return (
+            f"logging metrics to run {self.run_id} at {self.tracking_uri} failed ({reason[:200]}); the run "
+            "stopped at its last checkpoint: start it again with the same name once the tracking store "
+            "answers"
+        )
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         """Queue a matplotlib figure (object API, Agg) to be saved as a PNG artifact of the run.
@@ -213,8 +245,17 @@ class StepLogger:
         import mlflow
 
         self._queue.put(None)
-        self._thread.join(timeout=120)
+        self._thread.join(timeout=5 if self._error is not None else 120)
         try:
-            mlflow.end_run(status="FAILED" if failed else "FINISHED")
+            if self._error is None:
+                try:
+                    mlflow.end_run(status="FAILED" if failed else "FINISHED")
+                except Exception as err:  # the store stopped answering at the very end
+                    self._error = err
+            if self._error is not None:  # no (more) requests: stop the run's threads (system metrics)
+                with contextlib.suppress(Exception):
+                    _stop_active_run_quietly()
+                if not failed:  # a failing run's own error is the one to tell
+                    raise TrackingError(self._failure()) from None
         finally:
             self._restore.close()

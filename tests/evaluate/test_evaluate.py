@@ -179,3 +179,38 @@ def test_cli_evaluate_promote_rollback_history(setup, capsys):
     assert main(["rollback", "a2mae-nothing"]) == 2
     err = capsys.readouterr().err.strip()
     assert "a2mae-nothing: not in the registry" in err and err.count("\n") == 0
+
+
+def test_gate_refuses_when_the_champion_moved_while_scoring(setup, monkeypatch, capsys):
+    """Another writer promotes while the challenger is scored: nothing moves, one line, exit 2."""
+    from a2mae.evaluate import run
+
+    _, data = setup
+    c = mlflow.MlflowClient()
+    v1 = register(constant_model(1), data)
+    aliases.promote(c, NAME, v1, "champion", "first")
+    v2, v3 = register(constant_model(2), data), register(constant_model(0), data)
+    score_both = run._score_both
+
+    def racing(*args, **kwargs):
+        scores = score_both(*args, **kwargs)  # scored against v1 ...
+        aliases.promote(c, NAME, v2, "champion", "meanwhile, by hand")  # ... which stops being champion
+        return scores
+
+    monkeypatch.setattr(run, "_score_both", racing)
+    capsys.readouterr()
+    assert main(["evaluate", NAME, v3, "--set", "evaluate.promotion_margin=0.05"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after MLflow's own log lines
+    assert err == (
+        f"a2mae: error: model {NAME}: @champion moved from v{v1} to v{v2} while version {v3} was "
+        "evaluated; nothing promoted (a2mae.eval.decision=champion_moved); "
+        f"run `a2mae evaluate {NAME} {v3}` again"
+    )
+    assert str(c.get_model_version_by_alias(NAME, "champion").version) == v2
+    tags = c.get_model_version(NAME, v3).tags
+    assert tags["a2mae.eval.decision"] == "champion_moved" and tags["a2mae.eval.champion_version"] == v1
+    assert c.get_run(tags["a2mae.eval.run_id"]).data.tags["a2mae.decision"] == "champion_moved"
+    assert [(e.action, e.version) for e in aliases.history(c, NAME)] == [("manual", v1), ("manual", v2)]
+    monkeypatch.setattr(run, "_score_both", score_both)
+    assert evaluate_version(setup[0], NAME, v3).decision == "promoted"  # against v2 now
+    assert aliases.history(c, NAME)[-1].previous == v2

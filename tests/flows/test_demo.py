@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ OWN = re.compile(
     r"^$|^a2mae demo: |^  \(library messages: |"
     r"^  (ingest|tile|version|pretrain|finetune|evaluate|promote)\s{2,}|"
     r"^  (snapshot|sets|model|training)\s{2,}|^Where to look|^  (MLflow|Prefect|DVC)\s{2,}|^\s{11}then open |"
-    r"^  Services mode"
+    r"^  Services mode|^  Predict  MLFLOW_TRACKING_URI=|^\s{11}\(the champion"
 )
 #: Progress bars (stderr): a label, the bar, a count.
 BAR = re.compile(r"^(ingest|tile|pretrain|ft \w+|predict|evaluate)\s+[━╸╺ ]+\s*\d+/\d+ ")
@@ -83,3 +84,26 @@ def test_the_demo_trains_on_real_multi_image_sets(demo):
     (run,) = client.search_runs([exp.experiment_id])
     per_sensor = [k for k in run.data.metrics if k.startswith("train/loss_per_sensor/")]
     assert len(per_sensor) > 1, per_sensor  # pre-training saw more than one sensor
+
+
+def test_the_demo_ends_with_a_predict_command_that_runs(demo, tmp_path):
+    """Predict right after the demo: the printed command runs as it is, from any folder."""
+    proc, out = demo
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("  Predict  ")]
+    setting, *argv = shlex.split(line.split("Predict", 1)[1])
+    key, value = setting.split("=", 1)
+    assert key == "MLFLOW_TRACKING_URI" and value == f"sqlite:///{out.resolve() / 'workspace' / 'mlruns.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))} | {key: value}
+    got = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert got.returncode == 0, got.stderr
+    assert (out / "predict" / "manifest.json").is_file() and not (tmp_path / "mlruns.db").exists()
+    default = argv[argv.index("--model") + 1]
+    from a2mae.config import load_params
+
+    assert default == load_params().predict.model  # predict.model defaults to what the demo registers
+
+
+def test_the_demo_leaves_no_progress_line_short_of_its_total(demo):
+    proc, _ = demo
+    counts = [re.search(r"\s(\d+)/(\d+) ", ln) for ln in proc.stderr.splitlines() if BAR.match(ln)]
+    assert counts and all(m is not None and m.group(1) == m.group(2) for m in counts), proc.stderr

@@ -384,7 +384,7 @@ def test_retrain_reports_a_bad_parameter_in_one_line(prefect_harness, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- deployments
-def test_serve_builds_every_deployment_from_the_workspace(tmp_path):
+def test_serve_builds_every_deployment_from_the_workspace(tmp_path, monkeypatch):
     from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 
     from flows.serve import build_deployments
@@ -416,8 +416,14 @@ def test_serve_builds_every_deployment_from_the_workspace(tmp_path):
     assert deps["scheduled"].schedules[0].schedule.cron == "15 4 * * 2"
     assert deps["watcher"].schedules[0].schedule.interval.total_seconds() == 42
     assert deps["pipeline"].parameters["params"]["pretrain"]["epochs"] == 3
-    # keys on the form are in its fields only: an edit of the field is what the run uses
-    assert deps["pipeline"].parameters["params"]["overrides"] == [sets[0], sets[3]]
+    # keys on the form are in its fields only: an edit of the field is what the run uses; the others
+    # apply under the form through the serve process's environment, and the Overrides field stays empty
+    for d in deps.values():
+        assert d.parameters.get("params", {}).get("overrides", []) == [], d.name
+    from flows.params import DEPLOYMENT_SETS_ENV
+    from flows.serve import deployment_sets
+
+    monkeypatch.setenv(DEPLOYMENT_SETS_ENV, json.dumps(deployment_sets(sets)))
     edited = RetrainParams.model_validate(deps["pipeline"].parameters["params"])
     edited.pretrain.max_steps = 9
     assert edited.resolve().pretrain.max_steps == 9 and edited.resolve().tile.workers == 1
@@ -451,3 +457,18 @@ def test_serve_builds_every_deployment_from_the_workspace(tmp_path):
         assert d.entrypoint.startswith("flows.")  # importable module paths, any working directory
         if d.name in forms:  # the default parameters are valid forms
             assert forms[d.name].model_validate(d.parameters["params"]).resolve().pretrain.epochs == 3
+
+
+def test_deployment_forms_show_defaults_as_values_not_optional(tmp_path):
+    """The Prefect UI labels a field that is not required "(Optional)": every field of a deployment's
+    form is required (the run form starts from the deployment's parameters, which hold them all)."""
+    from flows.serve import build_deployments
+
+    for d in build_deployments(tmp_path, ["predict.output=s3://a2mae-predict/runs"]):
+        schema = d._parameter_openapi_schema.model_dump_for_openapi()
+        assert schema.get("required") == list(schema["properties"]), d.name
+        for name, definition in schema.get("definitions", {}).items():
+            if "properties" in definition:
+                assert definition["required"] == list(definition["properties"]), (d.name, name)
+        if d.name == "predict":
+            assert d.parameters["params"]["output"] == "s3://a2mae-predict/runs"  # a default, in its field

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 
 from a2mae.cli import main
 
@@ -71,3 +72,41 @@ def test_bad_parameter_is_one_line(pretrain_snapshot, capsys):
     rc = main(["pretrain", "--snapshot", str(pretrain_snapshot), "--set", "pretrain.accum_steps=0"])
     assert rc == 2
     assert "pretrain.accum_steps" in _one_line_error(capsys)
+
+
+def test_resuming_a_run_as_another_model_is_one_line_and_leaves_its_run_as_it_was(
+    pretrain_snapshot, tiny_pretrain_overrides, capsys
+):
+    """Issue 21: the same name with another variant printed 203 lines of size mismatches and left the
+    MLflow run FINISHED as if the attempt had worked."""
+    from mlflow.tracking import MlflowClient
+
+    args = ["pretrain", "--snapshot", str(pretrain_snapshot), "--name", "same-name"]
+    assert main([*args, *_sets([*tiny_pretrain_overrides, "pretrain.max_steps=1"])]) == 0
+    run_id = re.search(r"^mlflow run id: ([0-9a-f]{32})$", capsys.readouterr().out, re.M).group(1)
+    wider = [o for o in tiny_pretrain_overrides if not o.startswith("pretrain.model_overrides=")]
+    wider.append(
+        "pretrain.model_overrides={depth: 1, embed_dim: 64, num_heads: 2, decoder_embed_dim: 32, "
+        "decoder_depth: 1, decoder_num_heads: 2}"
+    )
+    rc = main([*args, *_sets([*wider, "pretrain.max_steps=2"])])
+    err = _one_line_error(capsys)
+    assert rc == 2 and "'same-name' cannot continue" in err and "--name" in err
+    store = next(
+        o.split("=", 1)[1] for o in tiny_pretrain_overrides if o.startswith("registry.tracking_uri=")
+    )
+    run = MlflowClient(store).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags.get("a2mae.resumed") != "true"  # untouched
+
+
+def test_a_checkpoint_of_another_model_is_one_line_where_it_is_loaded(tmp_path):
+    from safetensors.torch import save_file
+
+    from a2mae.pretrain.state import CheckpointMismatch, load_model_weights
+
+    small, wide = torch.nn.Linear(3, 2), torch.nn.Linear(5, 2)
+    save_file(small.state_dict(), str(tmp_path / "m.safetensors"))
+    with pytest.raises(CheckpointMismatch) as err:
+        load_model_weights(tmp_path / "m.safetensors", wide)
+    msg = str(err.value)
+    assert "\n" not in msg and "holds another model" in msg and "weight" in msg

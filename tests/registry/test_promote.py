@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from a2mae.registry import aliases
+from a2mae.cli import main
+from a2mae.registry import aliases, ledger
 from a2mae.registry.errors import RegistryError
 
 NAME = "a2mae-segmentation"
@@ -69,3 +72,87 @@ def test_champion_stack_replays_like_a_stack(ops):
             model.append(op)
             events.append(aliases.AliasEvent("manual", op, None, "t", ""))
     assert aliases.champion_stack(events) == model
+
+
+def _history_doc(c) -> list[dict]:
+    return json.loads(c.get_registered_model(NAME).tags[aliases.HISTORY_TAG])
+
+
+def _cli(argv, capsys) -> tuple[int, str, str]:
+    rc = main(argv)
+    got = capsys.readouterr()
+    return rc, got.out, got.err.strip()
+
+
+def test_history_shows_every_move_and_verify_names_the_first_break(mlflow_tmp, capsys):
+    c = mlflow.MlflowClient()
+    v1, v2, v3 = versions(3)
+    for v in (v1, v2, v3):
+        aliases.promote(c, NAME, v, "champion", f"release {v}")
+    aliases.rollback(c, NAME, "champion", "bad colours")
+    rc, out, _ = _cli(["history", NAME, "--verify"], capsys)
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0] == f"{NAME}: @champion = v{v2}"
+    assert lines[2].split()[0] == "#2" and f"manual   v{v2} (was v{v1})" in lines[2]
+    assert f"rollback v{v2} (was v{v3})" in lines[4] and "bad colours" in lines[4]
+    assert all(f"by {ledger.holder()}" in line for line in lines[1:5])
+    summary = "history verified: 4 entries, chain of previous versions unbroken"
+    assert lines[5] == f"{NAME}: {summary}, @champion = v{v2}, the last entry"
+    good = _history_doc(c)
+
+    def broken_by(doc) -> str:
+        c.set_registered_model_tag(NAME, aliases.HISTORY_TAG, json.dumps(doc))
+        rc, _, err = _cli(["history", NAME, "--verify"], capsys)
+        assert rc == 1 and err.startswith(f"a2mae: error: model {NAME}: alias history broken: ")
+        assert "\n" not in err
+        return err
+
+    assert f"entry 3 (manual v{v3} at" in broken_by([*good[:1], *good[2:]])  # a lost move
+    assert f"says the champion was v{v2}, but entry 1" in broken_by([*good[:1], *good[2:]])
+    edited = [*good[:3], {**good[3], "reason": "nothing to see"}]
+    assert "entry 4 (rollback" in broken_by(edited) and "digest" in broken_by(edited)
+    assert "entry 3 (manual" in broken_by([good[0], good[2], good[1], good[3]])  # reordered
+    assert "numbered 2 after entry 2" in broken_by([*good[:2], {**good[2], "seq": 2}, good[3]])
+    # the last entry lost, the alias put back: the chain is whole, but a committed move is missing
+    c.set_registered_model_alias(NAME, "champion", v3)
+    assert "entry 4, committed by" in broken_by(good[:3]) and "is missing from the history" in broken_by(
+        good[:3]
+    )
+    c.set_registered_model_alias(NAME, "champion", v1)  # moved in the MLflow UI
+    assert f"@champion is v{v1} but the last entry is entry 4 (rollback v{v2}" in broken_by(good)
+
+
+def test_a_dead_writers_slot_is_taken_over_after_its_lease(mlflow_tmp):
+    c = mlflow.MlflowClient()
+    v1, v2 = versions(2)
+    aliases.promote(c, NAME, v1, "champion", "first")
+    dead = ledger.acquire(c, NAME, lambda: aliases.last_seq(aliases.history(c, NAME)), lease_s=1.0)
+    assert dead.seq == 2
+    e = aliases.promote(c, NAME, v2, "champion", "after the dead one")  # waits for the lease, skips slot 2
+    assert (e.seq, e.previous) == (3, v1)
+    assert c.get_experiment_by_name(ledger.slot_name(NAME, 2)).tags[ledger.STATE_TAG] == "abandoned"
+    with pytest.raises(ledger.RegistryBusyError, match="lost the lock of history entry 2"):
+        dead.check()  # the late holder writes nothing
+    assert "unbroken" in aliases.verify(c, NAME, "champion")
+    assert [x.seq for x in aliases.history(c, NAME)] == [1, 3]
+
+
+def test_a_held_lock_refuses_in_one_line_after_waiting(mlflow_tmp, monkeypatch, capsys):
+    c = mlflow.MlflowClient()
+    v1, v2 = versions(2)
+    aliases.promote(c, NAME, v1, "champion", "first")
+    held = ledger.acquire(c, NAME, lambda: aliases.last_seq(aliases.history(c, NAME)))
+    monkeypatch.setattr(ledger, "WAIT_S", 0.5)
+    rc, out, err = _cli(["promote", NAME, v2, "--reason", "too late"], capsys)
+    assert rc == 1 and out == "" and "\n" not in err
+    assert err == (
+        f"a2mae: error: model {NAME}: history entry 2 has been locked by another writer for over 0 s "
+        f"(experiment {ledger.slot_name(NAME, 2)}); try again later"
+    )
+    assert (
+        len(aliases.history(c, NAME)) == 1
+        and "a2mae.promotion_reason" not in c.get_model_version(NAME, v2).tags
+    )
+    held.finish("released")
+    assert aliases.promote(c, NAME, v2, "champion", "now").seq == 3
