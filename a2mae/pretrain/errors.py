@@ -21,3 +21,7 @@ class NonFiniteLossError(PretrainError):
 
 class RayClusterError(PretrainError):
     """Ray cannot be started or reached, or lacks the resources the run asks for."""
+
+
+class CheckpointMismatch(PretrainError):
+    """A checkpoint holds another model than the one it is loaded into (one line)."""
