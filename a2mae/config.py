@@ -301,6 +301,58 @@ class FinetuneConfig(_Section):
     ablation: AblationConfig
 
 
+# ---------------------------------------------------------------------------------------- benchmark
+BenchmarkFormat = Literal["auto", "eurosat", "bigearthnet", "oscd", "change-pair", "vector", "finetune"]
+BenchmarkBaseline = Literal["scratch", "rcf", "mae"]
+BenchmarkProtocol = Literal["knn", "linear"]  # "finetune" (label fractions through a2mae finetune): not yet
+DenseLabels = Literal["pixel", "token"]
+
+
+class BenchmarkConfig(_Section):
+    """`a2mae benchmark`: frozen and fine-tuning probes of encoders against baselines (docs/benchmark.md)."""
+
+    format: BenchmarkFormat = Field(description="Layout of the labelled data (auto: detected).")
+    encoders: list[str] = Field(
+        min_length=1,
+        description="Encoders under test: models:/NAME@ALIAS, models:/NAME/N, a checkpoint, @champion.",
+    )
+    baselines: list[BenchmarkBaseline] = Field(description="Baseline arms.")
+    protocols: list[BenchmarkProtocol] = Field(min_length=1, description="Probing protocols.")
+    fractions: list[float] = Field(min_length=1, description="Label fractions of the training split.")
+    seeds: int = Field(ge=1, le=100, description="Seeds (splits and sampling; fine-tuning: training).")
+    dense_labels: DenseLabels = Field(description="Dense probes per labelled pixel, or per token (majority).")
+    max_pixels_per_class: int = Field(ge=1, description="Dense probes: labelled pixels per class and split.")
+    block_m: float = Field(gt=0, description="Spatial block side, metres (folds, block bootstrap).")
+    fold_fractions: list[float] = Field(min_length=3, max_length=3, description="Train/val/test shares.")
+    chip_size: int = Field(ge=8, le=2048, multiple_of=8, description="Side of the chips cut from scenes, px.")
+    normalization: Literal["encoder", "dataset"] = Field(
+        description="Encoder arms: pre-training statistics (encoder) or the data's (dataset)."
+    )
+    sensor: str | None = Field(description="Sensor id of the rasters (null: detected).")
+    bands: list[str] | None = Field(description="Band ids in file order (null: band descriptions).")
+    knn_k: list[int] = Field(min_length=1, description="Neighbours of the kNN probe.")
+    linear_c: list[float] = Field(
+        min_length=1, description="Inverse regularisation grid of the linear probe."
+    )
+    rcf_features: int = Field(ge=2, multiple_of=2, description="RCF features.")
+    rcf_modes: list[Literal["gaussian", "empirical"]] = Field(min_length=1, description="RCF filter kinds.")
+    mae_steps: int = Field(ge=1, description="Pre-training steps of the plain-MAE control.")
+    mae_snapshot: str = Field(description="Snapshot the plain MAE is pre-trained on.")
+    n_boot: int = Field(ge=10, le=100000, description="Bootstrap replicates.")
+    batch_size: int = Field(ge=1, description="Chips per embedding forward pass.")
+    cache: str = Field(description="Embedding cache folder.")
+    experiment: str = Field(min_length=1, description="MLflow experiment of benchmark runs.")
+    output: str = Field(description="Default output folder.")
+
+    @model_validator(mode="after")
+    def _check(self) -> BenchmarkConfig:
+        if any(not 0 < f <= 1 for f in self.fractions):
+            raise ValueError("fractions must lie in (0, 1]")
+        if abs(sum(self.fold_fractions) - 1) > 1e-6 or min(self.fold_fractions) <= 0:
+            raise ValueError("fold_fractions must be three positive shares summing to 1")
+        return self
+
+
 class PrimaryMetrics(_Section):
     """Metric deciding promotion, per kind of task."""
 
@@ -437,6 +489,7 @@ class Params(_Section):
     model: ModelConfig
     pretrain: PretrainConfig
     finetune: FinetuneConfig
+    benchmark: BenchmarkConfig
     evaluate: EvaluateConfig
     predict: PredictConfig
     evidence: EvidenceConfig

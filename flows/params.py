@@ -32,7 +32,11 @@ from pydantic.fields import FieldInfo
 from a2mae import tasks
 from a2mae.config import (
     DATA_ROOTS_ENV,
+    BenchmarkBaseline,
+    BenchmarkFormat,
+    BenchmarkProtocol,
     ConfigError,
+    DenseLabels,
     DvcRemote,
     Executor,
     FinetuneProtocol,
@@ -53,6 +57,8 @@ PATH_KEYS = (
     "pretrain.storage_path",
     "finetune.output",
     "predict.output",
+    "benchmark.output",
+    "benchmark.cache",
     "collect.locations",
 )
 #: The bundled real scenes (the sources of the ingest stage in dvc.yaml): the single scenes and series,
@@ -611,3 +617,20 @@ class PredictParams(FlowParams):
     workers: int = p("predict.workers")
     probabilities: bool = p("predict.probabilities")
     dense_embeddings: bool = p("predict.dense_embeddings")
+
+
+class BenchmarkParams(FlowParams):
+    """`a2mae benchmark`: encoders against baselines with kNN and linear probes (docs/benchmark.md)."""
+
+    data: str = Field(description="Labelled data folder (a layout of docs/benchmark.md).", min_length=1)
+    encoders: list[str] = p("benchmark.encoders")
+    out: str = Field(default="", description="Output folder (empty: benchmark.output/<data folder name>).")
+    format: BenchmarkFormat = p("benchmark.format")
+    baselines: list[BenchmarkBaseline] = p("benchmark.baselines")
+    protocols: list[BenchmarkProtocol] = p("benchmark.protocols")
+    fractions: list[float] = p("benchmark.fractions")
+    seeds: int = p("benchmark.seeds")
+    dense_labels: DenseLabels = p("benchmark.dense_labels")
+    max_pixels_per_class: int = p("benchmark.max_pixels_per_class")
+    block_m: float = p("benchmark.block_m")
+    mae_steps: int = p("benchmark.mae_steps")

@@ -57,6 +57,7 @@ from a2mae.services.flows import (
     TRIGGERED_DEPLOYMENT,
     WATCHER_DEPLOYMENT,
 )
+from flows.benchmark import benchmark_flow
 from flows.collect import collect_flow
 from flows.common import ensure_concurrency_limit
 from flows.evaluate import evaluate_flow
@@ -64,6 +65,7 @@ from flows.finetune import finetune_flow
 from flows.ingest import ingest_flow
 from flows.params import (
     DEPLOYMENT_SETS_ENV,
+    BenchmarkParams,
     CollectParams,
     FinetuneParams,
     IngestParams,
@@ -191,6 +193,12 @@ def build_deployments(project_dir: str | Path, overrides: list[str] | None = Non
             "finetune", parameters=form(FinetuneParams), tags=tags, entrypoint_type=mod
         ),
         evaluate_flow.to_deployment("evaluate", tags=tags, entrypoint_type=mod),
+        benchmark_flow.to_deployment(
+            "benchmark",
+            parameters=form(BenchmarkParams, data="data/samples/segmentation"),
+            tags=tags,
+            entrypoint_type=mod,
+        ),
         promote_flow.to_deployment("promote", tags=tags, entrypoint_type=mod),
     ]
     return [defaults_as_defaults(_made(d)) for d in made]

@@ -30,6 +30,7 @@ def test_params_yaml_is_complete_and_valid():
         "model",
         "pretrain",
         "finetune",
+        "benchmark",
         "evaluate",
         "predict",
         "evidence",

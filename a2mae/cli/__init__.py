@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 
 # Verb modules register themselves on `app` when imported. Add a line here for a new verb.
+from a2mae.cli import benchmark as _benchmark  # noqa: F401
 from a2mae.cli import catalog as _catalog  # noqa: F401
 from a2mae.cli import collect as _collect  # noqa: F401
 from a2mae.cli import evaluate as _evaluate  # noqa: F401

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from a2mae.config import ConfigError, Params, load_params
 from flows.params import (
     SAMPLE_SCENES,
+    BenchmarkParams,
     CollectParams,
     FinetuneParams,
     FlowParams,
@@ -408,11 +409,14 @@ def test_serve_builds_every_deployment_from_the_workspace(tmp_path, monkeypatch)
         "pretrain",
         "finetune",
         "evaluate",
+        "benchmark",
         "promote",
         "predict",
         "on-promotion",
         "on-new-scene",
     }
+    form = BenchmarkParams.model_validate(deps["benchmark"].parameters["params"])
+    assert form.data == "data/samples/segmentation" and form.resolve().benchmark.dense_labels == "pixel"
     assert deps["scheduled"].schedules[0].schedule.cron == "15 4 * * 2"
     assert deps["watcher"].schedules[0].schedule.interval.total_seconds() == 42
     assert deps["pipeline"].parameters["params"]["pretrain"]["epochs"] == 3

@@ -1,0 +1,1 @@
+"""Probing protocols on cached embeddings: kNN and the linear probe (fine-tuning: :mod:`.finetune`)."""
