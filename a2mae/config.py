@@ -10,7 +10,7 @@ overrides; any bad value raises :class:`ConfigError` with one line naming the ke
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from a2mae.errors import A2maeError
+from a2mae.io.storage import S3Settings
 from a2mae.io.yamlsafe import YamlError, load_file, load_text
 
 _REPO_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
@@ -33,7 +34,6 @@ Executor = Literal["local", "ray"]
 AnchorPolicy = Literal["random", "finest_gsd", "coarsest_gsd"]
 MaskingPolicy = Literal["aligned", "complementary", "independent"]
 AnchorGroupMask = Literal["consistent", "independent"]
-Task = Literal["classification", "segmentation", "change_detection"]
 FinetuneProtocol = Literal["linear_probe", "full"]
 #: DVC remotes of the repository's ``.dvc/config``: ``local`` (a folder) and ``s3`` (the services' store).
 DvcRemote = Literal["local", "s3"]
@@ -50,6 +50,10 @@ class S3Config(_Section):
     endpoint_url: str | None = Field(description="S3-compatible endpoint URL; env AWS_ENDPOINT_URL wins.")
     region: str = Field(description="Region name sent with signed requests.")
     anonymous: bool = Field(description="Send unsigned requests (public buckets).")
+
+    def settings(self, environ: Mapping[str, str] | None = None) -> S3Settings:
+        """The S3 settings of this section, environment variables winning (``AWS_ENDPOINT_URL``, ...)."""
+        return S3Settings.from_env(self.endpoint_url, self.region, self.anonymous, environ)
 
 
 class GrowthPeriodConfig(_Section):
@@ -94,12 +98,12 @@ class TileConfig(_Section):
     max_nodata_fraction: float = Field(ge=0, le=1)
     max_cloud_fraction: float = Field(ge=0, le=1)
     drop_bands: dict[str, list[str]] = Field(description="Per sensor, bands never written.")
-    gf_s2_max_days: int = Field(ge=0, description="GF-S2 pairing window, days.")
+    gf_s2_max_days: int = Field(ge=0, description="Pairing window of hires sets, days.")
     max_images_per_set: int = Field(ge=1, le=4)
     min_images_per_set: int = Field(ge=1, le=4, description="Sets with fewer surviving chips are dropped.")
-    sets_per_location: int = Field(ge=1, description="S2-L8 sets per grid point (rounds of best scenes).")
-    temporal_sensors: list[str] = Field(description="Sensors of S2-L8 sets (one g and one ng image each).")
-    hires_sensors: list[str] = Field(description="Sensors whose images each form a GF-S2 set.")
+    sets_per_location: int = Field(ge=1, description="temporal sets per grid point (rounds of best scenes).")
+    temporal_sensors: list[str] = Field(description="Sensors of temporal sets (one g and one ng image each).")
+    hires_sensors: list[str] = Field(description="Sensors whose images each form a hires set.")
     hires_partner: str = Field(description="Sensor paired with hires images within gf_s2_max_days.")
     thin_coarse_sets: bool = Field(
         description="Keep a set whose finest chip spans k >= 2 grid cells only at every k-th grid point."
@@ -240,14 +244,6 @@ class PretrainConfig(_Section):
     system_metrics: bool = Field(description="MLflow system metrics from rank 0.")
 
 
-class FinetuneDatasets(_Section):
-    """Default dataset folder per task (``--data`` wins)."""
-
-    classification: str | None = Field(description="Folder of chips + labels CSV.")
-    segmentation: str | None = Field(description="Folder of image/mask GeoTIFF pairs.")
-    change_detection: str | None = Field(description="OSCD/LEVIR-style before/after/label folders.")
-
-
 class AblationVariant(_Section):
     """One pre-training variant of the ablation."""
 
@@ -266,9 +262,9 @@ class AblationConfig(_Section):
 class FinetuneConfig(_Section):
     """Downstream fine-tuning."""
 
-    task: Task = Field(
-        description="Downstream task: scene classification, segmentation or change detection (registered "
-        "as model_prefix + task, e.g. a2mae-classification)."
+    task: str = Field(
+        description="Downstream task, a registered one (a2mae.tasks: scene classification, segmentation, "
+        "change detection); the model is registered as model_prefix + task, e.g. a2mae-classification."
     )
     protocol: FinetuneProtocol = Field(
         description="linear_probe: frozen encoder, train the head only; full: train encoder and head."
@@ -279,7 +275,9 @@ class FinetuneConfig(_Section):
     lr: float = Field(gt=0, description="Peak learning rate (after warm-up).")
     layer_decay: float = Field(gt=0, le=1)
     seed: int
-    datasets: FinetuneDatasets
+    datasets: dict[str, str | None] = Field(
+        description="Default dataset folder per task (keys: registered tasks; --data wins; null: none)."
+    )
     label_mode: Literal["auto", "single", "multi"]
     sensor: str = Field(description="Sensor id of the chips when the GeoTIFFs do not say.")
     bands: list[str] | None = Field(description="Band ids in file order; None: GeoTIFF band descriptions.")
@@ -499,6 +497,22 @@ class Params(_Section):
     infra: InfraConfig
 
 
+# ------------------------------------------------------------------------------- checks across sections
+#: A check of the parameters that needs more than one section, or a registry of a layer above this one
+#: (the model variants, the tasks). Each is written once, in the layer that owns its rule, registered
+#: there at import (:func:`register_check`), and run once by :func:`validate_params`: the CLI and the
+#: flows import those layers before they load parameters.
+ParamsCheck = Callable[["Params"], None]
+_CHECKS: list[ParamsCheck] = []
+
+
+def register_check(check: ParamsCheck) -> ParamsCheck:
+    """Run ``check(params)`` whenever parameters are validated; it raises an ``A2maeError`` (one line)."""
+    if check not in _CHECKS:
+        _CHECKS.append(check)
+    return check
+
+
 # ------------------------------------------------------------------------------------------ loading
 def default_params_path() -> Path:
     """The defaults file: the repository's params.yaml, or the copy shipped in the wheel."""
@@ -578,12 +592,16 @@ def validate_params(doc: Mapping[str, Any], source: str = "params") -> Params:
     """Validate a parameter mapping.
 
     Raises:
-        ConfigError: One line naming the first bad key.
+        ConfigError: One line naming the first bad key. A2maeError: A check across sections failed
+            (:func:`register_check`), e.g. ``ModelConfigError`` for a chip size the patch does not divide.
     """
     try:
-        return Params.model_validate(doc)
+        params = Params.model_validate(doc)
     except ValidationError as err:
         raise ConfigError(_format_error(err, source, doc)) from None
+    for check in _CHECKS:
+        check(params)
+    return params
 
 
 def load_params(

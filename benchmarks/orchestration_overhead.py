@@ -70,7 +70,7 @@ def direct(ws: Path, sources: list[str], sets: list[str]) -> float:
     run = run_pretrain(p, p.tile.snapshot, name=f"{p.pretrain.run_name}-{summary.snapshot_id[:12]}")
     out = finetune(p, encoder=f"models:/{p.registry.encoder_model}/{run.registered_version}", progress=False)
     ev = evaluate_version(p, out.version.name, out.version.version)
-    client = MlflowClient(tracking_uri(p))
+    client = MlflowClient(tracking_uri(p.registry))
     if ev.promoted:
         aliases.move(client, p.registry.encoder_model, run.registered_version, "champion", "auto", "bench")
     for run_id in (run.run_id, out.run_id, ev.run_id):

@@ -78,7 +78,11 @@ def forward_only(scene: str, window: int, overlap: int, batch: int) -> tuple[flo
 
     p = _params(window, overlap, batch)
     model = _model()
-    (job,) = plan_jobs(read_sources([scene], p), model, p)
+    from a2mae.sensors import get_registry
+
+    (job,) = plan_jobs(
+        read_sources([scene], p.data), model, get_registry(p.data.sensor_files), p.predict.window
+    )
     tasks = batch_tasks(job, model, p.predict, None)
     cut = []
     with raster_env():

@@ -56,6 +56,7 @@ def steady_rate(times: dict[int, tuple[float, float]], warmup: int) -> tuple[flo
 def run_in_process(params, snapshot: str, run_dir: Path) -> dict[int, tuple[float, float]]:
     """Per-step timestamps of the loop in this process."""
     from a2mae.pretrain.loop import make_loop_config, run_local
+    from a2mae.pretrain.run import PretrainStage
 
     times: dict[int, tuple[float, float]] = {}
 
@@ -63,7 +64,7 @@ def run_in_process(params, snapshot: str, run_dir: Path) -> dict[int, tuple[floa
         if info.get("event") == "step":
             times[info["step"]] = (info["time"], info["cpu_time"])
 
-    run_local(make_loop_config(params, snapshot, progress=progress), run_dir, keep=1)
+    run_local(make_loop_config(PretrainStage.of(params).loop, snapshot, progress=progress), run_dir, keep=1)
     return times
 
 
@@ -73,9 +74,10 @@ def run_ray(params, snapshot: str, name: str) -> tuple[dict[int, tuple[float, fl
 
     from a2mae.pretrain.loop import make_loop_config
     from a2mae.pretrain.ray_train import build_trainer, init_ray, resolve_storage
+    from a2mae.pretrain.run import PretrainStage
 
     t0 = time.perf_counter()
-    init_ray(params)
+    init_ray(params.pretrain)
     t_init = time.perf_counter() - t0
 
     @ray.remote(num_cpus=0)
@@ -94,9 +96,9 @@ def run_ray(params, snapshot: str, name: str) -> tuple[dict[int, tuple[float, fl
             return self.times, self.threads
 
     rec = Recorder.remote()
-    config = make_loop_config(params, snapshot, progress=rec)
+    config = make_loop_config(PretrainStage.of(params).loop, snapshot, progress=rec)
     t_fit = time.time()
-    build_trainer(params, name, config, resolve_storage(params)).fit()
+    build_trainer(params.pretrain, name, config, resolve_storage(params.pretrain, params.data.s3)).fit()
     times, threads = ray.get(rec.get.remote())
     ray.shutdown()
     print(f"Ray worker: {threads} torch threads")

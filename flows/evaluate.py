@@ -68,7 +68,7 @@ def report(doc: dict[str, Any], e: dict[str, Any]) -> None:
         f"`{e['split']}` (hash `{e['split_hash'][:12]}`).",
         description=f"Promotion decision for {e['model']}",
     )
-    uri = tracking_uri(params_from(doc))
+    uri = tracking_uri(params_from(doc).registry)
     link_mlflow(
         "evaluate-model",
         uri,

@@ -25,13 +25,12 @@ def fingerprint_sources(sources: list[str], doc: dict[str, Any]) -> str:
     """List the sources (no file is opened) and hash what they hold: one fingerprint per scene."""
     from a2mae.ingest.discover import discover
     from a2mae.ingest.scene_reader import listing_fingerprint
-    from a2mae.io.storage import S3Settings
     from a2mae.sensors import get_registry
     from a2mae.sensors.detect import band_vocabulary
 
     params = params_from(doc)
     vocab = band_vocabulary(get_registry(params.data.sensor_files))
-    found = discover(sources, vocab, S3Settings.from_params(params.data.s3))
+    found = discover(sources, vocab, params.data.s3.settings())
     return content_key(sorted(listing_fingerprint(s) for s in found.scenes))
 
 

@@ -24,11 +24,12 @@ import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Self, get_args
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
 
+from a2mae import tasks
 from a2mae.config import (
     DATA_ROOTS_ENV,
     BenchmarkBaseline,
@@ -41,12 +42,11 @@ from a2mae.config import (
     FinetuneProtocol,
     MaskingPolicy,
     Params,
-    Task,
     apply_overrides,
     load_params,
     validate_params,
 )
-from a2mae.models.variants import check_chip_size, list_models, model_config
+from a2mae.models.variants import list_models, model_config
 
 _DEFAULTS = load_params()
 _BOUNDS = ("ge", "gt", "le", "lt", "multiple_of", "min_length", "max_length")
@@ -89,12 +89,15 @@ def _by_size(names: list[str]) -> tuple[str, ...]:
 #: Known when the module runs: plain strings to a type checker (as for RegisteredModel).
 if TYPE_CHECKING:
     ModelVariant = str
+    TaskName = str
 else:
     ModelVariant = Literal[_by_size(list_models())]
+    #: The registered downstream tasks (:mod:`a2mae.tasks`): the task dropdown.
+    TaskName = Literal[tasks.names()]
 #: Registered model names a person evaluates or promotes: ``<finetune.model_prefix><task>`` per task,
 #: and the encoder.
 REGISTERED_MODELS = (
-    *(f"{_DEFAULTS.finetune.model_prefix}{task}" for task in get_args(Task)),
+    *(f"{_DEFAULTS.finetune.model_prefix}{task}" for task in tasks.names()),
     _DEFAULTS.registry.encoder_model,
 )
 if TYPE_CHECKING:
@@ -314,9 +317,7 @@ class FlowParams(BaseModel):
         uri = doc["registry"]["tracking_uri"]
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             doc["registry"]["tracking_uri"] = "sqlite:///" + self.path(uri[len("sqlite:///") :])
-        params = validate_params(doc, source="flow parameters")
-        check_chip_size(params.model, params.tile.chip_size, **params.pretrain.model_overrides)
-        return params
+        return validate_params(doc, source="flow parameters")  # checks across sections included
 
 
 #: Set by ``python -m flows.serve`` for its flow runs: its ``--set`` items (JSON list), applied over the
@@ -507,7 +508,7 @@ class RetrainPretrain(Section):
 class RetrainFinetune(Section):
     """Fine-tuning: the new encoder on the downstream task, registered as the challenger."""
 
-    task: Task = p("finetune.task")
+    task: TaskName = p("finetune.task")
     max_steps: int = p("finetune.max_steps", _FINETUNE_STEPS, none_as=0)
 
 
@@ -549,7 +550,7 @@ class FinetuneParams(FlowParams):
     """Downstream fine-tuning of an encoder; the model is registered with the challenger alias."""
 
     encoder: str = p("finetune.encoder")
-    task: Task = p("finetune.task")
+    task: TaskName = p("finetune.task")
     protocol: FinetuneProtocol = p("finetune.protocol")
     data: str = Field(default="", description="Dataset folder (empty: finetune.datasets.<task>).")
     epochs: int = p("finetune.epochs", "Passes over the training split.")

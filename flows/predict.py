@@ -49,7 +49,7 @@ def _model_registered(doc: dict[str, Any], model: str) -> bool:
     from a2mae.predict.model import is_registered
     from a2mae.tracking.client import tracking_uri
 
-    return is_registered(model, tracking_uri(params_from(doc)))
+    return is_registered(model, tracking_uri(params_from(doc).registry))
 
 
 def _preview_markdown(out: str, report: dict[str, Any]) -> str:

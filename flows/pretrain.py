@@ -48,12 +48,12 @@ def fetch_champion(doc: dict[str, Any], dest: str) -> dict[str, str] | None:
     p = params_from(doc)
     name, alias = p.registry.encoder_model, p.registry.champion_alias
     try:
-        mv = aliases.current(client(p), name, alias)
+        mv = aliases.current(client(p.registry), name, alias)
     except (MlflowException, RegistryError):  # no registered encoder yet
         return None
     if mv is None:
         return None
-    mlflow.set_tracking_uri(tracking_uri(p))
+    mlflow.set_tracking_uri(tracking_uri(p.registry))
     local = mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}", dst_path=dest)
     return {"version": str(mv.version), "checkpoint": str(checkpoint_file(local))}
 
@@ -116,7 +116,7 @@ def run_summary(doc: dict[str, Any], run_id: str, key: str, title: str) -> dict[
     """
     from a2mae.tracking.client import tracking_uri
 
-    uri = tracking_uri(params_from(doc))
+    uri = tracking_uri(params_from(doc).registry)
     run = link_run(uri, run_id, f"{key}-run", title)
     metrics = dict(run.data.metrics)
     table(f"{key}-metrics", [{"metric": k, "value": v} for k, v in sorted(metrics.items())], title)

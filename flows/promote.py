@@ -28,7 +28,7 @@ def move_alias(doc: dict[str, Any], model: str, version: int, action: str, reaso
     from a2mae.tracking.client import client
 
     p = params_from(doc)
-    c = client(p)
+    c = client(p.registry)
     alias = p.registry.champion_alias
     if action == "rollback":
         e = aliases.rollback(c, model, alias, reason)
@@ -62,7 +62,7 @@ def promote_flow(params: PromoteParams) -> dict[str, Any]:
     e = move_alias(doc, params.model, params.version, params.action, params.reason)
     link_mlflow(
         "promote-model",
-        tracking_uri(p),
+        tracking_uri(p.registry),
         f"#/models/{e['model']}/versions/{e['version']}",
         f"{e['model']} @{e['alias']}",
     )

@@ -53,7 +53,9 @@ def promote_encoder(doc: dict[str, Any], version: str, reason: str) -> None:
     from a2mae.tracking.client import client
 
     p = validate_params(doc)
-    aliases.move(client(p), p.registry.encoder_model, str(version), p.registry.champion_alias, "auto", reason)
+    aliases.move(
+        client(p.registry), p.registry.encoder_model, str(version), p.registry.champion_alias, "auto", reason
+    )
 
 
 def _summary(doc: dict[str, Any], out: dict[str, Any]) -> None:
@@ -61,7 +63,7 @@ def _summary(doc: dict[str, Any], out: dict[str, Any]) -> None:
     from a2mae.tracking.client import tracking_uri
 
     p = _params(doc)
-    uri = tracking_uri(p)
+    uri = tracking_uri(p.registry)
     snap = out["snapshot"]
     lines = [
         "### a2mae retrain",

@@ -85,7 +85,7 @@ def tag_lineage(
     from a2mae.config import validate_params
     from a2mae.tracking.client import client
 
-    c = client(validate_params(doc))
+    c = client(validate_params(doc).registry)
     for run_id in runs:
         for k, v in tags.items():
             c.set_tag(run_id, k, v)
@@ -106,7 +106,7 @@ def champion_snapshot(doc: dict[str, Any]) -> str | None:
 
     p = validate_params(doc)
     try:
-        mv = aliases.current(client(p), p.registry.encoder_model, p.registry.champion_alias)
+        mv = aliases.current(client(p.registry), p.registry.encoder_model, p.registry.champion_alias)
     except (MlflowException, RegistryError):
         return None
     return None if mv is None else mv.tags.get(DVC_TAG)

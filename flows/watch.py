@@ -56,18 +56,20 @@ def list_stac_items(doc: dict[str, Any], last_run: str | None) -> dict[str, str]
     from a2mae.collect.watch import since_of, stac_listing
 
     params = params_from(doc)
-    since = since_of(datetime.fromisoformat(last_run) if last_run else None, params)
-    return stac_listing(params, since)
+    from a2mae.sensors import get_registry
+
+    since = since_of(datetime.fromisoformat(last_run) if last_run else None, params.collect)
+    return stac_listing(params.collect, get_registry(params.data.sensor_files), since)
 
 
 def _discover(uri: str, doc: dict[str, Any]) -> list[Any]:
     from a2mae.ingest.discover import discover
-    from a2mae.io.storage import S3Settings, is_s3, list_files
+    from a2mae.io.storage import is_s3, list_files
     from a2mae.sensors import get_registry
     from a2mae.sensors.detect import band_vocabulary
 
     params = params_from(doc)
-    settings = S3Settings.from_params(params.data.s3)
+    settings = params.data.s3.settings()
     if not is_s3(uri) and not Path(uri).exists():
         return []
     if not list_files(uri, settings):
@@ -80,7 +82,7 @@ def stac_in_catalog(items: dict[str, str], doc: dict[str, Any]) -> dict[str, str
     """``{item name: scene id of its catalog record (same content hash), or None}``."""
     from a2mae.collect.watch import catalog_ids
 
-    return catalog_ids(items, params_from(doc))
+    return catalog_ids(items, params_from(doc).data.catalog)
 
 
 @task(name="list-scenes", retries=2, retry_delay_seconds=[2, 5], cache_policy=NO_CACHE)
@@ -95,11 +97,10 @@ def list_scenes(uri: str, doc: dict[str, Any]) -> dict[str, str]:
 def match_catalog(uri: str, sources: list[str], doc: dict[str, Any]) -> dict[str, str | None]:
     """``{scene source: scene id of its catalog record, or None}`` for the settled ``sources``."""
     from a2mae.ingest.run import catalog_matches
-    from a2mae.io.storage import S3Settings
 
     params = params_from(doc)
     specs = [s for s in _discover(uri, doc) if s.source in set(sources)]
-    found = catalog_matches(specs, params.data.catalog, S3Settings.from_params(params.data.s3))
+    found = catalog_matches(specs, params.data.catalog, params.data.s3.settings())
     return {source: (r.scene_id if r is not None else None) for source, r in found.items()}
 
 

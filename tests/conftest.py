@@ -38,7 +38,7 @@ def synthetic_scenes(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_snapshot(tmp_path_factory, synthetic_scenes):
-    """A small STSSD snapshot tiled from ``synthetic_scenes`` (read-only!): S2-L8 and GF-S2 sets."""
+    """A small STSSD snapshot tiled from ``synthetic_scenes`` (read-only!): temporal and hires sets."""
     from a2mae.config import load_params
     from a2mae.stssd.run import tile
 

@@ -31,10 +31,14 @@ def log_run(res: BenchmarkResult, params: Params) -> str:
     from a2mae.tracking.client import use_experiment
     from a2mae.tracking.lineage import lineage_tags
 
-    use_experiment(params, params.benchmark.experiment)
+    use_experiment(params.registry, params.benchmark.experiment)
     data = res.data
     tags = lineage_tags(
-        params, data=str(data.root), data_hash=data.data_hash(), layout=data.layout, kind=data.kind
+        params_to_flat(params),
+        data=str(data.root),
+        data_hash=data.data_hash(),
+        layout=data.layout,
+        kind=data.kind,
     )
     for arm in res.arms:
         tags.update({f"a2mae.arm.{arm.name}.{k}": str(v)[:5000] for k, v in arm.lineage.items()})

@@ -60,18 +60,23 @@ SetOpt = Annotated[
 
 
 def resolve_params(params: Path | None, overrides: list[str] | None) -> Params:
-    """Load the parameters for a verb (defaults, user file, then overrides), checked against the model.
+    """Load the parameters for a verb (defaults, user file, then overrides), checked across sections.
+
+    The layers that own a check across sections (the model variants, the tasks) register it when
+    imported (:func:`a2mae.config.register_check`); :func:`load_params` runs them.
 
     Raises:
         ConfigError: A bad file or value; ModelConfigError: model options that do not fit (one line).
     """
-    from a2mae.models.variants import check_chip_size
+    import a2mae.models.variants
+    import a2mae.tasks  # noqa: F401  (registers: finetune.task names a task)
 
-    p = load_params(params, overrides or ())
-    check_chip_size(p.model, p.tile.chip_size, **p.pretrain.model_overrides)
-    return p
+    return load_params(params, overrides or ())
 
 
+#: The one progress option of the verbs that show progress bars (tile, ingest, collect, predict, finetune,
+#: ablate): shown on a terminal only, whatever the option says.
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on a terminal.")]
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print nothing but errors (scripts: the exit code tells).")
 ]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from a2mae.cli.app import ParamsOpt, SetOpt, app, resolve_params
+from a2mae.cli.app import ParamsOpt, ProgressOpt, SetOpt, app, resolve_params
 from a2mae.cli.ingest import format_rows
 
 
@@ -26,9 +26,7 @@ def collect_cmd(
     catalog: Annotated[
         Path | None, typer.Option("--catalog", help="Scene catalog to merge into (default: data.catalog).")
     ] = None,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Progress bar on a terminal.")
-    ] = True,
+    progress: ProgressOpt = True,
     params: ParamsOpt = None,
     set_: SetOpt = None,
 ) -> None:

@@ -10,6 +10,7 @@ import typer
 from a2mae.cli.app import (
     JsonOpt,
     ParamsOpt,
+    ProgressOpt,
     QuietOpt,
     SetOpt,
     VerboseOpt,
@@ -20,12 +21,14 @@ from a2mae.cli.app import (
 
 TaskOpt = Annotated[
     str | None,
-    typer.Option("--task", help="classification | segmentation | change_detection (default: finetune.task)."),
+    typer.Option(
+        "--task",
+        help="A registered downstream task (a2mae.tasks; default: finetune.task); an unknown one lists them.",
+    ),
 ]
 DataOpt = Annotated[
     Path | None, typer.Option("--data", help="Dataset folder (default: finetune.datasets.<task>).")
 ]
-ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on a terminal.")]
 
 
 def _overrides(set_: list[str] | None, **values: str | None) -> list[str]:

@@ -10,6 +10,7 @@ import typer
 from a2mae.cli.app import (
     JsonOpt,
     ParamsOpt,
+    ProgressOpt,
     QuietOpt,
     SetOpt,
     VerboseOpt,
@@ -69,9 +70,7 @@ def ingest_cmd(
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Go on past bad scenes and list them at the end.")
     ] = False,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Progress bar on a terminal.")
-    ] = True,
+    progress: ProgressOpt = True,
     params: ParamsOpt = None,
     set_: SetOpt = None,
     quiet: QuietOpt = False,

@@ -10,6 +10,7 @@ import typer
 from a2mae.cli.app import (
     JsonOpt,
     ParamsOpt,
+    ProgressOpt,
     QuietOpt,
     SetOpt,
     VerboseOpt,
@@ -43,9 +44,7 @@ def predict_cmd(
     ] = None,
     params: ParamsOpt = None,
     set_: SetOpt = None,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Progress bar on a terminal.")
-    ] = True,
+    progress: ProgressOpt = True,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = 0,

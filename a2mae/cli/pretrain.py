@@ -45,7 +45,7 @@ def pretrain_cmd(
     from a2mae.pretrain.run import preflight, progress_bar, run_pretrain
 
     p = resolve_params(params, set_)
-    preflight(p, snapshot)  # one-line errors before the progress display appears
+    preflight(snapshot, p.pretrain, p.data, p.registry)  # one-line errors before the progress display appears
     with command_output(p, quiet, as_json, verbose) as out, progress_bar() as on_progress:
         result = run_pretrain(p, snapshot, name=name, progress=on_progress, register=not no_register)
     out.json(

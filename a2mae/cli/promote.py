@@ -25,7 +25,7 @@ def promote_cmd(
 
     p = resolve_params(params, set_)
     alias = p.registry.champion_alias
-    e = aliases.promote(client(p), model, version, alias, reason)
+    e = aliases.promote(client(p.registry), model, version, alias, reason)
     typer.echo(f"{model}: @{alias} -> v{e.version} (was {'v' + e.previous if e.previous else 'unset'})")
 
 
@@ -42,7 +42,7 @@ def rollback_cmd(
 
     p = resolve_params(params, set_)
     alias = p.registry.champion_alias
-    e = aliases.rollback(client(p), model, alias, reason)
+    e = aliases.rollback(client(p.registry), model, alias, reason)
     typer.echo(f"{model}: @{alias} -> v{e.version} (rolled back from v{e.previous})")
 
 
@@ -65,7 +65,7 @@ def history_cmd(
     from a2mae.tracking.client import client
 
     p = resolve_params(params, set_)
-    c = client(p)
+    c = client(p.registry)
     alias = p.registry.champion_alias
     cur = aliases.current(c, model, alias)
     typer.echo(f"{model}: @{alias} = {'v' + str(cur.version) if cur else 'unset'}")

@@ -10,6 +10,7 @@ import typer
 from a2mae.cli.app import (
     JsonOpt,
     ParamsOpt,
+    ProgressOpt,
     QuietOpt,
     SetOpt,
     VerboseOpt,
@@ -51,9 +52,7 @@ def tile_cmd(
             help="Hash every scene file whole against the catalog (default: size, time and first 64 KiB).",
         ),
     ] = False,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Progress bar on a terminal.")
-    ] = True,
+    progress: ProgressOpt = True,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = 0,

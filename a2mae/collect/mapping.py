@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from a2mae.collect.errors import CollectError as CollectError  # re-exported
 from a2mae.config import GrowthPeriodConfig
 from a2mae.errors import A2maeError
 from a2mae.ingest.catalog import BandFile, SceneRecord
@@ -44,10 +45,6 @@ if TYPE_CHECKING:
 
 #: Folder of the built-in collection files.
 BUILTIN_DIR = Path(__file__).with_name("collections")
-
-
-class CollectError(A2maeError):
-    """A collection file, a location file, an item or the STAC API is unusable; one line says which."""
 
 
 class OffsetRule(BaseModel):

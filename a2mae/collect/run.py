@@ -34,7 +34,7 @@ from a2mae.collect.search import (
     period_intervals,
     search_items,
 )
-from a2mae.config import CollectConfig, Params
+from a2mae.config import CollectConfig, GrowthPeriodConfig, Params
 from a2mae.ingest.catalog import SceneRecord, read_catalog, write_catalog
 from a2mae.ingest.roi import Polygon, polygons_of, union_geojson
 from a2mae.sensors import get_registry
@@ -125,11 +125,11 @@ def collect(
         raise CollectError(f"collect.end {cfg.end} is before collect.start {cfg.start}")
     locs = resolve_locations(cfg, locations)
     report = CollectReport(Path(catalog or params.data.catalog), locations=len(locs))
-    tasks, intervals = _search_tasks(locs, mappings, start, end, params)
+    tasks, intervals = _search_tasks(locs, mappings, start, end, params.data.growth_period)
     report.searches = len(tasks)
     found = _run_searches(url, tasks, cfg, progress)
     report.found = len({(t.cmap.collection, str(it["id"])) for t, items in found for it in items})
-    rows = _rows(found, registry, params, report)
+    rows = _rows(found, registry, params.data.growth_period, report)
     chosen = _choose_all(locs, mappings, found, rows, intervals, cfg, report)
     if not chosen and report.capped:
         raise CollectError(
@@ -148,13 +148,17 @@ def collect(
 
 
 def _search_tasks(
-    locs: Sequence[Location], mappings: Sequence[CollectionMap], start: date, end: date, params: Params
+    locs: Sequence[Location],
+    mappings: Sequence[CollectionMap],
+    start: date,
+    end: date,
+    growth: GrowthPeriodConfig,
 ) -> tuple[list[SearchTask], dict[tuple[str, str], list[Interval]]]:
-    """Every search of the run, and the intervals of each ``(location id, period)``."""
+    """Every search of the run, and the intervals of each ``(location id, period)`` (``growth``: data)."""
     tasks: list[SearchTask] = []
     intervals: dict[tuple[str, str], list[Interval]] = {}
     for loc in locs:
-        for period, ivs in period_intervals(start, end, loc.lat, params.data.growth_period).items():
+        for period, ivs in period_intervals(start, end, loc.lat, growth).items():
             intervals[(loc.id, period)] = ivs
             tasks.extend(SearchTask(loc, cmap, period, iv) for cmap in mappings for iv in ivs)
     return tasks, intervals
@@ -185,7 +189,7 @@ def _run_searches(
 def _rows(
     found: Sequence[tuple[SearchTask, list[dict[str, Any]]]],
     registry: SensorRegistry,
-    params: Params,
+    growth: GrowthPeriodConfig,
     report: CollectReport,
 ) -> dict[tuple[str, str], SceneRecord]:
     """The catalog row of every distinct item found; unusable items are reported once."""
@@ -197,7 +201,7 @@ def _rows(
             if key in rows or key in bad:
                 continue
             try:
-                rows[key] = item_record(it, task.cmap, registry, params.data.growth_period)
+                rows[key] = item_record(it, task.cmap, registry, growth)
             except CollectError as err:
                 bad.add(key)
                 report.failed.append(str(err))

@@ -15,34 +15,34 @@ from datetime import UTC, datetime, timedelta
 from a2mae.collect.mapping import CollectError, item_content_hash, load_mapping
 from a2mae.collect.run import resolve_locations
 from a2mae.collect.search import SearchTask, open_client, search_items
-from a2mae.config import Params
-from a2mae.sensors import get_registry
+from a2mae.config import CollectConfig
+from a2mae.sensors.registry import SensorRegistry
 
 #: The end of every watcher search (open-ended in practice).
 _FAR = datetime(2100, 1, 1, tzinfo=UTC)
 
 
-def since_of(last_run: datetime | None, params: Params) -> datetime:
+def since_of(last_run: datetime | None, cfg: CollectConfig) -> datetime:
     """Where a watcher search starts: the last run minus the lookback, or ``collect.start`` at first."""
-    start = datetime(
-        params.collect.start.year, params.collect.start.month, params.collect.start.day, tzinfo=UTC
-    )
+    start = datetime(cfg.start.year, cfg.start.month, cfg.start.day, tzinfo=UTC)
     if last_run is None:
         return start
-    return max(start, last_run - timedelta(days=params.collect.watch_lookback_days))
+    return max(start, last_run - timedelta(days=cfg.watch_lookback_days))
 
 
-def stac_listing(params: Params, since: datetime, stac_url: str | None = None) -> dict[str, str]:
+def stac_listing(
+    cfg: CollectConfig, registry: SensorRegistry, since: datetime, stac_url: str | None = None
+) -> dict[str, str]:
     """``{"stac:<collection>/<id>": content hash}`` of the items over the locations acquired since ``since``.
+
+    ``cfg`` is the ``collect`` section; ``registry`` the sensors of ``data.sensor_files``.
 
     Raises:
         CollectError: No STAC URL, an unreachable API or a failed search (one line).
     """
-    cfg = params.collect
     url = stac_url or cfg.stac_url
     if not url:
         raise CollectError("watch: no STAC API; set collect.stac_url")
-    registry = get_registry(params.data.sensor_files)
     mappings = [load_mapping(name, registry) for name in cfg.collections]
     client = open_client(url, cfg.timeout_s)
     out: dict[str, str] = {}
@@ -53,7 +53,7 @@ def stac_listing(params: Params, since: datetime, stac_url: str | None = None) -
     return out
 
 
-def catalog_ids(items: dict[str, str], params: Params) -> dict[str, str | None]:
+def catalog_ids(items: dict[str, str], catalog: str) -> dict[str, str | None]:
     """Which of the items (``{name: content hash}``) the catalog holds already: ``{name: scene id or None}``.
 
     A collected item's row keeps the item's content hash, so an item collected before (by a run of
@@ -61,5 +61,5 @@ def catalog_ids(items: dict[str, str], params: Params) -> dict[str, str | None]:
     """
     from a2mae.ingest.catalog import read_catalog
 
-    held = {r.content_hash: r.scene_id for r in read_catalog(params.data.catalog)}
+    held = {r.content_hash: r.scene_id for r in read_catalog(catalog)}
     return {name: held.get(digest) for name, digest in items.items()}

@@ -10,19 +10,22 @@ version as ``a2mae.eval.*`` tags and the scores are logged in an MLflow run of `
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from a2mae.config import Params
+from a2mae import tasks
+from a2mae.config import EvaluateConfig, Params, RegistryConfig, params_to_flat
 from a2mae.finetune import engine
-from a2mae.finetune.datasets import DatasetInfo, DownstreamDataset, check_compatible, open_dataset
-from a2mae.finetune.metrics import TaskMetrics, metric_kind
 from a2mae.models.downstream import DownstreamModel
 from a2mae.registry import aliases
 from a2mae.registry.downstream import load_model
 from a2mae.registry.errors import RegistryError
+from a2mae.tasks.base import Metrics, open_dataset
+from a2mae.tasks.data import DatasetInfo, DownstreamDataset, check_compatible
 from a2mae.tracking.client import client, temp_dir, use_experiment
 from a2mae.tracking.context import description_tags
 from a2mae.tracking.lineage import lineage_tags
@@ -142,7 +145,7 @@ class _Scores:
     split_hash: str
     metric: str
     challenger_metrics: dict[str, float]
-    scored: TaskMetrics
+    scored: Metrics
     champion_metrics: dict[str, float]
     champion_score: float | None
     decision: str
@@ -170,12 +173,13 @@ def evaluate_version(
         DatasetError: The split is missing, malformed, or does not fit a model.
     """
     ev = params.evaluate
-    c = client(params)
+    c = client(params.registry)
     mv, champ_mv = _challenger_and_champion(c, name, version, params.registry.champion_alias)
     version = str(mv.version)
-    scores = _score_both(params, name, mv, champ_mv, _eval_root(mv, name, data))
+    scores = _score_both(ev, name, mv, champ_mv, _eval_root(mv, name, data))
     champ_v = None if champ_mv is None else str(champ_mv.version)
-    run_id = _log_evaluation_run(params, name, version, champ_v, scores)
+    lineage = functools.partial(lineage_tags, params_to_flat(params))
+    run_id = _log_evaluation_run(ev, params.registry, lineage, (name, version, champ_v), scores)
     result = Evaluation(
         name=name,
         challenger=version,
@@ -191,7 +195,8 @@ def evaluate_version(
         challenger_metrics=scores.challenger_metrics,
         champion_metrics=scores.champion_metrics,
     )
-    _apply_decision(c, params, result, (mv.run_id, None if champ_mv is None else champ_mv.run_id), promote)
+    runs = (mv.run_id, None if champ_mv is None else champ_mv.run_id)
+    _apply_decision(c, ev, params.registry.champion_alias, result, runs, promote)
     return result
 
 
@@ -223,7 +228,7 @@ def _eval_root(mv: Any, name: str, data: str | Path | None) -> Path:
     raise RegistryError(f"model {name} version {mv.version}: no a2mae.data tag; pass --data FOLDER")
 
 
-def _score_both(params: Params, name: str, mv: Any, champ_mv: Any | None, root: Path) -> _Scores:
+def _score_both(ev: EvaluateConfig, name: str, mv: Any, champ_mv: Any | None, root: Path) -> _Scores:
     """Load the challenger, open its evaluation split, score it and the champion there, and decide.
 
     The split is opened the way the challenger reads it; the champion must fit the same split (same
@@ -232,11 +237,10 @@ def _score_both(params: Params, name: str, mv: Any, champ_mv: Any | None, root: 
     Raises:
         DatasetError: The split is missing or malformed, or does not fit one of the models.
     """
-    ev = params.evaluate
     challenger = load_model(f"models:/{name}/{mv.version}")
     ds = open_eval_split(challenger, root, ev.split)
     split_hash = ds.content_hash()
-    metric = getattr(ev.primary_metric, metric_kind(challenger.spec.task, challenger.spec.multilabel))
+    metric = tasks.get(challenger.spec.task).primary_metric(ev.primary_metric, challenger.spec.multilabel)
     ch_metrics, ch_scored = engine.score(challenger, ds, ev.batch_size)
     champ_metrics: dict[str, float] = {}
     champion_score = None
@@ -251,18 +255,26 @@ def _score_both(params: Params, name: str, mv: Any, champ_mv: Any | None, root: 
     )
 
 
-def _log_evaluation_run(params: Params, name: str, version: str, champ_v: str | None, scores: _Scores) -> str:
+def _log_evaluation_run(
+    ev: EvaluateConfig,
+    registry: RegistryConfig,
+    lineage: Callable[..., dict[str, str]],
+    versions: tuple[str, str, str | None],
+    scores: _Scores,
+) -> str:
     """Log the evaluation as an MLflow run of ``evaluate.experiment`` and return its id.
+
+    ``versions`` is ``(model name, challenger version, champion version or None)``; ``lineage`` makes
+    the lineage tags of the run's parameters (:func:`a2mae.tracking.lineage.lineage_tags`).
 
     The run holds lineage tags (with the decision), the gate's parameters, both models' metrics
     (``challenger_*``, ``champion_*``; non-finite values left out) and the challenger's figures.
     """
     import mlflow
 
-    ev = params.evaluate
-    use_experiment(params, ev.experiment)
-    tags = lineage_tags(
-        params,
+    name, version, champ_v = versions
+    use_experiment(registry, ev.experiment)
+    tags = lineage(
         stage="evaluate",
         model=name,
         challenger=version,
@@ -276,7 +288,7 @@ def _log_evaluation_run(params: Params, name: str, version: str, champ_v: str | 
     champ_score = "-" if scores.champion_score is None else f"{scores.champion_score:.4f}"
     tags.update(
         description_tags(
-            f"Evaluation of {name} v{version} against @{params.registry.champion_alias} ({champion}) on "
+            f"Evaluation of {name} v{version} against @{registry.champion_alias} ({champion}) on "
             f"the frozen `{ev.split}` split: **{scores.decision}**.",
             f"{scores.metric}: challenger {scores.challenger_metrics[scores.metric]:.4f}, champion "
             f"{champ_score}, promotion margin {ev.promotion_margin}",
@@ -312,9 +324,14 @@ def _log_evaluation_run(params: Params, name: str, version: str, champ_v: str | 
 
 
 def _apply_decision(
-    c: Any, params: Params, result: Evaluation, runs: tuple[str | None, str | None], promote: bool
+    c: Any,
+    ev: EvaluateConfig,
+    alias: str,
+    result: Evaluation,
+    runs: tuple[str | None, str | None],
+    promote: bool,
 ) -> None:
-    """Write the evidence and move ``@champion`` to a winning challenger, under the model's history lock.
+    """Write the evidence and move ``@alias`` (the champion) to a winner, under the model's history lock.
 
     A winner is promoted in one transaction (:func:`a2mae.registry.aliases.transaction`) that first reads
     the champion again: when it is no longer the one the challenger was scored against, nothing moves,
@@ -324,7 +341,8 @@ def _apply_decision(
 
     Args:
         c: MLflow client.
-        params: Parameters (``evaluate`` and ``registry``).
+        ev: The ``evaluate`` section (promotion margin).
+        alias: ``registry.champion_alias``.
         result: The evaluation; its ``decision`` is updated.
         runs: Fine-tuning runs of the challenger and the champion.
         promote: Move the alias when the gate passes.
@@ -333,13 +351,11 @@ def _apply_decision(
         ChampionMovedError: The champion changed while the challenger was scored (one line, exit 2).
         RegistryBusyError: Other writers held the model's history for too long.
     """
-    ev = params.evaluate
     if not (promote and result.promoted):
         if result.promoted:
             result.decision = f"{result.decision}_not_applied"
         write_evidence(c, result, *runs)
         return
-    alias = params.registry.champion_alias
     with aliases.transaction(c, result.name, alias) as tx:
         if tx.champion != result.champion:
             result.decision = "champion_moved"

@@ -14,21 +14,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from a2mae.config import Params, validate_params
-from a2mae.errors import A2maeError
+from a2mae.config import FinetuneConfig, Params, PretrainConfig, validate_params
 from a2mae.finetune.encoder import EncoderHandle
+from a2mae.finetune.errors import AblationError as AblationError  # re-exported
 from a2mae.finetune.report import ablation_markdown
-from a2mae.finetune.run import FinetuneOutcome, finetune, open_parent_run, resolve_data
+from a2mae.finetune.run import FinetuneOutcome, FinetuneStage, resolve_data, run_arm
+from a2mae.finetune.tracking import open_parent_run
 from a2mae.io.atomic import atomic_path
 from a2mae.normstats import NormStats
+from a2mae.pretrain.run import PretrainStage
 
-
-class AblationError(A2maeError, ValueError):
-    """The ablation cannot run (unknown variant name, no snapshot)."""
+#: ``pretrain(snapshot, name) -> (encoder, last loss)``: one variant's pre-training (see :func:`_pretrain`).
+PretrainFn = Callable[[str, str], tuple[EncoderHandle, float | None]]
 
 
 @dataclass
@@ -53,15 +55,15 @@ def variant_params(params: Params, name: str, masking: str, geo: bool) -> tuple[
     return validate_params(doc, f"ablation variant {name}"), run_name
 
 
-def _pretrain(p: Params, snapshot: str, run_name: str) -> tuple[EncoderHandle, float | None]:
-    """Pre-train one variant in this process (or reuse its finished run) and load its encoder.
+def _pretrain(stage: PretrainStage, snapshot: str, run_name: str) -> tuple[EncoderHandle, float | None]:
+    """Pre-train one variant (its stage: :func:`variant_params`) here, or reuse its finished run.
 
     Returns:
         The encoder and the last pre-training loss (from progress, else the run's ``loss`` metric when
         the finished run was reused).
     """
     from a2mae.checkpoint import load_checkpoint
-    from a2mae.pretrain.run import run_pretrain
+    from a2mae.pretrain.run import run_stage
     from a2mae.pretrain.state import MODEL_FILE
 
     last: dict[str, Any] = {}
@@ -74,8 +76,9 @@ def _pretrain(p: Params, snapshot: str, run_name: str) -> tuple[EncoderHandle, f
 
     from a2mae.tracking.client import use_experiment
 
-    use_experiment(p, p.pretrain.experiment)  # its in-process loop resumes runs through the fluent API
-    res = run_pretrain(p, snapshot, name=run_name, progress=progress, register=False)
+    # its in-process loop resumes runs through the fluent API
+    use_experiment(stage.registry, stage.pretrain.experiment)
+    res = run_stage(stage, snapshot, name=run_name, progress=progress, register=False)
     model, meta = load_checkpoint(Path(res.checkpoint) / MODEL_FILE)
     info = {
         "pretrain_run_id": res.run_id,
@@ -88,7 +91,11 @@ def _pretrain(p: Params, snapshot: str, run_name: str) -> tuple[EncoderHandle, f
 
         from a2mae.tracking.client import tracking_uri
 
-        loss = mlflow.tracking.MlflowClient(tracking_uri(p)).get_run(res.run_id).data.metrics.get("loss")
+        loss = (
+            mlflow.tracking.MlflowClient(tracking_uri(stage.registry))
+            .get_run(res.run_id)
+            .data.metrics.get("loss")
+        )
     stats = NormStats.from_doc(meta.get("norm_stats"), f"ablation:{run_name}")
     return EncoderHandle(model, f"ablation:{run_name}", stats, info), loss
 
@@ -120,12 +127,14 @@ def ablate(
     Raises:
         AblationError: Unknown variant name.
     """
+    stage = FinetuneStage.of(params)
     task = task or params.finetune.task
-    root = resolve_data(params, task, data)
+    root = resolve_data(params.finetune.datasets, task, data)
     snapshot = snapshot or params.tile.snapshot
     variants = _select_variants(params.finetune.ablation.variants, only)
     # Pre-train every variant first: the in-process pre-training opens its own MLflow runs.
-    encoders = _pretrain_variants(params, variants, snapshot)
+    runs = [(v, *variant_params(params, v.name, v.masking, v.geo_encoding)) for v in variants]
+    encoders = _pretrain_variants([(v, PretrainStage.of(pv), name) for v, pv, name in runs], snapshot)
     rows: list[dict[str, Any]] = []
     outcomes: list[FinetuneOutcome] = []
     parent = None
@@ -133,7 +142,7 @@ def ablate(
         if track:
             parent = open_parent_run(
                 stack,
-                params,
+                stage,
                 f"{task}-ablation",
                 f"Ablation on {task}: the pre-training variants "
                 f"{', '.join(v.name for v in variants)} (masking, geographic encoding), each pre-trained "
@@ -144,10 +153,18 @@ def ablate(
                 snapshot=snapshot,
             )
         for v, handle, loss in encoders:
-            row, arms = _finetune_variant(params, v, handle, loss, task, root, track, progress)
+            row, arms = _finetune_variant(stage, v, handle, loss, task, root, track, progress)
             rows.append(row)
             outcomes.extend(arms)
-        report, path = _write_report(params, rows, outcomes, task, root, snapshot, parent is not None)
+        report, path = _write_report(
+            params.finetune,
+            params.pretrain,
+            params.model.name,
+            rows,
+            outcomes,
+            (task, root, snapshot),
+            parent is not None,
+        )
     return AblationResult(rows, outcomes, report, path, parent.info.run_id if parent is not None else None)
 
 
@@ -167,22 +184,18 @@ def _select_variants(variants: list[Any], only: list[str] | None) -> list[Any]:
 
 
 def _pretrain_variants(
-    params: Params, variants: list[Any], snapshot: str
+    runs: list[tuple[Any, PretrainStage, str]], snapshot: str
 ) -> list[tuple[Any, EncoderHandle, float | None]]:
-    """Pre-train (or reuse the finished run of) every variant.
+    """Pre-train (or reuse the finished run of) every variant: ``(variant, its stage, its run name)``.
 
     Returns:
         ``(variant, encoder, last pre-training loss)`` per variant, in order.
     """
-    encoders = []
-    for v in variants:
-        pv, run_name = variant_params(params, v.name, v.masking, v.geo_encoding)
-        encoders.append((v, *_pretrain(pv, snapshot, run_name)))
-    return encoders
+    return [(v, *_pretrain(stage, snapshot, name)) for v, stage, name in runs]
 
 
 def _finetune_variant(
-    params: Params,
+    stage: FinetuneStage,
     v: Any,
     handle: EncoderHandle,
     loss: float | None,
@@ -208,19 +221,9 @@ def _finetune_variant(
         "pretrain_run_id": handle.info.get("pretrain_run_id"),
     }
     outcomes = []
-    for protocol in params.finetune.compare_protocols:
-        o = finetune(
-            params,
-            task=task,
-            data=root,
-            protocol=protocol,
-            handle=handle,
-            register=False,
-            track=track,
-            nested=track,
-            run_name=f"{task}-{v.name}-{protocol}",
-            progress=progress,
-        )
+    for protocol in stage.cfg.compare_protocols:
+        run_name = f"{task}-{v.name}-{protocol}"
+        o = run_arm(stage, task, root, None, protocol, handle, False, track, run_name, track, progress)
         outcomes.append(o)
         row[protocol] = o.score
         row["metric"] = o.metric
@@ -228,12 +231,12 @@ def _finetune_variant(
 
 
 def _write_report(
-    params: Params,
+    ft: FinetuneConfig,
+    pt: PretrainConfig,
+    model_name: str,
     rows: list[dict[str, Any]],
     outcomes: list[FinetuneOutcome],
-    task: str,
-    root: Path,
-    snapshot: str,
+    where: tuple[str, Path, str],
     log_artifact: bool,
 ) -> tuple[str, Path]:
     """Write ``<finetune.output>/<task>/ablation.md`` (atomically) and log it to the active run.
@@ -243,7 +246,7 @@ def _write_report(
     Returns:
         ``(report markdown, its path)``.
     """
-    ft, pt = params.finetune, params.pretrain
+    task, root, snapshot = where
     metric = rows[0].get("metric", "score") if rows else "score"
     ft_steps = outcomes[0].steps if outcomes else 0
     context = {
@@ -254,7 +257,7 @@ def _write_report(
         "protocols": list(ft.compare_protocols),
         "pre-training budget": f"{ft.ablation.pretrain_steps} steps, batch {pt.batch_size}, seed {pt.seed}",
         "fine-tuning budget": f"{ft_steps} steps, batch {ft.batch_size}, seed {ft.seed}",
-        "encoder variant": params.model.name,
+        "encoder variant": model_name,
     }
     report = ablation_markdown(rows, context)
     path = Path(ft.output) / task / "ablation.md"

@@ -1,34 +1,33 @@
 """Where the fine-tuned encoder comes from: the registry, a checkpoint file, or scratch.
 
-``load_encoder(uri, params)`` accepts:
+``load_encoder(uri, registry, scratch)`` accepts:
 
 * ``models:/a2mae-encoder@champion`` / ``models:/a2mae-encoder/3`` (any registered name, alias or
   version) -- the encoder model logged by pre-training (:func:`a2mae.registry.encoder.log_encoder`): its
   a2mae checkpoint is downloaded and rebuilt, nothing unpickled;
 * a local ``.safetensors`` checkpoint written by :func:`a2mae.checkpoint.save_checkpoint`;
-* ``scratch`` -- a randomly initialised encoder of the ``model`` section of the parameters (the
-  baseline of ``--compare-scratch``), seeded with ``finetune.seed``.
+* ``scratch`` -- a randomly initialised encoder built by ``scratch`` (:func:`scratch_encoder`: the
+  ``model`` section of the parameters, seeded with ``finetune.seed``; the baseline of
+  ``--compare-scratch``).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from a2mae.config import Params
-from a2mae.errors import A2maeError
+from a2mae.config import ModelConfig, RegistryConfig
+from a2mae.finetune.errors import EncoderError as EncoderError  # re-exported
 from a2mae.models import A2MAE, create_model_from_params
 from a2mae.normstats import NormStats, NormStatsError
 from a2mae.sensors import get_registry
 
 SCRATCH = "scratch"
-
-
-class EncoderError(A2maeError, ValueError):
-    """The encoder URI does not resolve to an A²-MAE encoder; the message names it."""
 
 
 @dataclass
@@ -68,11 +67,11 @@ def _stats(meta: dict[str, Any], source: str) -> NormStats:
         raise EncoderError(str(err)) from None
 
 
-def _registry_info(uri: str, params: Params) -> dict[str, Any]:
+def _registry_info(uri: str, registry: RegistryConfig) -> dict[str, Any]:
     from a2mae.tracking.client import client
 
     rest = uri[len("models:/") :]
-    c = client(params)
+    c = client(registry)
     try:
         if "@" in rest:
             name, alias = rest.split("@", 1)
@@ -87,16 +86,16 @@ def _registry_info(uri: str, params: Params) -> dict[str, Any]:
     return {"registered_name": mv.name, "registered_version": str(mv.version), "run_id": mv.run_id or ""}
 
 
-def _from_registry(uri: str, params: Params) -> EncoderHandle:
+def _from_registry(uri: str, registry: RegistryConfig) -> EncoderHandle:
     from mlflow.exceptions import MlflowException
 
     from a2mae.checkpoint import CheckpointError
     from a2mae.registry.encoder import load_encoder as load_logged_encoder
     from a2mae.tracking.client import tracking_uri
 
-    info = _registry_info(uri, params)
+    info = _registry_info(uri, registry)
     try:
-        model, meta = load_logged_encoder(uri, tracking_uri(params))
+        model, meta = load_logged_encoder(uri, tracking_uri(registry))
     except MlflowException as err:
         raise EncoderError(
             f"encoder {uri}: not found in the registry ({err.message.splitlines()[0]})"
@@ -106,14 +105,32 @@ def _from_registry(uri: str, params: Params) -> EncoderHandle:
     return EncoderHandle(model, uri, _stats(meta, uri), {**info, "checkpoint": dict(meta.get("extra") or {})})
 
 
-def load_encoder(uri: str, params: Params) -> EncoderHandle:
+def _new_encoder(
+    model: ModelConfig, overrides: dict[str, Any], sensor_files: Sequence[str], seed: int
+) -> A2MAE:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model_from_params(model, get_registry(list(sensor_files)), **overrides)
+
+
+def scratch_encoder(
+    model: ModelConfig, overrides: dict[str, Any], sensor_files: Sequence[str], seed: int
+) -> Callable[[], A2MAE]:
+    """What ``scratch`` builds: the ``model`` section's variant, ``pretrain.model_overrides``, seeded.
+
+    The sensors are those of ``data.sensor_files``; ``seed`` is ``finetune.seed``.
+    """
+    return functools.partial(_new_encoder, model, dict(overrides), tuple(sensor_files), seed)
+
+
+def load_encoder(uri: str, registry: RegistryConfig, scratch: Callable[[], A2MAE]) -> EncoderHandle:
     """Load the encoder to fine-tune.
 
     Args:
         uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, a ``.safetensors`` checkpoint path, or
             ``scratch``.
-        params: Parameters (``model`` section for scratch, ``registry`` for the tracking URI,
-            ``finetune.seed`` for the scratch initialisation).
+        registry: The ``registry`` section (the tracking URI of ``models:/`` URIs).
+        scratch: Builds the encoder of ``scratch`` (:func:`scratch_encoder`).
 
     Returns:
         The encoder handle.
@@ -123,13 +140,9 @@ def load_encoder(uri: str, params: Params) -> EncoderHandle:
     """
     uri = uri.strip()
     if uri == SCRATCH:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(params.finetune.seed)
-            registry = get_registry(params.data.sensor_files)
-            model = create_model_from_params(params.model, registry, **params.pretrain.model_overrides)
-        return EncoderHandle(model, SCRATCH)
+        return EncoderHandle(scratch(), SCRATCH)
     if uri.startswith("models:/"):
-        return _from_registry(uri, params)
+        return _from_registry(uri, registry)
     path = Path(uri)
     if not path.is_file():
         raise EncoderError(

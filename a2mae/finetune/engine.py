@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from a2mae.finetune.datasets import Batch, DownstreamDataset, Sample, collate
-from a2mae.finetune.metrics import TaskMetrics
+from a2mae import tasks
 from a2mae.finetune.optim import param_groups
 from a2mae.models.downstream import DownstreamModel
+from a2mae.tasks.base import Metrics
+from a2mae.tasks.data import Batch, DownstreamDataset, Sample, collate
 
 
 class CachedDataset(Dataset[Sample]):
@@ -75,12 +75,8 @@ def norm_stats(ds: SizedDataset, max_samples: int = 256) -> tuple[list[float], l
 
 
 def loss_fn(model: DownstreamModel, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Task loss: cross-entropy (single-label, dense with ``ignore_index``) or BCE (multi-label)."""
-    if model.spec.multilabel:
-        return F.binary_cross_entropy_with_logits(logits, target.float())
-    if model.spec.task == "classification":
-        return F.cross_entropy(logits, target)
-    return F.cross_entropy(logits, target, ignore_index=model.spec.ignore_index)
+    """The loss of the model's task (:meth:`a2mae.tasks.base.Task.loss`)."""
+    return tasks.get(model.spec.task).loss(model.spec, logits, target)
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -182,7 +178,7 @@ def train(
 @torch.no_grad()
 def score(
     model: DownstreamModel, ds: Dataset[Sample], batch_size: int, use_metadata: bool = True
-) -> tuple[dict[str, float], TaskMetrics]:
+) -> tuple[dict[str, float], Metrics]:
     """Metrics of ``model`` on a dataset split.
 
     Args:
@@ -193,12 +189,12 @@ def score(
             default metadata (what the served signature does).
 
     Returns:
-        ``(metrics, the accumulated TaskMetrics)``: its ``figures()`` are the split's confusion matrix or
-        precision-recall curves.
+        ``(metrics, the task's accumulated metrics)``: their ``figures()`` are the split's confusion
+        matrix or precision-recall curves (the task decides).
     """
     model.eval()
     s = model.spec
-    m = TaskMetrics(s.task, len(s.classes), s.multilabel, s.ignore_index)
+    m = tasks.get(s.task).metrics(s)
     for b in loader(ds, batch_size, shuffle=False):
         m.update(model(b.pixels, b.metas if use_metadata else None), b.target)
     return m.compute(), m

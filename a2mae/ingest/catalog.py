@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from a2mae.ingest.errors import CatalogRowError as CatalogRowError  # re-exported
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -164,16 +166,6 @@ def write_catalog(records: Sequence[SceneRecord], path: str | Path) -> None:
     table = records_to_table(sorted(records, key=lambda r: r.scene_id))
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-
-
-class CatalogRowError(ValueError):
-    """One stored row does not validate; names its scene id (``a2mae catalog rm`` removes it)."""
-
-    def __init__(self, scene_id: str, reason: str) -> None:
-        super().__init__(
-            f"scene {scene_id}: {reason}; remove it with `a2mae catalog rm {scene_id}` (or ingest it again)"
-        )
-        self.scene_id = scene_id
 
 
 def read_catalog(path: str | Path) -> list[SceneRecord]:

@@ -17,16 +17,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from a2mae.errors import A2maeError
+from a2mae.ingest.errors import IngestError as IngestError  # re-exported
 from a2mae.io.storage import BadEntry, FileInfo, S3Settings, is_s3, list_files
 from a2mae.sensors.detect import split_band_token
 
 RASTER_EXTENSIONS = (".tif", ".tiff", ".jp2")
 SIDECAR_EXTENSIONS = (".json", ".txt", ".xml")
-
-
-class IngestError(A2maeError):
-    """Bad input to ingest (a file, folder, URI or scene); the message names it and says what to do."""
 
 
 @dataclass

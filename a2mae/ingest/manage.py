@@ -14,17 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from a2mae.errors import A2maeError
 from a2mae.ingest.catalog import _JSON_COLUMNS, SceneRecord
+from a2mae.ingest.errors import CatalogError as CatalogError  # re-exported
 from a2mae.io.atomic import atomic_path, remove_stale_temporaries
 from a2mae.io.lock import writer_lock
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-
-class CatalogError(A2maeError):
-    """The catalog cannot be read, or a scene to remove is not in it; the message names it."""
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def ingest(
     existing = _read_existing(catalog)
     report = IngestReport(catalog=catalog)
     registry = get_registry(params.data.sensor_files)
-    settings = S3Settings.from_params(params.data.s3)
+    settings = params.data.s3.settings()
     ctx = ReadContext(
         registry=registry,
         settings=settings,

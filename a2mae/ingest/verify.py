@@ -30,13 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from a2mae.errors import A2maeError
 from a2mae.ingest.catalog import HEAD_BYTES, SceneRecord, SourceFile
+from a2mae.ingest.errors import CatalogDuplicates as CatalogDuplicates  # re-exported
 from a2mae.io.storage import FileInfo, S3Settings, content_md5, file_info, is_s3
 
 __all__ = ["CatalogDuplicates", "changed_scenes", "duplicate_rows", "file_change"]
-
-
-class CatalogDuplicates(A2maeError):
-    """A catalog holds two different rows for one scene or one source file."""
 
 
 def file_change(

@@ -20,7 +20,7 @@ read raises :class:`RemoteReadError`: one line naming the URL and what to do.
 
 Usage::
 
-    settings = S3Settings.from_params(params)
+    settings = params.data.s3.settings()
     with raster_env(settings), open_raster("s3://bucket/scene/B04.tif") as ds:
         print(ds.profile)
 """
@@ -211,7 +211,7 @@ def raster_env(settings: S3Settings | None = None, **options: Any) -> Iterator[r
     Yields:
         The active environment.
     """
-    settings = settings or S3Settings.from_params()
+    settings = settings or S3Settings.from_env()
     session = _GDALS3Session(gdal_s3_options(settings))
     token = _ACTIVE.set(settings)
     try:

@@ -3,8 +3,8 @@
 S3 access goes through s3fs. The endpoint and credentials come from the environment first
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
 ``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_NO_SIGN_REQUEST``) and then from ``params.data.s3``
-(:class:`S3Settings.from_params`). Rasters on S3 are read by GDAL, see :mod:`a2mae.io.raster`, with the
-same settings.
+(:meth:`S3Settings.from_env`, which :meth:`a2mae.config.S3Config.settings` calls). Rasters on S3 are
+read by GDAL, see :mod:`a2mae.io.raster`, with the same settings.
 
 Every S3 failure a user can cause (endpoint unreachable, wrong credentials, missing bucket or key)
 raises :class:`StorageError` with one line naming the URI and endpoint and saying what to do.
@@ -31,8 +31,6 @@ from a2mae.io.atomic import atomic_path
 
 if TYPE_CHECKING:
     from s3fs import S3FileSystem
-
-    from a2mae.config import Params, S3Config
 
 
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -92,28 +90,33 @@ class S3Settings:
         )
 
     @classmethod
-    def from_params(
-        cls, s3: S3Config | Params | None = None, environ: Mapping[str, str] | None = None
+    def from_env(
+        cls,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        anonymous: bool = False,
+        environ: Mapping[str, str] | None = None,
     ) -> S3Settings:
-        """Resolve settings: environment variables win over ``params.data.s3``.
+        """Resolve settings: environment variables win over the given values.
+
+        The ``data.s3`` section of the parameters resolves through this
+        (:meth:`a2mae.config.S3Config.settings`); without arguments, the environment alone decides.
 
         Args:
-            s3: ``params.data.s3``, the whole :class:`~a2mae.config.Params`, or None (environment only).
+            endpoint_url: Endpoint unless ``AWS_ENDPOINT_URL`` is set.
+            region: Region unless ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` is set.
+            anonymous: Unsigned requests (also when ``AWS_NO_SIGN_REQUEST`` is yes/true/1).
             environ: Environment to read (default ``os.environ``).
 
         Returns:
             The resolved settings.
         """
         env = os.environ if environ is None else environ
-        if s3 is not None and hasattr(s3, "data"):
-            s3 = s3.data.s3
-        endpoint = env.get("AWS_ENDPOINT_URL") or (s3.endpoint_url if s3 is not None else None)
-        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or (s3.region if s3 else "us-east-1")
         no_sign = env.get("AWS_NO_SIGN_REQUEST", "").upper() in ("YES", "TRUE", "1")
         return cls(
-            endpoint_url=endpoint or None,
-            region=region,
-            anonymous=bool(no_sign or (s3.anonymous if s3 is not None else False)),
+            endpoint_url=env.get("AWS_ENDPOINT_URL") or endpoint_url or None,
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or region,
+            anonymous=bool(no_sign or anonymous),
             key=env.get("AWS_ACCESS_KEY_ID") or None,
             secret=env.get("AWS_SECRET_ACCESS_KEY") or None,
             token=env.get("AWS_SESSION_TOKEN") or None,
@@ -155,7 +158,7 @@ def s3_filesystem(settings: S3Settings | None = None) -> S3FileSystem:
     Returns:
         ``s3fs.S3FileSystem``.
     """
-    return _filesystem(settings or S3Settings.from_params(), os.getpid())
+    return _filesystem(settings or S3Settings.from_env(), os.getpid())
 
 
 @functools.lru_cache(maxsize=8)
@@ -313,7 +316,7 @@ def list_files(
     if not is_s3(text):
         return _list_local(text, bad)
 
-    settings = settings or S3Settings.from_params()
+    settings = settings or S3Settings.from_env()
     bucket, key = split_s3(text)
     fs = s3_filesystem(settings)
     try:
@@ -411,7 +414,7 @@ def file_info(uri: str, settings: S3Settings | None = None) -> FileInfo:
         if not path.is_file():
             raise StorageError(f"{uri}: no such file")
         return _local_info(path)
-    settings = settings or S3Settings.from_params()
+    settings = settings or S3Settings.from_env()
     fs = s3_filesystem(settings)
     try:
         entry = fs.info(uri[len("s3://") :])
@@ -434,7 +437,7 @@ def read_bytes(uri: str, settings: S3Settings | None = None, max_bytes: int | No
             return Path(uri).read_bytes()
         except OSError as err:
             raise StorageError(f"{uri}: cannot read ({err.strerror})") from None
-    settings = settings or S3Settings.from_params()
+    settings = settings or S3Settings.from_env()
     fs = s3_filesystem(settings)
     try:
         with fs.open(uri[len("s3://") :], "rb") as f:
@@ -461,7 +464,7 @@ def open_binary(uri: str, settings: S3Settings | None = None) -> Iterator[Any]:
         with f:
             yield f
         return
-    settings = settings or S3Settings.from_params()
+    settings = settings or S3Settings.from_env()
     fs = s3_filesystem(settings)
     try:
         f = fs.open(uri[len("s3://") :], "rb")
@@ -492,7 +495,7 @@ def content_md5(info: FileInfo, settings: S3Settings | None = None) -> str:
         raise
     except Exception as err:
         if is_s3(info.uri):
-            raise s3_error(err, info.uri, settings or S3Settings.from_params()) from None
+            raise s3_error(err, info.uri, settings or S3Settings.from_env()) from None
         raise StorageError(f"{info.uri}: cannot read ({_one_line(err)})") from None
     return digest.hexdigest()
 
@@ -509,7 +512,7 @@ def put_file(local: str | os.PathLike[str], uri: str, settings: S3Settings | Non
         with atomic_path(uri) as tmp:
             shutil.copyfile(local, tmp)
         return
-    settings = settings or S3Settings.from_params()
+    settings = settings or S3Settings.from_env()
     fs = s3_filesystem(settings)
     try:
         fs.put_file(str(local), uri[len("s3://") :])
@@ -532,7 +535,7 @@ def put_tree(local_dir: str | os.PathLike[str], uri: str, settings: S3Settings |
         for path, target in pairs:
             put_file(path, target)
         return [t for _, t in pairs]
-    settings = settings or S3Settings.from_params()
+    settings = settings or S3Settings.from_env()
     fs = s3_filesystem(settings)
     try:
         fs.put([str(p) for p, _ in pairs], [t[len("s3://") :] for _, t in pairs])

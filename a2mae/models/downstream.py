@@ -10,7 +10,7 @@ and the corners are unknown (the encoder's metadata-unknown path).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,7 +19,6 @@ from torch import nn
 
 from a2mae.models.a2mae import A2MAE
 from a2mae.models.config import A2MAEConfig
-from a2mae.models.heads import LinearHead, UPerNetDecoder
 from a2mae.models.vocab import ModelInputError
 from a2mae.sensors.registry import SensorRegistry
 from a2mae.types import ImageMeta, ImageSample
@@ -102,17 +101,30 @@ def build_encoder(spec: ModelSpec) -> A2MAE:
 
 
 class DownstreamModel(nn.Module):
-    """Encoder + head for one task.
+    """Encoder + head for one task (the task object of :mod:`a2mae.tasks` picks the head and the wiring).
 
     Args:
         encoder: The A²-MAE encoder (decoder stripped or not).
         spec: Task, classes, bands and normalisation.
+        head: Built by ``head(dim, levels)``: it takes the pooled embedding ``[N, D]`` when ``pooled``,
+            else the token maps and the output size.
+        pooled: The head reads the pooled embedding (per-chip tasks) instead of the token maps.
+        paired: Inputs are before/after pairs ``[N, 2, C, H, W]``; the head reads the absolute
+            difference of their token maps (siamese encoder).
     """
 
     mean: torch.Tensor  # [C, 1, 1] buffer
     std: torch.Tensor  # [C, 1, 1] buffer
 
-    def __init__(self, encoder: A2MAE, spec: ModelSpec) -> None:
+    def __init__(
+        self,
+        encoder: A2MAE,
+        spec: ModelSpec,
+        head: Callable[[int, int], nn.Module],
+        *,
+        pooled: bool,
+        paired: bool = False,
+    ) -> None:
         super().__init__()
         self.encoder = strip_decoder(encoder)
         self.spec = spec
@@ -121,11 +133,8 @@ class DownstreamModel(nn.Module):
         self.register_buffer(
             "std", torch.tensor(spec.std, dtype=torch.float32).clamp(min=1e-6).reshape(c, 1, 1)
         )
-        dim, levels, k = encoder.config.embed_dim, len(encoder.config.feature_blocks), len(spec.classes)
-        if spec.task == "classification":
-            self.head: nn.Module = LinearHead(dim, k)
-        else:
-            self.head = UPerNetDecoder(dim, levels, spec.decoder_channels, k)
+        self.head = head(encoder.config.embed_dim, len(encoder.config.feature_blocks))
+        self.pooled, self.paired = pooled, paired
         self.frozen = spec.protocol == "linear_probe"
         if self.frozen:
             self.encoder.requires_grad_(False)
@@ -154,15 +163,14 @@ class DownstreamModel(nn.Module):
         """Logits.
 
         Args:
-            pixels: ``[N, C, H, W]`` float32 in file units (``[N, 2, C, H, W]`` for change detection).
-            metas: Optional per-sample metadata, one tuple per sample (two images for change detection).
+            pixels: ``[N, C, H, W]`` float32 in file units (``[N, 2, C, H, W]`` for paired inputs).
+            metas: Optional per-sample metadata, one tuple per sample (two images for paired inputs).
 
         Returns:
-            ``[N, K]`` (classification) or ``[N, K, H, W]`` (segmentation; ``K = 2`` for change).
+            ``[N, K]`` (pooled heads) or ``[N, K, H, W]`` (dense heads; ``K = 2`` for change).
         """
         x = (pixels.float() - self.mean) / self.std
-        task = self.spec.task
-        if task == "change_detection":
+        if self.paired:
             n = x.shape[0]
             flat = x.reshape(n * 2, *x.shape[2:])
             flat_meta = None if metas is None else [m for pair in metas for m in pair]
@@ -173,10 +181,10 @@ class DownstreamModel(nn.Module):
             return logits
         single = None if metas is None else [m[0] for m in metas]
         feats = self.encoder.forward_features(self._samples(x, single))
-        if task == "classification":
-            logits = self.head(feats.pooled)
-        else:
-            logits = self.head(feats.maps, tuple(x.shape[-2:]))
+        if self.pooled:
+            pooled: torch.Tensor = self.head(feats.pooled)
+            return pooled
+        logits = self.head(feats.maps, tuple(x.shape[-2:]))
         return logits
 
     @torch.no_grad()

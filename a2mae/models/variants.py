@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from a2mae.config import ModelConfig
+from a2mae.config import ModelConfig, Params, register_check
 from a2mae.errors import A2maeError
 from a2mae.models.config import A2MAEConfig
 from a2mae.sensors.registry import SensorRegistry
@@ -120,6 +120,12 @@ def check_chip_size(model_params: ModelConfig, chip_size: int, **extra: Any) -> 
             f"tile.chip_size {chip_size} is not a multiple of the patch size {config.patch_size} of "
             f"model {config.name}; use a multiple of {config.patch_size} (e.g. {config.tile_size})"
         )
+
+
+@register_check
+def _chip_fits_patch(params: Params) -> None:
+    """The check across sections of this layer: tiled chips fit the model (run by ``validate_params``)."""
+    check_chip_size(params.model, params.tile.chip_size, **params.pretrain.model_overrides)
 
 
 def _vit(

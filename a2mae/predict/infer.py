@@ -184,7 +184,7 @@ def infer_batch(task: BatchTask, data: tuple[np.ndarray, np.ndarray, np.ndarray]
     """Run the model on the windows of a batch read by :func:`read_batch`."""
     pix, bad, cloud = data
     model = task.model
-    if model.task == "embeddings" and task.norm is not None and model.norm != task.norm:
+    if model.downstream is None and task.norm is not None and model.norm != task.norm:
         model = PredictModel(**{**model.__dict__, "norm": task.norm})
     metas = []
     for r, c in task.windows:
@@ -193,7 +193,7 @@ def infer_batch(task: BatchTask, data: tuple[np.ndarray, np.ndarray, np.ndarray]
             sensor=task.sensor, bands=task.bands, gsd_m=gsd, corners=corners, datetime=task.datetime
         )
         metas.append((meta,) * len(task.sources))
-    x = pix if model.task == "change_detection" else pix[:, 0]
+    x = pix if model.paired else pix[:, 0]
     out = model.infer(x, metas, dense=task.dense)
     return BatchResult(task.windows, out.probs, out.pooled, out.maps, bad, cloud)
 

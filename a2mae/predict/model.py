@@ -24,12 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from a2mae import tasks
 from a2mae.errors import A2maeError
 from a2mae.normstats import NormStats, NormStatsError
 from a2mae.predict.errors import ModelNotFound, PredictError
 from a2mae.types import ImageMeta, ImageSample
 
-TASKS = ("segmentation", "change_detection", "classification", "embeddings")
+#: The ``task`` of the encoder applied as is (no downstream task: its outputs are embeddings).
+EMBEDDINGS = "embeddings"
 _ENCODER_LOADER = "a2mae.registry.encoder_pyfunc"
 
 
@@ -84,6 +86,23 @@ class PredictModel:
     scale: float | None = None
     offset: float = 0.0
 
+    @property
+    def downstream(self) -> tasks.Task | None:
+        """The task object of a fine-tuned model; None for the encoder (embeddings)."""
+        return tasks.find(self.task)
+
+    @property
+    def paired(self) -> bool:
+        """Inputs are (before, after) scene pairs."""
+        t = self.downstream
+        return t is not None and t.paired
+
+    @property
+    def dense(self) -> bool:
+        """A per-pixel map (blended windows); else per-chip rows."""
+        t = self.downstream
+        return t is not None and t.dense
+
     def provenance(self) -> dict[str, str]:
         """``{model_name, model_version, run_id, model_uri}`` recorded with every output."""
         return {
@@ -100,7 +119,7 @@ class PredictModel:
         key = (self.files or "", self.task)
         hit = _BUILT.get(key)
         if hit is None:
-            if self.task == "embeddings":
+            if self.downstream is None:
                 from a2mae.checkpoint import load_checkpoint
 
                 hit, _ = load_checkpoint(self.files)  # type: ignore[arg-type]
@@ -130,7 +149,8 @@ class PredictModel:
         module = self.build()
         device = next((q.device for q in module.parameters()), torch.device("cpu"))
         x = torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
-        if self.task == "embeddings":
+        task = self.downstream
+        if task is None:
             mean, std = (
                 torch.tensor(v, dtype=torch.float32, device=device).reshape(-1, 1, 1)
                 for v in self.norm or ((0.0,), (1.0,))
@@ -142,8 +162,7 @@ class PredictModel:
             maps = feats.maps[-1].float().cpu().numpy() if dense else None
             return Outputs(pooled=feats.pooled.float().cpu().numpy(), maps=maps)
         logits = module(x, [tuple(m) for m in metas]).float()
-        probs = logits.sigmoid() if self.multilabel else logits.softmax(1)
-        return Outputs(probs=probs.cpu().numpy())
+        return Outputs(probs=task.scores(logits, self.multilabel).cpu().numpy())
 
 
 #: Models built in this process (one at a time).
@@ -365,7 +384,7 @@ def _encoder_model(uri: str, workdir: Path, name: str, version: str, run_id: str
     shutil.copyfile(checkpoint_file(local), ckpt)
     meta = read_checkpoint_meta(ckpt)
     return PredictModel(
-        task="embeddings",
+        task=EMBEDDINGS,
         sensor="",  # any sensor of the encoder's registry; the scene's own bands are used
         bands=(),
         classes=(),

@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from a2mae.config import Params, PredictConfig
+from a2mae.config import Params, PredictConfig, RegistryConfig
 from a2mae.console import progress as progress_bar
 from a2mae.errors import A2maeError
+from a2mae.io.storage import S3Settings
 from a2mae.predict import rasters
 from a2mae.predict.errors import PredictError
 from a2mae.predict.infer import BatchResult, BatchTask, run_batch
@@ -107,9 +108,9 @@ def _pipelined(tasks: Sequence[BatchTask], on_done: Callable[[int], None] | None
 
 def batch_tasks(job: Job, model: PredictModel, cfg: PredictConfig, s3: Any) -> list[BatchTask]:
     """The batches of a job: dense tasks overlap and blend, per-chip tasks tile without overlap."""
-    dense = model.task in ("segmentation", "change_detection")
-    overlap = cfg.overlap if dense or (model.task == "embeddings" and cfg.dense_embeddings) else 0
-    align = model.patch_size if model.task == "embeddings" and cfg.dense_embeddings else 1
+    dense_embeddings = model.downstream is None and cfg.dense_embeddings
+    overlap = cfg.overlap if model.dense or dense_embeddings else 0
+    align = model.patch_size if dense_embeddings else 1
     wins = grid(job.height, job.width, cfg.window, overlap, align)
     common = {
         "model": model,
@@ -121,7 +122,7 @@ def batch_tasks(job: Job, model: PredictModel, cfg: PredictConfig, s3: Any) -> l
         "bands": job.bands,
         "datetime": job.datetime,
         "norm": job.norm,
-        "dense": model.task == "embeddings" and cfg.dense_embeddings,
+        "dense": dense_embeddings,
         "s3": s3,
         "gdal_cache_mb": cfg.gdal_cache_mb,
     }
@@ -174,7 +175,8 @@ def _accumulate(results: Iterator[BatchResult], acc: Any, flags: Any, wts: np.nd
 def _write_maps(
     job: Job, model: PredictModel, cfg: PredictConfig, acc: Any, flags: Any, folder: Path, work: Path
 ) -> list[str]:
-    name = "change" if model.task == "change_detection" else "classmap"
+    assert model.downstream is not None
+    name = model.downstream.map_name
     k = len(model.classes)
     base = rasters.provenance_tags(model.provenance(), job.scene_ids, {"task": model.task})
     geo = (job.crs, job.transform, job.width, job.height)
@@ -221,8 +223,9 @@ def _chip_columns(model: PredictModel) -> tuple[dict[str, Any], dict[str, int]]:
         "model_name": pa.string(), "model_version": pa.string(), "run_id": pa.string(),
         "nodata_fraction": pa.float32(), "cloud_fraction": pa.float32(),
     }  # fmt: skip
-    if model.task == "classification":
-        cols.update(label=pa.string(), label_index=pa.int16(), score=pa.float32())
+    task = model.downstream
+    if task is not None:
+        cols.update(task.chip_columns(model.classes, model.multilabel))
         return cols, {"scores": len(model.classes)}
     return cols, {}
 
@@ -244,21 +247,14 @@ def _chip_rows(
         "nodata_fraction": [float(np.count_nonzero(b)) / area for b in res.nodata],
         "cloud_fraction": [float(np.count_nonzero(c)) / area for c in res.cloud],
     }
-    if model.task == "embeddings":
+    task = model.downstream
+    if task is None:
         assert res.pooled is not None  # an embeddings batch has them
         return cols, {"embedding": res.pooled}
-    p = res.probs
-    assert p is not None  # a classifier's batch has them
-    if model.multilabel:
-        on = p > 0.5
-        cols["label"] = ["|".join(model.classes[j] for j in np.flatnonzero(row)) for row in on]
-        cols["label_index"] = [int(np.argmax(row)) if row.any() else -1 for row in on]
-    else:
-        idx = p.argmax(1)
-        cols["label"] = [model.classes[j] for j in idx]
-        cols["label_index"] = [int(j) for j in idx]
-    cols["score"] = [float(v) for v in p.max(1)]
-    return cols, {"scores": p}
+    assert res.probs is not None  # a fine-tuned model's batch has them
+    values, fixed = task.chip_values(res.probs, model.classes, model.multilabel)
+    cols.update(values)
+    return cols, fixed
 
 
 def _chips(
@@ -272,7 +268,7 @@ def _chips(
     """Per-chip labels/scores or embeddings as GeoParquet (+ the dense embedding COG)."""
     from a2mae.predict.geoparquet import ChipWriter
 
-    fname = "chips.parquet" if model.task == "classification" else "embeddings.parquet"
+    fname = model.downstream.chips_file if model.downstream is not None else "embeddings.parquet"
     cols, fixed = _chip_columns(model)
     meta = {
         **model.provenance(),
@@ -282,9 +278,7 @@ def _chips(
     }
     writer: ChipWriter | None = None
     dense = (
-        _DenseEmbeddings(job, model, cfg, work)
-        if model.task == "embeddings" and cfg.dense_embeddings
-        else None
+        _DenseEmbeddings(job, model, cfg, work) if model.downstream is None and cfg.dense_embeddings else None
     )
     try:
         for res in results:
@@ -361,12 +355,11 @@ class _DenseEmbeddings:
 
 
 # ------------------------------------------------------------------------------------- the run
-def run_job(job: Job, model: PredictModel, params: Params, folder: Path, progress: bool) -> dict[str, Any]:
-    """Compute the outputs of one job into ``folder``; returns its manifest entry."""
-    from a2mae.io.storage import S3Settings
-
-    cfg = params.predict
-    tasks = batch_tasks(job, model, cfg, S3Settings.from_params(params.data.s3))
+def run_job(
+    job: Job, model: PredictModel, cfg: PredictConfig, s3: S3Settings, folder: Path, progress: bool
+) -> dict[str, Any]:
+    """Compute the outputs of one job into ``folder`` (``cfg``: ``predict``); returns its manifest entry."""
+    tasks = batch_tasks(job, model, cfg, s3)
     n_windows = sum(len(t.windows) for t in tasks)
     folder.mkdir(parents=True)
     with (
@@ -375,7 +368,7 @@ def run_job(job: Job, model: PredictModel, params: Params, folder: Path, progres
     ):
         step = lambda i: bar.advance(len(tasks[i].windows))  # noqa: E731
         results = execute(tasks, cfg, step)
-        if model.task in ("segmentation", "change_detection"):
+        if model.dense:
             files = _dense_map(job, model, cfg, results, folder, Path(tmp))
         else:
             files = _chips(job, model, cfg, results, folder, Path(tmp))
@@ -472,33 +465,34 @@ def predict(
         PredictError: Bad input (one line): unknown model, wrong sensor or bands, a scene smaller than
             a window, a pair that does not overlap, an existing output, a full disk.
     """
-    from a2mae.io.storage import S3Settings
     from a2mae.predict.scenes import plan_jobs, read_sources
+    from a2mae.sensors import get_registry
 
     t0 = time.perf_counter()
     out = str(out)
     if _exists(out) and not overwrite:
         raise PredictError(f"{out}: already exists; pass --overwrite or choose another --out")
-    records = read_sources(sources, params)  # a bad scene is refused before the model is fetched
+    records = read_sources(sources, params.data)  # a bad scene is refused before the model is fetched
     stage = _stage_for(out)
     try:
-        pm = model or _resolve(model_uri or params.predict.model, params, stage)
+        pm = model or _resolve(model_uri or params.predict.model, params.registry, stage)
         win = params.predict.window
         if win % pm.patch_size:
             raise PredictError(
                 f"predict.window={win} is not a multiple of the model's patch size {pm.patch_size}"
             )
-        jobs = plan_jobs(records, pm, params)
+        jobs = plan_jobs(records, pm, get_registry(params.data.sensor_files), win)
+        s3 = params.data.s3.settings()
         report = PredictReport(out=out, model=pm.provenance(), task=pm.task)
         for job in jobs:
-            entry = run_job(job, pm, params, stage / job.key, progress)
+            entry = run_job(job, pm, params.predict, s3, stage / job.key, progress)
             report.outputs.append(entry)
             report.windows += entry["windows"]
             report.pixels += entry["pixels"]
         shutil.rmtree(stage / ".model", ignore_errors=True)
         report.seconds = time.perf_counter() - t0
         (stage / MANIFEST).write_text(json.dumps(asdict(report), indent=1, default=str))
-        publish(stage, out, overwrite, S3Settings.from_params(params.data.s3))
+        publish(stage, out, overwrite, s3)
         return report
     except (OSError, RuntimeError) as err:
         if _disk_full(err):
@@ -510,8 +504,8 @@ def predict(
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _resolve(uri: str, params: Params, stage: Path) -> PredictModel:
+def _resolve(uri: str, registry: RegistryConfig, stage: Path) -> PredictModel:
     from a2mae.predict.model import resolve_model
     from a2mae.tracking.client import tracking_uri
 
-    return resolve_model(uri, tracking_uri(params), stage / ".model")
+    return resolve_model(uri, tracking_uri(registry), stage / ".model")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from a2mae.config import Params
+from a2mae.config import DataConfig
 from a2mae.errors import A2maeError
 from a2mae.ingest.catalog import SceneRecord, read_catalog
 from a2mae.predict.errors import PredictError
@@ -56,23 +56,24 @@ class Job:
     norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
-def read_sources(sources: Sequence[str], params: Params) -> list[SceneRecord]:
+def read_sources(sources: Sequence[str], data: DataConfig) -> list[SceneRecord]:
     """Catalog records of the sources (scenes are read like ``a2mae ingest`` does; nothing is written).
+
+    ``data`` is the ``data`` section (sensor files, S3 settings, growth-period rule).
 
     Raises:
         PredictError: A source is missing or not a scene (one line naming it).
     """
     from a2mae.ingest.discover import discover
     from a2mae.ingest.scene_reader import ReadContext, read_scene
-    from a2mae.io.storage import S3Settings
     from a2mae.sensors import get_registry
     from a2mae.sensors.detect import band_vocabulary
 
     if not sources:
         raise PredictError("no scene given; pass scene files, folders, s3:// prefixes or a catalog .parquet")
-    registry = get_registry(params.data.sensor_files)
-    settings = S3Settings.from_params(params.data.s3)
-    ctx = ReadContext(registry=registry, settings=settings, growth=params.data.growth_period)
+    registry = get_registry(data.sensor_files)
+    settings = data.s3.settings()
+    ctx = ReadContext(registry=registry, settings=settings, growth=data.growth_period)
     out: list[SceneRecord] = []
     try:
         for src in sources:
@@ -122,7 +123,7 @@ def check_bands(rec: SceneRecord, model: PredictModel) -> tuple[str, ...]:
     Raises:
         PredictError: The scene's sensor is not the model's, or bands are missing (named).
     """
-    if model.task == "embeddings":
+    if model.downstream is None:  # the encoder: the scene's own bands
         return tuple(rec.bands)
     if rec.sensor != model.sensor:
         raise PredictError(
@@ -155,7 +156,7 @@ def single_job(rec: SceneRecord, model: PredictModel, registry: SensorRegistry, 
     bands = check_bands(rec, model)
     _check_size(f"scene {rec.scene_id} ({rec.source})", rec.height, rec.width, window)
     norm = None
-    if model.task == "embeddings":
+    if model.downstream is None:
         from a2mae.predict.model import encoder_norm
 
         known = encoder_norm_bands(model, rec)
@@ -242,17 +243,17 @@ def pair_job(
     )
 
 
-def plan_jobs(records: Sequence[SceneRecord], model: PredictModel, params: Params) -> list[Job]:
-    """One job per scene, or per consecutive (before, after) pair for change detection.
+def plan_jobs(
+    records: Sequence[SceneRecord], model: PredictModel, registry: SensorRegistry, window: int
+) -> list[Job]:
+    """One job per scene, or per consecutive (before, after) pair for paired tasks (change detection).
+
+    ``registry`` holds the sensors of ``data.sensor_files``; ``window`` is ``predict.window``.
 
     Raises:
         PredictError: An odd number of scenes for change detection, or a scene the model cannot use.
     """
-    from a2mae.sensors import get_registry
-
-    registry = get_registry(params.data.sensor_files)
-    window = params.predict.window
-    if model.task != "change_detection":
+    if not model.paired:
         return [single_job(r, model, registry, window) for r in records]
     if len(records) % 2:
         raise PredictError(

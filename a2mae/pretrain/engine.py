@@ -23,11 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from a2mae.errors import A2maeError
-
-
-class NonFiniteLossError(A2maeError):
-    """Training diverged: the loss was NaN/inf for too many consecutive steps."""
+from a2mae.pretrain.errors import NonFiniteLossError as NonFiniteLossError  # re-exported
 
 
 class _Batch(Protocol):

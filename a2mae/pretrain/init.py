@@ -6,7 +6,7 @@ from typing import Any
 
 from a2mae.checkpoint import load_checkpoint
 from a2mae.errors import A2maeError
-from a2mae.pretrain.loop import build_model
+from a2mae.pretrain.loop import LoopSections, build_model
 
 
 class InitFromCheckpoint:
@@ -19,15 +19,15 @@ class InitFromCheckpoint:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def __call__(self, params: Any) -> Any:
-        """Build the run's model and load the checkpoint's weights into it."""
-        model = build_model(params)
+    def __call__(self, sections: LoopSections) -> Any:
+        """Build the run's model (its sections) and load the checkpoint's weights into it."""
+        model = build_model(sections)
         source, _ = load_checkpoint(self.path)
         try:
             model.load_state_dict(source.state_dict())
         except RuntimeError as err:
             raise A2maeError(
                 f"champion encoder {self.path}: its architecture differs from model.name "
-                f"{params.model.name} ({str(err).splitlines()[0]}); pre-train from scratch instead"
+                f"{sections.model.name} ({str(err).splitlines()[0]}); pre-train from scratch instead"
             ) from None
         return model.train()

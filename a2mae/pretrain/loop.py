@@ -4,12 +4,14 @@
 is the loop itself, given a :class:`~a2mae.pretrain.context.WorkerContext`. ``config`` is a plain dict
 (see :func:`make_loop_config`) so that it travels to Ray workers:
 
-* ``params`` -- the resolved parameters (``Params.model_dump(mode="json")``);
+* ``sections`` -- the :class:`LoopSections` of the run (``pretrain``, ``model``, ``data``), sent as
+  they are: a worker never rebuilds or re-validates the whole parameters;
 * ``snapshot`` -- the STSSD snapshot (local folder or ``s3://``);
 * ``tracking`` -- ``{"uri", "run_id"}`` of the MLflow run, or None (no tracking);
 * ``progress`` -- a callable or a Ray actor handle receiving progress dicts (rank 0), or None;
-* ``model_fn`` / ``dataset_fn`` -- optional factories replacing ``create_model_from_params`` /
-  ``StssdDataset`` (tests and benchmarks).
+* ``model_fn`` / ``dataset_fn`` -- optional factories ``model_fn(sections)`` /
+  ``dataset_fn(snapshot, sections)`` replacing ``create_model_from_params`` / ``StssdDataset`` (tests,
+  benchmarks, a run that starts from the champion's weights).
 
 Per epoch every worker reads its own share of the image sets (:mod:`a2mae.pretrain.sharding`), through a
 ``DataLoader``. A checkpoint is written every ``pretrain.checkpoint_every_steps`` optimiser steps and at
@@ -30,7 +32,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from a2mae.config import Params
+from a2mae.config import DataConfig, ModelConfig, PretrainConfig
 from a2mae.executor import start_method
 from a2mae.pretrain.context import LocalContext, WorkerContext
 from a2mae.pretrain.engine import Engine, StepResult
@@ -43,18 +45,37 @@ from a2mae.types import ImageSetSample, collate_sets
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class LoopSections:
+    """The sections the training loop reads.
+
+    Attributes:
+        pretrain: The ``pretrain`` section (budget, optimiser, logging, checkpoints).
+        model: The ``model`` section (variant and objective).
+        data: The ``data`` section (sensor files; S3 settings of the snapshot, resolved in the worker).
+    """
+
+    pretrain: PretrainConfig
+    model: ModelConfig
+    data: DataConfig
+
+
+ModelFn = Callable[[LoopSections], torch.nn.Module]
+DatasetFn = Callable[[str, LoopSections], Any]
+
+
 def make_loop_config(
-    params: Params,
+    sections: LoopSections,
     snapshot: str,
     *,
     tracking: dict[str, str] | None = None,
     progress: Any = None,
-    model_fn: Callable[[Params], torch.nn.Module] | None = None,
-    dataset_fn: Callable[[str, Params], Any] | None = None,
+    model_fn: ModelFn | None = None,
+    dataset_fn: DatasetFn | None = None,
 ) -> dict[str, Any]:
     """The ``train_loop_config`` of a run (see the module docstring)."""
     return {
-        "params": params.model_dump(mode="json"),
+        "sections": sections,
         "snapshot": snapshot,
         "tracking": tracking,
         "progress": progress,
@@ -64,30 +85,27 @@ def make_loop_config(
 
 
 # ---------------------------------------------------------------------------------------- factories
-def build_model(
-    params: Params, model_fn: Callable[[Params], torch.nn.Module] | None = None
-) -> torch.nn.Module:
-    """The model of the run: ``model_fn(params)`` or the registered variant with the overrides."""
+def build_model(sections: LoopSections, model_fn: ModelFn | None = None) -> torch.nn.Module:
+    """The model of the run: ``model_fn(sections)`` or the registered variant with the overrides."""
     if model_fn is not None:
-        return model_fn(params)
+        return model_fn(sections)
     from a2mae.models import create_model_from_params
     from a2mae.sensors import get_registry
 
     return create_model_from_params(
-        params.model, registry=get_registry(params.data.sensor_files), **params.pretrain.model_overrides
+        sections.model,
+        registry=get_registry(sections.data.sensor_files),
+        **sections.pretrain.model_overrides,
     )
 
 
-def build_dataset(
-    snapshot: str, params: Params, dataset_fn: Callable[[str, Params], Any] | None = None
-) -> Any:
-    """The training split of the snapshot: ``dataset_fn(snapshot, params)`` or ``StssdDataset``."""
+def build_dataset(snapshot: str, sections: LoopSections, dataset_fn: DatasetFn | None = None) -> Any:
+    """The training split of the snapshot: ``dataset_fn(snapshot, sections)`` or ``StssdDataset``."""
     if dataset_fn is not None:
-        return dataset_fn(snapshot, params)
-    from a2mae.io.storage import S3Settings
+        return dataset_fn(snapshot, sections)
     from a2mae.stssd.dataset import StssdDataset
 
-    return StssdDataset(snapshot, split="train", s3=S3Settings.from_params(params))
+    return StssdDataset(snapshot, split="train", s3=sections.data.s3.settings())
 
 
 def _send_progress(progress: Any, info: dict[str, Any]) -> None:
@@ -126,14 +144,14 @@ def _groups(batches: Iterator[Any], size: int) -> Iterator[list[Any]]:
 class _Tracker:
     """Rank-0 metrics, figures and throughput; a no-op on other ranks or without tracking."""
 
-    def __init__(self, config: dict[str, Any], params: Params, rank: int) -> None:
+    def __init__(self, config: dict[str, Any], pretrain: PretrainConfig, rank: int) -> None:
         self.logger = None
-        self.params = params
+        self.every = pretrain.log_every_steps
         tracking = config.get("tracking")
         if rank == 0 and tracking:
             from a2mae.tracking.runs import StepLogger
 
-            self.logger = StepLogger(tracking["uri"], tracking["run_id"], params.pretrain.system_metrics)
+            self.logger = StepLogger(tracking["uri"], tracking["run_id"], pretrain.system_metrics)
         self._t0 = time.perf_counter()
         self._sets = 0
         self._images = 0
@@ -149,7 +167,7 @@ class _Tracker:
         self._sets += res.num_sets
         self._images += res.num_images
         metrics: dict[str, float] = {}
-        every = self.params.pretrain.log_every_steps
+        every = self.every
         if res.step % every == 0 or res.step == state.total_steps:
             dt = max(time.perf_counter() - self._t0, 1e-9)
             metrics = {
@@ -215,8 +233,8 @@ class _Setup:
     """What a worker builds before it looks at any checkpoint (see :func:`_set_up`).
 
     Attributes:
-        params: The run's resolved parameters.
-        registry: The sensor registry of ``params.data.sensor_files``.
+        sections: The run's sections.
+        registry: The sensor registry of ``data.sensor_files``.
         dataset: The training split.
         num_sets: Image sets in the training split (``len(dataset)``).
         model: The model, on the worker's device, with the run seed's initial weights.
@@ -225,7 +243,7 @@ class _Setup:
         total: Optimiser steps of the whole run.
     """
 
-    params: Params
+    sections: LoopSections
     registry: Any
     dataset: Any
     num_sets: int
@@ -301,19 +319,19 @@ def _set_up(ctx: WorkerContext, config: dict[str, Any]) -> _Setup:
     """
     from a2mae.sensors import get_registry
 
-    params = Params.model_validate(config["params"])
-    pt = params.pretrain
-    registry = get_registry(params.data.sensor_files)
-    dataset = build_dataset(config["snapshot"], params, config.get("dataset_fn"))
+    sections: LoopSections = config["sections"]
+    pt = sections.pretrain
+    registry = get_registry(sections.data.sensor_files)
+    dataset = build_dataset(config["snapshot"], sections, config.get("dataset_fn"))
     n = len(dataset)
     torch.manual_seed(pt.seed)  # same initial weights on every worker (and rank 0 broadcasts them too)
-    model = build_model(params, config.get("model_fn")).to(ctx.device)
+    model = build_model(sections, config.get("model_fn")).to(ctx.device)
     spe = steps_per_epoch(n, ctx.world_size, pt.batch_size, pt.accum_steps)
     total = pt.max_steps if pt.max_steps is not None else pt.epochs * spe
     peak_lr = scaled_lr(pt.blr, pt.batch_size * pt.accum_steps * ctx.world_size)
     optimizer = build_optimizer(model, peak_lr, pt.weight_decay)
     schedule = CosineSchedule.from_fraction(peak_lr, total, pt.warmup_fraction, pt.min_lr)
-    return _Setup(params, registry, dataset, n, model, optimizer, schedule, total)
+    return _Setup(sections, registry, dataset, n, model, optimizer, schedule, total)
 
 
 def _resume_state(ctx: WorkerContext, config: dict[str, Any], setup: _Setup) -> TrainState:
@@ -346,7 +364,7 @@ def _resume_state(ctx: WorkerContext, config: dict[str, Any], setup: _Setup) -> 
 
 def _start(ctx: WorkerContext, config: dict[str, Any], setup: _Setup, state: TrainState) -> _Run:
     """Build the engine (rank 0's weights broadcast to all), the tracker, and send the ``start`` event."""
-    pt = setup.params.pretrain
+    pt = setup.sections.pretrain
     engine = Engine(
         model=setup.model,
         optimizer=setup.optimizer,
@@ -366,7 +384,7 @@ def _start(ctx: WorkerContext, config: dict[str, Any], setup: _Setup, state: Tra
         setup=setup,
         state=state,
         engine=engine,
-        tracker=_Tracker(config, setup.params, ctx.rank),
+        tracker=_Tracker(config, setup.sections.pretrain, ctx.rank),
         progress=config.get("progress") if ctx.rank == 0 else None,
         norm_stats=getattr(setup.dataset, "stats", None),
         snapshot_id=(getattr(setup.dataset, "info", None) or {}).get("snapshot_id"),
@@ -390,7 +408,7 @@ def _epoch_loader(ctx: WorkerContext, run: _Run) -> tuple[DataLoader[ImageSetSam
     The share of the epoch is dealt by ``(seed, epoch)`` alone, so a resumed run skips exactly the
     ``epoch_step * accum_steps`` batches it trained on before the checkpoint.
     """
-    pt, state = run.setup.params.pretrain, run.state
+    pt, state = run.setup.sections.pretrain, run.state
     batches = worker_batches(
         run.setup.num_sets,
         rank=ctx.rank,
@@ -417,7 +435,7 @@ def _train_epoch(ctx: WorkerContext, run: _Run) -> None:
 
     Every ``accum_steps`` batches of the loader make one optimiser step.
     """
-    pt, state, total = run.setup.params.pretrain, run.state, run.setup.total
+    pt, state, total = run.setup.sections.pretrain, run.state, run.setup.total
     loader, epoch_steps = _epoch_loader(ctx, run)
     for group in _groups(iter(loader), pt.accum_steps):
         _train_step(ctx, run, group, epoch_steps)
@@ -429,7 +447,7 @@ def _train_epoch(ctx: WorkerContext, run: _Run) -> None:
 
 def _train_step(ctx: WorkerContext, run: _Run, group: list[Any], epoch_steps: int) -> None:
     """One optimiser step over ``group`` (``accum_steps`` micro-batches), then log and checkpoint it."""
-    pt, state = run.setup.params.pretrain, run.state
+    pt, state = run.setup.sections.pretrain, run.state
     step = state.global_step + 1
     want_images = ctx.rank == 0 and images_at(step, run.setup.total, pt.log_images_every_steps)
     res = run.engine.step(group, step, keep_last=want_images)

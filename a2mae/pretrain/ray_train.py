@@ -31,12 +31,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from a2mae.config import Params
+from a2mae.config import PretrainConfig, S3Config
 from a2mae.errors import A2maeError
-
-
-class RayClusterError(A2maeError):
-    """Ray cannot be started or reached, or lacks the resources the run asks for."""
+from a2mae.pretrain.errors import RayClusterError as RayClusterError  # re-exported
 
 
 @dataclass(frozen=True)
@@ -65,19 +62,18 @@ class Storage:
         return "s3://" + fs_path.lstrip("/")
 
 
-def resolve_storage(params: Params) -> Storage:
+def resolve_storage(pt: PretrainConfig, s3_cfg: S3Config) -> Storage:
     """Resolve ``pretrain.storage_path``: local paths become absolute; ``s3://`` gets the S3 settings.
 
     Args:
-        params: Parameters (``pretrain.storage_path`` and ``data.s3`` / the ``AWS_*`` environment).
+        pt: The ``pretrain`` section (``storage_path``).
+        s3_cfg: The ``data.s3`` section (the ``AWS_*`` environment wins).
     """
-    raw = params.pretrain.storage_path
+    raw = pt.storage_path
     if raw.startswith("s3://"):
         import pyarrow.fs as pafs
 
-        from a2mae.io.storage import S3Settings
-
-        s3 = S3Settings.from_params(params)
+        s3 = s3_cfg.settings()
         kwargs: dict[str, Any] = {"region": s3.region}
         if s3.anonymous:
             kwargs["anonymous"] = True
@@ -94,12 +90,12 @@ def resolve_storage(params: Params) -> Storage:
     return Storage(path, None, path)
 
 
-def ray_address(params: Params) -> str | None:
+def ray_address(pt: PretrainConfig) -> str | None:
     """The cluster to join: ``pretrain.ray_address``, else ``$RAY_ADDRESS``, else None (local Ray)."""
-    return params.pretrain.ray_address or os.environ.get("RAY_ADDRESS") or None
+    return pt.ray_address or os.environ.get("RAY_ADDRESS") or None
 
 
-def init_ray(params: Params) -> str:
+def init_ray(pt: PretrainConfig) -> str:
     """Connect to (or start) Ray for the run; a no-op when Ray is already initialised here.
 
     Returns:
@@ -113,8 +109,7 @@ def init_ray(params: Params) -> str:
 
     from a2mae.services.ray_driver import RayAccessError, join, start_local
 
-    pt = params.pretrain
-    address = ray_address(params)
+    address = ray_address(pt)
     need_cpu = pt.num_workers * pt.cpus_per_worker
     if not ray.is_initialized():
         try:
@@ -139,11 +134,11 @@ def init_ray(params: Params) -> str:
     return address or "local"
 
 
-def build_trainer(params: Params, name: str, loop_config: dict[str, Any], storage: Storage) -> Any:
-    """The ``TorchTrainer`` of a run, from ``params.pretrain``.
+def build_trainer(pt: PretrainConfig, name: str, loop_config: dict[str, Any], storage: Storage) -> Any:
+    """The ``TorchTrainer`` of a run, from the ``pretrain`` section.
 
     Args:
-        params: Parameters.
+        pt: The ``pretrain`` section (workers, GPUs, failures, checkpoints kept).
         name: Run name (``RunConfig.name``; the same name resumes).
         loop_config: ``train_loop_config`` (see :func:`a2mae.pretrain.loop.make_loop_config`).
         storage: Checkpoint storage from :func:`resolve_storage`.
@@ -157,7 +152,6 @@ def build_trainer(params: Params, name: str, loop_config: dict[str, Any], storag
     from a2mae.pretrain.loop import train_loop_per_worker
     from a2mae.pretrain.ray_backend import LoopbackTorchConfig
 
-    pt = params.pretrain
     resources: dict[str, float] = {"CPU": pt.cpus_per_worker}
     if pt.use_gpu:
         resources["GPU"] = 1

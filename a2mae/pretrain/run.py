@@ -23,17 +23,56 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from a2mae.config import Params, params_to_flat
+from a2mae.config import (
+    DataConfig,
+    ModelConfig,
+    Params,
+    PretrainConfig,
+    RegistryConfig,
+    S3Config,
+    params_to_flat,
+)
 from a2mae.console import progress as progress_bar_of
-from a2mae.errors import A2maeError
-from a2mae.pretrain.loop import make_loop_config, run_local
+from a2mae.pretrain.errors import PretrainError as PretrainError  # re-exported
+from a2mae.pretrain.loop import DatasetFn, LoopSections, ModelFn, make_loop_config, run_local
 from a2mae.pretrain.ray_train import Storage, build_trainer, init_ray, progress_actor, resolve_storage
 from a2mae.pretrain.state import MODEL_FILE, TrainState, read_train_state
+from a2mae.pretrain.tracking import description, end_run, export_encoder, finish_run
 
 if TYPE_CHECKING:
     from ray.train import Checkpoint
 
 ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class PretrainStage:
+    """The sections pre-training reads, and the flattened parameters it records.
+
+    Attributes:
+        pretrain: The ``pretrain`` section.
+        model: The ``model`` section.
+        data: The ``data`` section (sensor files, S3 settings).
+        registry: The ``registry`` section (tracking URI, encoder model name).
+        flat: Every resolved parameter, flattened (:func:`a2mae.config.params_to_flat`): the run's
+            MLflow params.
+    """
+
+    pretrain: PretrainConfig
+    model: ModelConfig
+    data: DataConfig
+    registry: RegistryConfig
+    flat: dict[str, Any]
+
+    @classmethod
+    def of(cls, params: Params) -> PretrainStage:
+        """The stage of resolved parameters (the one place pre-training reads them whole)."""
+        return cls(params.pretrain, params.model, params.data, params.registry, params_to_flat(params))
+
+    @property
+    def loop(self) -> LoopSections:
+        """What the training loop reads (sent to every worker as it is)."""
+        return LoopSections(self.pretrain, self.model, self.data)
 
 
 @contextlib.contextmanager
@@ -55,10 +94,6 @@ def progress_bar(*, enabled: bool = True, also: ProgressFn | None = None) -> Ite
                 also(info)
 
         yield on_progress
-
-
-class PretrainError(A2maeError):
-    """Pre-training failed (after Ray's restarts) or its input cannot be used."""
 
 
 @dataclass
@@ -90,7 +125,7 @@ class PretrainResult:
     seconds: float = 0.0
 
 
-def snapshot_identity(snapshot: str, params: Params) -> str:
+def snapshot_identity(snapshot: str, s3: S3Config) -> str:
     """The snapshot id from ``snapshot.json``, after checking every file against its digests.
 
     The whole snapshot is read once (about a second per GB locally), so that a damaged shard, manifest
@@ -103,16 +138,29 @@ def snapshot_identity(snapshot: str, params: Params) -> str:
 
     fs = None
     if snapshot.startswith("s3://"):
-        from a2mae.io.storage import S3Settings, s3_filesystem
+        from a2mae.io.storage import s3_filesystem
 
-        fs = s3_filesystem(S3Settings.from_params(params))
+        fs = s3_filesystem(s3.settings())
     elif not Path(snapshot).exists():
         raise PretrainError(f"{snapshot}: no such snapshot folder; build one with `a2mae tile`")
     return str(verify_snapshot(snapshot, fs).get("snapshot_id", "unknown"))
 
 
-def preflight(params: Params, snapshot: str, check_snapshot: bool = True) -> tuple[str, str, Storage, str]:
+def preflight(
+    snapshot: str,
+    pt: PretrainConfig,
+    data: DataConfig,
+    registry: RegistryConfig,
+    check_snapshot: bool = True,
+) -> tuple[str, str, Storage, str]:
     """Check what a run needs before starting it (one-line errors).
+
+    Args:
+        snapshot: STSSD snapshot folder or ``s3://`` prefix.
+        pt: The ``pretrain`` section (checkpoint storage).
+        data: The ``data`` section (S3 settings).
+        registry: The ``registry`` section (tracking store).
+        check_snapshot: Verify every file of the snapshot against its digests.
 
     Returns:
         ``(snapshot URI, snapshot id, checkpoint storage, tracking URI)``.
@@ -123,9 +171,9 @@ def preflight(params: Params, snapshot: str, check_snapshot: bool = True) -> tup
     from a2mae.tracking.client import check_tracking_uri, resolve_tracking_uri
 
     snapshot = snapshot.rstrip("/") if snapshot.startswith("s3://") else str(Path(snapshot).resolve())
-    snapshot_id = snapshot_identity(snapshot, params) if check_snapshot else "custom"
-    storage = resolve_storage(params)
-    tracking_uri = resolve_tracking_uri(params.registry.tracking_uri)
+    snapshot_id = snapshot_identity(snapshot, data.s3) if check_snapshot else "custom"
+    storage = resolve_storage(pt, data.s3)
+    tracking_uri = resolve_tracking_uri(registry.tracking_uri)
     check_tracking_uri(tracking_uri)
     return snapshot, snapshot_id, storage, tracking_uri
 
@@ -146,7 +194,7 @@ def _watch_progress(actor: Any, progress: ProgressFn, stop: threading.Event) -> 
 
 
 def _fit_ray(
-    params: Params, name: str, config: dict[str, Any], storage: Storage, progress: ProgressFn | None
+    pt: PretrainConfig, name: str, config: dict[str, Any], storage: Storage, progress: ProgressFn | None
 ) -> Checkpoint:
     """Run the Ray Train ``TorchTrainer`` (progress relayed from rank 0 through an actor).
 
@@ -157,7 +205,7 @@ def _fit_ray(
         PretrainError: The run failed (one line naming the worker's root error) or ended without a
             checkpoint.
     """
-    init_ray(params)
+    init_ray(pt)
     actor = progress_actor() if progress is not None else None
     config = {**config, "progress": actor}
     stop = threading.Event()
@@ -166,7 +214,7 @@ def _fit_ray(
         watcher = threading.Thread(target=_watch_progress, args=(actor, progress, stop), daemon=True)
         watcher.start()
     try:
-        result = build_trainer(params, name, config, storage).fit()
+        result = build_trainer(pt, name, config, storage).fit()
     except Exception as err:
         raise PretrainError(f"pre-training run {name!r} failed: {_root_cause(err)}") from err
     finally:
@@ -240,8 +288,8 @@ def run_pretrain(
     name: str | None = None,
     progress: ProgressFn | None = None,
     register: bool = True,
-    model_fn: Callable[[Params], Any] | None = None,
-    dataset_fn: Callable[[str, Params], Any] | None = None,
+    model_fn: ModelFn | None = None,
+    dataset_fn: DatasetFn | None = None,
 ) -> PretrainResult:
     """Pre-train (or continue pre-training) and register the encoder.
 
@@ -260,25 +308,47 @@ def run_pretrain(
     Raises:
         A2maeError: Bad snapshot, unreachable tracking store or Ray cluster, or a failed run.
     """
+    return run_stage(
+        PretrainStage.of(params),
+        snapshot,
+        name=name,
+        progress=progress,
+        register=register,
+        model_fn=model_fn,
+        dataset_fn=dataset_fn,
+    )
+
+
+def run_stage(
+    stage: PretrainStage,
+    snapshot: str,
+    *,
+    name: str | None = None,
+    progress: ProgressFn | None = None,
+    register: bool = True,
+    model_fn: ModelFn | None = None,
+    dataset_fn: DatasetFn | None = None,
+) -> PretrainResult:
+    """:func:`run_pretrain` on a stage (the arguments are those of :func:`run_pretrain`)."""
     t0 = time.perf_counter()
-    name = name or params.pretrain.run_name
-    opened = _open_run(params, snapshot, name, check_snapshot=dataset_fn is None)
+    name = name or stage.pretrain.run_name
+    opened = _open_run(stage, snapshot, name, check_snapshot=dataset_fn is None)
     config = make_loop_config(
-        params,
+        stage.loop,
         opened.snapshot,
         tracking={"uri": opened.tracking_uri, "run_id": opened.run_id},
         model_fn=model_fn,
         dataset_fn=dataset_fn,
     )
     try:
-        if params.pretrain.num_workers == 0:
-            trained = _train_in_process(params, name, config, opened, progress, register)
+        if stage.pretrain.num_workers == 0:
+            trained = _train_in_process(stage, name, config, opened, progress, register)
         else:
-            trained = _train_on_ray(params, name, config, opened, progress, register)
+            trained = _train_on_ray(stage, name, config, opened, progress, register)
     except BaseException as err:  # a failed, interrupted or terminated run is never left RUNNING
-        _end_run(opened, "FAILED" if isinstance(err, Exception) else "KILLED")
+        end_run(opened.tracking_uri, opened.run_id, "FAILED" if isinstance(err, Exception) else "KILLED")
         raise
-    _finish_run(opened, trained.state)
+    finish_run(opened.tracking_uri, opened.run_id, trained.state)
     state = trained.state
     return PretrainResult(
         run_name=name,
@@ -294,7 +364,7 @@ def run_pretrain(
     )
 
 
-def _open_run(params: Params, snapshot: str, name: str, check_snapshot: bool) -> _Opened:
+def _open_run(stage: PretrainStage, snapshot: str, name: str, check_snapshot: bool) -> _Opened:
     """Check the inputs (:func:`preflight`) and find or create the MLflow run of the run's storage path.
 
     The storage path is the run's key, so starting again with the same name continues the same MLflow
@@ -303,20 +373,22 @@ def _open_run(params: Params, snapshot: str, name: str, check_snapshot: bool) ->
     from a2mae.tracking.lineage import snapshot_tags
     from a2mae.tracking.runs import find_or_create_run
 
-    pt = params.pretrain
-    snapshot, snapshot_id, storage, tracking_uri = preflight(params, snapshot, check_snapshot=check_snapshot)
+    pt = stage.pretrain
+    snapshot, snapshot_id, storage, tracking_uri = preflight(
+        snapshot, pt, stage.data, stage.registry, check_snapshot=check_snapshot
+    )
     if check_snapshot:  # the registered variant (tests' own model factories are not checked)
-        check_resume_fits(params, storage, name)
+        check_resume_fits(stage, storage, name)
     run_id, resumed = find_or_create_run(
         tracking_uri,
         pt.experiment,
         run_key=storage.run_dir(name),
         run_name=name,
-        params=params_to_flat(params),
+        params=stage.flat,
         tags={
             **snapshot_tags(snapshot, snapshot_id),
             "a2mae.storage": storage.run_dir(name),
-            **_description(params, snapshot, snapshot_id, name),
+            **description(pt, stage.model, snapshot, snapshot_id, name),
         },
     )
     if resumed:  # running again: a failure from here on is this run's, not a finished run's
@@ -326,7 +398,7 @@ def _open_run(params: Params, snapshot: str, name: str, check_snapshot: bool) ->
     return _Opened(snapshot, storage, tracking_uri, run_id, resumed)
 
 
-def check_resume_fits(params: Params, storage: Storage, name: str) -> None:
+def check_resume_fits(stage: PretrainStage, storage: Storage, name: str) -> None:
     """Refuse to continue run ``name`` with a model its newest checkpoint does not fit (one line).
 
     The run's checkpoints (local storage) hold tensors of the model it was started with; resuming it
@@ -351,7 +423,7 @@ def check_resume_fits(params: Params, storage: Storage, name: str) -> None:
         with torch_meta_device():
             from a2mae.pretrain.loop import build_model
 
-            want = {k: tuple(v.shape) for k, v in build_model(params).state_dict().items()}
+            want = {k: tuple(v.shape) for k, v in build_model(stage.loop).state_dict().items()}
     except Exception:  # a model that cannot be built on meta: the loop says what is wrong
         return
     diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
@@ -359,7 +431,7 @@ def check_resume_fits(params: Params, storage: Storage, name: str) -> None:
         return
     shown = ", ".join(f"{k} {have.get(k, 'absent')} vs {want.get(k, 'absent')}" for k in diff[:2])
     raise PretrainError(
-        f"pre-training run {name!r} cannot continue as model {params.model.name!r} with these "
+        f"pre-training run {name!r} cannot continue as model {stage.model.name!r} with these "
         f"pretrain.model_overrides: its checkpoint {ckpt.parent} holds another model ({len(diff)} tensors "
         f"differ: {shown}); give another run name (--name / pretrain.run_name) or the model settings it "
         "was started with"
@@ -375,27 +447,8 @@ def torch_meta_device() -> Iterator[None]:
         yield
 
 
-def _description(params: Params, snapshot: str, snapshot_id: str | None, name: str) -> dict[str, str]:
-    """The run's description (and the caller's context tags): model, data, budget, where it trains."""
-    from a2mae.tracking.context import description_tags
-
-    pt, m = params.pretrain, params.model
-    budget = f"{pt.max_steps} optimiser steps" if pt.max_steps else f"{pt.epochs} epochs"
-    where = f"{pt.num_workers} Ray Train worker(s)" if pt.num_workers else "in-process (no Ray)"
-    return description_tags(
-        f"A²-MAE pre-training of `{m.name}` on the STSSD snapshot `{snapshot_id or 'unknown'}` "
-        f"(run `{name}`; starting it again with this name resumes it).",
-        f"data: `{snapshot}`",
-        f"budget: {budget}, batch {pt.batch_size} sets per worker, {where}",
-        f"masking: {m.masking}, mask ratio {m.mask_ratio}, geographic encoding "
-        f"{'on' if m.geo_encoding else 'off'}",
-        f"artifacts: reconstruction figures (`reconstructions/`: first step, every "
-        f"{pt.log_images_every_steps} steps, last step), the encoder model",
-    )
-
-
 def _train_in_process(
-    params: Params,
+    stage: PretrainStage,
     name: str,
     config: dict[str, Any],
     opened: _Opened,
@@ -409,21 +462,22 @@ def _train_in_process(
     """
     from a2mae.pretrain.context import LocalContext
 
-    pt = params.pretrain
+    pt = stage.pretrain
     run_dir = Path(opened.storage.run_dir(name))
     if opened.storage.filesystem is not None:
         raise PretrainError("pretrain.num_workers=0 (in-process) needs a local pretrain.storage_path")
     run_local({**config, "progress": progress}, run_dir, pt.checkpoints_to_keep)
     ckpt_dir = LocalContext(run_dir, pt.checkpoints_to_keep).checkpoints()[-1][1]
     state = read_train_state(ckpt_dir)
-    model_uri, version = _export(
-        params, opened.tracking_uri, opened.run_id, ckpt_dir, state.global_step, register
+    encoder_model = stage.registry.encoder_model
+    model_uri, version = export_encoder(
+        encoder_model, opened.tracking_uri, opened.run_id, ckpt_dir, state.global_step, register
     )
     return _Trained(state, str(ckpt_dir), model_uri, version)
 
 
 def _train_on_ray(
-    params: Params,
+    stage: PretrainStage,
     name: str,
     config: dict[str, Any],
     opened: _Opened,
@@ -435,74 +489,16 @@ def _train_on_ray(
     Raises:
         PretrainError: The Ray run failed or ended without a checkpoint.
     """
-    ckpt = _fit_ray(params, name, config, opened.storage, progress)
+    ckpt = _fit_ray(stage.pretrain, name, config, opened.storage, progress)
     display = opened.storage.display_of(ckpt.path)
     with ckpt.as_directory() as d:
         state = read_train_state(d)
-        model_uri, version = _export(
-            params, opened.tracking_uri, opened.run_id, Path(d), state.global_step, register
+        model_uri, version = export_encoder(
+            stage.registry.encoder_model,
+            opened.tracking_uri,
+            opened.run_id,
+            Path(d),
+            state.global_step,
+            register,
         )
     return _Trained(state, display, model_uri, version)
-
-
-def _end_run(opened: _Opened, status: str) -> None:
-    """Mark the MLflow run ended with ``status`` if still RUNNING (best effort: its error is what matters).
-
-    A resumed run is RUNNING again from :func:`_open_run` on, so its failure is recorded too.
-    """
-    import mlflow.tracking
-
-    from a2mae.tracking.client import check_tracking_uri
-
-    with contextlib.suppress(Exception):
-        check_tracking_uri(opened.tracking_uri, timeout_s=2.0)  # gone: no minutes of retries
-        client = mlflow.tracking.MlflowClient(opened.tracking_uri)
-        if client.get_run(opened.run_id).info.status == "RUNNING":
-            client.set_terminated(opened.run_id, status)
-
-
-def _finish_run(opened: _Opened, state: TrainState) -> None:
-    """Record how many attempts the run took and mark the MLflow run ``FINISHED``."""
-    import mlflow.tracking
-
-    client = mlflow.tracking.MlflowClient(opened.tracking_uri)
-    client.set_tag(opened.run_id, "a2mae.attempts", str(len(state.attempts)))
-    client.set_terminated(opened.run_id, "FINISHED")
-
-
-def _export(
-    params: Params, tracking_uri: str, run_id: str, ckpt_dir: Path, step: int, register: bool
-) -> tuple[str | None, str | None]:
-    """Log (and register) the checkpoint's model, unless the model of this step was logged already.
-
-    Returns:
-        ``(model_uri, registered version)``; for an already logged step, the ones recorded then.
-    """
-    import mlflow.tracking
-
-    from a2mae.checkpoint import read_checkpoint_meta
-    from a2mae.registry.encoder import MODEL_URI_TAG, REGISTERED_STEP_TAG, REGISTERED_VERSION_TAG, log_encoder
-
-    if not register:
-        return None, None
-    tags = mlflow.tracking.MlflowClient(tracking_uri).get_run(run_id).data.tags
-    if tags.get(REGISTERED_STEP_TAG) == str(step):
-        return tags.get(MODEL_URI_TAG), tags.get(REGISTERED_VERSION_TAG)
-    model_file = ckpt_dir / MODEL_FILE
-    doc = read_checkpoint_meta(model_file)
-    meta = {
-        "a2mae_run_id": run_id,
-        "global_step": step,
-        "variant": doc.get("variant"),
-        "config": doc.get("config"),
-        "sensors": sorted(doc.get("sensors") or {}),
-        "snapshot_id": doc.get("extra", {}).get("snapshot_id"),
-    }
-    return log_encoder(
-        tracking_uri,
-        run_id,
-        model_file,
-        registered_name=params.registry.encoder_model,
-        metadata=meta,
-        step=step,
-    )

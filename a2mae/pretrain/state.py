@@ -23,8 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from a2mae.errors import A2maeError
 from a2mae.io.atomic import atomic_path
+from a2mae.pretrain.errors import CheckpointMismatch as CheckpointMismatch  # re-exported
 
 TRAIN_STATE = "train_state.json"
 MODEL_FILE = "model.safetensors"
@@ -79,10 +79,6 @@ def checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     except (OSError, ValueError, RuntimeError):
         return {}
-
-
-class CheckpointMismatch(A2maeError):
-    """A checkpoint holds another model than the one it is loaded into (one line)."""
 
 
 def load_model_weights(path: Path, model: nn.Module) -> None:

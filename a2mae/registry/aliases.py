@@ -31,18 +31,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from a2mae.registry import ledger
+from a2mae.registry.errors import HistoryBrokenError as HistoryBrokenError  # re-exported
 from a2mae.registry.errors import RegistryError
 
 HISTORY_TAG = "a2mae.champion_history"
 FROM_TAG = "a2mae.champion_from"
 UNTIL_TAG = "a2mae.champion_until"
 REASON_TAG = "a2mae.promotion_reason"
-
-
-class HistoryBrokenError(RegistryError):
-    """The alias history of a model fails its integrity check; the message names the first break."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)

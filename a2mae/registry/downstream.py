@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from a2mae import tasks
 from a2mae.models.downstream import DownstreamModel
 from a2mae.registry.encoder import pip_requirements
 from a2mae.registry.errors import RegistryError
@@ -93,7 +94,7 @@ def input_example(model: DownstreamModel, batch: int = 2) -> np.ndarray:
     s = model.spec
     c, (h, w) = len(s.bands), s.size
     x = np.broadcast_to(np.asarray(s.mean, dtype=np.float32)[:, None, None], (c, h, w))
-    x = np.broadcast_to(x, (batch, 2, c, h, w) if s.task == "change_detection" else (batch, c, h, w))
+    x = np.broadcast_to(x, (batch, *tasks.get(s.task).input_shape(c, h, w)))
     return np.ascontiguousarray(x)
 
 

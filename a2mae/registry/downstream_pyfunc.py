@@ -31,12 +31,13 @@ def rebuild(folder: str | Path) -> DownstreamModel:
     """
     from safetensors.torch import load_file
 
-    from a2mae.models.downstream import DownstreamModel, build_encoder
+    from a2mae import tasks
+    from a2mae.models.downstream import build_encoder
     from a2mae.registry.spec import read_spec
 
     folder = Path(folder)
     spec = read_spec(folder)  # validated against the weights' header before allocating
-    model = DownstreamModel(build_encoder(spec), spec)
+    model = tasks.get(spec.task).build_model(build_encoder(spec), spec)
     model.load_state_dict(load_file(str(folder / "weights.safetensors")), strict=True)
     return model.eval()
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from a2mae.registry.errors import RegistryError
+from a2mae.registry.errors import RegistryBusyError as RegistryBusyError  # re-exported
 
 PREFIX = "a2mae.registry-lock"
 STATE_TAG = "a2mae.lock.state"
@@ -41,12 +41,6 @@ EVENT_TAG = "a2mae.lock.event"
 LEASE_S = 60.0
 #: How long a writer waits for the slots of others before it gives up (seconds).
 WAIT_S = 120.0
-
-
-class RegistryBusyError(RegistryError):
-    """The history of a model stayed locked by another writer, or this writer lost its lock."""
-
-    exit_code = 1
 
 
 def holder() -> str:

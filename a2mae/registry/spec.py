@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from a2mae import tasks
 from a2mae.registry.errors import RegistryError
 
 #: Largest encoder accepted from a spec (a ViT-Huge has 1280 x 32).
@@ -52,7 +53,7 @@ class SpecDoc(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=False)
 
-    task: Literal["classification", "segmentation", "change_detection"]
+    task: str = Field(min_length=1, max_length=64, description="A registered task (a2mae.tasks).")
     classes: list[str] = Field(min_length=1, max_length=MAX_CLASSES)
     multilabel: bool
     sensor: str = Field(min_length=1, max_length=64)
@@ -100,6 +101,15 @@ def validate_spec_doc(doc: Any, where: str) -> dict[str, Any]:
         raise RegistryError(
             f"{where}: invalid model spec ({_first_error(err)}); re-register the model"
         ) from None
+    task = tasks.find(spec.task)
+    if task is None:
+        raise RegistryError(
+            f"{where}: invalid model spec (task: unknown task {spec.task!r}, known: "
+            f"{', '.join(tasks.names())}); re-register the model"
+        )
+    wrong = task.check_spec(spec.classes, spec.multilabel)
+    if wrong is not None:
+        raise RegistryError(f"{where}: invalid model spec ({wrong}); re-register the model")
     n = len(spec.bands)
     if len(spec.mean) != n or len(spec.std) != n:
         raise RegistryError(f"{where}: {n} bands but {len(spec.mean)} means and {len(spec.std)} stds")
@@ -136,13 +146,12 @@ def check_against_weights(spec: Any, weights: Path, where: str) -> None:
     """
     import torch
 
-    from a2mae.models.downstream import DownstreamModel, build_encoder
+    from a2mae.models.downstream import build_encoder
 
     stored = weight_shapes(weights)
     with torch.device("meta"):
-        expected = {
-            k: tuple(v.shape) for k, v in DownstreamModel(build_encoder(spec), spec).state_dict().items()
-        }
+        model = tasks.get(spec.task).build_model(build_encoder(spec), spec)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(stored))
     extra = sorted(set(stored) - set(expected))
     odd = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])

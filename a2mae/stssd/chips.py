@@ -30,6 +30,7 @@ import numpy as np
 from a2mae.errors import A2maeError
 from a2mae.ingest.catalog import BandFile
 from a2mae.sensors import QASpec
+from a2mae.stssd.errors import ChipReadError as ChipReadError  # re-exported
 
 if TYPE_CHECKING:
     from rasterio.windows import Window
@@ -72,10 +73,6 @@ class _Scratch(threading.local):
 
 
 _SCRATCH = _Scratch()
-
-
-class ChipReadError(A2maeError):
-    """A scene cannot be tiled (rotated grid, unreadable file, ...); the message names the scene."""
 
 
 @dataclass(frozen=True)

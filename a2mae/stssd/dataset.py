@@ -153,7 +153,7 @@ class StssdDataset(Dataset[ImageSetSample]):
             from a2mae.io import storage
 
             # one per process: a forked DataLoader worker gets its own (see s3_filesystem)
-            self._fs_obj = storage.s3_filesystem(self._s3 or storage.S3Settings.from_params())
+            self._fs_obj = storage.s3_filesystem(self._s3 or storage.S3Settings.from_env())
             self._fs_pid = os.getpid()
         return self._fs_obj
 

@@ -13,10 +13,12 @@ The plan is metadata-only (no pixel is read here):
    a point (a **patch** of a pre-chipped archive, :func:`is_patch`) is not on the grid: it gives
    one centre of its own, its centred chip (:func:`patch_points`), which the other scenes whose
    chips fit there join.
-3. **Composition** (per point, see :func:`compose_sets`): ``S2-L8`` sets of up to one growth and
-   one non-growth image of each temporal sensor (rounds of next-best scenes, ``sets_per_location``);
-   one ``GF-S2`` set per high-resolution image, with the partner sensor's images within
-   ``gf_s2_max_days`` (nearest in time first); ``single`` sets for sensors in neither role.
+3. **Composition** (per point, see :func:`compose_sets`): ``temporal`` sets of up to one growth and
+   one non-growth image of each sensor of ``tile.temporal_sensors`` (rounds of next-best scenes,
+   ``sets_per_location``); one ``hires`` set per image of a ``tile.hires_sensors`` sensor, with the
+   partner sensor's images within ``gf_s2_max_days`` (nearest in time first); ``single`` sets for
+   sensors in neither role. The kinds are named by role, as the ``tile.*_sensors`` keys; snapshots
+   written before name them ``S2-L8`` and ``GF-S2`` (:func:`set_kind` reads both).
 4. **Windows.** All sets at a point share one centre: the centre of the pixel-aligned chip of the
    coarsest scene used there, nearest to the grid point (at a patch's centre: its own chip's).
    Every chip is the pixel-aligned window of its own scene's finest grid nearest to that centre
@@ -57,8 +59,21 @@ Centre = tuple[str, tuple[float, float], tuple[float, float], tuple[float, float
 #: The images of one composed set: ``(role, scene index)`` each.
 Members = list[tuple[str, int]]
 
-SET_KINDS = ("S2-L8", "GF-S2", "single")
-_KIND_TAG = {"S2-L8": "t", "GF-S2": "h", "single": "s"}
+#: Set kinds, by role: the sensors of ``tile.temporal_sensors``, of ``tile.hires_sensors`` (with their
+#: partner), or one sensor in neither role.
+TEMPORAL, HIRES, SINGLE = "temporal", "hires", "single"
+SET_KINDS = (TEMPORAL, HIRES, SINGLE)
+#: The kind names of snapshots written before the kinds were named by role.
+LEGACY_SET_KINDS = {"S2-L8": TEMPORAL, "GF-S2": HIRES}
+_KIND_TAG = {TEMPORAL: "t", HIRES: "h", SINGLE: "s"}
+
+
+def set_kind(name: str) -> str:
+    """The kind of a stored set: ``temporal``, ``hires`` or ``single`` (an older snapshot's too).
+
+    Snapshots written before the kinds were named by role call them ``S2-L8`` and ``GF-S2``.
+    """
+    return LEGACY_SET_KINDS.get(name, name)
 
 
 #: Polar caps, where the grid is the Universal Polar Stereographic of the pole (UTM stops there).
@@ -171,11 +186,11 @@ class PlannedSet:
 
     Attributes:
         set_id: ``<epsg>-<ix>-<iy>-<kind tag><n>``, unique in a snapshot and stable across runs.
-        kind: ``S2-L8``, ``GF-S2`` or ``single``.
+        kind: ``temporal``, ``hires`` or ``single``.
         point: The grid point the set was built at.
         centre_xy: The set centre (the reference chip's centre) in the point's zone CRS.
         centre_latlon: The same centre in WGS84, ``(lat, lon)``.
-        images: The images in composition order (e.g. S2-g, L8-g, S2-ng, L8-ng; GF first in GF-S2).
+        images: The images in composition order (e.g. S2-g, L8-g, S2-ng, L8-ng; GF first in hires sets).
         split: ``train``, ``val`` or ``test``.
     """
 
@@ -326,7 +341,7 @@ def compose_sets(
     cap = cfg.max_images_per_set
     out: list[tuple[str, list[tuple[str, int]]]] = []
 
-    # S2-L8: one growth and one non-growth image per temporal sensor per round; "na" fills either.
+    # temporal: one growth and one non-growth image per temporal sensor per round; "na" fills either.
     queues = {
         s: {p: [i for i in by_sensor.get(s, []) if records[i].period == p] for p in ("g", "ng", "na")}
         for s in cfg.temporal_sensors
@@ -341,9 +356,9 @@ def compose_sets(
                     images.append((f"{s}-{records[pick].period}", pick))
         if not images:
             break
-        out.append(("S2-L8", images[:cap]))
+        out.append((TEMPORAL, images[:cap]))
 
-    # GF-S2: each high-resolution image with the partner's images nearest in time (within the window).
+    # hires: each high-resolution image with the partner's images nearest in time (within the window).
     partners = by_sensor.get(cfg.hires_partner, [])
     for s in cfg.hires_sensors:
         for i in sorted(by_sensor.get(s, []), key=lambda i: records[i].scene_id):
@@ -360,7 +375,7 @@ def compose_sets(
                         near.append((days, _quality(records[j]), j))
                 near.sort()
                 images += [(f"{cfg.hires_partner}-{records[j].period}", j) for _, _, j in near[: cap - 1]]
-            out.append(("GF-S2", images[:cap]))
+            out.append((HIRES, images[:cap]))
 
     # Sensors in no set type: single-image sets (best scenes first).
     grouped = set(cfg.temporal_sensors) | set(cfg.hires_sensors)
@@ -507,7 +522,7 @@ def plan_sets(
         centre = patches.centres[p] if p.anchor else _point_centre(p, composed, recs, pixel, chip)
         counters: dict[str, int] = defaultdict(int)
         for kind, members in composed:
-            images = _place_images(members, centre, recs, chip, cfg.hires_sensors if kind == "GF-S2" else ())
+            images = _place_images(members, centre, recs, chip, cfg.hires_sensors if kind == HIRES else ())
             if not images:
                 continue
             set_id = f"{p.label}-{_KIND_TAG[kind]}{counters[kind]}"

@@ -14,7 +14,7 @@ Rules (the same at any worker count):
 
 * a chip is dropped when its nodata fraction exceeds ``max_nodata`` or its cloud fraction
   ``max_cloud``; a set is dropped when fewer than ``min_images`` (and at least one) of its chips
-  survive, and a ``GF-S2`` set when its high-resolution chip is dropped;
+  survive, and a ``hires`` set when its high-resolution chip is dropped;
 * a chip shared by several sets of one grid point is stored once, next to the first set using it;
 * a shard is normally the whole task; should a single grid point exceed the bound, a new shard
   file starts before a set would push the current one past it.
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from a2mae.stssd.chips import ChipData, ReadTask, SceneSource, band_stats, read_chips
-from a2mae.stssd.grouping import PlannedSet, pack_runs
+from a2mae.stssd.grouping import HIRES, PlannedSet, pack_runs, set_kind
 
 #: Per band ``(count, sum, sum of squares, min, max)``: exact integers.
 BandSums = tuple[int, int, int, int, int]
@@ -47,12 +47,12 @@ class ShardTask:
         chip: Chip side, pixels.
         scenes: Scenes the sets use; ``scene_index[k]`` is the plan index of ``scenes[k]``.
         scene_index: Plan index of each of ``scenes``.
-        sensors: Sensor of each of ``scenes`` (statistics keys, the GF-S2 rule).
+        sensors: Sensor of each of ``scenes`` (statistics keys, the hires rule).
         sets: The planned sets, in plan order; grid points (and blocks, where they fit) are whole.
         max_nodata: Drop chips with a larger nodata fraction.
         max_cloud: Drop chips with a larger cloud fraction.
         min_images: Drop sets with fewer surviving chips.
-        hires_sensors: Sensors whose chip a ``GF-S2`` set cannot lose.
+        hires_sensors: Sensors whose chip a ``hires`` set cannot lose.
         max_bytes: Shard size bound.
         batch_chips: Chips read and held at once (memory bound).
         gdal_cache_mb: GDAL block cache while reading, MB (None: GDAL's default).
@@ -287,7 +287,7 @@ def _drop_reason(cd: ChipData, task: ShardTask) -> str | None:
 
 
 def _set_drop_reason(task: ShardTask, s: PlannedSet, keys: list[Key], kept: list[int]) -> str | None:
-    if s.kind == "GF-S2" and not any(task.sensors[keys[k][0]] in task.hires_sensors for k in kept):
+    if set_kind(s.kind) == HIRES and not any(task.sensors[keys[k][0]] in task.hires_sensors for k in kept):
         return "hires chip dropped"
     if not kept or len(kept) < task.min_images:
         return "too few chips"

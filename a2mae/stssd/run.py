@@ -19,6 +19,7 @@ the manifest and the statistics (:mod:`a2mae.stssd.snapshot`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -37,9 +38,11 @@ from a2mae.errors import A2maeError
 from a2mae.executor import in_process, run_tasks
 from a2mae.ingest.catalog import CatalogRowError, SceneRecord, read_catalog
 from a2mae.io.lock import writer_lock
+from a2mae.io.storage import S3Settings
 from a2mae.sensors import get_registry
 from a2mae.sensors.registry import QASpec, SensorRegistry
 from a2mae.stssd.chips import SceneSource, close_open_files
+from a2mae.stssd.errors import TilingError as TilingError  # re-exported
 from a2mae.stssd.grouping import Plan, PlannedSet, estimate_plan, pack_runs, plan_sets
 from a2mae.stssd.packing import ShardTask, write_shard
 from a2mae.stssd.snapshot import (
@@ -67,10 +70,6 @@ EXECUTION_KEYS = (
 
 #: Plans of more scene x grid-point pairs than this get a progress bar of their own (seconds of work).
 PLAN_BAR_PAIRS = 20_000
-
-
-class TilingError(A2maeError):
-    """The catalog or the output folder is unusable; the message names it and says what to do."""
 
 
 @dataclass
@@ -435,18 +434,20 @@ def tile(
     """
     t0 = time.perf_counter()
     records, notes = _unique_rows(load_catalog(catalog), catalog)
-    records, skipped = _unchanged(records, catalog, params, skip_bad=skip_bad, full=verify_sources)
+    cfg, registry, s3 = params.tile, get_registry(params.data.sensor_files), params.data.s3.settings()
+    records, skipped = _unchanged(records, catalog, s3, skip_bad=skip_bad, full=verify_sources)
+    run = functools.partial(_tile_records, cfg=cfg, registry=registry, s3=s3, progress=progress, force=force)
     if not skip_bad:
-        summary = _tile_records(records, catalog, Path(out), params, t0, progress=progress, force=force)
+        summary = run(records, catalog, Path(out), t0)
         summary.notes = notes
         return summary
-    records, unreadable = _readable(records, params)
+    records, unreadable = _readable(records, s3)
     skipped += unreadable
     while True:
         if not records:
             raise TilingError(f"{catalog}: no scene can be read ({len(skipped)} skipped: {skipped[0]})")
         try:
-            summary = _tile_records(records, catalog, Path(out), params, t0, progress=progress, force=force)
+            summary = run(records, catalog, Path(out), t0)
         except A2maeError as err:  # a read failing after the probe: leave that scene out and go again
             bad = _scenes_named(str(err), records)
             if not bad:
@@ -476,17 +477,18 @@ def _unique_rows(
 
 
 def _unchanged(
-    records: list[SceneRecord], catalog: str | os.PathLike[str], params: Params, *, skip_bad: bool, full: bool
+    records: list[SceneRecord], catalog: str | os.PathLike[str], s3: S3Settings, *, skip_bad: bool, full: bool
 ) -> tuple[list[SceneRecord], list[str]]:
     """The scenes whose files still match their catalog rows, and a line per other scene.
+
+    Remote scenes are read with ``s3``.
 
     Raises:
         TilingError: A scene's files changed since ingest (without ``skip_bad``).
     """
     from a2mae.ingest.verify import changed_scenes
-    from a2mae.io.storage import S3Settings
 
-    changed = changed_scenes(records, S3Settings.from_params(params), full=full)
+    changed = changed_scenes(records, s3, full=full)
     if not changed:
         return records, []
     lines = [f"{r.scene_id}: {why}" for r, why in changed]
@@ -501,14 +503,11 @@ def _unchanged(
     return [r for r in records if id(r) not in bad], lines
 
 
-def _readable(records: Sequence[SceneRecord], params: Params) -> tuple[list[SceneRecord], list[str]]:
+def _readable(records: Sequence[SceneRecord], settings: S3Settings) -> tuple[list[SceneRecord], list[str]]:
     """The scenes all of whose files open (headers only, in threads), and a line per other scene."""
     from concurrent.futures import ThreadPoolExecutor
 
     from a2mae.io.raster import open_raster
-    from a2mae.io.storage import S3Settings
-
-    settings = S3Settings.from_params(params)
 
     def probe(uri: str) -> str | None:
         try:
@@ -546,15 +545,19 @@ def _tile_records(
     records: Sequence[SceneRecord],
     catalog: str | os.PathLike[str],
     out: Path,
-    params: Params,
     t0: float,
     *,
+    cfg: TileConfig,
+    registry: SensorRegistry,
+    s3: S3Settings,
     progress: bool,
     force: bool,
 ) -> TileSummary:
-    """Tile ``records`` (the catalog's, or those of them that can be read) into ``out``."""
-    cfg = params.tile
-    registry = get_registry(params.data.sensor_files)
+    """Tile ``records`` (the catalog's, or those of them that can be read) into ``out``.
+
+    ``cfg`` is the ``tile`` section, ``registry`` the sensors of ``data.sensor_files``, ``s3`` the
+    settings remote scenes are read with.
+    """
     fp, info = fingerprint(records, cfg, registry)
     with writer_lock(out, cfg.lock_timeout_s, setting="tile.lock_timeout_s"):
         _remove_stale_temporaries(out)
@@ -566,10 +569,8 @@ def _tile_records(
                 counts = existing.get("counts", {})
                 return TileSummary(out, existing["snapshot_id"], True, counts, time.perf_counter() - t0)
 
-        from a2mae.io.storage import S3Settings  # imported only when there is work to do
-
         plan = _plan(records, registry, cfg, catalog, progress=progress)
-        tasks, bands = build_tasks(plan, cfg, registry, S3Settings.from_params(params))
+        tasks, bands = build_tasks(plan, cfg, registry, s3)
         in_workers = _prepare_workers(cfg, len(tasks))
         snapshot_id, counts = _build_snapshot(
             out, plan, tasks, bands, info, cfg, in_workers=in_workers, progress=progress

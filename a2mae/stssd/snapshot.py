@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from a2mae.errors import A2maeError
 from a2mae.normstats import BandStats, NormStats
 from a2mae.stssd.chips import NODATA, REFLECTANCE_SCALE
+from a2mae.stssd.errors import SnapshotError as SnapshotError  # re-exported
 from a2mae.stssd.grouping import Plan, PlannedImage, PlannedSet, chip_transform, transformer
 from a2mae.stssd.packing import KeptImage, ShardResult
 
@@ -48,10 +48,6 @@ MANIFEST = "manifest.parquet"
 STATS = "stats.json"
 INFO = "snapshot.json"
 SHARD_DIR = "shards"
-
-
-class SnapshotError(A2maeError):
-    """A snapshot is missing, incomplete or of an unknown format; the message names it."""
 
 
 # ------------------------------------------------------------------------------------------- writer

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from a2mae import tasks
 from a2mae.config import ModelConfig, load_params
 from a2mae.models import A2MAE, create_model
 from a2mae.models.downstream import DownstreamModel, ModelSpec
@@ -104,7 +105,7 @@ def tiny_downstream(
         [1000.0] * len(bands), [300.0] * len(bands), "full", 16, 255, "scratch",
         enc.config.model_dump(mode="json"), enc.sensor_entries,
     )  # fmt: skip
-    return DownstreamModel(enc, spec).eval()
+    return tasks.get(task).build_model(enc, spec).eval()
 
 
 class BandThresholdTestModel(nn.Module):
@@ -125,9 +126,10 @@ class BandThresholdTestModel(nn.Module):
     ) -> torch.Tensor:
         """Logits ``[N, 2, H, W]`` (``[N, 2]`` for classification: the chip mean is tested)."""
         x = pixels.float()
-        if self.spec.task == "change_detection":
+        task = tasks.get(self.spec.task)
+        if task.paired:
             on = (x[:, 0, self.band] > self.threshold) != (x[:, 1, self.band] > self.threshold)
-        elif self.spec.task == "classification":
+        elif not task.dense:
             on = x[:, self.band].mean((-1, -2)) > self.threshold
         else:
             on = x[:, self.band] > self.threshold

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from a2mae.config import Params
+from a2mae.config import RegistryConfig
 from a2mae.errors import A2maeError
 
 
@@ -131,12 +131,12 @@ def _check_server(uri: str, timeout_s: float) -> None:
         )
 
 
-def tracking_uri(params: Params) -> str:
+def tracking_uri(cfg: RegistryConfig) -> str:
     """``$MLFLOW_TRACKING_URI``, else ``registry.tracking_uri`` (a relative SQLite path made absolute)."""
-    return resolve_tracking_uri(params.registry.tracking_uri)
+    return resolve_tracking_uri(cfg.tracking_uri)
 
 
-def configure(params: Params) -> str:
+def configure(cfg: RegistryConfig) -> str:
     """Point the MLflow client (tracking and registry) at :func:`tracking_uri`; return it.
 
     Raises:
@@ -144,18 +144,18 @@ def configure(params: Params) -> str:
     """
     import mlflow
 
-    uri = tracking_uri(params)
+    uri = tracking_uri(cfg)
     check_tracking_uri(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
 
 
-def client(params: Params) -> Any:
-    """An ``MlflowClient`` on the configured URI."""
+def client(cfg: RegistryConfig) -> Any:
+    """An ``MlflowClient`` on the configured URI (the ``registry`` section)."""
     from mlflow.tracking import MlflowClient
 
-    uri = configure(params)
+    uri = configure(cfg)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -189,12 +189,12 @@ def ensure_experiment(client: Any, uri: str, name: str) -> str:
         return str(exp.experiment_id)
 
 
-def use_experiment(params: Params, name: str) -> str:
+def use_experiment(cfg: RegistryConfig, name: str) -> str:
     """Point MLflow at the configured store and make ``name`` the active experiment; returns its id."""
     import mlflow
 
-    uri = configure(params)
-    exp_id = ensure_experiment(client(params), uri, name)
+    uri = configure(cfg)
+    exp_id = ensure_experiment(client(cfg), uri, name)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 

@@ -12,8 +12,6 @@ from typing import Any
 
 import yaml
 
-from a2mae.config import Params, params_to_flat
-
 
 def git_commit(path: str | os.PathLike[str] | None = None) -> tuple[str | None, bool]:
     """``(commit, dirty)`` of the git work tree holding ``path`` (default: the a2mae sources)."""
@@ -90,20 +88,25 @@ def snapshot_tags(snapshot: str, snapshot_id: str | None) -> dict[str, str]:
     return tags
 
 
-def params_hash(params: Params) -> str:
-    """sha256 (first 16 hex) of the resolved parameters."""
-    blob = json.dumps(params_to_flat(params), sort_keys=True, default=str).encode()
+def params_hash(flat: Mapping[str, Any]) -> str:
+    """sha256 (first 16 hex) of the resolved parameters, flattened (:func:`a2mae.config.params_to_flat`)."""
+    blob = json.dumps(dict(flat), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def lineage_tags(params: Params, **extra: Any) -> dict[str, str]:
-    """Tags tying a run to its code and parameters; ``extra`` keys are added as ``a2mae.<key>``."""
+def lineage_tags(flat: Mapping[str, Any], **extra: Any) -> dict[str, str]:
+    """Tags tying a run to its code and parameters; ``extra`` keys are added as ``a2mae.<key>``.
+
+    Args:
+        flat: The resolved parameters, flattened (:func:`a2mae.config.params_to_flat`).
+        **extra: Further tags.
+    """
     from a2mae import __version__
 
     commit, dirty = git_commit()
     tags = {
         "a2mae.version": __version__,
-        "a2mae.params_hash": params_hash(params),
+        "a2mae.params_hash": params_hash(flat),
         "a2mae.git_commit": commit or "unknown",
         "a2mae.git_dirty": str(dirty).lower(),
     }

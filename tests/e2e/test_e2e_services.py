@@ -108,7 +108,7 @@ def test_pipeline_deployment_end_to_end(services_stack, tmp_path):
     # on the S3 remote, and the user's checkout is untouched
     from a2mae.io.storage import S3Settings, list_files
 
-    assert list_files("s3://a2mae-dvc/store", S3Settings.from_params(None, services_stack.env))
+    assert list_files("s3://a2mae-dvc/store", S3Settings.from_env(environ=services_stack.env))
     log = subprocess.run(
         ["git", "log", "-1", "--format=%s", "--", "dvc.lock"],
         cwd=services_stack.workspace,
@@ -158,7 +158,7 @@ def _upload_scene(services, tmp_path: Path, prefix: str) -> str:
 
     folder = tmp_path / "scene"
     make_scenes(folder, [SceneSpec("S2", datetime(2021, 7, 1, 3, 5, tzinfo=UTC), 3600)], Place(seed=7))
-    put_tree(folder, prefix, S3Settings.from_params(None, services.env))
+    put_tree(folder, prefix, S3Settings.from_env(environ=services.env))
     return prefix + "/"
 
 

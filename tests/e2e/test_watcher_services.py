@@ -46,7 +46,7 @@ def test_dropped_scene_shows_its_state_and_starts_a_retrain(services_stack, tmp_
     scene_dir = next(p for p in folder.rglob("*.SAFE"))
     target = f"{watched}/{scene_dir.name}"
     copy = f"{watched}/copy/{scene_dir.name}"
-    s3 = S3Settings.from_params(None, services_stack.env)
+    s3 = S3Settings.from_env(environ=services_stack.env)
 
     with services_stack.prefect_settings(), get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name(TRIGGERED_DEPLOYMENT)

@@ -8,6 +8,7 @@ import mlflow
 import pytest
 import torch
 
+from a2mae import tasks
 from a2mae.cli import main
 from a2mae.evaluate.run import decide, evaluate_version
 from a2mae.finetune.chips import DatasetError
@@ -53,7 +54,7 @@ def constant_model(answer: int, classes=("a", "b", "c"), size=16) -> DownstreamM
         enc.config.model_dump(mode="json"),
         enc.sensor_entries,
     )
-    m = DownstreamModel(enc, spec)
+    m = tasks.get(spec.task).build_model(enc, spec)
     with torch.no_grad():
         m.head.fc.weight.zero_()
         m.head.fc.bias.copy_(torch.nn.functional.one_hot(torch.tensor(answer), len(classes)).float() * 10)

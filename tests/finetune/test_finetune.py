@@ -11,12 +11,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from a2mae import tasks
 from a2mae.cli import main
 from a2mae.config import load_params
-from a2mae.finetune.encoder import EncoderHandle, load_encoder
+from a2mae.finetune.encoder import EncoderHandle
 from a2mae.finetune.metrics import TaskMetrics, confusion_png
 from a2mae.finetune.optim import param_groups
-from a2mae.finetune.run import compare_scratch, finetune
+from a2mae.finetune.run import FinetuneStage, compare_scratch, finetune
 from a2mae.finetune.samples import make_change_pairs
 from a2mae.models.downstream import DownstreamModel, ModelSpec
 from a2mae.models.heads import UPerNetDecoder, pyramid_scales
@@ -56,7 +57,7 @@ def _tiny_model(task="classification", protocol="full", k=3, size=16) -> Downstr
         enc.config.model_dump(mode="json"),
         enc.sensor_entries,
     )
-    return DownstreamModel(enc, spec)
+    return tasks.get(task).build_model(enc, spec)
 
 
 @pytest.fixture
@@ -123,14 +124,14 @@ def test_linear_probe_freezes_the_encoder_full_updates_it(cls_dataset, protocol)
 
 # ------------------------------------------------------------------------------------------ metrics
 def test_metrics_known_values():
-    m = TaskMetrics("classification", 3)
+    m = TaskMetrics("single_label", 3)
     m.update(torch.eye(3)[[0, 1, 2, 0]] * 5, torch.tensor([0, 1, 1, 0]))
     r = m.compute()
     assert r["oa"] == pytest.approx(0.75)
     assert r["macro_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
     assert m.confusion().tolist() == [[2, 0, 0], [0, 1, 1], [0, 0, 0]]
 
-    ml = TaskMetrics("classification", 3, multilabel=True)
+    ml = TaskMetrics("multi_label", 3)
     logits = torch.tensor([[3.0, -3, 0], [-3, 3, 0], [3, 3, 0]])
     ml.update(logits, torch.tensor([[1, 0, 0], [0, 1, 0], [1, 1, 0]]))
     assert ml.compute()["map"] == pytest.approx(1.0)  # class 2 has no positive: left out, not counted as 0
@@ -151,7 +152,7 @@ def test_metrics_known_values():
 
 
 def test_multilabel_figures_per_class_curves_and_counts():
-    ml = TaskMetrics("classification", 3, multilabel=True)
+    ml = TaskMetrics("multi_label", 3)
     logits = torch.tensor([[3.0, -3, 0], [-3, 3, 0], [3, 3, 0], [-3, -3, -3]])
     target = torch.tensor([[1, 0, 0], [0, 1, 0], [1, 1, 0], [1, 0, 0]])
     ml.update(logits, target)
@@ -165,10 +166,10 @@ def test_multilabel_figures_per_class_curves_and_counts():
     figs = ml.figures(["forest", "water", "urban"], "multi-label on test")
     assert set(figs) == {"pr_curves.png", "label_confusion.png"}
     assert all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in figs.values())
-    single = TaskMetrics("classification", 2)
+    single = TaskMetrics("single_label", 2)
     single.update(torch.tensor([[2.0, 0], [0, 2]]), torch.tensor([0, 1]))
     assert set(single.figures(["a", "b"], "t")) == {"confusion.png"}
-    assert TaskMetrics("classification", 2, multilabel=True).figures(["a", "b"], "t") == {}
+    assert TaskMetrics("multi_label", 2).figures(["a", "b"], "t") == {}
 
 
 # ---------------------------------------------------------------------- the three tasks, end to end
@@ -228,7 +229,7 @@ def test_finetune_from_registered_encoder_records_lineage(
     )
     mlflow.MlflowClient().set_registered_model_alias("a2mae-encoder", "champion", version)
     p = downstream_params("finetune.encoder=models:/a2mae-encoder@champion", "finetune.max_steps=1")
-    h = load_encoder(p.finetune.encoder, p)
+    h = FinetuneStage.of(p).load_encoder(p.finetune.encoder)
     assert h.pretrained and h.info["registered_version"] == version and h.info["checkpoint"]["step"] == 7
     o = finetune(
         p,
@@ -307,7 +308,7 @@ def test_only_the_pickle_free_serialization_is_offered(mlflow_tmp):
 
 
 def test_encoder_handle_scratch_uses_model_params(downstream_params):
-    h = load_encoder("scratch", downstream_params())
+    h = FinetuneStage.of(downstream_params()).load_encoder("scratch")
     assert not h.pretrained and h.model.config.depth == 2 and isinstance(h, EncoderHandle)
 
 

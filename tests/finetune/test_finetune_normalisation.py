@@ -10,7 +10,7 @@ from a2mae.finetune import engine
 from a2mae.finetune.chips import DatasetError
 from a2mae.finetune.datasets import open_dataset
 from a2mae.finetune.encoder import SCRATCH, EncoderHandle
-from a2mae.finetune.run import _normalisation, normalization_used
+from a2mae.finetune.normalise import input_norm, normalization_used
 from a2mae.normstats import NormStats
 from a2mae.testing.models import tiny_encoder
 
@@ -45,8 +45,8 @@ def test_default_uses_a_pretrained_encoders_own_statistics(
 ):
     p = downstream_params(f"finetune.normalization={mode}")
     h = _handle(stats, source)
-    assert normalization_used(p, h, train.info) == used
-    mean, std = _normalisation(p, h, train.info, train)
+    assert normalization_used(p.finetune.normalization, h, train.info) == used
+    mean, std = input_norm(p.finetune.normalization, h, train.info, train)
     if used == "dataset":
         assert (mean, std) == engine.norm_stats(train)
     else:  # the chips are S2 DNs (reflectance x 10000): the encoder's statistics in those units
@@ -60,7 +60,7 @@ def test_explicit_encoder_statistics_missing_bands_is_one_line(train, downstream
     with pytest.raises(
         DatasetError, match=r"no normalisation statistics for S2 bands \['B03'.*normalization=dataset"
     ):
-        _normalisation(p, h, train.info, train)
+        input_norm(p.finetune.normalization, h, train.info, train)
 
 
 def test_dns_are_read_with_the_product_scale_closest_to_the_encoders_statistics(train, downstream_params):
@@ -70,8 +70,8 @@ def test_dns_are_read_with_the_product_scale_closest_to_the_encoders_statistics(
     as_reflectance = {
         "S2": {b: {"mean": m * 1e-4, "std": 0.05} for b, m in zip(BANDS, data_mean, strict=True)}
     }
-    mean, _ = _normalisation(p, _handle(as_reflectance), train.info, train)
+    mean, _ = input_norm(p.finetune.normalization, _handle(as_reflectance), train.info, train)
     assert mean == pytest.approx(data_mean)  # 1e-4 chosen: the DNs map onto the encoder's means
     tenfold = {"S2": {b: {"mean": m * 1e-3, "std": 0.05} for b, m in zip(BANDS, data_mean, strict=True)}}
-    mean, _ = _normalisation(p, _handle(tenfold), train.info, train)
+    mean, _ = input_norm(p.finetune.normalization, _handle(tenfold), train.info, train)
     assert mean == pytest.approx(data_mean)  # 1e-3 (ARCSI) chosen this time

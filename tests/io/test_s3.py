@@ -16,7 +16,6 @@ from a2mae.ingest.catalog import read_catalog
 from a2mae.ingest.run import IngestError, ingest
 from a2mae.io.raster import open_raster, raster_env
 from a2mae.io.storage import (
-    S3Settings,
     StorageError,
     content_md5,
     file_info,
@@ -180,11 +179,11 @@ def test_settings_resolution_env_wins_over_params(monkeypatch):
     params = load_params(overrides=["data.s3.endpoint_url=http://10.0.0.1:9000", "data.s3.region=eu-west-1"])
     for var in ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_NO_SIGN_REQUEST"):
         monkeypatch.delenv(var, raising=False)
-    s = S3Settings.from_params(params)
+    s = params.data.s3.settings()
     assert (s.endpoint_url, s.region) == ("http://10.0.0.1:9000", "eu-west-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1234")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret")
-    s = S3Settings.from_params(params)
+    s = params.data.s3.settings()
     assert s.endpoint_url == "http://127.0.0.1:1234"
     assert "very-secret" not in repr(s)
 

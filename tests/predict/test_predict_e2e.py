@@ -31,7 +31,7 @@ def test_promotion_runs_predict_into_the_s3_store(services_stack, monkeypatch):
     with mlflow_uris(services_stack.env["MLFLOW_TRACKING_URI"]), mlflow.start_run():
         info = log_model(tiny_downstream("segmentation", bands=SEG_BANDS, k=2), name)
     version = int(info.registered_model_version)
-    settings = S3Settings.from_params(None, services_stack.env)
+    settings = S3Settings.from_env(environ=services_stack.env)
     with services_stack.prefect_settings(), get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name(PREDICT_PROMOTION_DEPLOYMENT)
 

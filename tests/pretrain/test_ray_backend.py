@@ -27,7 +27,7 @@ def test_pretrain_trainer_uses_the_loopback_rendezvous(tmp_path):
     from a2mae.pretrain.ray_train import build_trainer, resolve_storage
 
     p = load_params(None, [f"pretrain.storage_path={tmp_path}", "pretrain.num_workers=2"])
-    trainer = build_trainer(p, "x", {}, resolve_storage(p))
+    trainer = build_trainer(p.pretrain, "x", {}, resolve_storage(p.pretrain, p.data.s3))
     cfg = next(v for v in vars(trainer).values() if isinstance(v, LoopbackTorchConfig))
     assert cfg.backend_cls is FileStoreTorchBackend
 

@@ -113,7 +113,7 @@ class _SlowDataset:
         return self.inner[i]
 
 
-def _slow_dataset(snapshot, params, delay_s):
+def _slow_dataset(snapshot, sections, delay_s):
     from a2mae.stssd.dataset import StssdDataset
 
     return _SlowDataset(StssdDataset(snapshot), delay_s)

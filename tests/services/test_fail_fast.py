@@ -202,7 +202,7 @@ def test_pretrain_driver_on_a_stopped_ray():
     with pytest.raises(
         RayClusterError, match=rf"Ray cluster at {address} is unreachable \(connection refused\)"
     ):
-        init_ray(load_params(None, [f"pretrain.ray_address={address}", "pretrain.num_workers=1"]))
+        init_ray(load_params(None, [f"pretrain.ray_address={address}", "pretrain.num_workers=1"]).pretrain)
 
 
 @pytest.fixture

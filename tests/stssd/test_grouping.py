@@ -104,7 +104,7 @@ def test_s2_l8_sets_take_one_growth_and_one_nongrowth_image_per_sensor():
         rec("L8", T0 + timedelta(days=170), "ng", tag="e"),
     ]
     sets = compose_sets(range(len(rs)), rs, cfg(sets_per_location=2))
-    assert [k for k, _ in sets] == ["S2-L8", "S2-L8"]
+    assert [k for k, _ in sets] == ["temporal", "temporal"]
     first = sets[0][1]
     assert [r for r, _ in first] == ["S2-g", "L8-g", "S2-ng", "L8-ng"]
     assert rs[first[0][1]].cloud_fraction == 0.01  # the clearest growth S2 goes first
@@ -116,13 +116,13 @@ def test_s2_l8_sets_take_one_growth_and_one_nongrowth_image_per_sensor():
 def test_max_images_per_set_caps_s2_l8_sets_in_role_order():
     rs = [rec("S2", T0, "g"), rec("S2", T0, "ng", tag="n"), rec("L8", T0, "g"), rec("L8", T0, "ng", tag="n")]
     ((kind, members),) = compose_sets(range(4), rs, cfg(max_images_per_set=2, sets_per_location=1))
-    assert kind == "S2-L8" and [r for r, _ in members] == ["S2-g", "L8-g"]
+    assert kind == "temporal" and [r for r, _ in members] == ["S2-g", "L8-g"]
 
 
 def test_tropical_na_scenes_fill_both_period_slots():
     rs = [rec("S2", T0, "na", tag="a"), rec("S2", T0 + timedelta(days=90), "na", tag="b")]
     ((kind, members),) = compose_sets(range(2), rs, cfg(sets_per_location=1))
-    assert kind == "S2-L8" and [r for r, _ in members] == ["S2-na", "S2-na"]
+    assert kind == "temporal" and [r for r, _ in members] == ["S2-na", "S2-na"]
     assert members[0][1] != members[1][1]
 
 
@@ -133,29 +133,29 @@ def test_gf_s2_set_pairs_s2_within_the_window_nearest_first():
     far = rec("S2", T0 + timedelta(days=40), "g", tag="far")
     rs = [gf, near, mid, far]
     sets = compose_sets(range(4), rs, cfg(sets_per_location=1))
-    gf_sets = [m for k, m in sets if k == "GF-S2"]
+    gf_sets = [m for k, m in sets if k == "hires"]
     assert len(gf_sets) == 1
     assert roles(rs, gf_sets[0]) == [("GF2-g", gf.scene_id), ("S2-g", near.scene_id), ("S2-g", mid.scene_id)]
     # a narrower window or a smaller cap keeps only the nearest
-    (narrow,) = [m for k, m in compose_sets(range(4), rs, cfg(gf_s2_max_days=15)) if k == "GF-S2"]
+    (narrow,) = [m for k, m in compose_sets(range(4), rs, cfg(gf_s2_max_days=15)) if k == "hires"]
     assert roles(rs, narrow) == [("GF2-g", gf.scene_id), ("S2-g", near.scene_id)]
-    (capped,) = [m for k, m in compose_sets(range(4), rs, cfg(max_images_per_set=2)) if k == "GF-S2"]
+    (capped,) = [m for k, m in compose_sets(range(4), rs, cfg(max_images_per_set=2)) if k == "hires"]
     assert roles(rs, capped) == [("GF2-g", gf.scene_id), ("S2-g", near.scene_id)]
 
 
 def test_gf_without_partner_in_time_is_a_single_image_set():
     rs = [rec("GF1", T0, "g"), rec("S2", T0 + timedelta(days=200), "ng")]
     sets = compose_sets(range(2), rs, cfg())
-    assert ("GF-S2", [("GF1-g", 0)]) in sets
-    assert ("S2-L8", [("S2-ng", 1)]) in sets
+    assert ("hires", [("GF1-g", 0)]) in sets
+    assert ("temporal", [("S2-ng", 1)]) in sets
     undated = [rec("GF1", None, "na"), rec("S2", T0, "g")]
-    assert ("GF-S2", [("GF1-na", 0)]) in compose_sets(range(2), undated, cfg())
+    assert ("hires", [("GF1-na", 0)]) in compose_sets(range(2), undated, cfg())
 
 
 def test_sensors_in_no_set_type_form_single_image_sets():
     rs = [rec("S2", T0, "g"), rec("L8", T0, "g", tag="a"), rec("L8", T0, "ng", tag="b")]
     sets = compose_sets(range(3), rs, cfg(temporal_sensors="[S2]", sets_per_location=2))
-    assert sets[0] == ("S2-L8", [("S2-g", 0)])
+    assert sets[0] == ("temporal", [("S2-g", 0)])
     assert sorted(k for k, _ in sets[1:]) == ["single", "single"]
     assert all(len(m) == 1 for _, m in sets)
 
@@ -299,7 +299,7 @@ def test_coarse_only_sets_are_thinned_to_every_kth_grid_point():
     full = plan_sets(l8, cfg(thin_coarse_sets="false"))
     assert thin.sets and all(s.point.ix % 3 == 0 and s.point.iy % 3 == 0 for s in thin.sets)  # 2880 m / 960 m
     assert len(full.sets) > 6 * len(thin.sets)
-    # where an S2 scene is present, every grid point keeps its S2-L8 set (with the L8 chips)
+    # where an S2 scene is present, every grid point keeps its temporal set (with the L8 chips)
     with_s2 = plan_sets([*l8, rec("S2", T0, "g", extent_m=6000)], cfg())
     s2_points = {s.point for s in with_s2.sets if any(im.role.startswith("S2") for im in s.images)}
     assert len(s2_points) >= 16
@@ -326,7 +326,9 @@ def test_pack_runs_cover_the_plan_with_whole_points_and_blocks(cells, bound):
         p = GridPoint(32650, iy, ix)
         weight_of[p] = w
         centre = (0.0, 0.0)
-        sets += [PlannedSet(f"{ix}-{iy}-{k}", "S2-L8", p, centre, centre, (), "train") for k in range(nsets)]
+        sets += [
+            PlannedSet(f"{ix}-{iy}-{k}", "temporal", p, centre, centre, (), "train") for k in range(nsets)
+        ]
     runs = pack_runs(sets, lambda ss: weight_of[ss[0].point], bound)
     assert runs[0][0] == 0 and runs[-1][1] == len(sets)
     assert all(a < b for a, b in runs) and all(r[1] == q[0] for r, q in itertools.pairwise(runs))
@@ -418,3 +420,47 @@ def test_scenes_that_are_no_patches_plan_as_before():
     ]
     plan = plan_sets(rs, cfg())
     assert plan.sets and not any(s.point.anchor for s in plan.sets)
+
+
+def test_set_kinds_are_named_by_role_and_old_names_still_read():
+    from a2mae.stssd.grouping import SET_KINDS, set_kind
+
+    assert SET_KINDS == ("temporal", "hires", "single")
+    assert [set_kind(k) for k in ("S2-L8", "GF-S2", "single", "temporal", "hires")] == [
+        "temporal",
+        "hires",
+        "single",
+        "temporal",
+        "hires",
+    ]
+
+
+def test_a_snapshot_with_the_old_kind_names_is_still_read(tiny_snapshot, tmp_path):
+    """Snapshots tiled before the kinds were named by role store S2-L8 / GF-S2: verified and read as ever."""
+    import hashlib
+    import json
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from a2mae.stssd.dataset import StssdDataset
+    from a2mae.stssd.grouping import set_kind
+    from a2mae.stssd.snapshot import snapshot_id_of, verify_snapshot
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_snapshot, old)
+    table = pq.read_table(old / "manifest.parquet")
+    legacy = {"temporal": "S2-L8", "hires": "GF-S2"}
+    kinds = [legacy.get(k, k) for k in table.column("set_kind").to_pylist()]
+    assert {"S2-L8", "GF-S2"} <= set(kinds)
+    i = table.column_names.index("set_kind")
+    table = table.set_column(i, "set_kind", pa.array(kinds, pa.string()))
+    pq.write_table(table, old / "manifest.parquet")
+    doc = json.loads((old / "snapshot.json").read_text())
+    doc["files"]["manifest.parquet"] = hashlib.sha256((old / "manifest.parquet").read_bytes()).hexdigest()
+    doc["snapshot_id"] = snapshot_id_of(doc.get("fingerprint"), doc["files"], doc["shards"])
+    (old / "snapshot.json").write_text(json.dumps(doc))
+    verify_snapshot(old)
+    assert len(StssdDataset(old)) == len(StssdDataset(tiny_snapshot)) > 0
+    assert {set_kind(k) for k in kinds} == {"temporal", "hires"}

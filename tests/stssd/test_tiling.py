@@ -62,7 +62,7 @@ def test_multi_sensor_sets_whose_chip_centres_coincide(tiny_snapshot):
     for r in rows:
         sets.setdefault(r["set_id"], []).append(r)
     multi = [v for v in sets.values() if len({r["sensor"] for r in v}) > 1]
-    assert {r["set_kind"] for v in multi for r in v} == {"S2-L8", "GF-S2"}
+    assert {r["set_kind"] for v in multi for r in v} == {"temporal", "hires"}
     assert {r["sensor"] for v in multi for r in v} == {"S2", "L8", "GF1", "GF2"}
     assert max(len(v) for v in sets.values()) == 4
     for v in sets.values():
@@ -183,7 +183,7 @@ def test_generate_ingest_tile_end_to_end(tmp_path):
     report = ingest([str(tmp_path / "scenes")], tmp_path / "catalog.parquet", params(), progress=False)
     assert len(report.added) == 6 and not report.failed
     s = tile(tmp_path / "catalog.parquet", tmp_path / "snap", params(), progress=False)
-    assert s.counts["sets_per_kind"] == {"GF-S2": 3, "S2-L8": 12}
+    assert s.counts["sets_per_kind"] == {"hires": 3, "temporal": 12}
     assert s.counts["images_per_sensor"] == {"GF1": 2, "GF2": 1, "L8": 24, "S2": 21}
     assert tile(tmp_path / "catalog.parquet", tmp_path / "snap", params(), progress=False).up_to_date
 
@@ -223,10 +223,10 @@ def test_s2_20m_bands_are_resampled_bilinearly_onto_the_10m_grid(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- drops
 def test_cloudy_and_nodata_chips_are_dropped_and_sets_follow_the_rules(tmp_path, synthetic_scenes):
-    # put a cloud on the S2-g chip of one S2-L8 set (centre from the plan of the default scenes)
+    # put a cloud on the S2-g chip of one temporal set (centre from the plan of the default scenes)
     plan = plan_sets(synthetic_scenes[1], params().tile)
     target = max(
-        (s for s in plan.sets if s.kind == "S2-L8" and len(s.images) == 4), key=lambda s: s.centre_xy
+        (s for s in plan.sets if s.kind == "temporal" and len(s.images) == 4), key=lambda s: s.centre_xy
     )
     px, py = Transformer.from_crs("EPSG:4326", target.point.crs, always_xy=True).transform(114.3, 30.5)
     cloud = (target.centre_xy[0] - px, target.centre_xy[1] - py, 300.0)
@@ -244,7 +244,7 @@ def test_cloudy_and_nodata_chips_are_dropped_and_sets_follow_the_rules(tmp_path,
     rows = manifest(out)
     assert "GF1" not in {r["sensor"] for r in rows}
     assert all(r["cloud_fraction"] <= 0.10 and r["nodata_fraction"] <= 0.05 for r in rows)
-    # the S2-L8 set under the cloud keeps its other three images
+    # the temporal set under the cloud keeps its other three images
     at_cloud = [r for r in rows if r["set_id"] == target.set_id]
     assert sorted(r["role"] for r in at_cloud) == ["L8-g", "L8-ng", "S2-ng"]
     # looser limits keep them
@@ -635,7 +635,7 @@ def test_encoding_matches_the_reflectance_formula(dtype, scale, offset, exact):
 
 # ------------------------------------------------------------------------------- real multi-date sets
 def test_the_bundled_series_give_multi_image_sets_of_real_imagery(tmp_path):
-    """The demo's real multi-image sets: the Tanzanian series (tropics: two dates per S2-L8 set, both
+    """The demo's real multi-image sets: the Tanzanian series (tropics: two dates per temporal set, both
     in the na slots), NAIP (single-image sets); each series is a patch with one centre."""
     from a2mae.ingest.run import ingest
     from a2mae.samples import sample_path

@@ -17,7 +17,8 @@ import torch
 from a2mae.benchmark.arms.base import Arm, encoder_statistics, missing_statistics
 from a2mae.benchmark.data import BenchData, BenchmarkError
 from a2mae.config import Params
-from a2mae.finetune.encoder import EncoderError, EncoderHandle, load_encoder
+from a2mae.finetune.encoder import EncoderError, EncoderHandle
+from a2mae.finetune.stage import FinetuneStage
 from a2mae.models.a2mae import A2MAE
 from a2mae.types import ImageMeta, ImageSample
 
@@ -96,7 +97,7 @@ def encoder_arm(name: str, uri: str, params: Params) -> EncoderArm:
         BenchmarkError: The URI does not resolve to an a2mae encoder.
     """
     try:
-        handle = load_encoder(resolve_uri(uri, params), params)
+        handle = FinetuneStage.of(params).load_encoder(resolve_uri(uri, params))
     except EncoderError as err:
         raise BenchmarkError(str(err)) from None
     info = {k: str(v) for k, v in handle.info.items() if not isinstance(v, dict)}

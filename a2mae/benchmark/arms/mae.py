@@ -13,6 +13,7 @@ from __future__ import annotations
 from a2mae.benchmark.arms.encoder import EncoderArm
 from a2mae.benchmark.data import BenchmarkError
 from a2mae.config import Params, validate_params
+from a2mae.pretrain.run import PretrainStage
 
 
 def mae_params(params: Params, like: EncoderArm) -> tuple[Params, str]:
@@ -62,7 +63,7 @@ def mae_arm(params: Params, like: EncoderArm) -> EncoderArm:
             f"benchmark.mae_snapshot: {snap} is not a snapshot (no snapshot.json); run `a2mae tile` or set it"
         )
     p, name = mae_params(params, like)
-    handle, _ = _pretrain(p, snap, name)
+    handle, _ = _pretrain(PretrainStage.of(p), snap, name)
     lineage = {
         "snapshot": snap,
         "steps": str(params.benchmark.mae_steps),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from a2mae import tasks
 from a2mae.benchmark.data import BenchData, BenchmarkError
 from a2mae.benchmark.layouts.common import BandChoice
 from a2mae.config import BenchmarkConfig
+from a2mae.tasks import classification
 
 FORMATS = ("eurosat", "bigearthnet", "oscd", "change-pair", "vector", "finetune")
 
@@ -67,7 +69,7 @@ def read_data(root: Path, cfg: BenchmarkConfig, fmt: str | None = None) -> Bench
     if fmt == "finetune":
         return folders.read_finetune(root, choice)
     if fmt == "bigearthnet":
-        if folders.finetune_task(root) == "classification":
+        if tasks.find(folders.finetune_task(root) or "") is classification.TASK:
             return folders.read_finetune(root, choice)
         return folders.read_bigearthnet_v1(root)
     if fmt == "eurosat":

@@ -15,8 +15,8 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from a2mae.benchmark.data import BenchmarkError
 from a2mae.config import BenchmarkConfig
-from a2mae.finetune.chips import SENSOR_TAG, _datetime, _gsd_m
 from a2mae.sensors import get_registry
+from a2mae.tasks.chips import SENSOR_TAG, _datetime, _gsd_m
 
 #: File name endings that are never images of a layout (headers, quick-looks, masks as pictures).
 NOT_RASTERS = (".hdr", ".jpg", ".jpeg", ".png", ".bmp", ".txt", ".md", ".json", ".xml", ".aux", ".ovr")

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from a2mae import tasks
 from a2mae.benchmark.data import BenchData, BenchmarkError, Chip, metres_box
 from a2mae.benchmark.layouts.common import BandChoice, open_raster
 from a2mae.finetune.chips import BandSpec as FtBandSpec
-from a2mae.finetune.chips import DatasetError, _corners_wgs84, _gsd_m, read_chip
+from a2mae.tasks.chips import DatasetError, _corners_wgs84, _gsd_m, read_chip
 from a2mae.types import ImageMeta
 
 S2_10M = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
@@ -156,7 +157,7 @@ def read_finetune(root: Path, choice: BandChoice, label_mode: str = "auto") -> B
             first = ds.items[i].images[0]
             bounds, group = _bounds(first)
             px = s.pixels.numpy()
-            px = px if task == "change_detection" else px[None]
+            px = px if tasks.get(task).paired else px[None]
             chips.append(
                 Chip(
                     px.astype(np.float32),
