@@ -105,10 +105,11 @@ def make_workspace(root: Path, corpus: list[str]) -> Path:
 def pretrain_through_pipeline(out: Path, params: Any, b: Budget) -> dict[str, Any]:
     """Run the ``retrain`` flow on the corpus (ingest, tile, DVC, Ray pre-training, MLflow); its result."""
     from flows.demo import run_environment
+
+    run_environment(out)  # before Prefect is imported: it reads its settings (startup timeout) on import
     from flows.params import RetrainIngest, RetrainParams, RetrainVersion
     from flows.retrain import retrain
 
-    run_environment(out)
     ws = make_workspace(out / "workspace", list(params.evidence.corpus))
     rp = RetrainParams(
         project_dir=str(ws),
@@ -241,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out or ("evidence-output-quick" if args.quick else "evidence-output")).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    from flows.demo import run_environment
+
+    run_environment(out)  # Prefect's home and its 180 s server start-up, before anything imports Prefect
     with logs.to_file(out / "evidence.log", verbose=0, capture_fds=True) as term:
         shown = console.Output("normal", term.out, term.err, final_lines=True)
         with console.use(shown):
