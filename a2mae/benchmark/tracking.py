@@ -25,7 +25,18 @@ def metric_key(arm: str, protocol: str, fraction: float, metric: str, suffix: st
 
 
 def log_run(res: BenchmarkResult, params: Params) -> str:
-    """Log the benchmark as one MLflow run; returns its id."""
+    """Log the benchmark as one MLflow run; returns its id.
+
+    MLflow's process-wide URIs and experiment variable are put back afterwards (a long-lived process,
+    a Prefect worker or a test session, may use other stores).
+    """
+    from a2mae.tracking.client import mlflow_uris, tracking_uri
+
+    with mlflow_uris(tracking_uri(params.registry)):
+        return _log_run(res, params)
+
+
+def _log_run(res: BenchmarkResult, params: Params) -> str:
     import mlflow
 
     from a2mae.tracking.client import use_experiment
