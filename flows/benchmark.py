@@ -21,11 +21,15 @@ from flows.params import BenchmarkParams
 def benchmark_task(doc: dict[str, Any], data: str, out: str) -> dict[str, Any]:
     """Run the benchmark; returns where it wrote and the resolution per metric."""
     from a2mae.benchmark.run import run_benchmark
+    from a2mae.benchmark.stage import BenchmarkStage
+    from a2mae.finetune.stage import FinetuneStage
+    from a2mae.pretrain.run import PretrainStage
 
     p = params_from(doc)
     ensure_concurrency_limit(p.infra.accelerator_limit, p.infra.accelerator_slots)
     with concurrency(p.infra.accelerator_limit, occupy=1), mlflow_links():
-        res = run_benchmark(p, data, out, show=False)
+        stage = BenchmarkStage(p.benchmark, FinetuneStage.of(p), PretrainStage.of(p))
+        res = run_benchmark(stage, data, out, show=False)
     return {
         "out": str(res.out),
         "files": {k: str(v) for k, v in res.files.items()},

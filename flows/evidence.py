@@ -113,8 +113,11 @@ def benchmark_all(out: Path, params: Any, b: Budget, encoder: str, snapshot: Pat
 
     # imported by name: the harness (issue 19) lands separately; require_harness() checked it is here
     run_benchmark = importlib.import_module("a2mae.benchmark.run").run_benchmark
+    BenchmarkStage = importlib.import_module("a2mae.benchmark.stage").BenchmarkStage
 
     from a2mae.config import load_params
+    from a2mae.finetune.stage import FinetuneStage
+    from a2mae.pretrain.run import PretrainStage
 
     results: dict[str, Any] = {}
     for name, folder in b.sets.items():
@@ -132,7 +135,11 @@ def benchmark_all(out: Path, params: Any, b: Budget, encoder: str, snapshot: Pat
         )
         console.line(f"  benchmark {name}: {folder}")
         results[name] = run_benchmark(
-            bp, REPO / folder, out / "benchmark" / name, encoders=[encoder], track=True
+            BenchmarkStage(bp.benchmark, FinetuneStage.of(bp), PretrainStage.of(bp)),
+            REPO / folder,
+            out / "benchmark" / name,
+            encoders=[encoder],
+            track=True,
         )
     return results
 

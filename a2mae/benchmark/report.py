@@ -18,7 +18,7 @@ import numpy as np
 from a2mae.benchmark.metrics import primary_metric
 from a2mae.benchmark.result import COLUMNS
 from a2mae.benchmark.stats import mean_std
-from a2mae.config import Params
+from a2mae.config import BenchmarkConfig
 from a2mae.io.atomic import atomic_path
 
 if TYPE_CHECKING:
@@ -109,9 +109,9 @@ def _diff_lines(res: BenchmarkResult, metrics: list[str]) -> list[str]:
     return lines
 
 
-def markdown(res: BenchmarkResult, params: Params) -> str:
+def markdown(res: BenchmarkResult, cfg: BenchmarkConfig) -> str:
     """The text of ``benchmark.md``."""
-    cfg, data = params.benchmark, res.data
+    data = res.data
     summ = summary(res.rows)
     metrics = list(dict.fromkeys(s["metric"] for s in summ))
     prim = primary_metric(data.kind)
@@ -176,7 +176,7 @@ def figure(res: BenchmarkResult, path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(res: BenchmarkResult, params: Params) -> None:
+def write_outputs(res: BenchmarkResult, cfg: BenchmarkConfig) -> None:
     """Write every output into ``res.out`` (each file atomically) and record the paths in ``res.files``."""
     res.out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -186,7 +186,7 @@ def write_outputs(res: BenchmarkResult, params: Params) -> None:
         "figure": res.out / "score_vs_fraction.png",
     }
     with atomic_path(files["report"]) as tmp:
-        tmp.write_text(markdown(res, params))
+        tmp.write_text(markdown(res, cfg))
     with atomic_path(files["results"]) as tmp:
         _frame(res.rows, COLUMNS).to_parquet(tmp, index=False)
     dcols = (

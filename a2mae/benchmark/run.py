@@ -26,7 +26,8 @@ from a2mae.benchmark.metrics import Predictions, metrics_for, primary_metric
 from a2mae.benchmark.probe import probe_arm, seed_folds
 from a2mae.benchmark.report import write_outputs
 from a2mae.benchmark.result import COLUMNS, BenchmarkResult
-from a2mae.config import Params
+from a2mae.benchmark.stage import BenchmarkStage
+from a2mae.config import BenchmarkConfig
 from a2mae.console import line, progress
 
 
@@ -99,9 +100,8 @@ def _differences(
 
 
 def _embed_all(
-    arms: list[Arm], data: BenchData, params: Params, show: bool
+    arms: list[Arm], data: BenchData, cfg: BenchmarkConfig, show: bool
 ) -> tuple[dict[str, Embeddings], dict[str, bool]]:
-    cfg = params.benchmark
     ds = data_statistics(data)
     h, w = data.size
     emb, cached = {}, {}
@@ -123,11 +123,10 @@ def _probe_seeds(
     arms: list[Arm],
     emb: dict[str, Embeddings],
     data: BenchData,
-    params: Params,
+    cfg: BenchmarkConfig,
     protocols: list[str],
     show: bool,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    cfg = params.benchmark
     n_cls, kind = len(data.classes), data.kind
     patch = arms[0].patch
     rows: list[dict[str, Any]] = []
@@ -169,7 +168,7 @@ def resolutions(diffs: list[dict[str, Any]], kind: str) -> dict[str, float]:
 
 
 def run_benchmark(
-    params: Params,
+    stage: BenchmarkStage,
     data_path: str | Path,
     out: str | Path,
     *,
@@ -181,7 +180,7 @@ def run_benchmark(
     """Run the benchmark and write its outputs to ``out``.
 
     Args:
-        params: Parameters (section ``benchmark``; ``registry`` for encoders and MLflow).
+        stage: The ``benchmark`` section and its collaborators (encoders, MLflow, the plain-MAE arm).
         data_path: The labelled data (a folder in one of the layouts).
         out: Output folder.
         encoders: Encoders under test (default ``benchmark.encoders``).
@@ -194,7 +193,7 @@ def run_benchmark(
             statistics for the data's bands, labels outside the rasters.
     """
     t0 = time.monotonic()
-    cfg = params.benchmark
+    cfg = stage.cfg
     data = read_data(Path(data_path), cfg, fmt)
     line(
         f"{data.root}: {data.layout} layout{' (detected)' if (fmt or cfg.format) == 'auto' else ''}, "
@@ -203,16 +202,16 @@ def run_benchmark(
     )
     for n in data.notes:
         line(f"  {n}")
-    arms = build_arms(params, list(encoders or cfg.encoders))
-    emb, cached = _embed_all(arms, data, params, show)
-    rows, diffs = _probe_seeds(arms, emb, data, params, list(cfg.protocols), show)
+    arms = build_arms(stage, list(encoders or cfg.encoders))
+    emb, cached = _embed_all(arms, data, cfg, show)
+    rows, diffs = _probe_seeds(arms, emb, data, cfg, list(cfg.protocols), show)
     res = BenchmarkResult(data, arms, rows, diffs, resolutions(diffs, data.kind), Path(out), cached=cached)
     res.seconds = time.monotonic() - t0
-    write_outputs(res, params)
+    write_outputs(res, cfg)
     if track:
         from a2mae.benchmark.tracking import log_run
 
-        res.run_id = log_run(res, params)
+        res.run_id = log_run(res, stage)
     return res
 
 

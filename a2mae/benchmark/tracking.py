@@ -10,10 +10,11 @@ import re
 from typing import TYPE_CHECKING
 
 from a2mae.benchmark.report import summary
-from a2mae.config import Params, params_to_flat
+from a2mae.config import params_to_flat
 
 if TYPE_CHECKING:
     from a2mae.benchmark.result import BenchmarkResult
+    from a2mae.benchmark.stage import BenchmarkStage
 
 _BAD = re.compile(r"[^A-Za-z0-9_\-./ ]")
 
@@ -24,7 +25,7 @@ def metric_key(arm: str, protocol: str, fraction: float, metric: str, suffix: st
     return _BAD.sub("_", key)
 
 
-def log_run(res: BenchmarkResult, params: Params) -> str:
+def log_run(res: BenchmarkResult, stage: BenchmarkStage) -> str:
     """Log the benchmark as one MLflow run; returns its id.
 
     MLflow's process-wide URIs and experiment variable are put back afterwards (a long-lived process,
@@ -32,20 +33,21 @@ def log_run(res: BenchmarkResult, params: Params) -> str:
     """
     from a2mae.tracking.client import mlflow_uris, tracking_uri
 
-    with mlflow_uris(tracking_uri(params.registry)):
-        return _log_run(res, params)
+    with mlflow_uris(tracking_uri(stage.registry)):
+        return _log_run(res, stage)
 
 
-def _log_run(res: BenchmarkResult, params: Params) -> str:
+def _log_run(res: BenchmarkResult, stage: BenchmarkStage) -> str:
+    """The run itself (inside :func:`log_run`)."""
     import mlflow
 
     from a2mae.tracking.client import use_experiment
     from a2mae.tracking.lineage import lineage_tags
 
-    use_experiment(params.registry, params.benchmark.experiment)
+    use_experiment(stage.registry, stage.cfg.experiment)
     data = res.data
     tags = lineage_tags(
-        params_to_flat(params),
+        stage.flat,
         data=str(data.root),
         data_hash=data.data_hash(),
         layout=data.layout,
@@ -54,7 +56,7 @@ def _log_run(res: BenchmarkResult, params: Params) -> str:
     for arm in res.arms:
         tags.update({f"a2mae.arm.{arm.name}.{k}": str(v)[:5000] for k, v in arm.lineage.items()})
     with mlflow.start_run(run_name=f"benchmark-{data.root.name}", tags=tags) as run:
-        flat = {k: v for k, v in params_to_flat(params.benchmark, "benchmark.").items()}
+        flat = {k: v for k, v in params_to_flat(stage.cfg, "benchmark.").items()}
         flat.update(
             {
                 "data": str(data.root),

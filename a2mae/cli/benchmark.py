@@ -81,6 +81,9 @@ def benchmark_cmd(
 ) -> None:
     """Benchmark encoders against baselines (scratch, RCF, plain MAE) with kNN and linear probes."""
     from a2mae.benchmark.run import run_benchmark
+    from a2mae.benchmark.stage import BenchmarkStage
+    from a2mae.finetune.stage import FinetuneStage
+    from a2mae.pretrain.run import PretrainStage
 
     fr = _csv(fractions)
     over = _overrides(
@@ -96,7 +99,8 @@ def benchmark_cmd(
     p = resolve_params(params, over)
     target = out or Path(p.benchmark.output) / data.name
     with command_output(p, quiet, as_json, verbose) as o:
-        res = run_benchmark(p, data, target, encoders=encoder, track=track, show=True)
+        stage = BenchmarkStage(p.benchmark, FinetuneStage.of(p), PretrainStage.of(p))
+        res = run_benchmark(stage, data, target, encoders=encoder, track=track, show=True)
     o.json(_json_doc(res))
     o.line(res.files["report"].read_text().split("\n## Arms")[0].rstrip())
     o.line(

@@ -20,6 +20,7 @@ from a2mae.benchmark.protocols.linear import linear_predict
 from a2mae.benchmark.samples import fold_index
 from a2mae.benchmark.splits import chip_folds
 from a2mae.config import load_params
+from a2mae.finetune.stage import FinetuneStage
 from a2mae.testing.bench import tiny_checkpoint, write_change_pairs
 
 FAST = [
@@ -89,7 +90,9 @@ def test_encoder_without_statistics_is_one_line_exit_2(pairs, ckpt, tmp_path, ca
 def test_arms_embed_with_their_own_shapes_and_scratch_differs(pairs, ckpt):
     p = params()
     data = read_data(pairs, p.benchmark)
-    enc = encoder_arm("encoder", str(ckpt), p)
+    enc = encoder_arm(
+        "encoder", str(ckpt), FinetuneStage.of(p), use_encoder_stats=p.benchmark.normalization == "encoder"
+    )
     scr = scratch_arm(enc, 0)
     rcf = RCFArm("rcf-gaussian", patch=enc.patch, features=16, seed=0)
     ds = data_statistics(data)

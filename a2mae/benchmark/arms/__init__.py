@@ -7,10 +7,10 @@ and :mod:`.mae` (the plain-MAE control).
 from __future__ import annotations
 
 from a2mae.benchmark.arms.base import Arm
-from a2mae.config import Params
+from a2mae.benchmark.stage import BenchmarkStage
 
 
-def build_arms(params: Params, encoders: list[str]) -> list[Arm]:
+def build_arms(stage: BenchmarkStage, encoders: list[str]) -> list[Arm]:
     """The arms in report order: encoders, then ``benchmark.baselines`` (``rcf`` gives one arm per mode).
 
     Raises:
@@ -19,14 +19,21 @@ def build_arms(params: Params, encoders: list[str]) -> list[Arm]:
     from a2mae.benchmark.arms.encoder import encoder_arm, scratch_arm
     from a2mae.benchmark.arms.rcf import RCFArm
 
-    cfg = params.benchmark
+    cfg = stage.cfg
     arms: list[Arm] = []
     for i, uri in enumerate(encoders):
-        arms.append(encoder_arm("encoder" if i == 0 else f"encoder-{i + 1}", uri, params))
+        arms.append(
+            encoder_arm(
+                "encoder" if i == 0 else f"encoder-{i + 1}",
+                uri,
+                stage.finetune,
+                use_encoder_stats=cfg.normalization == "encoder",
+            )
+        )
     first = arms[0]
     for base in cfg.baselines:
         if base == "scratch":
-            arms.append(scratch_arm(first, params.finetune.seed))  # type: ignore[arg-type]
+            arms.append(scratch_arm(first, stage.finetune.cfg.seed))  # type: ignore[arg-type]
         elif base == "rcf":
             for mode in cfg.rcf_modes:
                 arms.append(
@@ -35,7 +42,7 @@ def build_arms(params: Params, encoders: list[str]) -> list[Arm]:
         elif base == "mae":
             from a2mae.benchmark.arms.mae import mae_arm
 
-            arms.append(mae_arm(params, first))  # type: ignore[arg-type]
+            arms.append(mae_arm(cfg, stage.pretrain, first))  # type: ignore[arg-type]
     return arms
 
 

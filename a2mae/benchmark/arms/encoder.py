@@ -16,17 +16,17 @@ import torch
 
 from a2mae.benchmark.arms.base import Arm, encoder_statistics, missing_statistics
 from a2mae.benchmark.data import BenchData, BenchmarkError
-from a2mae.config import Params
+from a2mae.config import RegistryConfig
 from a2mae.finetune.encoder import EncoderError, EncoderHandle
 from a2mae.finetune.stage import FinetuneStage
 from a2mae.models.a2mae import A2MAE
 from a2mae.types import ImageMeta, ImageSample
 
 
-def resolve_uri(uri: str, params: Params) -> str:
+def resolve_uri(uri: str, registry: RegistryConfig) -> str:
     """``@champion`` (or ``@ALIAS``) -> ``models:/<encoder model>@ALIAS``; anything else unchanged."""
     if uri.startswith("@"):
-        return f"models:/{params.registry.encoder_model}{uri}"
+        return f"models:/{registry.encoder_model}{uri}"
     return uri
 
 
@@ -90,20 +90,26 @@ class EncoderArm(Arm):
         return feats.pooled, feats.maps[-1]
 
 
-def encoder_arm(name: str, uri: str, params: Params) -> EncoderArm:
+def encoder_arm(name: str, uri: str, stage: FinetuneStage, *, use_encoder_stats: bool) -> EncoderArm:
     """The encoder under test.
+
+    Args:
+        name: The arm's name.
+        uri: The encoder (see :func:`resolve_uri`).
+        stage: Loads the encoder (``registry`` section, scratch encoder).
+        use_encoder_stats: Normalise with the encoder's pre-training statistics
+            (``benchmark.normalization=encoder``), not the data's.
 
     Raises:
         BenchmarkError: The URI does not resolve to an a2mae encoder.
     """
     try:
-        handle = FinetuneStage.of(params).load_encoder(resolve_uri(uri, params))
+        handle = stage.load_encoder(resolve_uri(uri, stage.registry))
     except EncoderError as err:
         raise BenchmarkError(str(err)) from None
     info = {k: str(v) for k, v in handle.info.items() if not isinstance(v, dict)}
     lineage = {"source": handle.source, **info}
-    use = params.benchmark.normalization == "encoder"
-    return EncoderArm(name, lineage=lineage, handle=handle, use_encoder_stats=use)
+    return EncoderArm(name, lineage=lineage, handle=handle, use_encoder_stats=use_encoder_stats)
 
 
 def scratch_arm(of: EncoderArm, seed: int) -> EncoderArm:
