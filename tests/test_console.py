@@ -100,12 +100,12 @@ def test_a_finetune_bar_ends_at_its_total(tmp_path):
     import io
 
     from a2mae import console
-    from a2mae.finetune.run import _progress
+    from a2mae.finetune.tracking import step_progress
 
     out, err = io.StringIO(), io.StringIO()
     with (
         console.use(console.Output("normal", out, err, final_lines=True)),
-        _progress(5, "ft x", True) as step,
+        step_progress(5, "ft x", True) as step,
     ):
         for i in range(5):
             step(i, 0.5)

@@ -26,7 +26,19 @@ def metric_key(arm: str, protocol: str, fraction: float, metric: str, suffix: st
 
 
 def log_run(res: BenchmarkResult, stage: BenchmarkStage) -> str:
-    """Log the benchmark as one MLflow run; returns its id."""
+    """Log the benchmark as one MLflow run; returns its id.
+
+    MLflow's process-wide URIs and experiment variable are put back afterwards (a long-lived process,
+    a Prefect worker or a test session, may use other stores).
+    """
+    from a2mae.tracking.client import mlflow_uris, tracking_uri
+
+    with mlflow_uris(tracking_uri(stage.registry)):
+        return _log_run(res, stage)
+
+
+def _log_run(res: BenchmarkResult, stage: BenchmarkStage) -> str:
+    """The run itself (inside :func:`log_run`)."""
     import mlflow
 
     from a2mae.tracking.client import use_experiment

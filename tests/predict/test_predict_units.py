@@ -35,7 +35,7 @@ def test_an_arcsi_scene_reaches_an_l2a_model_in_l2a_units(tmp_path, predict_para
     from a2mae.predict.scenes import read_sources
 
     params = predict_params("predict.window=64", "predict.overlap=0")
-    (rec,) = read_sources([str(_arcsi_scene())], params)
+    (rec,) = read_sources([str(_arcsi_scene())], params.data)
     assert rec.product == "ARCSI" and rec.scale == pytest.approx(1e-3)
     band = next(b for b in rec.band_files if b.band == "B04")
     with rasterio.open(band.uri) as ds:
