@@ -150,6 +150,10 @@ def benchmark_all(out: Path, params: Any, b: Budget, encoder: str, snapshot: Pat
                 f"benchmark.mae_steps={b.steps}",
                 f"benchmark.mae_snapshot={snapshot}",
                 f"benchmark.cache={out / 'cache'}",
+                # the plain MAE's checkpoints in this run's folder: under the default (runs/ray, relative
+                # to the working directory) a checkpoint of an earlier run with the same settings is
+                # reused, whatever snapshot it was trained on
+                f"pretrain.storage_path={out / 'ray'}",
             ],
         )
         console.line(f"  benchmark {name}: {folder}")

@@ -54,6 +54,8 @@ def test_quick_evidence_writes_its_report_with_the_table(runs):
         assert "make evidence QUICK=1" in text and "### landcover: segmentation, miou" in text
         assert "| encoder |" in text and "| scratch |" in text and "s CPU" in text
         assert (out / "evidence.png").read_bytes()[:4] == b"\x89PNG"
+        # each run pre-trains its own plain MAE (none reused from an earlier run's checkpoints)
+        assert list((out / "ray").glob("benchmark-mae-*/checkpoint_*")), out
     rows = _results(runs[0][1])
     arms = {r["arm"] for r in rows}
     assert {"scratch", "mae"} <= arms and any(a.startswith("rcf") for a in arms) and len(arms) >= 4
