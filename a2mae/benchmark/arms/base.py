@@ -8,6 +8,7 @@ patch grid (dense probes). Normalisation: the encoder its pre-training statistic
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,7 @@ class Embeddings:
 
 
 @dataclass
-class Arm:
+class Arm(ABC):
     """Base of the arms. Subclasses set ``model`` and implement :meth:`forward`.
 
     Attributes:
@@ -54,10 +55,11 @@ class Arm:
         """Fix the normalisation (default: the data's statistics)."""
         self.mean, self.std = data_stats
 
+    @abstractmethod
     def key(self) -> str:
         """Identity of the arm's embedding function (weights, filters, statistics): the cache key."""
-        raise NotImplementedError
 
+    @abstractmethod
     def forward(self, x: torch.Tensor, metas: Sequence[ImageMeta]) -> tuple[torch.Tensor, torch.Tensor]:
         """Embed normalised images.
 
@@ -68,7 +70,6 @@ class Arm:
         Returns:
             ``(pooled [B, D], tokens [B, D, H/patch, W/patch])``.
         """
-        raise NotImplementedError
 
     def normalise(self, pixels: np.ndarray) -> torch.Tensor:
         """``[B, C, H, W]`` file units -> normalised float32 tensor."""
