@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ DEMO_SETTINGS = (
 )
 
 
-def make_workspace(root: Path) -> Path:
+def make_workspace(root: Path, scenes: Sequence[str] = SAMPLE_SCENES, who: str = "demo") -> Path:
     """Create (once) a git + DVC workspace holding the repository's pipeline files and samples.
 
     Returns:
@@ -62,10 +63,10 @@ def make_workspace(root: Path) -> Path:
     for name in WORKSPACE_FILES:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, root / name)
-    for sub in (*SAMPLE_SCENES, "data/samples/bigearthnet"):
+    for sub in (*scenes, "data/samples/bigearthnet"):
         shutil.copytree(REPO / sub, root / sub, dirs_exist_ok=True)
-    ident = ["-c", "user.name=a2mae demo", "-c", "user.email=a2mae-demo@localhost"]
-    for cmd in (["init", "-q"], ["add", "-A"], [*ident, "commit", "-q", "-m", "demo workspace"]):
+    ident = ["-c", f"user.name=a2mae {who}", "-c", f"user.email=a2mae-{who}@localhost"]
+    for cmd in (["init", "-q"], ["add", "-A"], [*ident, "commit", "-q", "-m", f"{who} workspace"]):
         subprocess.run(["git", *cmd], cwd=root, check=True, capture_output=True)
     return root
 

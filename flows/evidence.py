@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -84,33 +83,15 @@ def pipeline_overrides(b: Budget) -> list[str]:
     ]
 
 
-def make_workspace(root: Path, corpus: list[str]) -> Path:
-    """A git + DVC workspace with the repository's pipeline files, the corpus and the fine-tuning samples."""
-    from flows.demo import WORKSPACE_FILES
-
-    if (root / "dvc.yaml").is_file() and (root / ".git").is_dir():
-        return root
-    root.mkdir(parents=True, exist_ok=True)
-    for name in WORKSPACE_FILES:
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, root / name)
-    for sub in (*corpus, "data/samples/bigearthnet"):
-        shutil.copytree(REPO / sub, root / sub, dirs_exist_ok=True)
-    ident = ["-c", "user.name=a2mae evidence", "-c", "user.email=a2mae-evidence@localhost"]
-    for cmd in (["init", "-q"], ["add", "-A"], [*ident, "commit", "-q", "-m", "evidence workspace"]):
-        subprocess.run(["git", *cmd], cwd=root, check=True, capture_output=True)
-    return root
-
-
 def pretrain_through_pipeline(out: Path, params: Any, b: Budget) -> dict[str, Any]:
     """Run the ``retrain`` flow on the corpus (ingest, tile, DVC, Ray pre-training, MLflow); its result."""
-    from flows.demo import run_environment
+    from flows.demo import make_workspace, run_environment
 
     run_environment(out)  # before Prefect is imported: it reads its settings (startup timeout) on import
     from flows.params import RetrainIngest, RetrainParams, RetrainVersion
     from flows.retrain import retrain
 
-    ws = make_workspace(out / "workspace", list(params.evidence.corpus))
+    ws = make_workspace(out / "workspace", list(params.evidence.corpus), who="evidence")
     rp = RetrainParams(
         project_dir=str(ws),
         ingest=RetrainIngest(sources=list(params.evidence.corpus)),
